@@ -1,0 +1,135 @@
+"""Pinhole camera model.
+
+Pixel convention (used everywhere in geodepth): continuous image coordinates
+``(u, v) = (column, row)`` in pixels, as produced by ``K @ [x, y, z] / z``.  Pixel
+``(row r, col c)`` covers ``[c, c + 1) x [r, r + 1)``, so a projected point falls in
+pixel ``(floor(v), floor(u))`` and the centre of pixel ``(r, c)`` is ``(c + 0.5, r + 0.5)``.
+This is the convention of KITTI's sparse depth maps (``floor`` binning); with it a
+resize is an exact scaling of ``u`` and ``v``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["PinholeCamera"]
+
+
+def _check_K(K: Tensor) -> Tensor:
+    if not isinstance(K, Tensor):
+        K = torch.as_tensor(K, dtype=torch.float64)
+    if K.shape[-2:] != (3, 3) or K.dim() not in (2, 3):
+        raise ValueError(f"K must be (3, 3) or (B, 3, 3), got {tuple(K.shape)}")
+    if not torch.is_floating_point(K):
+        K = K.to(torch.float64)
+    if not torch.isfinite(K).all():
+        raise ValueError("K contains NaN or inf")
+    if (K[..., 0, 0] <= 0).any() or (K[..., 1, 1] <= 0).any():
+        raise ValueError(f"K must have positive focal lengths, got fx={K[..., 0, 0].tolist()}, fy={K[..., 1, 1].tolist()}")
+    return K
+
+
+@dataclass(frozen=True)
+class PinholeCamera:
+    """A pinhole camera: intrinsics ``K`` and the image size it is valid for.
+
+    Args:
+        K: (3, 3) or (B, 3, 3) intrinsics, floating point, pixels.
+        width: image width in pixels (columns).
+        height: image height in pixels (rows).
+
+    Example:
+        >>> import torch
+        >>> cam = PinholeCamera(torch.tensor([[500., 0, 320], [0, 500, 240], [0, 0, 1]]), 640, 480)
+        >>> cam.crop(left=20, top=10, width=600, height=400).cx
+        300.0
+        >>> cam.resize(320, 240).fx
+        250.0
+    """
+
+    K: Tensor
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "K", _check_K(self.K))
+        w, h = int(self.width), int(self.height)
+        if w <= 0 or h <= 0:
+            raise ValueError(f"image size must be positive, got width={self.width}, height={self.height}")
+        object.__setattr__(self, "width", w)
+        object.__setattr__(self, "height", h)
+
+    # ------------------------------------------------------------------ accessors
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(height, width)``, the shape of an image this camera sees."""
+        return (self.height, self.width)
+
+    def _scalar(self, i: int, j: int) -> float | Tensor:
+        v = self.K[..., i, j]
+        return float(v) if v.dim() == 0 else v
+
+    @property
+    def fx(self) -> float | Tensor:
+        return self._scalar(0, 0)
+
+    @property
+    def fy(self) -> float | Tensor:
+        return self._scalar(1, 1)
+
+    @property
+    def cx(self) -> float | Tensor:
+        return self._scalar(0, 2)
+
+    @property
+    def cy(self) -> float | Tensor:
+        return self._scalar(1, 2)
+
+    def to(self, device=None, dtype=None) -> "PinholeCamera":
+        return PinholeCamera(self.K.to(device=device, dtype=dtype), self.width, self.height)
+
+    # ------------------------------------------------------------------ new cameras
+    def crop(self, left: int, top: int, width: int, height: int) -> "PinholeCamera":
+        """Camera of the sub-image ``image[..., top:top+height, left:left+width]``."""
+        left, top, width, height = int(left), int(top), int(width), int(height)
+        if left < 0 or top < 0 or width <= 0 or height <= 0 or left + width > self.width or top + height > self.height:
+            raise ValueError(
+                f"crop (left={left}, top={top}, width={width}, height={height}) does not fit in a "
+                f"{self.width}x{self.height} image"
+            )
+        K = self.K.clone()
+        K[..., 0, 2] -= left
+        K[..., 1, 2] -= top
+        return PinholeCamera(K, width, height)
+
+    def resize(self, width: int, height: int) -> "PinholeCamera":
+        """Camera of the image resized to ``width`` x ``height`` (exact with the pixel-edge convention)."""
+        width, height = int(width), int(height)
+        if width <= 0 or height <= 0:
+            raise ValueError(f"resize target must be positive, got {width}x{height}")
+        sx, sy = width / self.width, height / self.height
+        K = self.K.clone()
+        K[..., 0, :] *= sx
+        K[..., 1, :] *= sy
+        return PinholeCamera(K, width, height)
+
+    # ------------------------------------------------------------------ maps
+    def project(self, points_cam: Tensor) -> tuple[Tensor, Tensor]:
+        """Project camera-frame points: returns ``uv`` (..., N, 2) pixels and ``z`` (..., N) metres."""
+        from .projection import project_points
+
+        return project_points(points_cam, self.K)
+
+    def unproject(self, uv: Tensor, z: Tensor) -> Tensor:
+        """Inverse of :meth:`project`: ``uv`` (..., N, 2) pixels, ``z`` (..., N) metres -> (..., N, 3)."""
+        from .projection import unproject_points
+
+        return unproject_points(uv, z, self.K)
+
+    def __repr__(self) -> str:
+        if self.K.dim() == 2:
+            return (f"PinholeCamera(fx={self.fx:.4f}, fy={self.fy:.4f}, cx={self.cx:.4f}, cy={self.cy:.4f}, "
+                    f"width={self.width}, height={self.height})")
+        return f"PinholeCamera(K=(B={self.K.shape[0]}, 3, 3), width={self.width}, height={self.height})"
