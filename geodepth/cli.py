@@ -1,0 +1,287 @@
+"""The ``geodepth`` command: demo, complete, eval, sim, view, bench, methods."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def _sample_dir() -> Path:
+    return Path(__file__).resolve().parent / "_data" / "kitti_sample"
+
+
+def _check_out_dir(out: Path, names: list[str], overwrite: bool) -> None:
+    if overwrite:
+        return
+    existing = [str(out / n) for n in names if (out / n).exists()]
+    if existing:
+        raise CLIError(f"refusing to overwrite {', '.join(existing)}; pass --overwrite")
+
+
+# ---------------------------------------------------------------------------------- demo
+def cmd_demo(args) -> int:
+    import torch
+
+    from . import complete, load_frame
+    from .io import write_depth_png
+    from .metrics import kitti_metrics
+    from .viz import comparison_figure
+
+    out = Path(args.out)
+    names = ["depth.png", "depth_color.png", "points.ply", "figure.png", "metrics.json"]
+    _check_out_dir(out, names, args.overwrite)
+    frame = load_frame(_sample_dir(), camera=2)
+    print(f"frame: {frame.name}  image {frame.camera.width}x{frame.camera.height}, "
+          f"{frame.points_lidar.shape[0]} LiDAR points, "
+          f"{int((frame.sparse_depth > 0).sum())} sparse depth pixels")
+    res = complete(frame, method=args.method, device=args.device)
+    print(f"method {res.method}: {res.seconds * 1e3:.1f} ms on {res.depth.device}")
+    res.save(out, overwrite=True)
+    m = kitti_metrics(res.depth.cpu(), frame.gt_depth)
+    err = (res.depth.cpu() - frame.gt_depth).abs() * (frame.gt_depth > 0)
+    comparison_figure(
+        [("RGB", frame.image), ("sparse LiDAR input", frame.sparse_depth), (f"dense depth ({res.method})", res.depth.cpu()),
+         ("absolute error vs ground truth [m]", ("error", err))],
+        out / "figure.png", overwrite=True)
+    (out / "metrics.json").write_text(json.dumps({"method": res.method, "frame": frame.name, **m}, indent=2))
+    print(_format_metrics(m))
+    print(f"wrote {', '.join(str(out / n) for n in names)}")
+    del torch, write_depth_png
+    return 0
+
+
+def _format_metrics(m: dict) -> str:
+    keys = [("MAE", "mae", 1e3, "mm"), ("RMSE", "rmse", 1e3, "mm"), ("iMAE", "imae", 1e3, "1/km"),
+            ("iRMSE", "irmse", 1e3, "1/km")]
+    parts = [f"{label} {m[k] * s:.2f} {unit}" for label, k, s, unit in keys if k in m]
+    return "KITTI devkit metrics vs ground truth: " + ", ".join(parts)
+
+
+# ---------------------------------------------------------------------------------- complete
+def _load_single(args):
+    from .io import load_frame
+
+    kw = dict(image=args.image, camera=args.camera)
+    if args.lidar:
+        kw["lidar"] = args.lidar
+    if args.sparse_depth:
+        kw["sparse_depth"] = args.sparse_depth
+    if args.calib_dir:
+        kw["calib_dir"] = args.calib_dir
+    if args.calib_file:
+        kw["calib_file"] = args.calib_file
+    if args.intrinsics:
+        kw["intrinsics"] = args.intrinsics
+    return load_frame(**kw)
+
+
+def cmd_complete(args) -> int:
+    from . import complete
+
+    if not args.lidar and not args.sparse_depth:
+        raise CLIError("give --lidar BIN or --sparse-depth PNG")
+    if not (args.calib_dir or args.calib_file or args.intrinsics):
+        raise CLIError("give --calib-dir DIR, --calib-file FILE or --intrinsics TXT")
+    out = Path(args.out)
+    image = Path(args.image)
+    if image.is_dir():
+        return _complete_folder(args)
+    if args.lidar and not (args.calib_dir or args.calib_file):
+        raise CLIError("--lidar needs the LiDAR-to-camera transform: give --calib-dir or --calib-file")
+    names = ["depth.png", "depth_color.png", "points.ply"]
+    _check_out_dir(out, names, args.overwrite)
+    frame = _load_single(args)
+    res = complete(frame, method=args.method, device=args.device, use_points=bool(args.lidar) and not args.sparse_depth)
+    paths = res.save(out, overwrite=True)
+    print(f"{frame.name}: {res.method} in {res.seconds * 1e3:.1f} ms -> " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def _complete_folder(args) -> int:
+    from tqdm import tqdm
+
+    from . import complete
+    from .io import list_kitti_dc_frames, load_kitti_dc_frame, write_depth_png
+
+    root = Path(args.image)
+    entries = list_kitti_dc_frames(root)
+    if not entries:
+        raise CLIError(f"no frames found in {root} (expected image/ and velodyne_raw/ subfolders)")
+    out = Path(args.out)
+    names = [Path(e["velodyne_raw"]).name for e in entries]
+    _check_out_dir(out, names, args.overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    for e, name in tqdm(list(zip(entries, names)), desc="completing", unit="frame"):
+        frame = load_kitti_dc_frame(e)
+        res = complete(frame, method=args.method, device=args.device, use_points=False)
+        write_depth_png(out / name, res.depth.cpu(), overwrite=True)
+    print(f"wrote {len(entries)} depth maps to {out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------- eval
+def cmd_eval(args) -> int:
+    from .metrics import evaluate_folders
+
+    res = evaluate_folders(args.pred, args.gt, progress=not args.quiet)
+    if args.json:
+        p = Path(args.json)
+        if p.exists() and not args.overwrite:
+            raise CLIError(f"refusing to overwrite {p}; pass --overwrite")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(res, indent=2))
+    rows = res["per_image"]
+    keys = [k for k in rows[0] if k != "name"] if rows else []
+    print("name," + ",".join(keys))
+    for r in rows:
+        print(f"{r['name']}," + ",".join(f"{r[k]:.6g}" for k in keys))
+    print("mean," + ",".join(f"{res['mean'][k]:.6g}" for k in keys))
+    return 0
+
+
+# ---------------------------------------------------------------------------------- sim
+def cmd_sim(args) -> int:
+    from .data.synthetic import simulate_to_folder
+
+    simulate_to_folder(args.out, frames=args.frames, sensor=args.sensor, seed=args.seed,
+                       overwrite=args.overwrite, progress=True)
+    return 0
+
+
+# ---------------------------------------------------------------------------------- view
+def cmd_view(args) -> int:
+    from .io import read_point_cloud
+    from .viz import render_offscreen, show
+
+    pts, cols = read_point_cloud(args.path)
+    if args.png:
+        p = Path(args.png)
+        if p.exists() and not args.overwrite:
+            raise CLIError(f"refusing to overwrite {p}; pass --overwrite")
+        render_offscreen(pts, cols, p, width=args.width, height=args.height)
+        print(f"wrote {p}")
+    else:
+        show(pts, cols)
+    return 0
+
+
+# ---------------------------------------------------------------------------------- bench
+BENCHES = {"classical": "bm_classical", "methods": "bm_methods", "knn": "bm_knn", "aggregate": "bm_aggregate",
+           "sim": "bm_sim"}
+GROUPS = {"ops": ["knn", "aggregate"], "all": ["classical", "knn", "aggregate", "sim"]}
+
+
+def cmd_bench(args) -> int:
+    import importlib.util
+
+    bdir = Path(__file__).resolve().parents[1] / "benchmarks"
+    if not bdir.is_dir():
+        raise CLIError(f"benchmarks/ not found next to the package ({bdir}); run from a source checkout")
+    names = GROUPS.get(args.name, [args.name])
+    for n in names:
+        if n not in BENCHES:
+            raise CLIError(f"unknown benchmark {n!r}; choose from {', '.join(sorted(BENCHES) + sorted(GROUPS))}")
+    sys.path.insert(0, str(bdir))
+    for n in names:
+        spec = importlib.util.spec_from_file_location(BENCHES[n], bdir / f"{BENCHES[n]}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        argv = ["--device", args.device] + (["--repeats", str(args.repeats)] if args.repeats else [])
+        mod.main(argv)
+    return 0
+
+
+def cmd_methods(args) -> int:
+    from .models.completion import DEFAULT_METHOD
+    from .models.registry import available_methods, get_method
+
+    for n in available_methods():
+        s = get_method(n)
+        print(f"{n:<22}{'(default) ' if n == DEFAULT_METHOD else ''}{s.description}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="geodepth", description="Point-cloud-native depth completion from LiDAR and camera.")
+    from ._version import __version__
+
+    p.add_argument("--version", action="version", version=f"geodepth {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="complete the packaged KITTI frame and score it against ground truth")
+    d.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
+    d.add_argument("--method", default=None, help="completion method (see `geodepth methods`)")
+    d.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
+    d.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    d.set_defaults(fn=cmd_demo)
+
+    c = sub.add_parser("complete", help="complete one frame, or every frame of a KITTI depth-completion folder")
+    c.add_argument("--image", required=True, help="RGB image, or a folder in the KITTI depth completion layout")
+    src = c.add_mutually_exclusive_group()
+    src.add_argument("--sparse-depth", help="sparse depth PNG (uint16, value / 256 m)")
+    src.add_argument("--lidar", help="LiDAR scan .bin (float32 x, y, z, intensity)")
+    cal = c.add_mutually_exclusive_group()
+    cal.add_argument("--calib-dir", help="KITTI raw calibration folder (calib_cam_to_cam.txt, calib_velo_to_cam.txt)")
+    cal.add_argument("--calib-file", help="KITTI object calibration .txt, or plain calibration .yaml/.json")
+    cal.add_argument("--intrinsics", help="text file with the 3x3 K (only with --sparse-depth)")
+    c.add_argument("--camera", type=int, choices=(2, 3), default=2, help="KITTI camera (default 2)")
+    c.add_argument("--method", default=None, help="completion method (see `geodepth methods`)")
+    c.add_argument("--device", default=None)
+    c.add_argument("--out", required=True, help="output folder")
+    c.add_argument("--overwrite", action="store_true")
+    c.set_defaults(fn=cmd_complete)
+
+    e = sub.add_parser("eval", help="KITTI devkit metrics over a folder pair (paired by sorted name)")
+    e.add_argument("--pred", required=True)
+    e.add_argument("--gt", required=True)
+    e.add_argument("--json", default=None, help="write per-image and mean metrics to this JSON file")
+    e.add_argument("--overwrite", action="store_true")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(fn=cmd_eval)
+
+    s = sub.add_parser("sim", help="simulate street scenes in the KITTI depth completion layout")
+    s.add_argument("--out", required=True)
+    s.add_argument("--frames", type=int, default=10)
+    s.add_argument("--sensor", choices=("hdl64", "vlp32", "vlp16", "os128"), default="hdl64")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(fn=cmd_sim)
+
+    v = sub.add_parser("view", help="show a point cloud (PLY/PCD) in an Open3D window, or render it to PNG")
+    v.add_argument("path")
+    v.add_argument("--png", default=None, help="render offscreen to this PNG instead of opening a window")
+    v.add_argument("--width", type=int, default=1280)
+    v.add_argument("--height", type=int, default=720)
+    v.add_argument("--overwrite", action="store_true")
+    v.set_defaults(fn=cmd_view)
+
+    b = sub.add_parser("bench", help="run benchmarks against the anchors on this machine (source checkout)")
+    b.add_argument("name", nargs="?", default="all", help="classical, methods, knn, aggregate, sim, ops, all")
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--repeats", type=int, default=None)
+    b.set_defaults(fn=cmd_bench)
+
+    m = sub.add_parser("methods", help="list completion methods")
+    m.set_defaults(fn=cmd_methods)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args) or 0
+    except (CLIError, ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"geodepth {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

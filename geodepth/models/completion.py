@@ -1,0 +1,219 @@
+"""``complete()``: one call from a frame (or image + points/sparse depth + camera) to a dense
+depth map and a dense, coloured point cloud."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..geometry.camera import PinholeCamera
+from ..io.frame import Frame
+
+__all__ = ["Completion", "DEFAULT_METHOD", "complete"]
+
+#: The method ``complete()`` uses when none is named; chosen by measurement across
+#: sensors and densities (see README, "Choosing the default method").
+DEFAULT_METHOD = "ipbasic_fast"
+
+
+@dataclass
+class Completion:
+    """The result of :func:`complete`.
+
+    Attributes:
+        depth: (1, H, W) float32 dense depth, metres, camera-frame z; 0 where the method gives
+            no estimate.
+        confidence: (1, H, W) float32 in [0, 1], or None when the method has none.
+        camera: the camera of ``depth``.
+        image: (3, H, W) float32 RGB in [0, 1], or None.
+        T_cam_from_lidar: (4, 4) float64, or None (then ``points_lidar`` is None).
+        sparse_depth: (1, H, W) float32 metres, the input the method saw.
+        method: name of the method; ``seconds``: wall time of the completion itself.
+    """
+
+    depth: Tensor
+    camera: PinholeCamera
+    confidence: Tensor | None = None
+    image: Tensor | None = None
+    T_cam_from_lidar: Tensor | None = None
+    sparse_depth: Tensor | None = None
+    method: str = ""
+    seconds: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ point clouds
+    def _cloud(self):
+        from ..geometry import depth_to_points
+
+        return depth_to_points(self.depth, self.camera, image=self.image)
+
+    @property
+    def points_cam(self) -> Tensor:
+        """(M, 3) float32 points of every pixel with a depth, camera frame, metres (pixel centres)."""
+        return self._cloud()[0]
+
+    @property
+    def colors(self) -> Tensor | None:
+        """(M, 3) float32 RGB in [0, 1] of :attr:`points_cam`, or None without an image."""
+        return self._cloud()[1] if self.image is not None else None
+
+    @property
+    def points_lidar(self) -> Tensor | None:
+        """(M, 3) float32 :attr:`points_cam` in the LiDAR frame, or None without ``T_cam_from_lidar``."""
+        if self.T_cam_from_lidar is None:
+            return None
+        from ..geometry import invert_transform, transform_points
+
+        T = invert_transform(self.T_cam_from_lidar.to(torch.float64))
+        return transform_points(T, self.points_cam.to(torch.float64)).to(torch.float32)
+
+    # ------------------------------------------------------------------ output
+    def save(self, out_dir: str | Path, *, overwrite: bool = False, ply: bool = True) -> dict[str, Path]:
+        """Write ``depth.png`` (KITTI uint16, value / 256 m), ``depth_color.png``,
+        ``confidence.png`` (when there is one, 8-bit) and ``points.ply`` (camera frame, coloured).
+
+        Existing files are never replaced unless ``overwrite=True`` (checked before anything
+        is written, so a refused call writes nothing). Returns the written paths.
+        """
+        from ..io import write_depth_png, write_image, write_ply
+        from ..viz import colorize_depth
+
+        out = Path(out_dir)
+        paths = {"depth": out / "depth.png", "depth_color": out / "depth_color.png"}
+        if self.confidence is not None:
+            paths["confidence"] = out / "confidence.png"
+        if ply:
+            paths["points"] = out / "points.ply"
+        if not overwrite:
+            existing = [str(p) for p in paths.values() if p.exists()]
+            if existing:
+                raise FileExistsError(f"refusing to overwrite {', '.join(existing)} (pass overwrite=True / --overwrite)")
+        out.mkdir(parents=True, exist_ok=True)
+        depth = self.depth.detach().float().cpu()
+        write_depth_png(paths["depth"], depth, overwrite=True)
+        write_image(paths["depth_color"], colorize_depth(depth), overwrite=True)
+        if self.confidence is not None:
+            conf = self.confidence.detach().float().cpu().clamp(0, 1)
+            write_image(paths["confidence"], conf.expand(3, -1, -1), overwrite=True)
+        if ply:
+            pts, cols = self._cloud()
+            write_ply(paths["points"], pts.cpu(), cols.cpu() if cols is not None else None, overwrite=True)
+        return paths
+
+
+def _as_depth(x: Tensor, name: str) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() == 2:
+        x = x[None]
+    if x.dim() != 3 or x.shape[0] != 1:
+        raise ValueError(f"{name} must be (1, H, W) or (H, W), got {tuple(x.shape)}")
+    if not torch.is_floating_point(x):
+        raise ValueError(f"{name} must be floating point metres, got {x.dtype}")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    if (x < 0).any():
+        raise ValueError(f"{name} has negative depths (min {float(x.min()):.3f} m); 0 means 'no value'")
+    return x.float()
+
+
+def complete(
+    frame: Frame | None = None,
+    *,
+    image: Tensor | None = None,
+    points_lidar: Tensor | None = None,
+    T_cam_from_lidar: Tensor | None = None,
+    sparse_depth: Tensor | None = None,
+    camera: PinholeCamera | None = None,
+    method: str | None = None,
+    use_points: bool | None = None,
+    device: str | torch.device | None = None,
+    **options: Any,
+) -> Completion:
+    """Complete a sparse LiDAR frame into dense depth.
+
+    Give either a :class:`~geodepth.Frame` or the pieces: ``camera`` and either
+    ``points_lidar`` (N, 3) float metres in the LiDAR frame with ``T_cam_from_lidar`` (4, 4),
+    or ``sparse_depth`` (1, H, W) float metres (0 = no value); ``image`` (3, H, W) float RGB in
+    [0, 1] is optional (methods that use colour need it).
+
+    Args:
+        method: a name from :func:`geodepth.models.available_methods` (default
+            :data:`DEFAULT_METHOD`).
+        use_points: when the frame has both a scan and a sparse depth map, project the scan
+            (True) or use the map (False). Default: the map if there is one (benchmark inputs
+            such as KITTI's ``velodyne_raw`` are maps), else the scan.
+        device: run on this device (default: where the inputs are).
+        **options: passed to the method (see its docstring).
+
+    Returns:
+        a :class:`Completion`.
+
+    Example:
+        >>> import torch, geodepth
+        >>> cam = geodepth.PinholeCamera(torch.tensor([[50., 0, 32], [0, 50, 24], [0, 0, 1]]), 64, 48)
+        >>> sparse = torch.zeros(1, 48, 64); sparse[0, ::4, ::4] = 5.0
+        >>> out = geodepth.complete(sparse_depth=sparse, camera=cam, method="nearest")
+        >>> float(out.depth.min()), float(out.depth.max())
+        (5.0, 5.0)
+    """
+    from ..geometry import points_to_depth, transform_points
+    from . import registry
+
+    if frame is not None:
+        if not isinstance(frame, Frame):
+            raise ValueError(f"frame must be a geodepth.Frame, got {type(frame).__name__}")
+        if any(v is not None for v in (image, points_lidar, T_cam_from_lidar, sparse_depth, camera)):
+            raise ValueError("give either a frame or image/points/sparse_depth/camera, not both")
+        image, points_lidar, T_cam_from_lidar = frame.image, frame.points_lidar, frame.T_cam_from_lidar
+        sparse_depth, camera = frame.sparse_depth, frame.camera
+    if camera is None:
+        raise ValueError("a camera is needed (PinholeCamera with K and image size)")
+    method = method or DEFAULT_METHOD
+    spec = registry.get_method(method)  # raises ValueError listing the valid names
+
+    have_points = points_lidar is not None and T_cam_from_lidar is not None
+    if points_lidar is not None and T_cam_from_lidar is None:
+        raise ValueError("points_lidar given without T_cam_from_lidar (4x4 LiDAR -> camera transform)")
+    if use_points is None:
+        use_points = sparse_depth is None
+    if use_points and not have_points:
+        raise ValueError("use_points=True but the input has no LiDAR points with T_cam_from_lidar")
+    if not use_points and sparse_depth is None:
+        raise ValueError("no input depth: give sparse_depth or points_lidar with T_cam_from_lidar")
+
+    dev = torch.device(device) if device is not None else None
+    points_cam = None
+    if have_points:
+        T = T_cam_from_lidar.to(torch.float64)
+        points_cam = transform_points(T, points_lidar.to(torch.float64)).to(torch.float32)
+        if dev is not None:
+            points_cam = points_cam.to(dev)
+    if use_points:
+        sparse = points_to_depth(points_cam, camera.to(points_cam.device))
+    else:
+        sparse = _as_depth(sparse_depth, "sparse_depth")
+        if tuple(sparse.shape[-2:]) != camera.size:
+            raise ValueError(f"sparse_depth is {sparse.shape[-1]}x{sparse.shape[-2]} but the camera is "
+                             f"{camera.width}x{camera.height}")
+        points_cam = None  # the map is the input; do not mix in a scan it was not made from
+    if dev is not None:
+        sparse = sparse.to(dev)
+    if image is not None:
+        if tuple(image.shape) != (3, *camera.size):
+            raise ValueError(f"image must be (3, {camera.height}, {camera.width}), got {tuple(image.shape)}")
+        image = image.to(sparse.device, torch.float32)
+    if not (sparse > 0).any():
+        raise ValueError("the input has no valid depth in the image (every point outside the image or behind the camera?)")
+
+    t0 = time.perf_counter()
+    out = spec.fn(sparse, image=image, camera=camera.to(sparse.device), points_cam=points_cam, **options)
+    if sparse.device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    return Completion(depth=out["depth"], confidence=out.get("confidence"), camera=camera, image=image,
+                      T_cam_from_lidar=T_cam_from_lidar, sparse_depth=sparse, method=method, seconds=seconds)
