@@ -1,0 +1,268 @@
+"""Pure-torch image operators with OpenCV semantics, used by the classical fills.
+
+Private module. Every function takes a float32 image ``(H, W)`` on any device and returns a
+new ``(H, W)`` tensor on the same device; nothing is modified in place.
+
+* :func:`dilate` / :func:`erode` / :func:`morph_close`: OpenCV ``dilate`` / ``erode`` /
+  ``morphologyEx(MORPH_CLOSE)`` with the default border (pixels outside the image are ignored),
+  anchor at the kernel centre. Kernels that are a union of centred rectangles (full, cross,
+  diamond) run as separable running maxima; any other binary kernel runs as a max over shifts.
+* :func:`median_blur5`: ``cv2.medianBlur(x, 5)`` (exact 13th of 25, replicated border).
+* :func:`gaussian_blur5`: ``cv2.GaussianBlur(x, (5, 5), 0)`` (binomial [1, 4, 6, 4, 1] / 16,
+  reflect-101 border), bit-exact with OpenCV on float32.
+* :func:`bilateral_filter`: ``cv2.bilateralFilter(x, d, sigma_color, sigma_space)`` for
+  float32 (circular window of radius d // 2, reflect-101 border).
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["bilateral_filter", "dilate", "erode", "gaussian_blur5", "median_blur5", "morph_close"]
+
+_NEG_INF = float("-inf")
+
+
+# ----------------------------------------------------------------------------------- kernels
+@functools.lru_cache(maxsize=64)
+def _decompose(kernel_bytes: bytes, kh: int, kw: int):
+    """Split a binary kernel into centred rectangles ``(h, w)``; ``None`` if it is not a union
+    of centred rectangles (then the caller uses shifts). Result is minimal up to containment."""
+    import itertools
+
+    k = [[kernel_bytes[r * kw + c] != 0 for c in range(kw)] for r in range(kh)]
+    if kh % 2 == 0 or kw % 2 == 0:
+        return None
+    cy, cx = kh // 2, kw // 2
+    rects = set()
+    for r, c in itertools.product(range(kh), range(kw)):
+        if not k[r][c]:
+            continue
+        dy, dx = abs(r - cy), abs(c - cx)
+        # the centred rectangle spanned by this offset must lie inside the kernel
+        for rr in range(cy - dy, cy + dy + 1):
+            for cc in range(cx - dx, cx + dx + 1):
+                if not k[rr][cc]:
+                    return None
+        rects.add((2 * dy + 1, 2 * dx + 1))
+    maximal = [a for a in rects if not any(b != a and b[0] >= a[0] and b[1] >= a[1] for b in rects)]
+    return tuple(sorted(maximal))
+
+
+def _kernel_key(kernel) -> tuple[bytes, int, int]:
+    if isinstance(kernel, torch.Tensor):
+        k = kernel.detach().to("cpu")
+    else:
+        k = torch.as_tensor(kernel)
+    if k.ndim != 2 or k.numel() == 0:
+        raise ValueError(f"kernel must be a non-empty 2-D array, got shape {tuple(k.shape)}")
+    kb = (k != 0).to(torch.uint8).contiguous()
+    return bytes(kb.flatten().tolist()), int(kb.shape[0]), int(kb.shape[1])
+
+
+# ---------------------------------------------------------------------------- running maxima
+def _run_max(x: torch.Tensor, w: int, dim: int) -> torch.Tensor:
+    """Centred running maximum of odd width ``w`` along ``dim`` (-1 or -2); outside ignored."""
+    if w == 1:
+        return x
+    r = w // 2
+    if x.is_cuda:
+        k = (1, w) if dim == -1 else (w, 1)
+        p = (0, r) if dim == -1 else (r, 0)
+        return F.max_pool2d(x[None, None], k, stride=1, padding=p)[0, 0]
+    pad = (r, r, 0, 0) if dim == -1 else (0, 0, r, r)
+    m = F.pad(x, pad, value=_NEG_INF)
+    s = 1  # m[i] = max(p[i : i + s])
+    while 2 * s <= w:
+        n = m.shape[dim]
+        m = torch.maximum(m.narrow(dim, 0, n - s), m.narrow(dim, s, n - s))
+        s *= 2
+    if s < w:
+        n = m.shape[dim]
+        d = w - s
+        m = torch.maximum(m.narrow(dim, 0, n - d), m.narrow(dim, d, n - d))
+    return m
+
+
+def dilate(x: torch.Tensor, kernel) -> torch.Tensor:
+    """Grey dilation of ``x`` (H, W) float by a binary ``kernel`` (kh, kw), as ``cv2.dilate``."""
+    key = _kernel_key(kernel)
+    rects = _decompose(*key)
+    if rects is None:
+        return _dilate_shifts(x, key)
+    out = None
+    rows = {}
+    for h, w in rects:
+        if w not in rows:
+            rows[w] = _run_max(x, w, -1)
+        y = _run_max(rows[w], h, -2)
+        out = y if out is None else torch.maximum(out, y)
+    return out
+
+
+def _dilate_shifts(x: torch.Tensor, key) -> torch.Tensor:
+    kb, kh, kw = key
+    ay, ax = kh // 2, kw // 2
+    H, W = x.shape
+    p = F.pad(x, (ax, kw - 1 - ax, ay, kh - 1 - ay), value=_NEG_INF)
+    out = None
+    for r in range(kh):
+        for c in range(kw):
+            if kb[r * kw + c]:
+                y = p[r:r + H, c:c + W]
+                out = y.clone() if out is None else torch.maximum(out, y)
+    if out is None:  # empty kernel: OpenCV treats it as a 1x1 kernel
+        return x.clone()
+    return out
+
+
+def erode(x: torch.Tensor, kernel) -> torch.Tensor:
+    """Grey erosion of ``x`` (H, W) by a binary ``kernel``, as ``cv2.erode``."""
+    return -dilate(-x, kernel)
+
+
+def morph_close(x: torch.Tensor, kernel) -> torch.Tensor:
+    """``cv2.morphologyEx(x, cv2.MORPH_CLOSE, kernel)``: dilation, then erosion."""
+    return erode(dilate(x, kernel), kernel)
+
+
+# ---------------------------------------------------------------------------------- median 5x5
+def _batcher_pairs(n: int) -> list[tuple[int, int]]:
+    """Comparators of Batcher's odd-even merge sort on ``n`` wires (n a power of two)."""
+    pairs = []
+    p = 1
+    while p < n:
+        k = p
+        while k >= 1:
+            for j in range(k % p, n - k, 2 * k):
+                for i in range(min(k, n - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    return pairs
+
+
+@functools.lru_cache(maxsize=32)
+def _selection_plan(n: int, want: tuple[int, ...]):
+    """Pruned sorting network on ``n`` wires that yields sorted positions ``want``.
+
+    Returns a list of ``(i, j, need_min, need_max)``; wires ``>= n`` are +inf pads and the
+    comparators touching them are dropped (min(a, inf) = a)."""
+    size = 1
+    while size < n:
+        size *= 2
+    pairs = [(i, j) for i, j in _batcher_pairs(size) if j < n]  # i < j; a pad at j is a no-op
+    needed = set(want)
+    plan = []
+    for i, j in reversed(pairs):
+        nmin, nmax = i in needed, j in needed
+        if not (nmin or nmax):
+            continue
+        plan.append((i, j, nmin, nmax))
+        needed.add(i)
+        needed.add(j)
+    plan.reverse()
+    return plan
+
+
+def _select(wires: list[torch.Tensor], want: tuple[int, ...]) -> list[torch.Tensor]:
+    """Elementwise order statistics: for each position in ``want``, the plane holding the
+    ``want[k]``-th smallest (0-based) of ``wires``, computed with a pruned sorting network."""
+    w = list(wires)
+    for i, j, nmin, nmax in _selection_plan(len(w), tuple(want)):
+        a, b = w[i], w[j]
+        if nmin:
+            w[i] = torch.minimum(a, b)
+        if nmax:
+            w[j] = torch.maximum(a, b)
+    return [w[k] for k in want]
+
+
+# candidate cells of a 5x5 matrix sorted along rows and columns that can hold its median
+_MED_CANDIDATES = {0: (3, 4), 1: (2, 3, 4), 2: (1, 2, 3), 3: (0, 1, 2), 4: (0, 1)}
+
+
+def median_blur5(x: torch.Tensor) -> torch.Tensor:
+    """``cv2.medianBlur(x, 5)`` on float32 ``x`` (H, W): the exact median of each 5x5 window,
+    border replicated."""
+    H, W = x.shape
+    p = F.pad(x[None, None], (2, 2, 2, 2), mode="replicate")[0, 0]
+    if x.is_cuda:
+        u = p.unfold(0, 5, 1).unfold(1, 5, 1).reshape(H, W, 25)
+        return u.median(dim=-1).values  # 25 values: the 13th smallest
+    # CPU: sort each vertical 5-run once (shared by the 5 windows that use it), then sort the
+    # levels across the 5 columns only as far as needed, then take the 7th of 13 candidates
+    cols = _select([p[r:r + H] for r in range(5)], (0, 1, 2, 3, 4))
+    cand = []
+    for level, keep in _MED_CANDIDATES.items():
+        c = cols[level]
+        cand += _select([c[:, d:d + W] for d in range(5)], keep)
+    return _select(cand, (6,))[0]
+
+
+# -------------------------------------------------------------------------------- gaussian 5x5
+def _reflect101(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
+    n = x.shape[dim]
+    if n > r:
+        pad = (r, r, 0, 0) if dim == -1 else (0, 0, r, r)
+        return F.pad(x[None, None], pad, mode="reflect")[0, 0]
+    # tiny images: index arithmetic of BORDER_REFLECT_101
+    idx = torch.arange(-r, n + r, device=x.device)
+    if n == 1:
+        idx = torch.zeros_like(idx)
+    else:
+        period = 2 * (n - 1)
+        idx = idx.remainder(period)
+        idx = torch.where(idx >= n, period - idx, idx)
+    return x.index_select(dim if dim >= 0 else x.ndim + dim, idx)
+
+
+def gaussian_blur5(x: torch.Tensor) -> torch.Tensor:
+    """``cv2.GaussianBlur(x, (5, 5), 0)`` on float32 ``x`` (H, W): separable [1, 4, 6, 4, 1] / 16,
+    rows first, reflect-101 border, same float32 summation order as OpenCV."""
+    k0, k1, k2 = 0.375, 0.25, 0.0625
+
+    def one(y, dim):
+        p = _reflect101(y, 2, dim)
+        n = y.shape[dim]
+        s = [p.narrow(dim, i, n) for i in range(5)]
+        return s[2] * k0 + (s[1] + s[3]) * k1 + (s[0] + s[4]) * k2
+
+    return one(one(x, -1), -2)
+
+
+# ----------------------------------------------------------------------------------- bilateral
+def bilateral_filter(x: torch.Tensor, d: int, sigma_color: float, sigma_space: float) -> torch.Tensor:
+    """``cv2.bilateralFilter(x, d, sigma_color, sigma_space)`` on float32 ``x`` (H, W).
+
+    Window: the offsets ``(i, j)`` with ``i**2 + j**2 <= r**2``, ``r = d // 2`` (13 taps for
+    d = 5), reflect-101 border. Weight of a tap: ``exp(-(x_q - x_p)**2 / (2 sigma_color**2))
+    * exp(-(i**2 + j**2) / (2 sigma_space**2))``; output ``sum(w x_q) / sum(w)``. OpenCV (with
+    Intel IPP, as in the pip wheels) computes the same formula with its own float32 rounding,
+    so results agree to a few float32 ulps, not bit for bit.
+    """
+    sigma_color = 1.0 if sigma_color <= 0 else float(sigma_color)
+    sigma_space = 1.0 if sigma_space <= 0 else float(sigma_space)
+    r = d // 2 if d > 0 else int(round(sigma_space * 1.5))
+    r = max(r, 1)
+    H, W = x.shape
+    p = _reflect101(_reflect101(x, r, -1), r, -2)
+    cc = -0.5 / (sigma_color * sigma_color)
+    cs = -0.5 / (sigma_space * sigma_space)
+    num = x.clone()
+    den = torch.ones_like(x)
+    for i in range(-r, r + 1):
+        for j in range(-r, r + 1):
+            rr = i * i + j * j
+            if rr > r * r or rr == 0:
+                continue
+            q = p[r + i:r + i + H, r + j:r + j + W]
+            diff = q - x
+            w = torch.exp(diff * diff * cc) * math.exp(rr * cs)
+            num += w * q
+            den += w
+    return num / den

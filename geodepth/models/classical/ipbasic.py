@@ -1,0 +1,242 @@
+"""IP-Basic depth completion, reimplemented in pure torch (CPU and CUDA).
+
+Ku, Harakeh and Waslander, "In Defense of Classical Image Processing: Fast Depth Completion on
+the CPU", CRV 2018, https://arxiv.org/abs/1802.00036 (code: kujason/ip_basic). Same steps,
+same kernels, same float32 arithmetic as the original: depths are inverted (``max_depth - d``)
+so that dilation prefers near points, then dilated, closed, hole-filled, optionally extended to
+the top of the frame, median- and bilateral- (or Gaussian-) blurred, and inverted back.
+
+The morphology, median and Gaussian steps reproduce OpenCV bit for bit; the bilateral filter
+agrees with OpenCV's to a few float32 ulps (see :mod:`._morph`). On the sample frames the
+outputs equal the original's (uint16 = round(256 d)) on every pixel for the Gaussian
+configurations and on all but a few hundred pixels (1/256 m apart) for the bilateral ones.
+
+Unlike the original, inputs are never modified in place and the device follows the input.
+"""
+from __future__ import annotations
+
+import collections
+
+import torch
+
+from ._morph import bilateral_filter, dilate, gaussian_blur5, median_blur5, morph_close
+
+__all__ = [
+    "CROSS_KERNEL_3",
+    "CROSS_KERNEL_5",
+    "CROSS_KERNEL_7",
+    "DIAMOND_KERNEL_5",
+    "DIAMOND_KERNEL_7",
+    "FULL_KERNEL_3",
+    "FULL_KERNEL_5",
+    "FULL_KERNEL_7",
+    "FULL_KERNEL_9",
+    "FULL_KERNEL_31",
+    "fill_in_fast",
+    "fill_in_multiscale",
+]
+
+
+def _full(n: int) -> torch.Tensor:
+    return torch.ones((n, n), dtype=torch.uint8)
+
+
+def _cross(n: int) -> torch.Tensor:
+    k = torch.zeros((n, n), dtype=torch.uint8)
+    k[n // 2, :] = 1
+    k[:, n // 2] = 1
+    return k
+
+
+def _diamond(n: int) -> torch.Tensor:
+    r = n // 2
+    i = torch.arange(n) - r
+    return ((i[:, None].abs() + i[None, :].abs()) <= r).to(torch.uint8)
+
+
+FULL_KERNEL_3 = _full(3)
+FULL_KERNEL_5 = _full(5)
+FULL_KERNEL_7 = _full(7)
+FULL_KERNEL_9 = _full(9)
+FULL_KERNEL_31 = _full(31)
+CROSS_KERNEL_3 = _cross(3)
+CROSS_KERNEL_5 = _cross(5)
+CROSS_KERNEL_7 = _cross(7)
+DIAMOND_KERNEL_5 = _diamond(5)
+DIAMOND_KERNEL_7 = _diamond(7)
+
+_BLURS = ("bilateral", "gaussian")
+
+
+def _as_depth(depth: torch.Tensor, name: str = "depth") -> torch.Tensor:
+    """Validate a (1, H, W) or (H, W) depth map and return a float32 (H, W) copy-safe view."""
+    if not isinstance(depth, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(depth).__name__}")
+    if depth.ndim == 3 and depth.shape[0] == 1:
+        depth = depth[0]
+    if depth.ndim != 2:
+        raise ValueError(f"{name} must be (1, H, W) or (H, W), got {tuple(depth.shape)}")
+    if not depth.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor in metres, got {depth.dtype}")
+    if depth.shape[0] == 0 or depth.shape[1] == 0:
+        raise ValueError(f"{name} must be non-empty, got {tuple(depth.shape)}")
+    if not bool(torch.isfinite(depth).all()):
+        raise ValueError(f"{name} must be finite (0 = no value), found NaN or inf")
+    if bool((depth < 0).any()):
+        raise ValueError(f"{name} must be non-negative (0 = no value), min is {float(depth.min())}")
+    return depth.to(torch.float32)
+
+
+def _check_blur(blur_type: str) -> None:
+    if blur_type not in _BLURS:
+        raise ValueError(f"blur_type must be one of {_BLURS}, got {blur_type!r}")
+
+
+def _top_rows(valid: torch.Tensor) -> torch.Tensor:
+    """Per column, the first row where ``valid`` (H, W) is true; 0 where none (numpy argmax)."""
+    H = valid.shape[0]
+    first = torch.where(valid, torch.arange(H, device=valid.device)[:, None], H).amin(dim=0)
+    return torch.where(first == H, torch.zeros_like(first), first)
+
+
+def _invert(d: torch.Tensor, max_depth: float) -> torch.Tensor:
+    return torch.where(d > 0.1, max_depth - d, d)
+
+
+@torch.no_grad()
+def fill_in_fast(
+    depth: torch.Tensor,
+    *,
+    max_depth: float = 100.0,
+    custom_kernel=DIAMOND_KERNEL_5,
+    extrapolate: bool = False,
+    blur_type: str = "bilateral",
+) -> torch.Tensor:
+    """IP-Basic's fast fill (``ip_basic.depth_map_utils.fill_in_fast``).
+
+    Args:
+        depth: sparse depth (1, H, W) or (H, W), float, metres, camera z; 0 = no value. Values
+            <= 0.1 count as empty, values above ``max_depth`` are not supported (as in the
+            original, they invert to negative numbers and behave as empty).
+        max_depth: depth used for the inversion ``max_depth - d``, metres.
+        custom_kernel: binary (kh, kw) kernel of the first dilation (default: 5x5 diamond).
+        extrapolate: extend the top valid pixel of every column to the top of the frame and
+            fill the rest with a 31x31 dilation (the paper's KITTI submission), so every pixel
+            gets a value.
+        blur_type: ``'bilateral'`` (d=5, sigma_color=1.5, sigma_space=2.0) or ``'gaussian'``
+            (5x5 binomial, applied at valid pixels only).
+
+    Returns:
+        dense depth (1, H, W) float32 on the input's device; 0 where no estimate.
+
+    Example:
+        >>> d = torch.zeros(1, 8, 8); d[0, 4, 4] = 10.0
+        >>> out = fill_in_fast(d)
+        >>> float(out[0, 4, 4]), int((out > 0).sum())
+        (10.0, 64)
+    """
+    _check_blur(blur_type)
+    d = _invert(_as_depth(depth), max_depth)
+    d = dilate(d, custom_kernel)
+    d = morph_close(d, FULL_KERNEL_5)
+    d = torch.where(d < 0.1, dilate(d, FULL_KERNEL_7), d)
+    if extrapolate:
+        d = _extend_to_top(d)
+        d = torch.where(d < 0.1, dilate(d, FULL_KERNEL_31), d)
+    d = median_blur5(d)
+    if blur_type == "bilateral":
+        d = bilateral_filter(d, 5, 1.5, 2.0)
+    else:
+        d = torch.where(d > 0.1, gaussian_blur5(d), d)
+    return _invert(d, max_depth)[None]
+
+
+def _extend_to_top(d: torch.Tensor) -> torch.Tensor:
+    top = _top_rows(d > 0.1)
+    vals = d.gather(0, top[None])[0]
+    rows = torch.arange(d.shape[0], device=d.device)[:, None]
+    return torch.where(rows < top[None], vals[None], d)
+
+
+@torch.no_grad()
+def fill_in_multiscale(
+    depth: torch.Tensor,
+    *,
+    max_depth: float = 100.0,
+    dilation_kernel_far=CROSS_KERNEL_3,
+    dilation_kernel_med=CROSS_KERNEL_5,
+    dilation_kernel_near=CROSS_KERNEL_7,
+    extrapolate: bool = False,
+    blur_type: str = "bilateral",
+    show_process: bool = False,
+) -> tuple[torch.Tensor, "collections.OrderedDict[str, torch.Tensor] | None"]:
+    """IP-Basic's multi-scale fill (``ip_basic.depth_map_utils.fill_in_multiscale``).
+
+    Near (0.1-15 m), medium (15-30 m) and far (> 30 m) points are dilated with the near, medium
+    and far kernels; then a 5x5 close, a masked median, a 9x9 hole fill, six masked 5x5
+    dilations below the top valid pixel of each column (or extension to the top of the frame if
+    ``extrapolate``), a masked median and a masked bilateral (d=5, sigma_color=0.5,
+    sigma_space=2.0) or Gaussian blur.
+
+    Args:
+        depth: sparse depth (1, H, W) or (H, W), float, metres; 0 = no value.
+        max_depth: depth used for the inversion, metres.
+        dilation_kernel_far, dilation_kernel_med, dilation_kernel_near: binary 2-D kernels.
+        extrapolate: extend the top valid pixel of each column to the top of the frame.
+        blur_type: ``'bilateral'`` or ``'gaussian'``.
+        show_process: also return the intermediate images (each (H, W), in the original's
+            ``s0_depths_in`` ... ``s9_depths_out`` naming; ``s1``-``s7`` are inverted depths).
+
+    Returns:
+        ``(depth (1, H, W) float32, process)`` where ``process`` is an OrderedDict of the
+        intermediate images if ``show_process`` else None (as the original returns).
+    """
+    _check_blur(blur_type)
+    d0 = _as_depth(depth)
+    near = (d0 > 0.1) & (d0 <= 15.0)
+    med = (d0 > 15.0) & (d0 <= 30.0)
+    far = d0 > 30.0
+    s1 = _invert(d0, max_depth)
+    zero = torch.zeros((), dtype=s1.dtype, device=s1.device)
+    dil_far = dilate(torch.where(far, s1, zero), dilation_kernel_far)
+    dil_med = dilate(torch.where(med, s1, zero), dilation_kernel_med)
+    dil_near = dilate(torch.where(near, s1, zero), dilation_kernel_near)
+    s2 = torch.where(dil_far > 0.1, dil_far, s1)
+    s2 = torch.where(dil_med > 0.1, dil_med, s2)
+    s2 = torch.where(dil_near > 0.1, dil_near, s2)
+    s3 = morph_close(s2, FULL_KERNEL_5)
+    valid = s3 > 0.1
+    s4 = torch.where(valid, median_blur5(s3), s3)
+    rows = torch.arange(s4.shape[0], device=s4.device)[:, None]
+    top_mask = rows >= _top_rows(s4 > 0.1)[None]
+    empty = ~(s4 > 0.1) & top_mask
+    s5 = torch.where(empty, dilate(s4, FULL_KERNEL_9), s4)
+    top = _top_rows(s5 > 0.1)
+    if extrapolate:
+        s6 = _extend_to_top(s5)
+        top_mask = torch.ones_like(top_mask)
+    else:
+        s6 = s5
+        top_mask = rows >= top[None]
+    s7 = s6
+    for _ in range(6):
+        s7 = torch.where((s7 < 0.1) & top_mask, dilate(s7, FULL_KERNEL_5), s7)
+    s7a = s7
+    valid = (s7 > 0.1) & top_mask
+    s7 = torch.where(valid, median_blur5(s7), s7)
+    if blur_type == "gaussian":
+        valid = (s7 > 0.1) & top_mask
+        s7 = torch.where(valid, gaussian_blur5(s7), s7)
+    else:
+        # the original reuses the median step's mask here
+        s7 = torch.where(valid, bilateral_filter(s7, 5, 0.5, 2.0), s7)
+    s8 = _invert(s7, max_depth)
+    process = None
+    if show_process:
+        process = collections.OrderedDict(
+            s0_depths_in=d0, s1_inverted_depths=s1, s2_dilated_depths=s2, s3_closed_depths=s3,
+            s4_blurred_depths=s4, s5_combined_depths=s5, s6_extended_depths=s6,
+            s7_blurred_depths=s7, s8_inverted_depths=s8, s9_depths_out=s8,
+        )
+    del s7a
+    return s8[None], process
