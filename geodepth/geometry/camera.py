@@ -39,6 +39,11 @@ class PinholeCamera:
         K: (3, 3) or (B, 3, 3) intrinsics, floating point, pixels.
         width: image width in pixels (columns).
         height: image height in pixels (rows).
+        distortion: optional lens distortion coefficients in OpenCV / ROS order (see
+            :mod:`geodepth.geometry.distortion`); ``None`` (the default) = an ideal pinhole,
+            as for rectified KITTI images. Crops and resizes keep it (it acts on normalised
+            coordinates).
+        distortion_model: ``"plumb_bob"`` (k1, k2, p1, p2, k3) or ``"rational_polynomial"``.
 
     Example:
         >>> import torch
@@ -52,9 +57,15 @@ class PinholeCamera:
     K: Tensor
     width: int
     height: int
+    distortion: Tensor | None = None
+    distortion_model: str = "plumb_bob"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "K", _check_K(self.K))
+        if self.distortion is not None:
+            from .distortion import check_distortion
+
+            object.__setattr__(self, "distortion", check_distortion(self.distortion, self.distortion_model))
         w, h = int(self.width), int(self.height)
         if w <= 0 or h <= 0:
             raise ValueError(f"image size must be positive, got width={self.width}, height={self.height}")
@@ -87,8 +98,17 @@ class PinholeCamera:
     def cy(self) -> float | Tensor:
         return self._scalar(1, 2)
 
+    @property
+    def has_distortion(self) -> bool:
+        """True when distortion coefficients are set and not all zero."""
+        return self.distortion is not None and bool((self.distortion != 0).any())
+
+    def _replace(self, K: Tensor, width: int, height: int) -> "PinholeCamera":
+        return PinholeCamera(K, width, height, self.distortion, self.distortion_model)
+
     def to(self, device=None, dtype=None) -> "PinholeCamera":
-        return PinholeCamera(self.K.to(device=device, dtype=dtype), self.width, self.height)
+        D = None if self.distortion is None else self.distortion.to(device=device, dtype=dtype)
+        return PinholeCamera(self.K.to(device=device, dtype=dtype), self.width, self.height, D, self.distortion_model)
 
     # ------------------------------------------------------------------ new cameras
     def crop(self, left: int, top: int, width: int, height: int) -> "PinholeCamera":
@@ -102,7 +122,7 @@ class PinholeCamera:
         K = self.K.clone()
         K[..., 0, 2] -= left
         K[..., 1, 2] -= top
-        return PinholeCamera(K, width, height)
+        return self._replace(K, width, height)
 
     def resize(self, width: int, height: int) -> "PinholeCamera":
         """Camera of the image resized to ``width`` x ``height`` (exact with the pixel-edge convention)."""
@@ -113,23 +133,31 @@ class PinholeCamera:
         K = self.K.clone()
         K[..., 0, :] *= sx
         K[..., 1, :] *= sy
-        return PinholeCamera(K, width, height)
+        return self._replace(K, width, height)
 
     # ------------------------------------------------------------------ maps
     def project(self, points_cam: Tensor) -> tuple[Tensor, Tensor]:
-        """Project camera-frame points: returns ``uv`` (..., N, 2) pixels and ``z`` (..., N) metres."""
+        """Project camera-frame points: returns ``uv`` (..., N, 2) pixels and ``z`` (..., N) metres.
+
+        Applies the camera's distortion when it has one.
+        """
         from .projection import project_points
 
+        if self.has_distortion:
+            return project_points(points_cam, self.K, distortion=self.distortion, distortion_model=self.distortion_model)
         return project_points(points_cam, self.K)
 
     def unproject(self, uv: Tensor, z: Tensor) -> Tensor:
         """Inverse of :meth:`project`: ``uv`` (..., N, 2) pixels, ``z`` (..., N) metres -> (..., N, 3)."""
         from .projection import unproject_points
 
+        if self.has_distortion:
+            return unproject_points(uv, z, self.K, distortion=self.distortion, distortion_model=self.distortion_model)
         return unproject_points(uv, z, self.K)
 
     def __repr__(self) -> str:
         if self.K.dim() == 2:
+            extra = f", distortion={self.distortion_model}" if self.has_distortion else ""
             return (f"PinholeCamera(fx={self.fx:.4f}, fy={self.fy:.4f}, cx={self.cx:.4f}, cy={self.cy:.4f}, "
-                    f"width={self.width}, height={self.height})")
+                    f"width={self.width}, height={self.height}{extra})")
         return f"PinholeCamera(K=(B={self.K.shape[0]}, 3, 3), width={self.width}, height={self.height})"

@@ -73,6 +73,24 @@ class Frame:
         p = self.points_lidar.to(torch.float64)
         return (p @ T[:3, :3].T + T[:3, 3]).to(self.points_lidar.dtype)
 
+    def crop(self, left: int, top: int, width: int, height: int) -> "Frame":
+        """The frame seen through the sub-image ``[top:top+height, left:left+width]``.
+
+        Image and depth maps are cropped, the camera gets the shifted principal point
+        (:meth:`PinholeCamera.crop`); points, intensity and ``T_cam_from_lidar`` are kept
+        (points outside the crop simply project outside it).
+        """
+        camera = self.camera.crop(left, top, width, height)
+        sl = (..., slice(top, top + height), slice(left, left + width))
+
+        def cut(x):
+            return None if x is None else x[sl].contiguous()
+
+        meta = dict(self.meta)
+        meta["crop"] = {"left": int(left), "top": int(top), "width": int(width), "height": int(height)}
+        return Frame(camera, cut(self.image), self.points_lidar, self.intensity, self.T_cam_from_lidar,
+                     cut(self.sparse_depth), cut(self.gt_depth), self.name, meta)
+
     def to(self, device) -> "Frame":
         def mv(x):
             return x.to(device) if isinstance(x, Tensor) else x

@@ -1,0 +1,131 @@
+"""Lens distortion in normalised image coordinates (the OpenCV / ROS ``camera_info`` models).
+
+Normalised coordinates are ``(x / z, y / z)`` of a camera-frame point, before ``K``.
+Supported models (coefficient order as in OpenCV and ROS ``camera_info.D``):
+
+- ``"plumb_bob"``: ``(k1, k2, p1, p2[, k3])`` radial-tangential (Brown-Conrady);
+- ``"rational_polynomial"``: ``(k1, k2, p1, p2, k3, k4, k5, k6)``.
+
+.. math::
+    r^2 = x^2 + y^2,\\quad
+    s = \\frac{1 + k_1 r^2 + k_2 r^4 + k_3 r^6}{1 + k_4 r^2 + k_5 r^4 + k_6 r^6}
+
+    x_d = x s + 2 p_1 x y + p_2 (r^2 + 2 x^2),\\quad
+    y_d = y s + p_1 (r^2 + 2 y^2) + 2 p_2 x y
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["DISTORTION_MODELS", "check_distortion", "distort_points", "undistort_points"]
+
+#: number of coefficients each model takes (plumb_bob also accepts 4: k3 = 0)
+DISTORTION_MODELS = {"plumb_bob": 5, "rational_polynomial": 8}
+
+
+def check_distortion(D, model: str = "plumb_bob") -> Tensor:
+    """Validate distortion coefficients and return them as a full-length 1-D float tensor.
+
+    Args:
+        D: coefficients (sequence or 1-D tensor) in OpenCV order; plumb_bob takes 4 or 5,
+            rational_polynomial takes 8 (or fewer; missing ones are 0).
+        model: ``"plumb_bob"`` or ``"rational_polynomial"``.
+
+    Returns:
+        (5,) or (8,) tensor (float64 unless ``D`` was a floating tensor).
+
+    Example:
+        >>> check_distortion([0.1, -0.2, 0.0, 0.0]).tolist()
+        [0.1, -0.2, 0.0, 0.0, 0.0]
+    """
+    if model not in DISTORTION_MODELS:
+        raise ValueError(f"unknown distortion model {model!r}; expected one of {sorted(DISTORTION_MODELS)}")
+    if not isinstance(D, Tensor):
+        try:
+            D = torch.as_tensor([float(x) for x in D], dtype=torch.float64)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"distortion coefficients must be numbers, got {D!r}") from e
+    if not torch.is_floating_point(D):
+        D = D.to(torch.float64)
+    D = D.reshape(-1)
+    n = DISTORTION_MODELS[model]
+    if D.numel() > n or D.numel() < 4:
+        raise ValueError(f"{model} takes 4 to {n} distortion coefficients, got {D.numel()}")
+    if not torch.isfinite(D).all():
+        raise ValueError(f"distortion coefficients contain NaN or inf: {D.tolist()}")
+    if D.numel() < n:
+        D = torch.cat([D, D.new_zeros(n - D.numel())])
+    return D
+
+
+def distort_points(xy: Tensor, D, model: str = "plumb_bob") -> Tensor:
+    """Apply lens distortion to normalised image coordinates.
+
+    Args:
+        xy: (..., N, 2) undistorted normalised coordinates ``(x/z, y/z)``, any float dtype/device.
+        D: distortion coefficients (see :func:`check_distortion`).
+        model: ``"plumb_bob"`` or ``"rational_polynomial"``.
+
+    Returns:
+        (..., N, 2) distorted normalised coordinates, dtype and device of ``xy``.
+
+    Example:
+        >>> import torch
+        >>> distort_points(torch.tensor([[0.5, 0.0]]), [0.1, 0.0, 0.0, 0.0]).tolist()
+        [[0.512499988079071, 0.0]]
+    """
+    if not isinstance(xy, Tensor) or xy.shape[-1:] != (2,) or xy.dim() < 2:
+        raise ValueError(f"xy must be (..., N, 2), got {tuple(getattr(xy, 'shape', ()))}")
+    D = check_distortion(D, model).to(device=xy.device, dtype=xy.dtype)
+    x, y = xy[..., 0], xy[..., 1]
+    r2 = x * x + y * y
+    r4 = r2 * r2
+    r6 = r4 * r2
+    k1, k2, p1, p2, k3 = D[0], D[1], D[2], D[3], D[4]
+    radial = 1 + k1 * r2 + k2 * r4 + k3 * r6
+    if model == "rational_polynomial":
+        radial = radial / (1 + D[5] * r2 + D[6] * r4 + D[7] * r6)
+    xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+    yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+    return torch.stack([xd, yd], dim=-1)
+
+
+def undistort_points(xy_distorted: Tensor, D, model: str = "plumb_bob", *, iterations: int = 20) -> Tensor:
+    """Invert :func:`distort_points` by fixed-point iteration (the scheme of OpenCV's ``undistortPoints``).
+
+    Args:
+        xy_distorted: (..., N, 2) distorted normalised coordinates.
+        D: distortion coefficients (see :func:`check_distortion`).
+        model: ``"plumb_bob"`` or ``"rational_polynomial"``.
+        iterations: fixed-point steps; 20 converges to float64 round-off for ordinary lenses.
+
+    Returns:
+        (..., N, 2) undistorted normalised coordinates, dtype and device of the input.
+
+    Example:
+        >>> import torch
+        >>> xy = torch.tensor([[0.3, -0.2]], dtype=torch.float64)
+        >>> D = [-0.3, 0.1, 0.001, -0.002]
+        >>> bool(torch.allclose(undistort_points(distort_points(xy, D), D), xy, atol=1e-12))
+        True
+    """
+    if not isinstance(xy_distorted, Tensor) or xy_distorted.shape[-1:] != (2,) or xy_distorted.dim() < 2:
+        raise ValueError(f"xy_distorted must be (..., N, 2), got {tuple(getattr(xy_distorted, 'shape', ()))}")
+    if int(iterations) < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    D = check_distortion(D, model).to(device=xy_distorted.device, dtype=xy_distorted.dtype)
+    k1, k2, p1, p2, k3 = D[0], D[1], D[2], D[3], D[4]
+    x0, y0 = xy_distorted[..., 0], xy_distorted[..., 1]
+    x, y = x0.clone(), y0.clone()
+    for _ in range(int(iterations)):
+        r2 = x * x + y * y
+        r4 = r2 * r2
+        radial = 1 + k1 * r2 + k2 * r4 + k3 * r4 * r2
+        if model == "rational_polynomial":
+            radial = radial / (1 + D[5] * r2 + D[6] * r4 + D[7] * r4 * r2)
+        dx = 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+        dy = p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+        x = (x0 - dx) / radial
+        y = (y0 - dy) / radial
+    return torch.stack([x, y], dim=-1)

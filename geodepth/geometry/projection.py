@@ -1,0 +1,382 @@
+"""Project and unproject points, and convert between point clouds and depth maps.
+
+Pixel convention (see :mod:`geodepth.geometry.camera`): ``(u, v) = (column, row)`` from
+``K @ p / z``; a point falls in pixel ``(floor(v), floor(u))``; the centre of pixel
+``(r, c)`` is ``(c + 0.5, r + 0.5)``. Depth is the camera-frame ``z`` in metres; 0 in a
+depth map means "no value".
+
+Dtypes: results follow the dtype of the points; ``K`` and ``T`` are cast to it. Pass
+float64 points (and a float64 ``T``) to reproduce KITTI's own float64 projections bit for
+bit (:func:`lidar_to_depth` does this by default).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from .camera import PinholeCamera
+
+__all__ = [
+    "DEFAULT_MIN_DEPTH",
+    "DepthPoints",
+    "depth_to_points",
+    "lidar_to_depth",
+    "points_to_depth",
+    "project_points",
+    "transform_points",
+    "unproject_points",
+]
+
+#: points with ``z <= DEFAULT_MIN_DEPTH`` (metres) are dropped when a depth map is made from
+#: points; 0.1 m is what KITTI's projection code and IP-Basic use.
+DEFAULT_MIN_DEPTH = 0.1
+
+
+# ---------------------------------------------------------------------------- checks
+def _check_points(points, name: str = "points", *, last: int = 3, finite: bool = True) -> Tensor:
+    if not isinstance(points, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(points).__name__}")
+    if points.dim() < 2 or points.shape[-1] != last:
+        raise ValueError(f"{name} must be (..., N, {last}), got {tuple(points.shape)}")
+    if not torch.is_floating_point(points):
+        raise ValueError(f"{name} must be a floating point tensor, got {points.dtype}")
+    if finite and points.numel() and not bool(torch.isfinite(points).all()):
+        bad = int((~torch.isfinite(points)).any(dim=-1).sum())
+        raise ValueError(f"{name} contains NaN or inf ({bad} rows)")
+    return points
+
+
+def _check_K_for(K, points: Tensor) -> Tensor:
+    if isinstance(K, PinholeCamera):
+        K = K.K
+    if not isinstance(K, Tensor):
+        K = torch.as_tensor(K, dtype=torch.float64)
+    if K.shape[-2:] != (3, 3) or K.dim() not in (2, 3):
+        raise ValueError(f"K must be (3, 3) or (B, 3, 3), got {tuple(K.shape)}")
+    if K.dim() == 3 and (points.dim() < 3 or points.shape[-3] != K.shape[0]):
+        raise ValueError(f"a batched K {tuple(K.shape)} needs points (B, N, 3) with the same B, got {tuple(points.shape)}")
+    K = K.to(device=points.device, dtype=points.dtype)
+    if K.dim() == 3:
+        K = K.reshape((1,) * (points.dim() - 3) + (K.shape[0], 1, 3, 3))
+    return K
+
+
+# ---------------------------------------------------------------------------- points
+def transform_points(T: Tensor, points: Tensor) -> Tensor:
+    """Apply a 4x4 homogeneous transform to 3-D points: ``p' = R p + t``.
+
+    Args:
+        T: (4, 4) or (B, 4, 4) transform (e.g. ``T_cam_from_lidar``); cast to ``points.dtype``.
+        points: (..., N, 3) points in metres, in the source frame of ``T``; (B, N, 3) for a batched ``T``.
+
+    Returns:
+        (..., N, 3) points in the target frame of ``T``, dtype of ``points``.
+
+    Example:
+        >>> import torch
+        >>> T = torch.eye(4); T[:3, 3] = torch.tensor([1., 2., 3.])
+        >>> transform_points(T, torch.tensor([[0., 0., 1.]])).tolist()
+        [[1.0, 2.0, 4.0]]
+    """
+    points = _check_points(points)
+    if not isinstance(T, Tensor):
+        T = torch.as_tensor(T, dtype=torch.float64)
+    if T.shape[-2:] != (4, 4) or T.dim() not in (2, 3):
+        raise ValueError(f"T must be (4, 4) or (B, 4, 4), got {tuple(T.shape)}")
+    if T.dim() == 3 and (points.dim() < 3 or points.shape[-3] != T.shape[0]):
+        raise ValueError(f"a batched T {tuple(T.shape)} needs points (B, N, 3) with the same B, got {tuple(points.shape)}")
+    if not bool(torch.isfinite(T).all()):
+        raise ValueError("T contains NaN or inf")
+    T = T.to(device=points.device, dtype=points.dtype)
+    R, t = T[..., :3, :3], T[..., :3, 3]
+    if T.dim() == 2:
+        return points @ R.transpose(-1, -2) + t
+    return points @ R.transpose(-1, -2) + t[:, None, :]
+
+
+def project_points(points_cam: Tensor, K, *, distortion=None, distortion_model: str = "plumb_bob") -> tuple[Tensor, Tensor]:
+    """Project camera-frame points to continuous pixel coordinates.
+
+    ``[u z, v z, z] = K [x, y, z]`` (with optional lens distortion applied to ``(x/z, y/z)``
+    first, as OpenCV's ``projectPoints`` does).
+
+    Args:
+        points_cam: (..., N, 3) points in the camera frame, metres (x right, y down, z forward).
+        K: (3, 3) intrinsics, or (B, 3, 3) with ``points_cam`` (..., B, N, 3); a
+            :class:`PinholeCamera` is accepted for its ``K``. Cast to ``points_cam.dtype``.
+        distortion: optional distortion coefficients (OpenCV order), see
+            :mod:`geodepth.geometry.distortion`.
+        distortion_model: ``"plumb_bob"`` or ``"rational_polynomial"``.
+
+    Returns:
+        ``(uv, z)``: (..., N, 2) pixel coordinates ``(u, v) = (column, row)`` and (..., N)
+        depths in metres. Points with ``z <= 0`` give meaningless ``uv``: filter on ``z``.
+
+    Example:
+        >>> import torch
+        >>> K = torch.tensor([[500., 0, 320], [0, 500, 240], [0, 0, 1]])
+        >>> uv, z = project_points(torch.tensor([[1., -0.5, 10.]]), K)
+        >>> uv.tolist(), z.tolist()
+        ([[370.0, 215.0]], [10.0])
+    """
+    points_cam = _check_points(points_cam, "points_cam")
+    K = _check_K_for(K, points_cam)
+    z = points_cam[..., 2]
+    if distortion is None:
+        uvw = points_cam @ K.transpose(-1, -2)
+        uv = uvw[..., :2] / uvw[..., 2:3]
+        return uv, z
+    from .distortion import distort_points
+
+    xy = points_cam[..., :2] / z[..., None]
+    xy = distort_points(xy, distortion, distortion_model)
+    u = K[..., 0, 0, None] * xy[..., 0] + K[..., 0, 1, None] * xy[..., 1] + K[..., 0, 2, None]
+    v = K[..., 1, 1, None] * xy[..., 1] + K[..., 1, 2, None]
+    return torch.stack([u, v], dim=-1), z
+
+
+def unproject_points(uv: Tensor, z: Tensor, K, *, distortion=None, distortion_model: str = "plumb_bob") -> Tensor:
+    """Inverse of :func:`project_points`: pixels and depths back to camera-frame points.
+
+    Args:
+        uv: (..., N, 2) pixel coordinates ``(u, v) = (column, row)``.
+        z: (..., N) depths in metres (camera-frame z).
+        K: (3, 3) or (B, 3, 3) intrinsics (or a :class:`PinholeCamera`); cast to ``uv.dtype``.
+        distortion: optional distortion coefficients; ``uv`` is then undistorted iteratively
+            (:func:`~geodepth.geometry.distortion.undistort_points`).
+        distortion_model: ``"plumb_bob"`` or ``"rational_polynomial"``.
+
+    Returns:
+        (..., N, 3) points in the camera frame, metres, dtype of ``uv``.
+
+    Example:
+        >>> import torch
+        >>> K = torch.tensor([[500., 0, 320], [0, 500, 240], [0, 0, 1]])
+        >>> unproject_points(torch.tensor([[370., 215.]]), torch.tensor([10.]), K).tolist()
+        [[1.0, -0.5, 10.0]]
+    """
+    uv = _check_points(uv, "uv", last=2)
+    if not isinstance(z, Tensor) or tuple(z.shape) != tuple(uv.shape[:-1]):
+        raise ValueError(f"z must have shape {tuple(uv.shape[:-1])} to match uv, got {tuple(getattr(z, 'shape', ()))}")
+    K = _check_K_for(K, uv)
+    z = z.to(uv.dtype)
+    fx, fy, s = K[..., 0, 0, None], K[..., 1, 1, None], K[..., 0, 1, None]
+    cx, cy = K[..., 0, 2, None], K[..., 1, 2, None]
+    y = (uv[..., 1] - cy) / fy
+    x = (uv[..., 0] - cx - s * y) / fx
+    if distortion is not None:
+        from .distortion import undistort_points
+
+        xy = undistort_points(torch.stack([x, y], dim=-1), distortion, distortion_model)
+        x, y = xy[..., 0], xy[..., 1]
+    return torch.stack([x * z, y * z, z], dim=-1)
+
+
+# ---------------------------------------------------------------------------- depth maps
+def points_to_depth(
+    points_cam: Tensor,
+    camera: PinholeCamera,
+    *,
+    min_depth: float = DEFAULT_MIN_DEPTH,
+    max_depth: float | None = None,
+    return_index: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Render camera-frame points into a sparse depth map with a z-buffer.
+
+    Each point with ``min_depth < z`` (and ``z <= max_depth`` if given) is projected with the
+    camera (its distortion included) and falls in pixel ``(floor(v), floor(u))``; points
+    outside the image are dropped; in each pixel the nearest point wins, ties go to the
+    smaller point index, so the result is deterministic on every device. This is the
+    procedure of KITTI's sparse depth maps (and of ``reference/sparse_from_scan``).
+
+    Args:
+        points_cam: (N, 3) points in the camera frame, metres, float32 or float64.
+        camera: the camera; its ``K`` must be (3, 3).
+        min_depth: keep points with ``z > min_depth`` (metres, default 0.1 as KITTI).
+        max_depth: if given, keep points with ``z <= max_depth`` (metres).
+        return_index: also return, per pixel, the index of the winning point.
+
+    Returns:
+        depth: (1, H, W) depth in metres, dtype of ``points_cam``, 0 = no point.
+        index (if ``return_index``): (1, H, W) int64, the row of ``points_cam`` that set the
+        pixel, -1 where none did.
+
+    Raises:
+        ValueError: wrong shapes, NaN/inf points, or a non-empty cloud with every point
+        behind the camera (``z <= 0``: usually a wrong ``T_cam_from_lidar``).
+
+    Example:
+        >>> import torch
+        >>> cam = PinholeCamera(torch.tensor([[2., 0, 2], [0, 2, 2], [0, 0, 1]]), 4, 4)
+        >>> pts = torch.tensor([[0., 0., 2.], [0., 0., 1.], [2., 2., 4.], [9., 0., 1.]])
+        >>> depth, index = points_to_depth(pts, cam, return_index=True)
+        >>> depth[0].tolist()
+        [[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 4.0]]
+        >>> index[0, 2, 2].item(), index[0, 3, 3].item(), index[0, 0, 0].item()
+        (1, 2, -1)
+    """
+    points_cam = _check_points(points_cam, "points_cam")
+    if points_cam.dim() != 2:
+        raise ValueError(f"points_cam must be (N, 3), got {tuple(points_cam.shape)}")
+    if not isinstance(camera, PinholeCamera):
+        raise ValueError(f"camera must be a PinholeCamera, got {type(camera).__name__}")
+    if camera.K.dim() != 2:
+        raise ValueError(f"points_to_depth needs a single camera (K (3, 3)), got K {tuple(camera.K.shape)}")
+    if max_depth is not None and not max_depth > min_depth:
+        raise ValueError(f"max_depth must be > min_depth, got max_depth={max_depth}, min_depth={min_depth}")
+    H, W = camera.height, camera.width
+    dev, dt = points_cam.device, points_cam.dtype
+    depth = torch.zeros(H * W, dtype=dt, device=dev)
+    index = torch.full((H * W,), -1, dtype=torch.int64, device=dev)
+    n = points_cam.shape[0]
+    if n:
+        z_all = points_cam[:, 2]
+        if not bool((z_all > 0).any()):
+            raise ValueError(
+                f"every point is behind the camera (all {n} points have z <= 0; max z = {float(z_all.max()):.3g} m): "
+                "is T_cam_from_lidar right (LiDAR frame -> camera frame, x right, y down, z forward)?"
+            )
+        keep = z_all > min_depth
+        if max_depth is not None:
+            keep &= z_all <= max_depth
+        idx = torch.nonzero(keep).squeeze(1)
+        p = points_cam[idx]
+        uv, z = camera.to(dev, dt).project(p)
+        u, v = torch.floor(uv[:, 0]), torch.floor(uv[:, 1])
+        inside = (u >= 0) & (u < W) & (v >= 0) & (v < H)
+        idx, z = idx[inside], z[inside]
+        pix = v[inside].long() * W + u[inside].long()
+        # nearest z per pixel, then the smallest point index among the ties
+        zmin = torch.full((H * W,), float("inf"), dtype=dt, device=dev).scatter_reduce(0, pix, z, "amin")
+        win = z == zmin[pix]
+        big = torch.full((H * W,), n, dtype=torch.int64, device=dev)
+        best = big.scatter_reduce(0, pix[win], idx[win], "amin")
+        hit = best < n
+        index[hit] = best[hit]
+        depth[hit] = zmin[hit]
+    depth = depth.reshape(1, H, W)
+    if return_index:
+        return depth, index.reshape(1, H, W)
+    return depth
+
+
+def lidar_to_depth(
+    points_lidar: Tensor,
+    T_cam_from_lidar: Tensor,
+    camera: PinholeCamera,
+    *,
+    min_depth: float = DEFAULT_MIN_DEPTH,
+    max_depth: float | None = None,
+    compute_dtype: torch.dtype = torch.float64,
+    return_index: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Sparse depth map of a LiDAR scan: :func:`transform_points` then :func:`points_to_depth`.
+
+    Computed in ``compute_dtype`` (float64 by default, which reproduces KITTI's float64
+    projection code exactly; float32 moves a few points across pixel or rounding edges) and
+    returned as float32.
+
+    Args:
+        points_lidar: (N, 3) points in the LiDAR frame, metres.
+        T_cam_from_lidar: (4, 4) transform LiDAR frame -> camera frame.
+        camera: the (single) camera.
+        min_depth, max_depth, return_index: as in :func:`points_to_depth`.
+        compute_dtype: dtype of the transform and projection arithmetic.
+
+    Returns:
+        (1, H, W) float32 depth in metres (0 = none), plus the (1, H, W) int64 index of the
+        winning point (-1 = none) if ``return_index``.
+    """
+    points_lidar = _check_points(points_lidar, "points_lidar")
+    p = transform_points(torch.as_tensor(T_cam_from_lidar).to(compute_dtype), points_lidar.to(compute_dtype))
+    out = points_to_depth(p, camera, min_depth=min_depth, max_depth=max_depth, return_index=return_index)
+    if return_index:
+        return out[0].float(), out[1]
+    return out.float()
+
+
+class DepthPoints(NamedTuple):
+    """Points back-projected from a depth map by :func:`depth_to_points`.
+
+    Attributes:
+        points: (M, 3) camera-frame points in metres, one per valid pixel, in row-major pixel
+            order (batch by batch for a batched depth map).
+        colors: (M, 3) the image's RGB at those pixels, or None if no image was given.
+        pixels: (M, 2) int64 ``(row, col)`` of each point's pixel.
+        offsets: (B + 1,) int64 row splits: points of item ``b`` are ``points[offsets[b]:offsets[b+1]]``
+            (``[0, M]`` for an unbatched depth map).
+    """
+
+    points: Tensor
+    colors: Tensor | None
+    pixels: Tensor
+    offsets: Tensor
+
+
+def depth_to_points(depth: Tensor, camera: PinholeCamera, *, image: Tensor | None = None) -> DepthPoints:
+    """Back-project every valid pixel of a depth map through its pixel centre.
+
+    Pixel ``(r, c)`` with depth ``d > 0`` becomes the camera-frame point that projects to
+    ``(c + 0.5, r + 0.5)`` at ``z = d`` (undistorting first if the camera has distortion),
+    so :func:`points_to_depth` of the result gives the depth map back.
+
+    Args:
+        depth: (1, H, W) or (B, 1, H, W) depth in metres, 0 = no value (negative values
+            count as no value too); NaN/inf raise.
+        camera: the camera; a batched ``K`` (B, 3, 3) goes with a batched depth.
+        image: optional (3, H, W) or (B, 3, H, W) colours to gather at the valid pixels.
+
+    Returns:
+        :class:`DepthPoints` ``(points, colors, pixels, offsets)``; dtype of ``depth``.
+
+    Example:
+        >>> import torch
+        >>> cam = PinholeCamera(torch.tensor([[2., 0, 1], [0, 2, 1], [0, 0, 1]]), 2, 2)
+        >>> out = depth_to_points(torch.tensor([[[0., 4.], [0., 0.]]]), cam)
+        >>> out.points.tolist(), out.pixels.tolist()
+        ([[1.0, -1.0, 4.0]], [[0, 1]])
+    """
+    if not isinstance(camera, PinholeCamera):
+        raise ValueError(f"camera must be a PinholeCamera, got {type(camera).__name__}")
+    if not isinstance(depth, Tensor) or depth.dim() not in (3, 4) or depth.shape[-3] != 1:
+        raise ValueError(f"depth must be (1, H, W) or (B, 1, H, W), got {tuple(getattr(depth, 'shape', ()))}")
+    if not torch.is_floating_point(depth):
+        raise ValueError(f"depth must be floating point (metres), got {depth.dtype}")
+    if tuple(depth.shape[-2:]) != camera.size:
+        raise ValueError(f"depth is {depth.shape[-1]}x{depth.shape[-2]} but the camera is {camera.width}x{camera.height}")
+    if not bool(torch.isfinite(depth).all()):
+        raise ValueError("depth contains NaN or inf")
+    batched = depth.dim() == 4
+    d = depth if batched else depth[None]
+    B, _, H, W = d.shape
+    if camera.K.dim() == 3 and camera.K.shape[0] != B:
+        raise ValueError(f"camera K is batched with B={camera.K.shape[0]} but depth has B={B}")
+    if image is not None:
+        if not isinstance(image, Tensor) or image.dim() != d.dim() - 1 + int(batched) or tuple(image.shape[-3:]) != (3, H, W) \
+                or (batched and image.shape[0] != B):
+            want = f"({B}, 3, {H}, {W})" if batched else f"(3, {H}, {W})"
+            raise ValueError(f"image must be {want} to match depth, got {tuple(getattr(image, 'shape', ()))}")
+        img = image if batched else image[None]
+    dev, dt = d.device, d.dtype
+    valid = d[:, 0] > 0  # (B, H, W)
+    b, r, c = torch.nonzero(valid, as_tuple=True)
+    z = d[b, 0, r, c]
+    uv = torch.stack([c.to(dt) + 0.5, r.to(dt) + 0.5], dim=-1)
+    K = camera.K.to(device=dev, dtype=dt)
+    Kp = K if K.dim() == 2 else K[b]  # (M, 3, 3) per point
+    fx, fy, s, cx, cy = Kp[..., 0, 0], Kp[..., 1, 1], Kp[..., 0, 1], Kp[..., 0, 2], Kp[..., 1, 2]
+    yn = (uv[:, 1] - cy) / fy
+    xn = (uv[:, 0] - cx - s * yn) / fx
+    if camera.has_distortion:
+        from .distortion import undistort_points
+
+        xy = undistort_points(torch.stack([xn, yn], dim=-1), camera.distortion, camera.distortion_model)
+        xn, yn = xy[:, 0], xy[:, 1]
+    points = torch.stack([xn * z, yn * z, z], dim=-1)
+    colors = img[b, :, r, c] if image is not None else None
+    counts = valid.reshape(B, -1).sum(dim=1)
+    offsets = torch.zeros(B + 1, dtype=torch.int64, device=dev)
+    offsets[1:] = torch.cumsum(counts, 0)
+    return DepthPoints(points, colors, torch.stack([r, c], dim=-1), offsets)

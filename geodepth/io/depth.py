@@ -1,0 +1,105 @@
+"""Depth maps as 16-bit PNG: KITTI (uint16 = round(depth_m * 256)) and NYU (millimetres)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["KITTI_DEPTH_SCALE", "NYU_DEPTH_SCALE", "read_depth_png", "read_nyu_depth_png", "write_depth_png"]
+
+#: KITTI depth PNGs store ``round(depth_m * 256)``
+KITTI_DEPTH_SCALE = 256.0
+#: NYU Depth v2 PNGs store millimetres
+NYU_DEPTH_SCALE = 1000.0
+
+
+def _open_png(path: Path):
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.exists():
+        raise FileNotFoundError(f"depth PNG not found: {path}")
+    try:
+        im = Image.open(path)
+        im.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"{path}: cannot read as an image (corrupt or truncated?): {e}") from None
+    return im
+
+
+def read_depth_png(path, scale: float = KITTI_DEPTH_SCALE) -> Tensor:
+    """Read a 16-bit depth PNG.
+
+    Args:
+        path: a single-channel 16-bit PNG (KITTI ``velodyne_raw`` / ``groundtruth`` style).
+        scale: stored value per metre (256 for KITTI, 1000 for NYU millimetres).
+
+    Returns:
+        (1, H, W) float32 depth in metres, ``value / scale``; 0 = no measurement.
+
+    Raises:
+        FileNotFoundError: missing file. ValueError: corrupt file, or not a 16-bit
+        single-channel image (an 8-bit or RGB PNG is not a depth map of this kind).
+    """
+    path = Path(path)
+    if not scale > 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    im = _open_png(path)
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        arr = np.asarray(im).astype(np.uint16)
+    elif im.mode == "I":
+        arr = np.asarray(im)
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise ValueError(f"{path}: 32-bit image with values outside uint16 range; expected a 16-bit depth PNG")
+        arr = arr.astype(np.uint16)
+    else:
+        bits = "8-bit " if im.mode in ("L", "P", "1", "RGB", "RGBA", "LA") else ""
+        raise ValueError(
+            f"{path}: {bits}image of mode {im.mode!r} ({len(im.getbands())} channel(s)); a depth PNG must be "
+            f"16-bit single-channel (uint16 = depth * {scale:g})"
+        )
+    depth = torch.from_numpy(arr.astype(np.float32) / np.float32(scale))
+    return depth[None]
+
+
+def read_nyu_depth_png(path) -> Tensor:
+    """Read an NYU Depth v2 PNG (uint16 millimetres) -> (1, H, W) float32 metres, 0 = invalid."""
+    return read_depth_png(path, scale=NYU_DEPTH_SCALE)
+
+
+def write_depth_png(path, depth: Tensor, scale: float = KITTI_DEPTH_SCALE, *, overwrite: bool = False) -> Path:
+    """Write a depth map as a 16-bit PNG: ``clip(round(depth * scale), 0, 65535)``.
+
+    Rounding is numpy's (half to even) on ``float64(depth) * scale``, as KITTI's and
+    IP-Basic's tools write their PNGs. Depths beyond ``65535 / scale`` (256 m for KITTI)
+    are clipped to 65535.
+
+    Args:
+        path: output ``.png`` file; parent folders are created.
+        depth: (1, H, W) or (H, W) depth in metres (any float dtype, any device), 0 = none.
+        scale: stored value per metre.
+        overwrite: replace an existing file (otherwise ``FileExistsError``).
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    if not scale > 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    if not isinstance(depth, Tensor):
+        depth = torch.as_tensor(depth)
+    if depth.dim() == 3 and depth.shape[0] == 1:
+        depth = depth[0]
+    if depth.dim() != 2:
+        raise ValueError(f"depth must be (1, H, W) or (H, W), got {tuple(depth.shape)}")
+    d = depth.detach().cpu().to(torch.float64).numpy()
+    if not np.isfinite(d).all():
+        raise ValueError(f"depth contains NaN or inf; cannot write {path}")
+    if (d < 0).any():
+        raise ValueError(f"depth has negative values (min {d.min():.4g}); cannot write {path}")
+    arr = np.clip(np.round(d * scale), 0, 65535).astype(np.uint16)
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path, format="PNG")
+    return path

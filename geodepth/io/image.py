@@ -1,0 +1,52 @@
+"""RGB images as (3, H, W) float32 tensors in [0, 1] (Pillow)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["read_image", "write_image"]
+
+
+def read_image(path) -> Tensor:
+    """Read an image file -> (3, H, W) float32 RGB in [0, 1].
+
+    Grayscale images are repeated to 3 channels, alpha is dropped, 16-bit images are
+    scaled by 1/65535.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        im = Image.open(path)
+        im.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"{path}: cannot read as an image (corrupt or truncated?): {e}") from None
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        arr = np.asarray(im).astype(np.float32) / 65535.0
+        arr = np.repeat(arr[None], 3, axis=0)
+    else:
+        arr = np.asarray(im.convert("RGB")).astype(np.float32).transpose(2, 0, 1) / 255.0
+    return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def write_image(path, image: Tensor, *, overwrite: bool = False) -> Path:
+    """Write a (3, H, W) or (1, H, W) float image in [0, 1] as 8-bit (``round(x * 255)``), format from the suffix."""
+    from PIL import Image
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] not in (1, 3):
+        raise ValueError(f"image must be (3, H, W) or (1, H, W), got {tuple(getattr(image, 'shape', ()))}")
+    a = image.detach().cpu().to(torch.float64).numpy()
+    if not np.isfinite(a).all():
+        raise ValueError(f"image contains NaN or inf; cannot write {path}")
+    a = np.clip(np.round(a * 255.0), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)).save(path)
+    return path
