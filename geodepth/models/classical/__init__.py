@@ -1,1 +1,125 @@
+"""Weight-free depth completion: IP-Basic, nearest neighbour, K-nearest-point interpolation.
 
+Every method takes a sparse depth map (1, H, W) (metres, 0 = no value), optionally the RGB
+image (3, H, W) in [0, 1] and the projected LiDAR points, and returns
+``{"depth": (1, H, W) float32, "confidence": (1, H, W) float32 in [0, 1] or None}`` on the
+input's device. Use :func:`complete_classical`, or the registry in
+:mod:`geodepth.models.registry`, where these methods are registered under the same names.
+
+=============================  ===============================================================
+``ipbasic_fast``               IP-Basic fast fill, Gaussian blur, extrapolated to the top of the
+                               frame (the paper's KITTI submission); fills every pixel
+``ipbasic_fast_bilateral``     IP-Basic fast fill, bilateral blur, no extrapolation
+``ipbasic_multiscale``         IP-Basic multi-scale fill, bilateral blur, no extrapolation
+``nearest``                    nearest valid pixel (exact, deterministic ties)
+``knn_idw``                    inverse-distance weighting of the K nearest points
+``knn_bilateral``              spatial x colour weighting of the K nearest points
+=============================  ===============================================================
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .ipbasic import _as_depth, fill_in_fast, fill_in_multiscale
+from .knn_fill import knn_fill
+from .nearest import nearest_fill
+
+__all__ = ["METHODS", "complete_classical", "fill_in_fast", "fill_in_multiscale", "knn_fill", "nearest_fill"]
+
+
+def _points_uvz(points_uvz, points_cam, camera):
+    if points_uvz is not None:
+        return points_uvz
+    if points_cam is not None and camera is not None:
+        uv, z = camera.project(points_cam)
+        return torch.cat([uv, z[..., None]], dim=-1)
+    return None
+
+
+def _ipbasic_fast(sparse_depth, *, image=None, camera=None, points_cam=None, points_uvz=None, **opts):
+    opts.setdefault("extrapolate", True)
+    opts.setdefault("blur_type", "gaussian")
+    return {"depth": fill_in_fast(sparse_depth, **opts), "confidence": None}
+
+
+def _ipbasic_fast_bilateral(sparse_depth, *, image=None, camera=None, points_cam=None, points_uvz=None, **opts):
+    opts.setdefault("extrapolate", False)
+    opts.setdefault("blur_type", "bilateral")
+    return {"depth": fill_in_fast(sparse_depth, **opts), "confidence": None}
+
+
+def _ipbasic_multiscale(sparse_depth, *, image=None, camera=None, points_cam=None, points_uvz=None, **opts):
+    return {"depth": fill_in_multiscale(sparse_depth, **opts)[0], "confidence": None}
+
+
+def _nearest(sparse_depth, *, image=None, camera=None, points_cam=None, points_uvz=None, **opts):
+    return {"depth": nearest_fill(sparse_depth, **opts), "confidence": None}
+
+
+def _knn(weighting):
+    def fn(sparse_depth, *, image=None, camera=None, points_cam=None, points_uvz=None, **opts):
+        pts = _points_uvz(points_uvz, points_cam, camera)
+        if pts is not None:
+            pts = pts.to(sparse_depth.device)
+        depth, conf = knn_fill(sparse_depth, points_uvz=pts, image=image if weighting == "bilateral" else None,
+                               weighting=weighting, **opts)
+        return {"depth": depth, "confidence": conf}
+
+    fn.__name__ = f"_knn_{weighting}"
+    return fn
+
+
+#: name -> (function, one-line description, uses the image)
+METHODS: dict[str, tuple[Callable, str, bool]] = {
+    "ipbasic_fast": (_ipbasic_fast, "IP-Basic fast fill, Gaussian blur, extrapolated to the top (paper's KITTI entry)", False),
+    "ipbasic_fast_bilateral": (_ipbasic_fast_bilateral, "IP-Basic fast fill, bilateral blur, no extrapolation", False),
+    "ipbasic_multiscale": (_ipbasic_multiscale, "IP-Basic multi-scale dilations, bilateral blur, no extrapolation", False),
+    "nearest": (_nearest, "depth of the nearest valid pixel (exact, ties -> smaller row, then column)", False),
+    "knn_idw": (_knn("idw"), "inverse-distance weighting of the K nearest LiDAR points in the image", False),
+    "knn_bilateral": (_knn("bilateral"), "K nearest LiDAR points weighted by image distance and colour similarity", True),
+}
+
+
+def complete_classical(
+    method: str,
+    sparse_depth: torch.Tensor,
+    *,
+    image: torch.Tensor | None = None,
+    points_uvz: torch.Tensor | None = None,
+    **opts,
+) -> dict:
+    """Run the weight-free method ``method`` on one frame.
+
+    Args:
+        method: a name of :data:`METHODS`.
+        sparse_depth: (1, H, W) or (H, W) float depth, metres, camera z; 0 = no value;
+            finite and non-negative.
+        image: optional (3, H, W) float RGB in [0, 1] (used by ``knn_bilateral``).
+        points_uvz: optional (N, 3) projected points: continuous pixel (u, v) and depth z in
+            metres (used by the ``knn_*`` methods instead of the sparse map's pixel centres).
+        **opts: keyword options of the method's function (see :func:`fill_in_fast`,
+            :func:`fill_in_multiscale`, :func:`nearest_fill`, :func:`knn_fill`).
+
+    Returns:
+        ``{"depth": (1, H, W) float32, "confidence": (1, H, W) float32 or None}``.
+
+    Raises:
+        ValueError: unknown method (the message lists the valid names) or bad input.
+
+    Example:
+        >>> d = torch.zeros(1, 4, 4); d[0, 1, 1] = 3.0
+        >>> complete_classical("nearest", d)["depth"].unique().tolist()
+        [3.0]
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown classical method {method!r}; choose one of {', '.join(sorted(METHODS))}")
+    d = _as_depth(sparse_depth, "sparse_depth")[None]
+    return METHODS[method][0](d, image=image, points_uvz=points_uvz, **opts)
+
+
+def _register_all(register: Callable) -> None:
+    """Register every classical method with :func:`geodepth.models.registry.register_method`."""
+    for name, (fn, desc, uses_image) in METHODS.items():
+        register(name, fn, description=desc, uses_image=uses_image)

@@ -1,0 +1,190 @@
+"""Point-native fill: every pixel interpolates its K nearest LiDAR points in image space.
+
+The points are the projected LiDAR returns ``(u, v, z)`` (continuous pixel coordinates, see
+:mod:`geodepth.geometry.camera`), or, when only a sparse depth map is given, its valid pixels
+placed at their centres ``(c + 0.5, r + 0.5)``. For the pixel centre ``p`` and its neighbours
+``q_1..q_K`` at image distances ``d_i`` (pixels):
+
+* ``weighting="idw"`` (inverse distance): ``w_i = 1 / max(d_i, eps) ** power``.
+* ``weighting="bilateral"``: ``w_i = exp(-d_i**2 / (2 sigma_space**2)) *
+  exp(-||I(p) - I(q_i)||**2 / (2 sigma_color**2))`` with ``I`` the RGB image in [0, 1]
+  sampled at the pixel that contains ``q_i`` (falls back to the spatial term without an image).
+
+Depth = ``sum(w_i z_i) / sum(w_i)``. Pixels whose nearest point is farther than
+``max_radius_px`` stay 0. Confidence (in [0, 1]) = ``exp(-d_1**2 / (2 sigma_space**2)) /
+(1 + s / z)``, the spatial support of the nearest point times a penalty for the weighted
+standard deviation ``s`` of the neighbour depths relative to the estimate ``z`` (depth edges).
+"""
+from __future__ import annotations
+
+import torch
+
+from .ipbasic import _as_depth
+
+__all__ = ["knn_fill"]
+
+_WEIGHTINGS = ("idw", "bilateral")
+
+
+def _knn2d(query: torch.Tensor, points: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """K nearest ``points`` (N, 2) float for each ``query`` (M, 2): ``(sqdist (M, k), idx
+    (M, k) int64)``, ascending, -1 / inf where fewer than k points. Uses ``geodepth.ops.knn``
+    when present, else scipy's cKDTree on CPU or chunked ``torch.cdist`` on GPU."""
+    M, N = query.shape[0], points.shape[0]
+    dev = query.device
+    kk = min(k, N)
+    if kk > 0:
+        try:
+            from geodepth.ops import knn as _ops_knn  # written in parallel; optional here
+
+            fn = getattr(_ops_knn, "knn", _ops_knn)
+            z = lambda a: torch.cat([a, torch.zeros_like(a[:, :1])], dim=1)  # noqa: E731
+            res = fn(z(query.float()), z(points.float()), kk)
+            sq, idx = res.sqdist.to(torch.float64), res.idx
+        except (ImportError, AttributeError, TypeError):
+            sq, idx = _knn2d_fallback(query, points, kk)
+    else:
+        sq = torch.empty(M, 0, dtype=torch.float64, device=dev)
+        idx = torch.empty(M, 0, dtype=torch.int64, device=dev)
+    if kk < k:
+        sq = torch.cat([sq, torch.full((M, k - kk), float("inf"), dtype=sq.dtype, device=dev)], 1)
+        idx = torch.cat([idx, torch.full((M, k - kk), -1, dtype=torch.int64, device=dev)], 1)
+    return sq, idx
+
+
+def _knn2d_fallback(query: torch.Tensor, points: torch.Tensor, k: int):
+    dev = query.device
+    if dev.type == "cpu":
+        try:
+            from scipy.spatial import cKDTree
+        except ImportError:  # pragma: no cover - scipy is a test dependency
+            cKDTree = None
+        if cKDTree is not None:
+            tree = cKDTree(points.double().numpy())
+            d, i = tree.query(query.double().numpy(), k=k)
+            d = torch.from_numpy(d).reshape(-1, k)
+            i = torch.from_numpy(i).reshape(-1, k).to(torch.int64)
+            return d * d, i
+    q, p = query.double(), points.double()
+    sqs, idxs = [], []
+    chunk = max(1, (1 << 26) // max(1, p.shape[0]))
+    for s in range(0, q.shape[0], chunk):
+        d2 = torch.cdist(q[s:s + chunk], p).square()
+        v, i = torch.topk(d2, k, dim=1, largest=False, sorted=True)
+        sqs.append(v)
+        idxs.append(i)
+    return torch.cat(sqs), torch.cat(idxs)
+
+
+@torch.no_grad()
+def knn_fill(
+    depth: torch.Tensor | None = None,
+    *,
+    points_uvz: torch.Tensor | None = None,
+    image: torch.Tensor | None = None,
+    size: tuple[int, int] | None = None,
+    k: int = 8,
+    weighting: str = "idw",
+    power: float = 2.0,
+    max_radius_px: float | None = 50.0,
+    sigma_space: float = 4.0,
+    sigma_color: float = 0.1,
+    eps: float = 0.5,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Interpolate the K nearest points at every pixel (see the module docstring).
+
+    Args:
+        depth: sparse depth (1, H, W) or (H, W), float, metres; 0 = no value. Its valid
+            pixels become points at their centres. Ignored when ``points_uvz`` is given
+            (then it only supplies the image size).
+        points_uvz: (N, 3) float: continuous pixel coordinates (u = column, v = row; the
+            centre of pixel (r, c) is (c + 0.5, r + 0.5)) and camera-frame depth z in metres.
+        image: optional (3, H, W) float RGB in [0, 1] for ``weighting="bilateral"``.
+        size: (H, W) when neither ``depth`` nor ``image`` fixes it.
+        k: number of neighbours (>= 1).
+        weighting: ``"idw"`` or ``"bilateral"``.
+        power: exponent of the inverse distance weights.
+        max_radius_px: pixels with no point within this distance stay 0; None = no limit.
+        sigma_space: spatial sigma, pixels (bilateral weights and the confidence).
+        sigma_color: colour sigma, RGB units in [0, 1].
+        eps: smallest distance used in the inverse distance weights, pixels.
+
+    Returns:
+        ``(depth (1, H, W) float32, confidence (1, H, W) float32 in [0, 1])``, 0 where no
+        estimate; on the input's device.
+    """
+    if weighting not in _WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {_WEIGHTINGS}, got {weighting!r}")
+    if not (isinstance(k, int) and k >= 1):
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    for name, val in (("power", power), ("sigma_space", sigma_space), ("sigma_color", sigma_color), ("eps", eps)):
+        if not val > 0:
+            raise ValueError(f"{name} must be > 0, got {val}")
+    if max_radius_px is not None and not max_radius_px > 0:
+        raise ValueError(f"max_radius_px must be > 0 or None, got {max_radius_px}")
+    if depth is not None:
+        d = _as_depth(depth)
+        H, W = d.shape
+        dev = d.device
+    elif image is not None:
+        H, W = int(image.shape[-2]), int(image.shape[-1])
+        dev = image.device
+    elif size is not None:
+        H, W = int(size[0]), int(size[1])
+        dev = points_uvz.device if points_uvz is not None else torch.device("cpu")
+    else:
+        raise ValueError("give depth, image or size to fix the output size")
+    if points_uvz is not None:
+        if points_uvz.ndim != 2 or points_uvz.shape[1] != 3:
+            raise ValueError(f"points_uvz must be (N, 3), got {tuple(points_uvz.shape)}")
+        if not bool(torch.isfinite(points_uvz).all()):
+            raise ValueError("points_uvz must be finite")
+        pts = points_uvz.to(dev, torch.float64)
+        inside = (pts[:, 2] > 0) & (pts[:, 0] >= 0) & (pts[:, 0] < W) & (pts[:, 1] >= 0) & (pts[:, 1] < H)
+        pts = pts[inside]
+        uv, z = pts[:, :2], pts[:, 2]
+    else:
+        if depth is None:
+            raise ValueError("give depth or points_uvz")
+        rc = torch.nonzero(d > 0)
+        uv = torch.stack([rc[:, 1], rc[:, 0]], 1).to(torch.float64) + 0.5
+        z = d[rc[:, 0], rc[:, 1]].to(torch.float64)
+    if image is not None:
+        if image.shape != (3, H, W):
+            raise ValueError(f"image must be (3, {H}, {W}), got {tuple(image.shape)}")
+        if not bool(torch.isfinite(image).all()):
+            raise ValueError("image must be finite")
+    out = torch.zeros(H, W, dtype=torch.float32, device=dev)
+    conf = torch.zeros(H, W, dtype=torch.float32, device=dev)
+    if z.numel() == 0:
+        return out[None], conf[None]
+    rr, cc = torch.meshgrid(torch.arange(H, device=dev), torch.arange(W, device=dev), indexing="ij")
+    query = torch.stack([cc.flatten(), rr.flatten()], 1).to(torch.float64) + 0.5
+    sq, idx = _knn2d(query, uv, k)
+    sq, idx = sq.to(dev), idx.to(dev)
+    ok = idx >= 0
+    if max_radius_px is not None:
+        ok &= sq <= max_radius_px * max_radius_px
+    dist = sq.clamp(min=0).sqrt()
+    zi = torch.where(ok, z[idx.clamp(min=0)], 0.0)
+    if weighting == "idw":
+        w = dist.clamp(min=eps).pow(-power)
+    else:
+        w = torch.exp(-sq / (2 * sigma_space * sigma_space))
+        if image is not None:
+            img = image.to(dev, torch.float64).reshape(3, -1)
+            pu = uv[:, 0].floor().long().clamp(0, W - 1)
+            pv = uv[:, 1].floor().long().clamp(0, H - 1)
+            pcol = img[:, pv * W + pu]  # (3, N) colour under each point
+            diff = img[:, :, None] - pcol[:, idx.clamp(min=0)]  # (3, M, k)
+            w = w * torch.exp(-(diff * diff).sum(0) / (2 * sigma_color * sigma_color))
+        w = w.clamp(min=1e-300)  # a far pixel still takes its neighbours' mean, not 0/0
+    w = torch.where(ok, w, 0.0)
+    ws = w.sum(1)
+    has = ok[:, 0]
+    est = torch.where(has, (w * zi).sum(1) / ws.clamp(min=1e-300), 0.0)
+    var = torch.where(has, (w * (zi - est[:, None]) ** 2).sum(1) / ws.clamp(min=1e-300), 0.0)
+    c = torch.exp(-sq[:, 0].clamp(min=0) / (2 * sigma_space * sigma_space)) / (1 + var.sqrt() / est.clamp(min=1e-12))
+    out = est.to(torch.float32).view(H, W)
+    conf = torch.where(has, c, 0.0).to(torch.float32).view(H, W)
+    return out[None], conf[None]
