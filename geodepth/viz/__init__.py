@@ -1,1 +1,27 @@
+"""Visualisation: colormaps, comparison figures, point splatting and the Open3D front.
 
+Open3D is imported lazily, only by the functions that need it.
+"""
+from .colormap import CMAPS, apply_colormap, colorize_depth, colorize_error, get_lut
+from .figures import PanelBox, comparison_figure, completion_figure, dilate_sparse
+from .open3d_scene import Render, render_offscreen, resolve_view, show, to_o3d_point_cloud
+from .render import look_at, render_points_image
+
+__all__ = [
+    "CMAPS",
+    "PanelBox",
+    "Render",
+    "apply_colormap",
+    "colorize_depth",
+    "colorize_error",
+    "comparison_figure",
+    "completion_figure",
+    "dilate_sparse",
+    "get_lut",
+    "look_at",
+    "render_offscreen",
+    "render_points_image",
+    "resolve_view",
+    "show",
+    "to_o3d_point_cloud",
+]

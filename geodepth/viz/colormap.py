@@ -1,0 +1,199 @@
+"""Colour depth and error maps with built-in colormap tables (no matplotlib needed).
+
+The tables are matplotlib's 256-entry colormaps (``turbo``, ``magma``, ``viridis``,
+``plasma``, ``inferno``, ``jet``, ``gray``), looked up exactly as matplotlib does: a value
+``t`` normalised to [0, 1] picks entry ``min(floor(t * 256), 255)`` (values outside [0, 1]
+are clipped).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Sequence
+
+import numpy as np
+
+from ._luts import LUT_HEX
+
+__all__ = ["CMAPS", "apply_colormap", "colorize_depth", "colorize_error", "get_lut"]
+
+#: colormap names accepted by the functions of this module.
+CMAPS = tuple(sorted(LUT_HEX))
+_DTYPES = ("uint8", "float")
+
+
+@lru_cache(maxsize=None)
+def _lut(name: str) -> np.ndarray:
+    h = "".join(LUT_HEX[name])
+    return (np.frombuffer(bytes.fromhex(h), dtype=">u2").astype(np.float64) / 65535.0).reshape(256, 3)
+
+
+def get_lut(name: str) -> np.ndarray:
+    """The (256, 3) float64 RGB table of colormap ``name`` (values in [0, 1]).
+
+    Example:
+        >>> get_lut("gray")[[0, 255]].tolist()
+        [[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]
+    """
+    if name not in LUT_HEX:
+        raise ValueError(f"cmap must be one of {CMAPS}, got {name!r}")
+    return _lut(name).copy()
+
+
+def _to_numpy(x: Any, name: str) -> tuple[np.ndarray, bool]:
+    try:
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            return x.detach().cpu().numpy(), True
+    except ImportError:  # pragma: no cover
+        pass
+    return np.asarray(x), False
+
+
+def _as_map(x: Any, name: str) -> tuple[np.ndarray, bool]:
+    a, is_torch = _to_numpy(x, name)
+    if a.ndim == 3 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be (1, H, W) or (H, W), got {tuple(a.shape)}")
+    if a.dtype.kind not in "fiu":
+        raise ValueError(f"{name} must be real-valued, got dtype {a.dtype}")
+    a = a.astype(np.float64)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return a, is_torch
+
+
+def _invalid_rgb(invalid_color: Sequence[float]) -> np.ndarray:
+    c = np.asarray(invalid_color, dtype=np.float64).reshape(-1)
+    if c.shape != (3,) or (c < 0).any() or (c > 255).any():
+        raise ValueError(f"invalid_color must be 3 numbers in 0..255, got {invalid_color!r}")
+    return c / 255.0
+
+
+def _finish(rgb: np.ndarray, dtype: str, as_torch: bool):
+    """(H, W, 3) float [0, 1] -> (3, H, W) uint8 or float32, numpy or torch."""
+    chw = np.ascontiguousarray(rgb.transpose(2, 0, 1))
+    out = np.round(chw * 255.0).astype(np.uint8) if dtype == "uint8" else chw.astype(np.float32)
+    if as_torch:
+        import torch
+
+        return torch.from_numpy(out)
+    return out
+
+
+def apply_colormap(t: Any, *, cmap: str = "turbo") -> np.ndarray:
+    """Look normalised values ``t`` (any shape, clipped to [0, 1]) up in ``cmap``.
+
+    Returns:
+        ``t.shape + (3,)`` float64 RGB in [0, 1]. Same lookup as matplotlib's
+        ``colormaps[cmap](t)[..., :3]``.
+    """
+    lut = get_lut(cmap) if cmap not in LUT_HEX else _lut(cmap)
+    t = np.asarray(t, dtype=np.float64)
+    idx = np.clip(np.floor(np.clip(t, 0.0, 1.0) * 256.0), 0, 255).astype(np.intp)
+    return lut[idx]
+
+
+def colorize_depth(
+    depth: Any,
+    *,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    cmap: str = "turbo",
+    invalid_color: Sequence[float] = (0, 0, 0),
+    inverse: bool = False,
+    dtype: str = "uint8",
+):
+    """Colour a depth map.
+
+    Args:
+        depth: (1, H, W) or (H, W) depth in metres (torch tensor or numpy array), 0 = no
+            value; finite.
+        vmin, vmax: depth range in metres mapped to the ends of the colormap (defaults: the
+            min / max of the valid pixels). Values outside are clipped.
+        cmap: one of :data:`CMAPS`.
+        invalid_color: RGB in 0..255 for pixels with depth 0.
+        inverse: colour inverse depth ``1 / d`` between ``1 / vmax`` and ``1 / vmin``
+            (near = high end of the colormap), as depth completion papers usually show.
+        dtype: ``"uint8"`` (0..255) or ``"float"`` (float32 in [0, 1]).
+
+    Returns:
+        (3, H, W) RGB image, uint8 or float32; a torch tensor if ``depth`` is one, else numpy.
+
+    Example:
+        >>> colorize_depth(np.array([[0.0, 1.0, 3.0]]), cmap="gray")[0].tolist()
+        [[0, 0, 255]]
+    """
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}")
+    if cmap not in LUT_HEX:
+        raise ValueError(f"cmap must be one of {CMAPS}, got {cmap!r}")
+    d, as_torch = _as_map(depth, "depth")
+    bad = _invalid_rgb(invalid_color)
+    valid = d > 0
+    if valid.any():
+        lo = float(d[valid].min()) if vmin is None else float(vmin)
+        hi = float(d[valid].max()) if vmax is None else float(vmax)
+    else:
+        lo = 0.0 if vmin is None else float(vmin)
+        hi = 1.0 if vmax is None else float(vmax)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError(f"vmin and vmax must be finite, got vmin={vmin}, vmax={vmax}")
+    if inverse:
+        if lo <= 0 or hi <= 0:
+            raise ValueError(f"inverse=True needs vmin > 0 and vmax > 0, got vmin={lo}, vmax={hi}")
+        with np.errstate(divide="ignore"):
+            x = np.where(valid, 1.0 / np.where(valid, d, 1.0), 0.0)
+        lo, hi = 1.0 / hi, 1.0 / lo
+    else:
+        x = d
+    span = hi - lo
+    t = (x - lo) / span if span > 0 else np.zeros_like(x)
+    rgb = apply_colormap(t, cmap=cmap)
+    rgb[~valid] = bad
+    return _finish(rgb, dtype, as_torch)
+
+
+def colorize_error(
+    pred: Any,
+    gt: Any,
+    *,
+    vmax: float | None = None,
+    cmap: str = "magma",
+    invalid_color: Sequence[float] = (0, 0, 0),
+    relative: bool = False,
+    dtype: str = "uint8",
+):
+    """Colour the absolute error ``|pred - gt|`` where the ground truth is valid.
+
+    Args:
+        pred: (1, H, W) or (H, W) predicted depth in metres.
+        gt: (1, H, W) or (H, W) ground truth in metres, 0 = none (shown as ``invalid_color``).
+        vmax: error (m, or fraction with ``relative``) mapped to the top of the colormap;
+            default: the largest error. 0 maps to the bottom.
+        cmap: one of :data:`CMAPS`.
+        invalid_color: RGB 0..255 where there is no ground truth.
+        relative: colour ``|pred - gt| / gt`` instead.
+        dtype: ``"uint8"`` or ``"float"``.
+
+    Returns:
+        (3, H, W) RGB, torch if ``pred`` is a tensor, else numpy.
+    """
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}")
+    if cmap not in LUT_HEX:
+        raise ValueError(f"cmap must be one of {CMAPS}, got {cmap!r}")
+    p, as_torch = _as_map(pred, "pred")
+    g, _ = _as_map(gt, "gt")
+    if p.shape != g.shape:
+        raise ValueError(f"pred is {p.shape[1]}x{p.shape[0]} but gt is {g.shape[1]}x{g.shape[0]} (W x H)")
+    valid = g > 0
+    err = np.abs(p - g)
+    if relative:
+        err = np.where(valid, err / np.where(valid, g, 1.0), 0.0)
+    hi = (float(err[valid].max()) if valid.any() else 1.0) if vmax is None else float(vmax)
+    t = err / hi if hi > 0 else np.zeros_like(err)
+    rgb = apply_colormap(t, cmap=cmap)
+    rgb[~valid] = _invalid_rgb(invalid_color)
+    return _finish(rgb, dtype, as_torch)

@@ -1,0 +1,165 @@
+"""Pure numpy point splatting with a z-buffer: a picture of a point cloud without Open3D.
+
+Used by :func:`geodepth.viz.open3d_scene.render_offscreen` when Open3D cannot render
+(no Open3D, no Vulkan / EGL), and handy on its own: it draws exactly where the pinhole
+camera projects each point (pixel convention of :mod:`geodepth.geometry.camera`).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["look_at", "points_to_numpy", "render_points_image"]
+
+
+def points_to_numpy(points: Any, colors: Any = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Validate ``points`` (N, 3) and ``colors`` (N, 3) -> float64 xyz, float64 RGB in [0, 1] (or None).
+
+    Colours may be float in [0, 1] or uint8 (0..255).
+    """
+    def cpu(x):
+        return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+    p = cpu(points)
+    if p.ndim != 2 or p.shape[1] != 3:
+        raise ValueError(f"points must be (N, 3), got {tuple(p.shape)}")
+    p = p.astype(np.float64)
+    if not np.isfinite(p).all():
+        raise ValueError("points contain NaN or inf")
+    if colors is None:
+        return p, None
+    c = cpu(colors)
+    if c.shape != p.shape:
+        raise ValueError(f"colors must be (N, 3) like points {tuple(p.shape)}, got {tuple(c.shape)}")
+    if c.dtype == np.uint8:
+        c = c.astype(np.float64) / 255.0
+    else:
+        c = c.astype(np.float64)
+        if not np.isfinite(c).all() or (c < 0).any() or (c > 1).any():
+            raise ValueError("float colors must be finite and in [0, 1] (or pass uint8 0..255)")
+    return p, c
+
+
+def look_at(eye: Sequence[float], center: Sequence[float], up: Sequence[float] = (0.0, -1.0, 0.0)) -> np.ndarray:
+    """(4, 4) float64 ``T_cam_from_world`` of a camera at ``eye`` looking at ``center``.
+
+    Camera frame as everywhere in geodepth (OpenCV): x right, y down, z forward. ``up`` is
+    the world direction that should appear up in the image.
+
+    Example:
+        >>> T = look_at([0, 0, -1], [0, 0, 0])
+        >>> (T @ [0, 0, 0, 1])[:3].round(6).tolist()
+        [0.0, 0.0, 1.0]
+        >>> (T @ [1, -1, 0, 1])[:3].round(6).tolist()  # world +x right, world -y up
+        [1.0, -1.0, 1.0]
+    """
+    eye, center, up = (np.asarray(v, dtype=np.float64) for v in (eye, center, up))
+    z = center - eye
+    if np.linalg.norm(z) == 0:
+        raise ValueError("eye and center must differ")
+    z /= np.linalg.norm(z)
+    x = np.cross(-up, z)  # image right (x = y cross z with y = -up)
+    if np.linalg.norm(x) < 1e-12:
+        raise ValueError(f"up {up.tolist()} is parallel to the viewing direction")
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)  # image down
+    R = np.stack([x, y, z])  # rows: camera axes in world coordinates
+    T = np.eye(4)
+    T[:3, :3] = R
+    T[:3, 3] = -R @ eye
+    return T
+
+
+def _K_wh(camera: Any, K: Any, width: int | None, height: int | None) -> tuple[np.ndarray, int, int]:
+    if camera is not None:
+        Km = camera.K.detach().cpu().numpy() if hasattr(camera.K, "detach") else np.asarray(camera.K)
+        return Km.astype(np.float64).reshape(3, 3), int(camera.width), int(camera.height)
+    if K is None or width is None or height is None:
+        raise ValueError("give a camera (PinholeCamera) or K, width and height")
+    Km = K.detach().cpu().numpy() if hasattr(K, "detach") else np.asarray(K, dtype=np.float64)
+    if Km.shape != (3, 3):
+        raise ValueError(f"K must be (3, 3), got {tuple(Km.shape)}")
+    if int(width) <= 0 or int(height) <= 0:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    return Km.astype(np.float64), int(width), int(height)
+
+
+def render_points_image(
+    points: Any,
+    colors: Any = None,
+    camera: Any = None,
+    T_cam_from_world: Any = None,
+    *,
+    K: Any = None,
+    width: int | None = None,
+    height: int | None = None,
+    point_size: int = 1,
+    background: Sequence[int] = (0, 0, 0),
+    near: float = 1e-3,
+    return_depth: bool = False,
+):
+    """Splat points into an image with a z-buffer (nearest point wins each pixel).
+
+    Args:
+        points: (N, 3) points in metres, world frame (torch or numpy).
+        colors: (N, 3) RGB, float in [0, 1] or uint8; None = white.
+        camera: a :class:`~geodepth.geometry.camera.PinholeCamera` (K, width, height), or pass
+            ``K`` (3, 3) pixels, ``width`` and ``height``.
+        T_cam_from_world: (4, 4) rigid transform world -> camera (x right, y down, z forward);
+            None = identity (points already in the camera frame).
+        point_size: side of the square each point paints, in pixels (odd sizes are centred
+            on the point's pixel ``(floor(v), floor(u))``).
+        background: RGB 0..255 where no point lands.
+        near: points with camera z <= ``near`` (m) are dropped.
+        return_depth: also return the (H, W) float32 z-buffer (0 = empty).
+
+    Returns:
+        (3, H, W) uint8 image (and the z-buffer with ``return_depth``).
+    """
+    p, c = points_to_numpy(points, colors)
+    Km, W, H = _K_wh(camera, K, width, height)
+    if int(point_size) < 1:
+        raise ValueError(f"point_size must be >= 1, got {point_size}")
+    s = int(point_size)
+    if T_cam_from_world is not None:
+        T = T_cam_from_world.detach().cpu().numpy() if hasattr(T_cam_from_world, "detach") else np.asarray(T_cam_from_world)
+        if T.shape != (4, 4):
+            raise ValueError(f"T_cam_from_world must be (4, 4), got {tuple(T.shape)}")
+        T = T.astype(np.float64)
+        p = p @ T[:3, :3].T + T[:3, 3]
+    if c is None:
+        c = np.ones_like(p)
+    bg = np.asarray(background, dtype=np.float64)
+    if bg.shape != (3,):
+        raise ValueError(f"background must be 3 numbers 0..255, got {background!r}")
+    keep = p[:, 2] > near
+    p, c = p[keep], c[keep]
+    z = p[:, 2]
+    uvw = p @ Km.T
+    u, v = uvw[:, 0] / z, uvw[:, 1] / z
+    col0, row0 = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
+    lo = -((s - 1) // 2)
+    rows, cols, zs, idx = [], [], [], []
+    ids = np.arange(len(z))
+    for dr in range(lo, lo + s):
+        for dc in range(lo, lo + s):
+            r, cc = row0 + dr, col0 + dc
+            ok = (r >= 0) & (r < H) & (cc >= 0) & (cc < W)
+            rows.append(r[ok]), cols.append(cc[ok]), zs.append(z[ok]), idx.append(ids[ok])
+    img = np.empty((H, W, 3), dtype=np.float64)
+    img[:] = bg / 255.0
+    zbuf = np.zeros((H, W), dtype=np.float32)
+    if rows:
+        r, cc, zz, ii = (np.concatenate(a) for a in (rows, cols, zs, idx))
+        if r.size:
+            pix = r * W + cc
+            order = np.lexsort((ii, zz, pix))  # by pixel, then nearest, then lowest index
+            pix, zz, ii = pix[order], zz[order], ii[order]
+            first = np.ones(pix.size, dtype=bool)
+            first[1:] = pix[1:] != pix[:-1]
+            pix, zz, ii = pix[first], zz[first], ii[first]
+            img.reshape(-1, 3)[pix] = c[ii]
+            zbuf.reshape(-1)[pix] = zz
+    out = np.round(img * 255.0).astype(np.uint8).transpose(2, 0, 1).copy()
+    return (out, zbuf) if return_depth else out
