@@ -59,7 +59,7 @@ def _check_K_for(K, points: Tensor) -> Tensor:
         raise ValueError(f"a batched K {tuple(K.shape)} needs points (B, N, 3) with the same B, got {tuple(points.shape)}")
     K = K.to(device=points.device, dtype=points.dtype)
     if K.dim() == 3:
-        K = K.reshape((1,) * (points.dim() - 3) + (K.shape[0], 1, 3, 3))
+        K = K.reshape((1,) * (points.dim() - 3) + (K.shape[0], 3, 3))
     return K
 
 
