@@ -1,0 +1,82 @@
+"""CPU (plain torch) path of ``sample``: four-corner gathers, (N, C)-sized work only.
+
+Pixel-centre convention: the centre of pixel (r, c) is (u, v) = (c + 0.5, r + 0.5), so the
+continuous sample position in pixel-index space is (x, y) = (u - 0.5, v - 0.5).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["sample_backward_cpu", "sample_forward_cpu"]
+
+
+def _taps(uv: Tensor, H: int, W: int, mode: str, padding: str):
+    """Per corner: (x index, y index, weight, dweight/du, dweight/dv, inside), each (N,)."""
+    u, v = uv[:, 0], uv[:, 1]
+    if mode == "nearest":
+        x, y = torch.floor(u), torch.floor(v)
+        if padding == "border":
+            x, y = x.clamp(0, W - 1), y.clamp(0, H - 1)
+        one, zero = torch.ones_like(u), torch.zeros_like(u)
+        return [(x, y, one, zero, zero)]
+    x, y = u - 0.5, v - 0.5
+    gx = gy = torch.ones_like(u)
+    if padding == "border":
+        gx = ((x > 0) & (x < W - 1)).to(u.dtype)
+        gy = ((y > 0) & (y < H - 1)).to(u.dtype)
+        x, y = x.clamp(0, W - 1), y.clamp(0, H - 1)
+    x0, y0 = torch.floor(x), torch.floor(y)
+    ax, ay = x - x0, y - y0
+    bx, by = 1 - ax, 1 - ay
+    return [
+        (x0, y0, bx * by, -by * gx, -bx * gy),
+        (x0 + 1, y0, ax * by, by * gx, -ax * gy),
+        (x0, y0 + 1, bx * ay, -ay * gx, bx * gy),
+        (x0 + 1, y0 + 1, ax * ay, ay * gx, ax * gy),
+    ]
+
+
+def _flat(x: Tensor, y: Tensor, H: int, W: int, padding: str) -> tuple[Tensor, Tensor]:
+    inside = (x >= 0) & (x < W) & (y >= 0) & (y < H)
+    if padding == "border":  # indices are clamped already, except x0 + 1 / y0 + 1 at the far edge
+        x, y = x.clamp(0, W - 1), y.clamp(0, H - 1)
+        inside = torch.ones_like(inside)
+    pix = y.clamp(0, H - 1).to(torch.int64) * W + x.clamp(0, W - 1).to(torch.int64)
+    return pix, inside
+
+
+def sample_forward_cpu(fmap: Tensor, uv: Tensor, bidx: Tensor, mode: str, padding: str) -> Tensor:
+    """(N, C) samples of ``fmap`` (B, C, H, W) at ``uv`` (N, 2) in image ``bidx`` (N,)."""
+    B, C, H, W = fmap.shape
+    flat = fmap.reshape(B, C, H * W)
+    out = fmap.new_zeros((uv.shape[0], C))
+    for x, y, w, _, _ in _taps(uv.to(fmap.dtype), H, W, mode, padding):
+        pix, inside = _flat(x, y, H, W, padding)
+        out += flat[bidx, :, pix] * (w * inside).unsqueeze(1)
+    return out
+
+
+def sample_backward_cpu(grad: Tensor, fmap: Tensor, uv: Tensor, bidx: Tensor, mode: str, padding: str,
+                        need_fmap: bool, need_uv: bool) -> tuple[Tensor, Tensor]:
+    """Gradients w.r.t. fmap (B, C, H, W) and uv (N, 2) given d out (N, C)."""
+    B, C, H, W = fmap.shape
+    N = uv.shape[0]
+    dmap = torch.zeros_like(fmap) if need_fmap else fmap.new_empty(0)
+    duv = torch.zeros_like(uv) if need_uv else uv.new_empty(0)
+    if N == 0 or C == 0:
+        return dmap, duv
+    flat = fmap.reshape(B, C, H * W)
+    grad = grad.to(fmap.dtype)
+    chan = torch.arange(C, device=fmap.device) * (H * W)
+    for x, y, w, dwu, dwv in _taps(uv.to(fmap.dtype), H, W, mode, padding):
+        pix, inside = _flat(x, y, H, W, padding)
+        m = inside.to(fmap.dtype)
+        if need_fmap:
+            idx = (bidx * (C * H * W) + pix).unsqueeze(1) + chan  # (N, C)
+            dmap.view(-1).index_add_(0, idx.reshape(-1), (grad * (w * m).unsqueeze(1)).reshape(-1))
+        if need_uv:
+            gf = (grad * flat[bidx, :, pix]).sum(1) * m  # (N,)
+            duv[:, 0] += (gf * dwu).to(duv.dtype)
+            duv[:, 1] += (gf * dwv).to(duv.dtype)
+    return dmap, duv

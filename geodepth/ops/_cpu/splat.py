@@ -1,0 +1,91 @@
+"""CPU (plain torch) path of ``splat``: scatter_reduce onto the pixel grid, exact and deterministic.
+
+The z-buffer is two exact passes: the per-pixel minimum key (``scatter_reduce`` "amin"),
+then the smallest point index among the points that reach it, so ties go to the smaller
+index for any dtype. The code is device-agnostic torch.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["pixel_index", "splat_backward_cpu", "splat_forward_cpu"]
+
+
+def pixel_index(uv: Tensor, H: int, W: int) -> Tensor:
+    """(N,) int64 flat pixel ``floor(v) * W + floor(u)``; -1 for points outside the (H, W) grid."""
+    c = torch.floor(uv[:, 0])
+    r = torch.floor(uv[:, 1])
+    inside = (c >= 0) & (c < W) & (r >= 0) & (r < H)
+    pix = r.clamp(0, max(H - 1, 0)).to(torch.int64) * W + c.clamp(0, max(W - 1, 0)).to(torch.int64)
+    return torch.where(inside, pix, -1)
+
+
+def _winner(key: Tensor, pix: Tensor, P: int, largest: bool) -> Tensor:
+    """Per target slot, the smallest n whose key is the slot's min (or max). key, pix: (L,), n = arange."""
+    L = key.shape[0]
+    n = torch.arange(L, device=key.device)
+    fill = float("inf") if not largest else float("-inf")
+    best = torch.full((P,), fill, dtype=key.dtype, device=key.device)
+    best.scatter_reduce_(0, pix, key, "amax" if largest else "amin", include_self=True)
+    hit = key == best[pix]
+    win = torch.full((P,), L, dtype=torch.int64, device=key.device)
+    win.scatter_reduce_(0, pix[hit], n[hit], "amin", include_self=True)
+    return torch.where(win == L, -1, win)
+
+
+def splat_forward_cpu(uv: Tensor, values: Tensor, depth: Tensor | None, H: int, W: int,
+                      reduce: str) -> tuple[Tensor, Tensor, Tensor]:
+    """See ``ops.splat``. Returns (image (C, H, W), count (H, W) int64, winner)."""
+    N, C = values.shape
+    P = H * W
+    pix = pixel_index(uv, H, W)
+    ok = pix >= 0
+    count = torch.zeros(P, dtype=torch.int64, device=values.device)
+    count.index_add_(0, pix[ok], torch.ones_like(pix[ok]))
+    if reduce in ("sum", "mean"):
+        img = values.new_zeros((P, C))
+        img.index_add_(0, pix[ok], values[ok])
+        if reduce == "mean":
+            img = img / count.clamp(min=1).to(img.dtype).unsqueeze(1)
+        winner = torch.empty(0, dtype=torch.int64, device=values.device)
+        return img.t().reshape(C, H, W).contiguous(), count.view(H, W), winner
+    largest = reduce == "max"
+    nn_ok = torch.nonzero(ok).squeeze(1)
+    if depth is not None:
+        d = depth[ok] + 0.0  # -0.0 -> +0.0 so equal depths tie
+        w = _winner(d, pix[ok], P, largest)
+        winner = torch.where(w >= 0, nn_ok[w.clamp(min=0)], -1)  # (P,)
+        img = torch.where((winner >= 0).unsqueeze(1), values[winner.clamp(min=0)], 0.0)
+        return img.t().reshape(C, H, W).contiguous(), count.view(H, W), winner.view(H, W)
+    # channel-wise: slot = pix * C + c over the in-image points
+    v = values[ok] + 0.0  # (L, C)
+    slots = (pix[ok].unsqueeze(1) * C + torch.arange(C, device=values.device)).reshape(-1)
+    w = _winner(v.reshape(-1), slots, P * C, largest)  # flat index into (L, C) entries
+    winner = torch.where(w >= 0, nn_ok[(w.clamp(min=0) // max(C, 1))], -1).view(P, C)
+    img = torch.where(winner >= 0, torch.gather(values, 0, winner.clamp(min=0)), 0.0)
+    return (img.t().reshape(C, H, W).contiguous(), count.view(H, W),
+            winner.t().reshape(C, H, W).contiguous())
+
+
+def splat_backward_cpu(grad: Tensor, uv: Tensor, count: Tensor, winner: Tensor, N: int, reduce: str) -> Tensor:
+    """d values (N, C) of :func:`splat_forward_cpu` given d image (C, H, W)."""
+    C, H, W = grad.shape
+    g = grad.reshape(C, H * W).t()  # (P, C)
+    if reduce in ("sum", "mean"):
+        if reduce == "mean":
+            g = g / count.reshape(-1).clamp(min=1).to(g.dtype).unsqueeze(1)
+        pix = pixel_index(uv, H, W)
+        out = torch.where((pix >= 0).unsqueeze(1), g[pix.clamp(min=0)], 0.0)
+        return out.contiguous()
+    out = grad.new_zeros((N, C))
+    if winner.dim() == 2:  # z-buffer: one winner per pixel
+        w = winner.reshape(-1)
+        ok = w >= 0
+        out.index_add_(0, w[ok], g[ok])
+        return out
+    w = winner.reshape(C, H * W).t()  # (P, C)
+    ok = w >= 0
+    flat = (w * C + torch.arange(C, device=grad.device))[ok]
+    out.view(-1).index_add_(0, flat, g[ok])
+    return out

@@ -1,0 +1,193 @@
+r"""Parametric continuous convolution made cheap: a weight bank mixed per edge by scores.
+
+The layer of Wang et al., "Deep Parametric Continuous Convolutional Neural Networks"
+(CVPR 2018), used by 2D-3D FuseNet (Chen et al., ICCV 2019), computes
+``out_i = sum_j g(p_j - p_i) x_j`` with a kernel ``g`` (an MLP) that maps a relative
+position to a (C_in, C_out) matrix. Materialised naively that is an (M, k, C_in, C_out)
+tensor. Here the kernel is a position-dependent mixture of B weight matrices (PAConv-style
+weight bank): ``g(p_j - p_i) = sum_b s_b(p_j - p_i) W_b``, so
+
+.. math:: \mathrm{out}_i = \sum_b \Big(\sum_j s_{ijb}\, x_j\Big) W_b = Z_i\, W,
+          \qquad Z_{ib} = \sum_j s_{ijb}\, x_j
+
+``Z`` (M, B, C_in) comes from one fused gather-reduce, :func:`scored_aggregate` (Triton on
+CUDA, chunked ``bmm`` on CPU), and ``Z @ W`` is one dense GEMM. The only per-edge tensors are
+the (M, k, B) scores. Aggregating first (instead of ``Y = X W`` then gathering rows of Y)
+gathers C_in numbers per edge instead of B * C_out, B times less random-access traffic.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from .aggregate import _check_features, _check_idx
+
+__all__ = ["continuous_conv", "scored_aggregate"]
+
+
+@torch.library.custom_op("geodepth::scored_aggregate", mutates_args=())
+def _scored_op(features: Tensor, idx: Tensor, scores: Tensor) -> Tensor:
+    if features.is_cuda:
+        from ._triton.aggregate import scored_aggregate_forward_triton
+
+        return scored_aggregate_forward_triton(features, idx, scores)
+    from ._cpu.aggregate import scored_aggregate_forward_cpu
+
+    return scored_aggregate_forward_cpu(features, idx, scores)
+
+
+@_scored_op.register_fake
+def _(features, idx, scores):
+    return features.new_empty((idx.shape[0], scores.shape[2], features.shape[1]))
+
+
+@torch.library.custom_op("geodepth::scored_aggregate_backward", mutates_args=())
+def _scored_backward_op(grad: Tensor, features: Tensor, idx: Tensor, scores: Tensor, need_features: bool,
+                        need_scores: bool) -> tuple[Tensor, Tensor]:
+    if features.is_cuda:
+        from ._triton.aggregate import scored_aggregate_backward_triton
+
+        return scored_aggregate_backward_triton(grad, features, idx, scores, need_features, need_scores)
+    from ._cpu.aggregate import scored_aggregate_backward_cpu
+
+    return scored_aggregate_backward_cpu(grad, features, idx, scores, need_features, need_scores)
+
+
+@_scored_backward_op.register_fake
+def _(grad, features, idx, scores, need_features, need_scores):
+    return (features.new_empty(features.shape if need_features else (0,)),
+            scores.new_empty(scores.shape if need_scores else (0,)))
+
+
+def _setup_context(ctx, inputs, output):
+    features, idx, scores = inputs
+    ctx.save_for_backward(features, idx, scores)
+
+
+def _backward(ctx, grad):
+    features, idx, scores = ctx.saved_tensors
+    need_f, need_s = ctx.needs_input_grad[0], ctx.needs_input_grad[2]
+    if not (need_f or need_s):
+        return None, None, None
+    df, ds = _scored_backward_op(grad.contiguous(), features, idx, scores, need_f, need_s)
+    return (df if need_f else None), None, (ds if need_s else None)
+
+
+_scored_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def scored_aggregate(features: Tensor, idx: Tensor, scores: Tensor) -> Tensor:
+    r"""Score-weighted neighbour sums, one per score channel: (M, B, C).
+
+    .. math:: \mathrm{out}_{mb} = \sum_{j \,:\, \mathrm{idx}_{mj} \ge 0} s_{mjb}\, x_{\mathrm{idx}_{mj}}
+
+    Args:
+        features: (N, C) floating point point features.
+        idx: (M, k) int64 neighbour indices into ``features``, -1 = none (contributes nothing).
+        scores: (M, k, B) per-edge scores, same dtype/device as ``features``.
+
+    Returns:
+        (M, B, C), differentiable w.r.t. ``features`` and ``scores``; (M, k, C) is never held.
+
+    Example:
+        >>> import torch
+        >>> f = torch.tensor([[1.0], [10.0]])
+        >>> s = torch.tensor([[[1.0, 0.5], [2.0, 0.0]]])
+        >>> scored_aggregate(f, torch.tensor([[0, 1]]), s).squeeze(-1).tolist()
+        [[21.0, 0.5]]
+    """
+    _check_features(features)
+    _check_idx(idx, features.shape[0])
+    M, k = idx.shape
+    if not isinstance(scores, Tensor) or scores.dim() != 3 or tuple(scores.shape[:2]) != (M, k):
+        raise ValueError(f"scores must be (M, k, B) with (M, k) = {(M, k)}, "
+                         f"got {tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__}")
+    if scores.dtype != features.dtype or scores.device != features.device or idx.device != features.device:
+        raise ValueError(f"scores and idx must be on features' device {features.device} and scores of dtype "
+                         f"{features.dtype}, got scores {scores.dtype} on {scores.device}, idx on {idx.device}")
+    return _scored_op(features, idx, scores)
+
+
+def relative_positions(points: Tensor, query: Tensor, idx: Tensor) -> Tensor:
+    """(M, k, 3) ``points[idx[m, j]] - query[m]`` in metres; 0 where ``idx == -1``."""
+    rel = points[idx.clamp(min=0)] - query.unsqueeze(1)
+    return rel.masked_fill((idx < 0).unsqueeze(-1), 0.0)
+
+
+def edge_scores(points: Tensor, query: Tensor, idx: Tensor, score_fn: Callable[[Tensor], Tensor] | None,
+                scores: Tensor | None, reduce: str) -> Tensor:
+    """The (M, k, B) scores used by :func:`continuous_conv`: padding zeroed, "mean" normalised."""
+    M, k = idx.shape
+    if (score_fn is None) == (scores is None):
+        raise ValueError("give exactly one of score_fn and scores")
+    if scores is None:
+        scores = score_fn(relative_positions(points, query, idx))
+    if not isinstance(scores, Tensor) or scores.dim() != 3 or tuple(scores.shape[:2]) != (M, k):
+        raise ValueError(f"scores must be (M, k, B) with (M, k) = {(M, k)}, "
+                         f"got {tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__}")
+    valid = idx >= 0
+    scores = scores.masked_fill(~valid.unsqueeze(-1), 0.0)
+    if reduce == "mean":
+        scores = scores / valid.sum(1).clamp(min=1).to(scores.dtype).view(M, 1, 1)
+    return scores
+
+
+def continuous_conv(features: Tensor, points: Tensor, query: Tensor, idx: Tensor, weight: Tensor,
+                    score_fn: Callable[[Tensor], Tensor] | None = None, *, scores: Tensor | None = None,
+                    bias: Tensor | None = None, reduce: str = "sum") -> Tensor:
+    r"""Parametric continuous convolution with a weight bank (see the module docstring).
+
+    .. math:: \mathrm{out}_i = \sum_{j \in \mathcal{N}(i)} \sum_b s_b(p_j - q_i)\, x_j W_b \;(+\ \mathrm{bias})
+
+    Args:
+        features: (N, C_in) floating point features of the source points.
+        points: (N, 3) source point positions, metres, any frame (the same as ``query``).
+        query: (M, 3) output point positions, metres, same frame (``points`` itself for a
+            same-cloud convolution).
+        idx: (M, k) int64 neighbours of each query in ``points``, -1 = none (e.g. ``ops.knn``).
+        weight: (B, C_in, C_out) weight bank.
+        score_fn: maps relative positions (M, k, 3) ``points[idx] - query`` (metres; 0 at
+            padding) to (M, k, B) bank scores, e.g. a small MLP. Give it or ``scores``.
+        scores: precomputed (M, k, B) scores instead of ``score_fn``.
+        bias: optional (C_out,).
+        reduce: "sum" over neighbours, or "mean" (divided by the number of valid neighbours).
+
+    Returns:
+        (M, C_out) output features; rows without neighbours get only ``bias``. Differentiable
+        w.r.t. ``features``, ``weight``, ``bias``, the scores (hence ``score_fn``'s parameters)
+        and ``points`` / ``query`` through ``score_fn``. Never holds (M, k, C_in, C_out) or (M, k, C).
+
+    Example:
+        >>> import torch
+        >>> x, p = torch.ones(3, 2), torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 2, 0]])
+        >>> idx = torch.tensor([[0, 1], [1, -1], [2, 0]])
+        >>> w = torch.stack([torch.eye(2), 2 * torch.eye(2)])  # B = 2 banks
+        >>> out = continuous_conv(x, p, p, idx, w, lambda rel: torch.stack([rel[..., 0], rel[..., 1]], -1))
+        >>> out[:, 0].tolist()  # query 0: 1*x_1 (bank 0, dx=1); query 2: 2*(-2)*x_0 (bank 1, dy=-2)
+        [1.0, 0.0, -4.0]
+    """
+    _check_features(features)
+    N, C_in = features.shape
+    _check_idx(idx, N)
+    M = idx.shape[0]
+    for name, t, n in (("points", points, N), ("query", query, M)):
+        if not isinstance(t, Tensor) or t.dim() != 2 or t.shape[1] != 3 or t.shape[0] != n:
+            raise ValueError(f"{name} must be ({n}, 3), got {tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__}")
+    if not isinstance(weight, Tensor) or weight.dim() != 3 or weight.shape[1] != C_in:
+        raise ValueError(f"weight must be (B, C_in={C_in}, C_out), got "
+                         f"{tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__}")
+    B, _, C_out = weight.shape
+    if bias is not None and (not isinstance(bias, Tensor) or tuple(bias.shape) != (C_out,)):
+        raise ValueError(f"bias must be ({C_out},), got {tuple(bias.shape) if isinstance(bias, Tensor) else type(bias).__name__}")
+    if reduce not in ("sum", "mean"):
+        raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
+    s = edge_scores(points, query, idx, score_fn, scores, reduce)
+    if s.shape[2] != B:
+        raise ValueError(f"scores have {s.shape[2]} banks but weight has B={B}")
+    z = scored_aggregate(features, idx, s)  # (M, B, C_in)
+    out = z.reshape(M, B * C_in) @ weight.reshape(B * C_in, C_out)
+    if bias is not None:
+        out = out + bias
+    return out

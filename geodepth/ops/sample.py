@@ -1,0 +1,130 @@
+"""Pull image features onto points: ``sample(feature_map, uv)`` (bilinear, differentiable).
+
+Pixel-centre convention (geodepth's): pixel (r, c) covers ``[c, c + 1) x [r, r + 1)`` in
+continuous ``(u, v) = (column, row)``, and its centre is ``(c + 0.5, r + 0.5)``; sampling at
+a pixel centre returns that pixel's value exactly. This is ``grid_sample`` with
+``align_corners=False`` and ``grid = 2 * uv / (W, H) - 1``. CUDA: a Triton kernel; CPU:
+four-corner gathers. Registered as ``torch.ops.geodepth.sample`` with fake and autograd.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["sample"]
+
+_MODES = ("bilinear", "nearest")
+_PADDINGS = ("zeros", "border")
+
+
+@torch.library.custom_op("geodepth::sample", mutates_args=())
+def _sample_op(fmap: Tensor, uv: Tensor, bidx: Tensor, mode: str, padding: str) -> Tensor:
+    if fmap.is_cuda:
+        from ._triton.sample import sample_forward_triton
+
+        return sample_forward_triton(fmap, uv, bidx, mode, padding)
+    from ._cpu.sample import sample_forward_cpu
+
+    return sample_forward_cpu(fmap, uv, bidx, mode, padding)
+
+
+@_sample_op.register_fake
+def _(fmap, uv, bidx, mode, padding):
+    return fmap.new_empty((uv.shape[0], fmap.shape[1]))
+
+
+@torch.library.custom_op("geodepth::sample_backward", mutates_args=())
+def _sample_backward_op(grad: Tensor, fmap: Tensor, uv: Tensor, bidx: Tensor, mode: str, padding: str,
+                        need_fmap: bool, need_uv: bool) -> tuple[Tensor, Tensor]:
+    if fmap.is_cuda:
+        from ._triton.sample import sample_backward_triton
+
+        return sample_backward_triton(grad, fmap, uv, bidx, mode, padding, need_fmap, need_uv)
+    from ._cpu.sample import sample_backward_cpu
+
+    return sample_backward_cpu(grad, fmap, uv, bidx, mode, padding, need_fmap, need_uv)
+
+
+@_sample_backward_op.register_fake
+def _(grad, fmap, uv, bidx, mode, padding, need_fmap, need_uv):
+    return fmap.new_empty(fmap.shape if need_fmap else (0,)), uv.new_empty(uv.shape if need_uv else (0,))
+
+
+def _setup_context(ctx, inputs, output):
+    fmap, uv, bidx, mode, padding = inputs
+    ctx.mode, ctx.padding = mode, padding
+    ctx.save_for_backward(fmap, uv, bidx)
+
+
+def _backward(ctx, grad):
+    fmap, uv, bidx = ctx.saved_tensors
+    need_m, need_uv = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    if not (need_m or need_uv):
+        return None, None, None, None, None
+    dm, duv = _sample_backward_op(grad.contiguous(), fmap, uv, bidx, ctx.mode, ctx.padding, need_m, need_uv)
+    return (dm if need_m else None), (duv if need_uv else None), None, None, None
+
+
+_sample_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def sample(feature_map: Tensor, uv: Tensor, *, offsets: Tensor | None = None, mode: str = "bilinear",
+           padding: str = "zeros") -> Tensor:
+    """Sample a feature map at continuous pixel positions.
+
+    Args:
+        feature_map: (C, H, W) or (B, C, H, W) floating point image features.
+        uv: (N, 2) continuous pixel coordinates ``(u, v) = (column, row)``, same dtype as
+            ``feature_map``; the centre of pixel (r, c) is (c + 0.5, r + 0.5). NaN/inf rejected.
+        offsets: for a batched (B, C, H, W) map, (B + 1,) int64 row splits of the packed
+            ``uv``: points ``offsets[b]:offsets[b + 1]`` sample image b. Optional when B == 1.
+        mode: "bilinear" (differentiable w.r.t. ``feature_map`` and ``uv``) or "nearest"
+            (pixel ``(floor(v), floor(u))``; differentiable w.r.t. ``feature_map``).
+        padding: "zeros" (taps outside the image read 0) or "border" (clamp to the edge).
+
+    Returns:
+        (N, C) sampled features, dtype of ``feature_map``.
+
+    Example:
+        >>> import torch
+        >>> fmap = torch.tensor([[[0.0, 10.0], [20.0, 30.0]]])  # (1, 2, 2)
+        >>> sample(fmap, torch.tensor([[0.5, 0.5], [1.0, 1.0], [1.5, 1.0]])).squeeze(1).tolist()
+        [0.0, 15.0, 20.0]
+    """
+    if not isinstance(feature_map, Tensor) or feature_map.dim() not in (3, 4):
+        raise ValueError("feature_map must be (C, H, W) or (B, C, H, W), got "
+                         f"{tuple(feature_map.shape) if isinstance(feature_map, Tensor) else type(feature_map).__name__}")
+    if not feature_map.is_floating_point():
+        raise ValueError(f"feature_map must be floating point, got {feature_map.dtype}")
+    if not isinstance(uv, Tensor) or uv.dim() != 2 or uv.shape[1] != 2:
+        raise ValueError(f"uv must be (N, 2), got {tuple(uv.shape) if isinstance(uv, Tensor) else type(uv).__name__}")
+    if uv.dtype != feature_map.dtype or uv.device != feature_map.device:
+        raise ValueError(f"uv must match feature_map's dtype and device ({feature_map.dtype}, {feature_map.device}), "
+                         f"got ({uv.dtype}, {uv.device})")
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    if padding not in _PADDINGS:
+        raise ValueError(f"padding must be one of {_PADDINGS}, got {padding!r}")
+    fmap = feature_map if feature_map.dim() == 4 else feature_map.unsqueeze(0)
+    B = fmap.shape[0]
+    N = uv.shape[0]
+    if fmap.shape[2] == 0 or fmap.shape[3] == 0:
+        raise ValueError(f"feature_map must have H, W > 0, got {tuple(feature_map.shape)}")
+    compiling = torch.compiler.is_compiling()
+    if offsets is None:
+        if B != 1:
+            raise ValueError(f"a batched feature_map (B={B}) needs offsets (B + 1,) for the packed uv")
+        bidx = torch.zeros(N, dtype=torch.int64, device=uv.device)
+    else:
+        if not isinstance(offsets, Tensor) or offsets.dtype != torch.int64 or tuple(offsets.shape) != (B + 1,):
+            raise ValueError(f"offsets must be ({B + 1},) int64, got "
+                             f"{(tuple(offsets.shape), offsets.dtype) if isinstance(offsets, Tensor) else type(offsets).__name__}")
+        offsets = offsets.to(uv.device)
+        if not compiling:
+            o = offsets.tolist()
+            if o[0] != 0 or o[-1] != N or any(a > b for a, b in zip(o, o[1:])):
+                raise ValueError(f"offsets must rise from 0 to N={N}, got {o}")
+        bidx = torch.repeat_interleave(torch.arange(B, device=uv.device), offsets.diff(), output_size=N)
+    if N and not compiling and not bool(torch.isfinite(uv).all()):
+        raise ValueError("uv contains NaN or inf")
+    return _sample_op(fmap, uv, bidx, mode, padding)
