@@ -1,0 +1,1 @@
+"""CPU (plain torch) paths of the ops in ``geodepth.ops``."""

@@ -1,0 +1,1 @@
+"""Triton GPU kernels behind ``geodepth.ops`` (they also run on CPU under ``TRITON_INTERPRET=1``)."""
