@@ -203,3 +203,20 @@ def test_errors():
         depth_to_points(torch.full((1, 48, 64), float("inf")), cam)
     with pytest.raises(ValueError, match="max_depth must be > min_depth"):
         points_to_depth(torch.ones(1, 3), cam, max_depth=0.05)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_matches_cpu(dtype):
+    cam = _cam(dtype, W=640, H=480)
+    p = _points(200_000, seed=7, dtype=dtype)
+    p = torch.cat([p, p[:50_000]])  # exact duplicates: ties must resolve like on the CPU
+    d_cpu, i_cpu = points_to_depth(p, cam, return_index=True)
+    d_gpu, i_gpu = points_to_depth(p.cuda(), cam.to("cuda"), return_index=True)
+    assert torch.equal(i_gpu.cpu(), i_cpu)
+    torch.testing.assert_close(d_gpu.cpu(), d_cpu, atol=0, rtol=0)
+    out_cpu = depth_to_points(d_cpu, cam)
+    out_gpu = depth_to_points(d_gpu, cam.to("cuda"))
+    assert torch.equal(out_gpu.pixels.cpu(), out_cpu.pixels)
+    atol, rtol = TOL[dtype]
+    torch.testing.assert_close(out_gpu.points.cpu(), out_cpu.points, atol=atol, rtol=rtol)

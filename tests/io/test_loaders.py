@@ -1,0 +1,147 @@
+"""Frame loaders on the sample data and on a KITTI depth-completion layout built in tmp_path."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from geodepth.geometry import PinholeCamera, lidar_to_depth, points_to_depth, transform_points
+from geodepth.io import (
+    Frame,
+    list_kitti_dc_frames,
+    load_files_frame,
+    load_frame,
+    load_kitti_dc_frame,
+    load_kitti_sample_frame,
+    read_depth_png,
+    read_image,
+    read_intrinsics_txt,
+    write_calib_file,
+    write_depth_png,
+    write_image,
+)
+
+
+@pytest.mark.parametrize("cam_id", [2, 3])
+def test_kitti_sample_frame_and_crop(kitti_dir, cam_id):
+    f = load_frame(kitti_dir, camera=cam_id)
+    assert f.camera.size == (375, 1242) and f.points_lidar.shape == (121948, 3)
+    assert torch.equal(f.sparse_depth, read_depth_png(kitti_dir / f"velodyne_raw_0{cam_id}.png"))
+    assert torch.equal(f.gt_depth, read_depth_png(kitti_dir / f"groundtruth_0{cam_id}.png"))
+    c = load_frame(kitti_dir, camera=cam_id, crop="kitti")
+    assert c.camera.size == (352, 1216)
+    assert torch.equal(c.sparse_depth, f.sparse_depth[:, 23:, 13:1229])
+    assert torch.equal(c.image, f.image[:, 23:, 13:1229])
+    if cam_id == 2:  # the benchmark's own cropped intrinsics
+        torch.testing.assert_close(c.camera.K, read_intrinsics_txt(kitti_dir / "intrinsics_cropped.txt"), atol=1e-9, rtol=0)
+    # the scan projected with the cropped camera == crop of the projection with the full one
+    full = lidar_to_depth(f.points_lidar, f.T_cam_from_lidar, f.camera)
+    assert torch.equal(lidar_to_depth(c.points_lidar, c.T_cam_from_lidar, c.camera), full[:, 23:, 13:1229])
+
+
+def test_nyu_frame_sampling(nyu_dir):
+    f = load_frame(nyu_dir, n_samples=500, seed=3)
+    assert f.points_lidar is None and f.camera.fx == 518.8579 and f.camera.size == (480, 640)
+    m = f.sparse_depth > 0
+    assert int(m.sum()) == 500
+    assert torch.equal(f.sparse_depth[m], f.gt_depth[m]) and bool((f.gt_depth[m] > 0).all())
+    g = load_frame(nyu_dir, n_samples=500, seed=3)
+    h = load_frame(nyu_dir, n_samples=500, seed=4)
+    assert torch.equal(g.sparse_depth, f.sparse_depth) and not torch.equal(h.sparse_depth, f.sparse_depth)
+
+
+def test_object_frame_via_load_frame(object_dir):
+    f = load_frame(object_dir, frame_id=134, camera=2)
+    assert f.name == "000134_image_2" and f.camera.size == (370, 1224)
+    with pytest.raises(ValueError, match="frame_id"):
+        load_frame(object_dir)
+
+
+def test_files_frame(kitti_dir, tmp_path):
+    f = load_files_frame(image=kitti_dir / "image_02.png", lidar=kitti_dir / "velodyne.bin", calib_dir=kitti_dir)
+    ref = load_kitti_sample_frame(kitti_dir)
+    assert torch.equal(f.T_cam_from_lidar, ref.T_cam_from_lidar) and torch.equal(f.points_lidar, ref.points_lidar)
+    # sparse depth projected from the scan (quantised to the PNG grid)
+    d = points_to_depth(transform_points(ref.T_cam_from_lidar, ref.points_lidar.double()), ref.camera)
+    assert torch.equal(f.sparse_depth, (torch.round(d * 256) / 256).float())
+    # a frame from a sparse depth alone (no LiDAR)
+    s = load_frame(image=kitti_dir / "image_02.png", sparse_depth=kitti_dir / "velodyne_raw_02.png",
+                   intrinsics=[721.5377, 721.5377, 609.5593, 172.854])
+    assert s.points_lidar is None and s.T_cam_from_lidar is None and torch.equal(s.sparse_depth, ref.sparse_depth)
+    with pytest.raises(ValueError, match="image .*image_02.png is 1242x375 but the camera .* is 1216x352"):
+        load_files_frame(image=kitti_dir / "image_02.png", calib_file=_cropped_calib(kitti_dir, tmp_path))
+    with pytest.raises(ValueError, match="needs extrinsics"):
+        load_files_frame(image=kitti_dir / "image_02.png", lidar=kitti_dir / "velodyne.bin", intrinsics=np.eye(3))
+    with pytest.raises(ValueError, match="exactly one of"):
+        load_files_frame(image=kitti_dir / "image_02.png")
+    with pytest.raises(FileNotFoundError):
+        load_files_frame(image=tmp_path / "nope.png", intrinsics=np.eye(3))
+
+
+def _cropped_calib(kitti_dir, tmp_path):
+    f = load_kitti_sample_frame(kitti_dir, crop="kitti")
+    return write_calib_file(tmp_path / "cropped.yaml", f.camera, f.T_cam_from_lidar, overwrite=True)
+
+
+def _write_dc_layout(kitti_dir, root, seq="2011_09_26_drive_0001_sync", frames=(5, 6)):
+    """The depth-completion layout the synthetic-data writer produces (two copies of the sample)."""
+    f = load_kitti_sample_frame(kitti_dir, crop="kitti")
+    for fr in frames:
+        write_image(root / "image" / f"{seq}_image_{fr:010d}_image_02.png", f.image)
+        write_depth_png(root / "velodyne_raw" / f"{seq}_velodyne_raw_{fr:010d}_image_02.png", f.sparse_depth)
+        write_depth_png(root / "groundtruth_depth" / f"{seq}_groundtruth_depth_{fr:010d}_image_02.png", f.gt_depth)
+        (root / "intrinsics").mkdir(parents=True, exist_ok=True)
+        np.savetxt(root / "intrinsics" / f"{seq}_image_{fr:010d}_image_02.txt", f.camera.K.numpy().reshape(1, 9), fmt="%.17g")
+        (root / "velodyne").mkdir(parents=True, exist_ok=True)
+        shutil.copy(kitti_dir / "velodyne.bin", root / "velodyne" / f"{seq}_{fr:010d}.bin")
+        write_calib_file(root / "calib" / f"{seq}_{fr:010d}.yaml", f.camera, f.T_cam_from_lidar)
+    return f
+
+
+def test_kitti_dc_layout(kitti_dir, tmp_path):
+    ref = _write_dc_layout(kitti_dir, tmp_path)
+    entries = list_kitti_dc_frames(tmp_path)
+    assert [e["name"] for e in entries] == [f"2011_09_26_drive_0001_sync_image_{i:010d}_image_02" for i in (5, 6)]
+    assert entries[1]["velodyne"].name == "2011_09_26_drive_0001_sync_0000000006.bin"
+    f = load_kitti_dc_frame(entries[0])
+    assert torch.equal(f.image, read_image(entries[0]["image"]))
+    assert torch.equal(f.sparse_depth, ref.sparse_depth) and torch.equal(f.gt_depth, ref.gt_depth)
+    assert torch.equal(f.camera.K, ref.camera.K) and torch.equal(f.T_cam_from_lidar, ref.T_cam_from_lidar)
+    assert torch.equal(f.points_lidar, ref.points_lidar)
+    g = load_frame(tmp_path, index=1)
+    assert g.name.endswith("0000000006_image_02")
+    # without calib/ the camera comes from intrinsics/, and the scan cannot be used
+    shutil.rmtree(tmp_path / "calib")
+    with pytest.raises(ValueError, match="needs a calib/ file"):
+        load_kitti_dc_frame(list_kitti_dc_frames(tmp_path)[0])
+    h = load_kitti_dc_frame(list_kitti_dc_frames(tmp_path)[0], load_scan=False)
+    torch.testing.assert_close(h.camera.K, ref.camera.K, atol=1e-12, rtol=0)
+    # unequal folders cannot be paired
+    (tmp_path / "groundtruth_depth" / sorted((tmp_path / "groundtruth_depth").iterdir())[0].name).unlink()
+    with pytest.raises(ValueError, match="different numbers of files"):
+        list_kitti_dc_frames(tmp_path)
+
+
+def test_dc_size_mismatch(kitti_dir, tmp_path):
+    _write_dc_layout(kitti_dir, tmp_path, frames=(5,))
+    sp = next((tmp_path / "velodyne_raw").iterdir())
+    write_depth_png(sp, torch.ones(1, 100, 200), overwrite=True)
+    with pytest.raises(ValueError, match=r"sparse depth .* is 200x100 but the image .* is 1216x352"):
+        load_kitti_dc_frame(list_kitti_dc_frames(tmp_path)[0])
+
+
+def test_frame_buildable_from_sparse_depth_only():
+    cam = PinholeCamera(torch.tensor([[10.0, 0, 5], [0, 10, 5], [0, 0, 1]]), 10, 10)
+    f = Frame(cam, sparse_depth=torch.ones(1, 10, 10))
+    assert f.points_lidar is None and f.points_cam is None
+    with pytest.raises(ValueError, match="sparse_depth is 9x10 but the camera is 10x10"):
+        Frame(cam, sparse_depth=torch.ones(1, 10, 9))
+
+
+def test_unknown_layout(tmp_path):
+    with pytest.raises(ValueError, match="unknown layout"):
+        load_frame(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        load_frame(tmp_path / "missing")

@@ -1,0 +1,96 @@
+"""Our PLY writer/reader vs Open3D and trimesh (peers); the fallback without Open3D."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from geodepth.io import read_mesh, read_ply, read_point_cloud, write_mesh, write_ply
+
+
+def _cloud(n=257, dtype=torch.float32):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, 3, generator=g).to(dtype) * 10, torch.rand(n, 3, generator=g)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_write_ply_read_by_open3d(tmp_path, dtype):
+    o3d = pytest.importorskip("open3d")
+    pts, col = _cloud(dtype=dtype)
+    write_ply(tmp_path / "c.ply", pts, col)
+    pcd = o3d.io.read_point_cloud(str(tmp_path / "c.ply"))
+    np.testing.assert_array_equal(np.asarray(pcd.points), pts.double().numpy())
+    np.testing.assert_allclose(np.asarray(pcd.colors), np.round(col.double().numpy() * 255) / 255, atol=1e-12)
+    p2, c2 = read_point_cloud(tmp_path / "c.ply")
+    assert p2.dtype == torch.float32 and torch.equal(p2, pts.float())
+    p3, c3 = read_ply(tmp_path / "c.ply")
+    assert p3.dtype == dtype and torch.equal(p3, pts)
+    torch.testing.assert_close(c3, c2)
+
+
+def test_read_ply_of_open3d_files(tmp_path):
+    o3d = pytest.importorskip("open3d")
+    pts, col = _cloud(50)
+    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts.double().numpy()))
+    pcd.colors = o3d.utility.Vector3dVector(col.double().numpy())
+    for ascii_ in (True, False):
+        f = tmp_path / f"o3d_{ascii_}.ply"
+        o3d.io.write_point_cloud(str(f), pcd, write_ascii=ascii_)
+        p, c = read_ply(f)
+        np.testing.assert_allclose(p.double().numpy(), pts.double().numpy(), atol=1e-4 if ascii_ else 0, rtol=0)
+        np.testing.assert_allclose(c.numpy(), np.asarray(pcd.colors), atol=1 / 255 + 1e-6)
+    o3d.io.write_point_cloud(str(tmp_path / "c.pcd"), pcd)
+    p, c = read_point_cloud(tmp_path / "c.pcd")
+    np.testing.assert_allclose(p.numpy(), pts.numpy(), atol=1e-5)
+
+
+def test_read_point_cloud_without_open3d(tmp_path, monkeypatch):
+    pts, _ = _cloud(20)
+    write_ply(tmp_path / "c.ply", pts)
+    monkeypatch.setitem(sys.modules, "open3d", None)  # import open3d -> ImportError
+    p, c = read_point_cloud(tmp_path / "c.ply")
+    assert torch.equal(p, pts) and c is None
+    (tmp_path / "c.pcd").write_text("x")
+    with pytest.raises(ImportError, match="open3d"):
+        read_point_cloud(tmp_path / "c.pcd")
+
+
+def test_ply_errors(tmp_path):
+    pts, _ = _cloud(5)
+    write_ply(tmp_path / "c.ply", pts)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        write_ply(tmp_path / "c.ply", pts)
+    with pytest.raises(ValueError, match="NaN"):
+        write_ply(tmp_path / "n.ply", torch.full((2, 3), float("nan")))
+    with pytest.raises(ValueError, match=r"colors must be \(5, 3\)"):
+        write_ply(tmp_path / "n.ply", pts, torch.zeros(4, 3))
+    raw = (tmp_path / "c.ply").read_bytes()
+    (tmp_path / "t.ply").write_bytes(raw[:-7])
+    with pytest.raises(ValueError, match="truncated"):
+        read_ply(tmp_path / "t.ply")
+    (tmp_path / "x.ply").write_bytes(b"hello")
+    with pytest.raises(ValueError, match="not a PLY"):
+        read_ply(tmp_path / "x.ply")
+
+
+def test_mesh_round_trip_vs_trimesh(tmp_path):
+    trimesh = pytest.importorskip("trimesh")
+    box = trimesh.creation.box(extents=(1.0, 2.0, 3.0))
+    v = torch.from_numpy(np.asarray(box.vertices, dtype=np.float32))
+    f = torch.from_numpy(np.asarray(box.faces, dtype=np.int64))
+    col = torch.rand(len(v), 3, generator=torch.Generator().manual_seed(0))
+    write_mesh(tmp_path / "m.ply", v, f, col)
+    m = trimesh.load(tmp_path / "m.ply", process=False)
+    np.testing.assert_array_equal(np.asarray(m.faces), f.numpy())
+    np.testing.assert_allclose(np.asarray(m.vertices), v.numpy(), atol=1e-6)
+    v2, f2, c2 = read_mesh(tmp_path / "m.ply")
+    assert torch.equal(f2, f) and torch.allclose(v2, v)
+    torch.testing.assert_close(c2, torch.round(col * 255) / 255, atol=1e-6, rtol=0)
+    pv, _ = read_ply(tmp_path / "m.ply")  # our own parser reads the vertices of a trimesh PLY
+    torch.testing.assert_close(pv.float(), v)
+    with pytest.raises(FileExistsError):
+        write_mesh(tmp_path / "m.ply", v, f)
+    with pytest.raises(ValueError, match="faces index vertices outside"):
+        write_mesh(tmp_path / "bad.ply", v, f + 100)
