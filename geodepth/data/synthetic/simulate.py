@@ -1,0 +1,363 @@
+"""Render frames of a synthetic street: camera RGB + exact dense depth, a LiDAR scan, a :class:`Frame`."""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from ...geometry.camera import PinholeCamera
+from ...io.frame import Frame
+from .raycast import RayHits, cast_tiles
+from .scene import MATERIALS, Scene
+from .sensors import KITTI_LIDAR_HEIGHT, SENSORS, LidarSpec, kitti_camera, kitti_T_cam_from_lidar, lidar_directions
+from .street import EGO_LANE_Y, LANE_HALF_WIDTH, make_street_scene
+
+__all__ = ["CameraRender", "LidarScan", "SyntheticSequence", "ego_world_from_lidar", "render_camera", "scan_lidar",
+           "simulate_frame", "simulate_sequence"]
+
+_SUN = (0.35, -0.45, 0.82)
+_AMBIENT = 0.38
+
+
+class CameraRender(NamedTuple):
+    """image: (3, H, W) RGB in [0, 1]; depth: (1, H, W) camera-frame z in metres, 0 = sky;
+    prim: (H, W) int64 primitive seen by each pixel centre, -1 = sky."""
+
+    image: Tensor
+    depth: Tensor
+    prim: Tensor
+
+
+class LidarScan(NamedTuple):
+    """points_lidar: (N, 3) returns in the LiDAR frame (metres); intensity: (N,) in [0, 1];
+    ring: (N,) int64 beam (0 = top); prim: (N,) int64 primitive hit; range_exact: (N,) noise-free range."""
+
+    points_lidar: Tensor
+    intensity: Tensor
+    ring: Tensor
+    prim: Tensor
+    range_exact: Tensor
+
+
+class SyntheticSequence(NamedTuple):
+    """frames: list of :class:`Frame`; poses: (F, 4, 4) float64 world_from_cam; scene: the scene at time 0."""
+
+    frames: list
+    poses: Tensor
+    scene: Scene
+
+
+# ---------------------------------------------------------------------- helpers
+def _tile(x: Tensor, th: int, tw: int) -> Tensor:
+    """(H, W, C) -> (T, th*tw, C): row-major tiles, edges padded by repetition."""
+    H, W, C = x.shape
+    Hp, Wp = -(-H // th) * th, -(-W // tw) * tw
+    r = torch.arange(Hp, device=x.device).clamp(max=H - 1)
+    c = torch.arange(Wp, device=x.device).clamp(max=W - 1)
+    x = x[r][:, c]
+    return x.reshape(Hp // th, th, Wp // tw, tw, C).permute(0, 2, 1, 3, 4).reshape(-1, th * tw, C)
+
+
+def _untile(y: Tensor, H: int, W: int, th: int, tw: int) -> Tensor:
+    """Inverse of :func:`_tile` for a flat (T*th*tw, ...) tensor -> (H, W, ...)."""
+    Hp, Wp = -(-H // th) * th, -(-W // tw) * tw
+    rest = y.shape[1:]
+    y = y.reshape(Hp // th, Wp // tw, th, tw, *rest).permute(0, 2, 1, 3, *range(4, 4 + len(rest)))
+    return y.reshape(Hp, Wp, *rest)[:H, :W]
+
+
+def _hash_noise(p: Tensor) -> Tensor:
+    """Deterministic pseudo-random value in [0, 1) per 3D point (a 2 cm lattice hash)."""
+    q = torch.floor(p * 50.0).to(torch.int64)
+    h = (q[..., 0] * 73856093) ^ (q[..., 1] * 19349663) ^ (q[..., 2] * 83492791)
+    h = (h ^ (h >> 13)) * 1274126177
+    return ((h >> 8) & 0xFFFF).to(p.dtype) / 65536.0
+
+
+def _albedo(scene: Scene, prim: Tensor, p: Tensor) -> Tensor:
+    """(M, 3) textured albedo at world points ``p`` (M, 3) on primitives ``prim`` (M,)."""
+    base = scene.albedo[prim].to(p.dtype)
+    mat = scene.material[prim]
+    n = _hash_noise(p)[:, None]
+    x, y, z = p[:, 0], p[:, 1], p[:, 2]
+    out = base * (0.88 + 0.24 * n)
+    road = mat == MATERIALS["road"]
+    if bool(road.any()):
+        centre = (y.abs() < 0.07) & (torch.remainder(x, 6.0) < 3.0)
+        edge = ((y.abs() - LANE_HALF_WIDTH).abs() < 0.07)
+        mark = road & (centre | edge)
+        out = torch.where(mark[:, None], torch.full_like(out, 0.85) * (0.95 + 0.05 * n), out)
+    fac = mat == MATERIALS["facade"]
+    if bool(fac.any()):
+        h = x + y
+        win = fac & (z > 1.0) & (torch.remainder(z - 0.15, 3.2) > 1.0) & (torch.remainder(z - 0.15, 3.2) < 2.4) \
+            & (torch.remainder(h, 2.6) > 0.7) & (torch.remainder(h, 2.6) < 1.9)
+        out = torch.where(win[:, None], torch.tensor([0.12, 0.16, 0.22], dtype=p.dtype, device=p.device) + 0.1 * n, out)
+    fol = mat == MATERIALS["foliage"]
+    if bool(fol.any()):
+        out = torch.where(fol[:, None], base * (0.5 + 1.0 * n), out)
+    return out.clamp(0, 1)
+
+
+def _rigid(T: Tensor, dtype, device) -> tuple[Tensor, Tensor]:
+    T = torch.as_tensor(T, dtype=torch.float64)
+    if tuple(T.shape) != (4, 4):
+        raise ValueError(f"pose must be (4, 4), got {tuple(T.shape)}")
+    return T[:3, :3].to(dtype=dtype, device=device), T[:3, 3].to(dtype=dtype, device=device)
+
+
+def ego_world_from_lidar(s: float, *, height: float = KITTI_LIDAR_HEIGHT) -> Tensor:
+    """(4, 4) float64 pose of the LiDAR after driving ``s`` metres along the ego lane (gentle weave)."""
+    y = EGO_LANE_Y + 0.25 * math.sin(s / 25.0)
+    yaw = math.atan(0.01 * math.cos(s / 25.0))
+    c, sn = math.cos(yaw), math.sin(yaw)
+    T = torch.eye(4, dtype=torch.float64)
+    T[:3, :3] = torch.tensor([[c, -sn, 0], [sn, c, 0], [0, 0, 1]], dtype=torch.float64)
+    T[:3, 3] = torch.tensor([s, y, height], dtype=torch.float64)
+    return T
+
+
+# ---------------------------------------------------------------------- sensors
+def render_camera(scene: Scene, world_from_cam: Tensor, camera: PinholeCamera, *, device=None,
+                  dtype=torch.float32, tile: tuple[int, int] = (16, 16), sun=_SUN, ambient: float = _AMBIENT,
+                  near: float = 0.05, budget: int = 1 << 16) -> CameraRender:
+    """Ray cast one ray per pixel centre: RGB (Lambert + ambient, sky gradient) and exact depth.
+
+    Args:
+        scene: the scene (world frame).
+        world_from_cam: (4, 4) camera pose (camera frame: x right, y down, z forward).
+        camera: intrinsics and size (a single (3, 3) K).
+        device, dtype: where and in which precision to render (default: the scene's device, float32).
+        near: surfaces closer than ``near`` metres (camera z) are not seen.
+        budget: ray-primitive tests per chunk (small chunks stay in cache on CPU).
+    """
+    device = scene.device if device is None else torch.device(device)
+    if camera.K.dim() != 2:
+        raise ValueError(f"render_camera needs a single camera, got K {tuple(camera.K.shape)}")
+    H, W = camera.height, camera.width
+    R, o = _rigid(world_from_cam, dtype, device)
+    K = camera.K.to(torch.float64)
+    u = (torch.arange(W, dtype=torch.float64) + 0.5 - K[0, 2]) / K[0, 0]
+    v = (torch.arange(H, dtype=torch.float64) + 0.5 - K[1, 2]) / K[1, 1]
+    # general K with skew: x = (u - cx - s*(v - cy)/fy) / fx
+    u_grid = u[None, :].expand(H, W) - K[0, 1] * v[:, None] / K[0, 0]
+    d_cam = torch.stack([u_grid, v[:, None].expand(H, W), torch.ones(H, W, dtype=torch.float64)], -1)
+    d_cam = d_cam.to(dtype=dtype, device=device)
+    th, tw = tile
+    tiles = _tile(d_cam, th, tw) @ R.T  # world directions, z_cam = 1 so t = depth
+    hits = cast_tiles(scene, o, tiles, R[None], torch.zeros(tiles.shape[0], dtype=torch.int64, device=device),
+                      near=near, budget=budget)
+    depth = torch.where(torch.isfinite(hits.t), hits.t, torch.zeros_like(hits.t))
+    d_flat = tiles.reshape(-1, 3)
+    rgb = _shade(scene, o, d_flat, hits, sun, ambient)
+    return CameraRender(_untile(rgb, H, W, th, tw).permute(2, 0, 1).contiguous(),
+                        _untile(depth, H, W, th, tw)[None].contiguous(), _untile(hits.prim, H, W, th, tw).contiguous())
+
+
+def _shade(scene: Scene, o: Tensor, d: Tensor, hits: RayHits, sun, ambient: float) -> Tensor:
+    dt = d.dtype
+    dn = d / d.norm(dim=-1, keepdim=True)
+    e = dn[:, 2].clamp(0, 1)[:, None]
+    horizon = torch.tensor([0.80, 0.86, 0.93], dtype=dt, device=d.device)
+    zenith = torch.tensor([0.32, 0.52, 0.85], dtype=dt, device=d.device)
+    rgb = horizon + (zenith - horizon) * (e * 2.5).clamp(max=1.0)
+    hit = torch.nonzero(hits.prim >= 0).squeeze(1)
+    if hit.numel():
+        p = o + hits.t[hit, None] * d[hit]
+        alb = _albedo(scene, hits.prim[hit], p)
+        s = torch.tensor(sun, dtype=dt, device=d.device)
+        s = s / s.norm()
+        lam = (hits.normal[hit] @ s).clamp_min(0)[:, None]
+        rgb[hit] = (alb * (ambient + (1 - ambient) * lam)).clamp(0, 1)
+    return rgb
+
+
+def scan_lidar(scene: Scene, world_from_lidar: Tensor, spec: LidarSpec | str = "hdl64", *, noise: bool = True,
+               generator: torch.Generator | None = None, device=None, dtype=torch.float32,
+               tile: tuple[int, int] = (8, 32), near: float = 0.3, budget: int = 1 << 16) -> LidarScan:
+    """One revolution of a spinning LiDAR (no motion distortion: the scan is instantaneous).
+
+    Args:
+        scene: the scene (world frame).
+        world_from_lidar: (4, 4) LiDAR pose.
+        spec: a :class:`LidarSpec` or a name in :data:`SENSORS`.
+        noise: add Gaussian range noise and random dropout (``spec.range_noise``, ``spec.dropout``).
+        generator: random generator for the noise (on ``device``).
+        near: surfaces closer than ``near`` metres are not seen (keep it below ``spec.min_range``).
+    Returns:
+        :class:`LidarScan`, returns ordered ring by ring (top beam first), then by azimuth.
+    """
+    spec = _spec(spec)
+    device = scene.device if device is None else torch.device(device)
+    R, o = _rigid(world_from_lidar, dtype, device)
+    dirs, _, az = lidar_directions(spec, dtype=dtype, device=device)
+    B, A = dirs.shape[:2]
+    sector = torch.floor(torch.remainder(az.double() + math.pi / 4, 2 * math.pi) / (math.pi / 2)).long().clamp(max=3)
+    th, tw = tile
+    all_tiles, views, tview, cols = [], [], [], []
+    for s in range(4):
+        cs = torch.nonzero(sector == s).squeeze(1)
+        if cs.numel() == 0:
+            continue
+        a = s * math.pi / 2
+        R_lv = torch.tensor([[math.sin(a), 0.0, math.cos(a)], [-math.cos(a), 0.0, math.sin(a)], [0.0, -1.0, 0.0]],
+                            dtype=dtype, device=device)
+        t = _tile(dirs[:, cs], th, tw) @ R.T
+        views.append(R @ R_lv)
+        tview.append(torch.full((t.shape[0],), len(views) - 1, dtype=torch.int64, device=device))
+        all_tiles.append(t)
+        cols.append(cs)
+    tiles = torch.cat(all_tiles)
+    hits = cast_tiles(scene, o, tiles, torch.stack(views), torch.cat(tview), near=near, budget=budget)
+    # back to (B, A)
+    t_grid = torch.empty(B, A, dtype=dtype, device=device)
+    p_grid = torch.empty(B, A, dtype=torch.int64, device=device)
+    n_grid = torch.empty(B, A, 3, dtype=dtype, device=device)
+    start = 0
+    for cs, tl in zip(cols, all_tiles):
+        n = tl.shape[0] * tl.shape[1]
+        sl = slice(start, start + n)
+        t_grid[:, cs] = _untile(hits.t[sl], B, cs.numel(), th, tw)
+        p_grid[:, cs] = _untile(hits.prim[sl], B, cs.numel(), th, tw)
+        n_grid[:, cs] = _untile(hits.normal[sl], B, cs.numel(), th, tw)
+        start += n
+    r = t_grid.reshape(-1)
+    prim = p_grid.reshape(-1)
+    ring = torch.arange(B, device=device)[:, None].expand(B, A).reshape(-1)
+    dl = dirs.reshape(-1, 3)
+    keep = (prim >= 0) & (r >= spec.min_range) & (r <= spec.max_range)
+    r_meas = r
+    if noise:
+        if spec.range_noise > 0:
+            r_meas = r + spec.range_noise * torch.randn(r.shape, generator=generator, device=device, dtype=dtype)
+        if spec.dropout > 0:
+            keep &= torch.rand(r.shape, generator=generator, device=device, dtype=dtype) >= spec.dropout
+    idx = torch.nonzero(keep).squeeze(1)
+    pts = dl[idx] * r_meas[idx, None]
+    # intensity: textured albedo times the cosine of incidence (markings and plates come out bright)
+    dw = dl[idx] @ R.T
+    pw = o + r[idx, None] * dw
+    alb = _albedo(scene, prim[idx], pw).mean(1)
+    cos = (n_grid.reshape(-1, 3)[idx] * dw).sum(1).abs()
+    inten = (alb * (0.35 + 0.65 * cos)).clamp(0, 1)
+    return LidarScan(pts, inten, ring[idx], prim[idx], r[idx])
+
+
+def _spec(spec) -> LidarSpec:
+    if isinstance(spec, LidarSpec):
+        return spec
+    if spec not in SENSORS:
+        raise ValueError(f"sensor must be one of {sorted(SENSORS)} or a LidarSpec, got {spec!r}")
+    return SENSORS[spec]
+
+
+def _transform(T: Tensor, p: Tensor) -> Tensor:
+    T = T.to(dtype=p.dtype, device=p.device)
+    return p @ T[:3, :3].T + T[:3, 3]
+
+
+# ---------------------------------------------------------------------- frames
+def simulate_frame(scene: Scene | None = None, *, seed: int = 0, sensor: LidarSpec | str = "hdl64",
+                   ego_s: float = 0.0, time: float = 0.0, speed: float = 8.0, rate_hz: float = 10.0,
+                   camera: PinholeCamera | None = None, T_cam_from_lidar: Tensor | None = None,
+                   noise: bool = True, gt: str = "dense", semidense_frames: int = 5, device=None,
+                   dtype=torch.float32, name: str | None = None) -> Frame:
+    """Simulate one KITTI-like frame: the same :class:`Frame` the KITTI loader returns.
+
+    Args:
+        scene: the scene at time 0 (default: ``make_street_scene(seed)``).
+        seed: seeds the scene (when not given) and the sensor noise.
+        sensor: LiDAR (``hdl64``, ``vlp32``, ``vlp16``, ``os128`` or a :class:`LidarSpec`).
+        ego_s: distance driven along the ego lane (metres), see :func:`ego_world_from_lidar`.
+        time: scene time in seconds (moving objects are at ``velocity * time``).
+        speed, rate_hz: ego speed (m/s) and frame rate, used for the semi-dense accumulation.
+        camera: default :func:`kitti_camera` (1242 x 375, KITTI P2 intrinsics).
+        T_cam_from_lidar: (4, 4) default :func:`kitti_T_cam_from_lidar`.
+        noise: range noise and dropout on the LiDAR.
+        gt: ``"dense"`` (exact z of every pixel that sees a surface, 0 = sky) or ``"semidense"``
+            (KITTI-like: LiDAR returns of ``2 * semidense_frames + 1`` scans around this one,
+            with ego motion, z-buffered into the image; returns not within ``0.05 m + 1 %`` of
+            the exact depth are dropped, standing in for KITTI's stereo consistency check).
+        device, dtype: where and in which precision to simulate (float32 default).
+
+    Returns:
+        :class:`Frame` with image, points_lidar, intensity, T_cam_from_lidar (float64), camera,
+        sparse_depth (z-buffered projection of the scan, floor binning, z > 0.1) and gt_depth.
+        ``meta`` holds ``world_from_cam``, ``world_from_lidar`` (float64), ``ring``, ``prim``,
+        ``dense_depth`` (always exact), ``sensor``, ``seed``, ``time``.
+
+    Example:
+        >>> f = simulate_frame(seed=1, sensor="vlp16", camera=kitti_camera(124, 38))
+        >>> f.image.shape, f.gt_depth.shape, f.points_lidar.shape[1]
+        (torch.Size([3, 38, 124]), torch.Size([1, 38, 124]), 3)
+    """
+    from ...geometry.projection import points_to_depth
+
+    if gt not in ("dense", "semidense"):
+        raise ValueError(f"gt must be 'dense' or 'semidense', got {gt!r}")
+    spec = _spec(sensor)
+    if scene is None:
+        scene = make_street_scene(seed)
+    device = scene.device if device is None else torch.device(device)
+    scene_t = scene.to(device, dtype).at_time(time)
+    camera = kitti_camera() if camera is None else camera
+    T_cl = kitti_T_cam_from_lidar() if T_cam_from_lidar is None else torch.as_tensor(T_cam_from_lidar, dtype=torch.float64)
+    if tuple(T_cl.shape) != (4, 4):
+        raise ValueError(f"T_cam_from_lidar must be (4, 4), got {tuple(T_cl.shape)}")
+    T_cl = T_cl.cpu()
+    w_l = ego_world_from_lidar(ego_s)
+    w_c = w_l @ torch.linalg.inv(T_cl)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(seed) * 7919 + int(round(time * 1000)))
+    cam = render_camera(scene_t, w_c, camera, device=device, dtype=dtype)
+    scan = scan_lidar(scene_t, w_l, spec, noise=noise, generator=gen, device=device, dtype=dtype)
+    cam_d = camera.to(device)
+    pts_cam = _transform(T_cl, scan.points_lidar)
+    sparse = points_to_depth(pts_cam, cam_d) if pts_cam.shape[0] else torch.zeros(1, camera.height, camera.width,
+                                                                                  dtype=dtype, device=device)
+    if gt == "dense":
+        gt_depth = cam.depth
+    else:
+        acc = [pts_cam]
+        c_w = torch.linalg.inv(w_c)
+        for k in range(-semidense_frames, semidense_frames + 1):
+            if k == 0:
+                continue
+            dt = k / rate_hz
+            w_lk = ego_world_from_lidar(ego_s + speed * dt)
+            sk = scan_lidar(scene.to(device, dtype).at_time(time + dt), w_lk, spec, noise=noise, generator=gen,
+                            device=device, dtype=dtype)
+            acc.append(_transform(c_w @ w_lk, sk.points_lidar))
+        acc_d = points_to_depth(torch.cat(acc), cam_d)
+        ok = (acc_d > 0) & (cam.depth > 0) & ((acc_d - cam.depth).abs() <= 0.05 + 0.01 * cam.depth)
+        gt_depth = torch.where(ok, acc_d, torch.zeros_like(acc_d))
+    spec_name = spec.name
+    return Frame(camera=camera, image=cam.image, points_lidar=scan.points_lidar, intensity=scan.intensity,
+                 T_cam_from_lidar=T_cl.to(device), sparse_depth=sparse.to(dtype), gt_depth=gt_depth,
+                 name=name or f"sim_{spec_name}_s{seed}_t{time:.2f}",
+                 meta={"sensor": spec_name, "seed": int(seed), "time": float(time), "world_from_lidar": w_l,
+                       "world_from_cam": w_c, "ring": scan.ring, "prim": scan.prim, "dense_depth": cam.depth,
+                       "pixel_prim": cam.prim})
+
+
+def simulate_sequence(n_frames: int, *, seed: int = 0, sensor: LidarSpec | str = "hdl64", speed: float = 8.0,
+                      rate_hz: float = 10.0, start_s: float = 0.0, scene: Scene | None = None, **kwargs
+                      ) -> SyntheticSequence:
+    """``n_frames`` consecutive frames of the ego vehicle driving at ``speed`` m/s, ``rate_hz`` frames/s.
+
+    Extra keyword arguments go to :func:`simulate_frame`. ``poses[i]`` is frame ``i``'s
+    world_from_cam (4, 4) float64 (also in ``frames[i].meta["world_from_cam"]``).
+    """
+    if n_frames < 1:
+        raise ValueError(f"n_frames must be >= 1, got {n_frames}")
+    if scene is None:
+        scene = make_street_scene(seed, start=start_s - 40.0, length=max(220.0, speed * n_frames / rate_hz + 200.0))
+    frames = []
+    for i in range(n_frames):
+        t = i / rate_hz
+        frames.append(simulate_frame(scene, seed=seed, sensor=sensor, ego_s=start_s + speed * t, time=t, speed=speed,
+                                     rate_hz=rate_hz, name=f"sim_s{seed}_{i:010d}", **kwargs))
+    poses = torch.stack([f.meta["world_from_cam"] for f in frames])
+    return SyntheticSequence(frames, poses, scene)

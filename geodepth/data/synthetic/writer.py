@@ -1,0 +1,106 @@
+"""Write simulated frames in the KITTI depth completion folder layout."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .sensors import SENSORS
+from .simulate import simulate_frame
+
+__all__ = ["simulate_to_folder", "write_depth_png"]
+
+
+def write_depth_png(path, depth) -> None:
+    """Save a depth map (H, W) or (1, H, W) metres as KITTI's uint16 PNG (``round(depth * 256)``, 0 = none).
+
+    Depths of 256 m or more do not fit the encoding and are written as 0.
+    """
+    from PIL import Image
+
+    d = torch.as_tensor(depth).detach().cpu().to(torch.float64)
+    if d.dim() == 3:
+        d = d[0]
+    if d.dim() != 2:
+        raise ValueError(f"depth must be (H, W) or (1, H, W), got {tuple(torch.as_tensor(depth).shape)}")
+    v = torch.round(d * 256.0)
+    v = torch.where((v > 0) & (v <= 65535), v, torch.zeros_like(v))
+    arr = v.numpy().astype(np.uint16)
+    img = Image.fromarray(arr)  # uint16 -> mode "I;16"
+    if img.mode != "I;16":
+        raise RuntimeError(f"PIL made a {img.mode} image from uint16 data")
+    img.save(path)
+
+
+def simulate_to_folder(out_dir, *, frames: int, sensor: str = "hdl64", seed: int = 0, overwrite: bool = False,
+                       progress: bool = True, gt: str = "dense", speed: float = 8.0, rate_hz: float = 10.0,
+                       device=None) -> Path:
+    """Simulate a drive of ``frames`` frames and write it in the KITTI depth completion layout.
+
+    Files (``<seq>`` = ``sim_<sensor>_seed<seed>``, ``<f>`` = the frame number, 10 digits)::
+
+        image/<seq>_image_<f>_image_02.png                  8-bit RGB
+        velodyne_raw/<seq>_velodyne_raw_<f>_image_02.png    uint16, round(depth * 256), 0 = none
+        groundtruth_depth/<seq>_groundtruth_depth_<f>_image_02.png   uint16, same encoding
+        intrinsics/<seq>_image_<f>_image_02.txt             the 3x3 K, 9 numbers on one line
+        velodyne/<seq>_<f>.bin                              float32 x, y, z, intensity (LiDAR frame)
+        calib/<seq>_<f>.yaml                                K, width, height, T_cam_from_lidar
+        poses.txt                                           per frame: <seq> <f> and the 12 numbers
+                                                            of world_from_cam[:3, :4], row-major
+
+    Args:
+        out_dir: the folder to write; an existing non-empty folder is refused unless ``overwrite``.
+        frames: number of frames (>= 1).
+        sensor: ``hdl64``, ``vlp32``, ``vlp16`` or ``os128``.
+        seed: scene and noise seed.
+        gt: ``"dense"`` (exact) or ``"semidense"`` (KITTI-like accumulation) ground truth.
+        progress: show a tqdm progress bar.
+    Returns:
+        the folder.
+    """
+    import yaml
+    from PIL import Image
+
+    if int(frames) < 1:
+        raise ValueError(f"frames must be >= 1, got {frames}")
+    if sensor not in SENSORS:
+        raise ValueError(f"sensor must be one of {sorted(SENSORS)}, got {sensor!r}")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} is not empty; pass overwrite=True to write into it")
+    seq = f"sim_{sensor}_seed{int(seed)}"
+    for sub in ("image", "velodyne_raw", "groundtruth_depth", "intrinsics", "velodyne", "calib"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    it = range(int(frames))
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc=f"simulating {seq}", unit="frame")
+    pose_lines = []
+    from .street import make_street_scene
+
+    scene = make_street_scene(seed, start=-40.0, length=max(220.0, speed * frames / rate_hz + 200.0))
+    for i in it:
+        t = i / rate_hz
+        f = simulate_frame(scene, seed=seed, sensor=sensor, ego_s=speed * t, time=t, speed=speed, rate_hz=rate_hz,
+                           gt=gt, device=device)
+        name = f"{i:010d}"
+        img = (f.image.detach().cpu().permute(1, 2, 0).clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
+        Image.fromarray(img).save(out / "image" / f"{seq}_image_{name}_image_02.png")
+        write_depth_png(out / "velodyne_raw" / f"{seq}_velodyne_raw_{name}_image_02.png", f.sparse_depth)
+        write_depth_png(out / "groundtruth_depth" / f"{seq}_groundtruth_depth_{name}_image_02.png", f.gt_depth)
+        K = f.camera.K.to(torch.float64).cpu()
+        (out / "intrinsics" / f"{seq}_image_{name}_image_02.txt").write_text(
+            " ".join(f"{x:.6e}" for x in K.reshape(-1).tolist()) + "\n")
+        scan = torch.cat([f.points_lidar.cpu().float(), f.intensity.cpu().float()[:, None]], 1).numpy()
+        scan.astype(np.float32).tofile(out / "velodyne" / f"{seq}_{name}.bin")
+        calib = {"K": K.tolist(), "width": f.camera.width, "height": f.camera.height,
+                 "T_cam_from_lidar": f.T_cam_from_lidar.cpu().to(torch.float64).tolist()}
+        (out / "calib" / f"{seq}_{name}.yaml").write_text(yaml.safe_dump(calib, sort_keys=False))
+        P = f.meta["world_from_cam"]
+        pose_lines.append(f"{seq} {name} " + " ".join(f"{x:.9e}" for x in P[:3, :4].reshape(-1).tolist()))
+    (out / "poses.txt").write_text("\n".join(pose_lines) + "\n")
+    return out
