@@ -112,6 +112,8 @@ def scored_aggregate(features: Tensor, idx: Tensor, scores: Tensor) -> Tensor:
 
 def relative_positions(points: Tensor, query: Tensor, idx: Tensor) -> Tensor:
     """(M, k, 3) ``points[idx[m, j]] - query[m]`` in metres; 0 where ``idx == -1``."""
+    if points.shape[0] == 0:  # then every idx is -1
+        return query.new_zeros((*idx.shape, 3))
     rel = points[idx.clamp(min=0)] - query.unsqueeze(1)
     return rel.masked_fill((idx < 0).unsqueeze(-1), 0.0)
 

@@ -41,7 +41,7 @@ def aggregate_forward_cpu(features: Tensor, idx: Tensor, weights: Tensor | None,
     C = features.shape[1]
     out = features.new_zeros((M, C))
     argmax = torch.full((M, C) if reduce == "max" else (0,), -1, dtype=torch.int64, device=features.device)
-    if M == 0 or k == 0 or C == 0:
+    if M == 0 or k == 0 or C == 0 or features.shape[0] == 0:
         return out, argmax
     step = _chunk(M, k * C)
     for a in range(0, M, step):
@@ -83,7 +83,7 @@ def aggregate_backward_cpu(grad: Tensor, features: Tensor, idx: Tensor, weights:
     N, C = features.shape
     dfeat = torch.zeros_like(features) if need_features else features.new_empty(0)
     dw = torch.zeros_like(weights) if (need_weights and weights is not None) else features.new_empty(0)
-    if M == 0 or k == 0 or C == 0:
+    if M == 0 or k == 0 or C == 0 or features.shape[0] == 0:
         return dfeat, dw
     grad = grad.to(features.dtype)
     if reduce == "max":
@@ -138,7 +138,7 @@ def scored_aggregate_forward_cpu(features: Tensor, idx: Tensor, scores: Tensor) 
     C = features.shape[1]
     B = scores.shape[2]
     out = features.new_zeros((M, B, C))
-    if M == 0 or k == 0 or C == 0 or B == 0:
+    if M == 0 or k == 0 or C == 0 or B == 0 or features.shape[0] == 0:
         return out
     step = _chunk(M, k * max(C, B))
     for a in range(0, M, step):
@@ -157,7 +157,7 @@ def scored_aggregate_backward_cpu(grad: Tensor, features: Tensor, idx: Tensor, s
     B = scores.shape[2]
     dfeat = torch.zeros_like(features) if need_features else features.new_empty(0)
     ds = torch.zeros_like(scores) if need_scores else scores.new_empty(0)
-    if M == 0 or k == 0 or C == 0 or B == 0:
+    if M == 0 or k == 0 or C == 0 or B == 0 or features.shape[0] == 0:
         return dfeat, ds
     grad = grad.to(features.dtype)
     step = _chunk(M, k * max(C, B))

@@ -52,6 +52,10 @@ def splat_forward_cpu(uv: Tensor, values: Tensor, depth: Tensor | None, H: int, 
         return img.t().reshape(C, H, W).contiguous(), count.view(H, W), winner
     largest = reduce == "max"
     nn_ok = torch.nonzero(ok).squeeze(1)
+    if nn_ok.numel() == 0:  # nothing lands: empty image, no winners
+        wshape = (H, W) if depth is not None else (C, H, W)
+        return (values.new_zeros((C, H, W)), count.view(H, W),
+                torch.full(wshape, -1, dtype=torch.int64, device=values.device))
     if depth is not None:
         d = depth[ok] + 0.0  # -0.0 -> +0.0 so equal depths tie
         w = _winner(d, pix[ok], P, largest)

@@ -124,7 +124,7 @@ def aggregate_forward_triton(features: Tensor, idx: Tensor, weights: Tensor | No
     C = features.shape[1]
     out = features.new_zeros((M, C))
     argmax = torch.full((M, C) if reduce == "max" else (0,), -1, dtype=torch.int64, device=features.device)
-    if M == 0 or C == 0:
+    if M == 0 or C == 0 or features.shape[0] == 0:
         return out, argmax
     features = features.contiguous()
     idx = idx.contiguous()
@@ -148,7 +148,7 @@ def aggregate_backward_triton(grad: Tensor, features: Tensor, idx: Tensor, weigh
     need_w = need_weights and weights is not None
     dfeat = torch.zeros((N, C) if need_features else (0,), dtype=acc_t, device=features.device)
     dw = torch.zeros(weights.shape if need_w else (0,), dtype=acc_t, device=features.device)
-    if M == 0 or C == 0 or K == 0 or not (need_features or need_w):
+    if M == 0 or N == 0 or C == 0 or K == 0 or not (need_features or need_w):
         return dfeat.to(features.dtype), dw.to(features.dtype)
     wmode = 0 if weights is None else (1 if weights.dim() == 2 else 2)
     w = weights.contiguous() if weights is not None else features
@@ -229,7 +229,7 @@ def scored_aggregate_forward_triton(features: Tensor, idx: Tensor, scores: Tenso
     C = features.shape[1]
     B = scores.shape[2]
     out = features.new_zeros((M, B, C))
-    if M == 0 or C == 0 or B == 0:
+    if M == 0 or C == 0 or B == 0 or features.shape[0] == 0:
         return out
     acc, _ = _acc_dtype(features.dtype)
     BLOCK_M, BLOCK_B, BLOCK_C = _scored_blocks(B, C)
@@ -248,7 +248,7 @@ def scored_aggregate_backward_triton(grad: Tensor, features: Tensor, idx: Tensor
     acc, acc_t = _acc_dtype(features.dtype)
     dfeat = torch.zeros((N, C) if need_features else (0,), dtype=acc_t, device=features.device)
     ds = torch.zeros(scores.shape if need_scores else (0,), dtype=acc_t, device=features.device)
-    if M == 0 or C == 0 or B == 0 or K == 0 or not (need_features or need_scores):
+    if M == 0 or N == 0 or C == 0 or B == 0 or K == 0 or not (need_features or need_scores):
         return dfeat.to(features.dtype), ds.to(scores.dtype)
     BLOCK_M, BLOCK_B, BLOCK_C = _scored_blocks(B, C)
     grid = (triton.cdiv(M, BLOCK_M), triton.cdiv(C, BLOCK_C))

@@ -91,6 +91,9 @@ def splat_forward_triton(uv: Tensor, values: Tensor, depth: Tensor | None, H: in
         BC = max(1, min(16, triton.next_power_of_2(KC)))
         _splat_key_kernel[grid](uv, keys.contiguous(), best, N, KC, H, W, LARGEST=reduce == "max",
                                 BLOCK_N=BLOCK_N, BLOCK_C=BC)
+    if N == 0:
+        return (values.new_zeros((C, H, W)), count.view(H, W),
+                torch.full((H, W) if depth is not None else (C, H, W), -1, dtype=torch.int64, device=dev))
     winner = torch.where(best == _EMPTY, -1, best & 0xFFFFFFFF)  # (KC, P)
     if depth is not None:
         w = winner[0]
