@@ -13,3 +13,139 @@ from torch import Tensor
 
 # ----------------------------------------------------------------- aggregate / contconv / splat / sample
 # (section owned by the aggregation work; append below this line)
+
+
+def aggregate_reference(features: Tensor, idx: Tensor, weights: Tensor | None = None, reduce: str = "sum") -> Tensor:
+    """Twin of :func:`geodepth.ops.aggregate`: a loop over rows and neighbours (differentiable)."""
+    M, k = idx.shape
+    C = features.shape[1]
+    rows = []
+    for m in range(M):
+        terms = []
+        for j in range(k):
+            n = int(idx[m, j])
+            if n < 0:
+                continue
+            w = 1.0 if weights is None else weights[m, j]
+            terms.append(w * features[n])
+        if not terms:
+            rows.append(features.new_zeros(C))
+        elif reduce == "sum":
+            rows.append(torch.stack(terms).sum(0))
+        elif reduce == "mean":
+            rows.append(torch.stack(terms).sum(0) / len(terms))
+        else:  # max, channel-wise, ties -> first (smaller j)
+            best = terms[0]
+            for t in terms[1:]:
+                best = torch.where(t > best, t, best)
+            rows.append(best)
+    return torch.stack(rows) if rows else features.new_zeros((0, C))
+
+
+def scored_aggregate_reference(features: Tensor, idx: Tensor, scores: Tensor) -> Tensor:
+    """Twin of :func:`geodepth.ops.scored_aggregate`: materialises (M, k, B, C)."""
+    valid = (idx >= 0).to(features.dtype)
+    x = features[idx.clamp(min=0)] * valid.unsqueeze(-1)  # (M, k, C)
+    return (scores.unsqueeze(-1) * x.unsqueeze(2)).sum(1)  # (M, B, C)
+
+
+def continuous_conv_reference(features: Tensor, points: Tensor, query: Tensor, idx: Tensor, weight: Tensor,
+                              score_fn=None, *, scores: Tensor | None = None, bias: Tensor | None = None,
+                              reduce: str = "sum") -> Tensor:
+    """Twin of :func:`geodepth.ops.continuous_conv`, the unfused way: it builds each edge's
+    (C_in, C_out) kernel ``sum_b s_b W_b`` ((M, k, C_in, C_out) in memory) and applies it."""
+    valid = idx >= 0
+    if scores is None:
+        rel = points[idx.clamp(min=0)] - query.unsqueeze(1)
+        rel = rel * valid.unsqueeze(-1).to(rel.dtype)
+        scores = score_fn(rel)
+    scores = scores * valid.unsqueeze(-1).to(scores.dtype)
+    if reduce == "mean":
+        scores = scores / valid.sum(1).clamp(min=1).to(scores.dtype).view(-1, 1, 1)
+    kernel = torch.einsum("mkb,bio->mkio", scores, weight)  # (M, k, C_in, C_out)
+    x = features[idx.clamp(min=0)] * valid.unsqueeze(-1).to(features.dtype)
+    out = torch.einsum("mkio,mki->mo", kernel, x)
+    return out if bias is None else out + bias
+
+
+def splat_reference(uv: Tensor, values: Tensor, size: tuple[int, int], reduce: str = "sum", *,
+                    depth: Tensor | None = None):
+    """Twin of :func:`geodepth.ops.splat`: a loop over points in index order.
+
+    Returns ``(image (C, H, W), count (H, W), index)`` like ``ops.splat`` (index None for sum/mean).
+    """
+    import math
+
+    H, W = size
+    v2 = values.unsqueeze(1) if values.dim() == 1 else values
+    N, C = v2.shape
+    count = torch.zeros((H, W), dtype=torch.int64)
+    cells: dict[tuple[int, int], list[int]] = {}
+    for n in range(N):
+        c, r = math.floor(float(uv[n, 0])), math.floor(float(uv[n, 1]))
+        if 0 <= r < H and 0 <= c < W:
+            count[r, c] += 1
+            cells.setdefault((r, c), []).append(n)
+    image = [[[v2.new_zeros(()) for _ in range(W)] for _ in range(H)] for _ in range(C)]
+    index = None
+    if reduce in ("min", "max"):
+        index = torch.full((H, W) if depth is not None else (C, H, W), -1, dtype=torch.int64)
+    better = (lambda a, b: a < b) if reduce == "min" else (lambda a, b: a > b)
+    for (r, c), ns in cells.items():
+        if reduce in ("sum", "mean"):
+            for ch in range(C):
+                s = sum(v2[n, ch] for n in ns)
+                image[ch][r][c] = s / len(ns) if reduce == "mean" else s
+        elif depth is not None:
+            win = ns[0]
+            for n in ns[1:]:
+                if better(float(depth[n].detach()), float(depth[win].detach())):  # strict: ties keep the smaller index
+                    win = n
+            index[r, c] = win
+            for ch in range(C):
+                image[ch][r][c] = v2[win, ch]
+        else:
+            for ch in range(C):
+                win = ns[0]
+                for n in ns[1:]:
+                    if better(float(v2[n, ch].detach()), float(v2[win, ch].detach())):
+                        win = n
+                index[ch, r, c] = win
+                image[ch][r][c] = v2[win, ch]
+    img = torch.stack([torch.stack([torch.stack(row) for row in ch]) for ch in image])
+    return img, count, index
+
+
+def sample_reference(feature_map: Tensor, uv: Tensor, *, offsets: Tensor | None = None, mode: str = "bilinear",
+                     padding: str = "zeros") -> Tensor:
+    """Twin of :func:`geodepth.ops.sample`: a loop over points and their taps (differentiable)."""
+    import math
+
+    fmap = feature_map if feature_map.dim() == 4 else feature_map.unsqueeze(0)
+    B, C, H, W = fmap.shape
+    N = uv.shape[0]
+    offs = [0, N] if offsets is None else [int(o) for o in offsets]
+
+    def tap(b, r, c):
+        if padding == "border":
+            r, c = min(max(r, 0), H - 1), min(max(c, 0), W - 1)
+        elif not (0 <= r < H and 0 <= c < W):
+            return fmap.new_zeros(C)
+        return fmap[b, :, r, c]
+
+    out = []
+    for b in range(len(offs) - 1):
+        for n in range(offs[b], offs[b + 1]):
+            u, v = uv[n, 0], uv[n, 1]
+            if mode == "nearest":
+                out.append(tap(b, math.floor(float(v.detach())), math.floor(float(u.detach()))))
+                continue
+            x, y = u - 0.5, v - 0.5  # pixel (r, c) has its centre at (c + 0.5, r + 0.5)
+            if padding == "border":  # clamped outside (0, size - 1), with zero gradient there (as grid_sample)
+                x = x if 0 < float(x.detach()) < W - 1 else x.detach().clamp(0, W - 1)
+                y = y if 0 < float(y.detach()) < H - 1 else y.detach().clamp(0, H - 1)
+            c0, r0 = math.floor(float(x.detach())), math.floor(float(y.detach()))
+            ax, ay = x - c0, y - r0
+            out.append((1 - ax) * (1 - ay) * tap(b, r0, c0) + ax * (1 - ay) * tap(b, r0, c0 + 1)
+                       + (1 - ax) * ay * tap(b, r0 + 1, c0) + ax * ay * tap(b, r0 + 1, c0 + 1))
+    return torch.stack(out) if out else fmap.new_zeros((0, C))
