@@ -355,7 +355,7 @@ def load_kitti_dc_frame(entry: dict[str, Any], *, load_scan: bool = True) -> Fra
         K = read_intrinsics_txt(entry["intrinsics"])
         if cam is None:
             cam = PinholeCamera(K, W, H)
-        elif not torch.allclose(cam.K, K, atol=1e-6, rtol=0):
+        elif not torch.allclose(cam.K, K, atol=1e-6, rtol=1e-5):  # intrinsics txt may hold 7 digits
             raise ValueError(f"K of {entry['calib']} ({cam.K.tolist()}) and of {entry['intrinsics']} ({K.tolist()}) disagree")
     if cam is None:
         raise ValueError(f"frame {entry.get('name')!r} has neither calib/ nor intrinsics/: the camera is unknown")

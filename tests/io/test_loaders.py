@@ -93,7 +93,7 @@ def _write_dc_layout(kitti_dir, root, seq="2011_09_26_drive_0001_sync", frames=(
         write_depth_png(root / "velodyne_raw" / f"{seq}_velodyne_raw_{fr:010d}_image_02.png", f.sparse_depth)
         write_depth_png(root / "groundtruth_depth" / f"{seq}_groundtruth_depth_{fr:010d}_image_02.png", f.gt_depth)
         (root / "intrinsics").mkdir(parents=True, exist_ok=True)
-        np.savetxt(root / "intrinsics" / f"{seq}_image_{fr:010d}_image_02.txt", f.camera.K.numpy().reshape(1, 9), fmt="%.17g")
+        np.savetxt(root / "intrinsics" / f"{seq}_image_{fr:010d}_image_02.txt", f.camera.K.numpy().reshape(1, 9), fmt="%.6e")  # as the synthetic writer
         (root / "velodyne").mkdir(parents=True, exist_ok=True)
         shutil.copy(kitti_dir / "velodyne.bin", root / "velodyne" / f"{seq}_{fr:010d}.bin")
         write_calib_file(root / "calib" / f"{seq}_{fr:010d}.yaml", f.camera, f.T_cam_from_lidar)
