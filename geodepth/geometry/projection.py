@@ -175,10 +175,21 @@ def unproject_points(uv: Tensor, z: Tensor, K, *, distortion=None, distortion_mo
 
 
 # ---------------------------------------------------------------------------- depth maps
+def _check_offsets(offsets, n: int, device) -> Tensor:
+    if not isinstance(offsets, Tensor) or offsets.dim() != 1 or offsets.numel() < 2 or offsets.dtype != torch.int64:
+        raise ValueError(f"offsets must be a (B + 1,) int64 tensor, got {getattr(offsets, 'dtype', type(offsets).__name__)} "
+                         f"{tuple(getattr(offsets, 'shape', ()))}")
+    offsets = offsets.to(device)
+    if int(offsets[0]) != 0 or int(offsets[-1]) != n or bool((offsets[1:] < offsets[:-1]).any()):
+        raise ValueError(f"offsets must rise from 0 to N={n}, got {offsets.tolist() if offsets.numel() < 20 else '...'}")
+    return offsets
+
+
 def points_to_depth(
     points_cam: Tensor,
     camera: PinholeCamera,
     *,
+    offsets: Tensor | None = None,
     min_depth: float = DEFAULT_MIN_DEPTH,
     max_depth: float | None = None,
     return_index: bool = False,
@@ -192,16 +203,20 @@ def points_to_depth(
     procedure of KITTI's sparse depth maps (and of ``reference/sparse_from_scan``).
 
     Args:
-        points_cam: (N, 3) points in the camera frame, metres, float32 or float64.
-        camera: the camera; its ``K`` must be (3, 3).
+        points_cam: (N, 3) points in the camera frame, metres, float32 or float64; with
+            ``offsets``, the packed points of B frames.
+        camera: the camera; ``K`` (3, 3), or (B, 3, 3) with ``offsets`` (one per frame).
+        offsets: optional (B + 1,) int64 row splits of a packed batch: frame ``b`` owns
+            ``points_cam[offsets[b]:offsets[b + 1]]``.
         min_depth: keep points with ``z > min_depth`` (metres, default 0.1 as KITTI).
         max_depth: if given, keep points with ``z <= max_depth`` (metres).
         return_index: also return, per pixel, the index of the winning point.
 
     Returns:
-        depth: (1, H, W) depth in metres, dtype of ``points_cam``, 0 = no point.
-        index (if ``return_index``): (1, H, W) int64, the row of ``points_cam`` that set the
-        pixel, -1 where none did.
+        depth: (1, H, W) (or (B, 1, H, W) with ``offsets``) depth in metres, dtype of
+        ``points_cam``, 0 = no point.
+        index (if ``return_index``): int64 of the same shape, the row of ``points_cam`` that
+        set the pixel, -1 where none did.
 
     Raises:
         ValueError: wrong shapes, NaN/inf points, or a non-empty cloud with every point
@@ -222,15 +237,22 @@ def points_to_depth(
         raise ValueError(f"points_cam must be (N, 3), got {tuple(points_cam.shape)}")
     if not isinstance(camera, PinholeCamera):
         raise ValueError(f"camera must be a PinholeCamera, got {type(camera).__name__}")
-    if camera.K.dim() != 2:
-        raise ValueError(f"points_to_depth needs a single camera (K (3, 3)), got K {tuple(camera.K.shape)}")
+    n = points_cam.shape[0]
+    dev, dt = points_cam.device, points_cam.dtype
+    if offsets is None:
+        if camera.K.dim() != 2:
+            raise ValueError(f"a batched camera (K {tuple(camera.K.shape)}) needs offsets= for packed points")
+        B = 1
+    else:
+        offsets = _check_offsets(offsets, n, dev)
+        B = offsets.numel() - 1
+        if camera.K.dim() == 3 and camera.K.shape[0] != B:
+            raise ValueError(f"camera K is batched with B={camera.K.shape[0]} but offsets give B={B}")
     if max_depth is not None and not max_depth > min_depth:
         raise ValueError(f"max_depth must be > min_depth, got max_depth={max_depth}, min_depth={min_depth}")
     H, W = camera.height, camera.width
-    dev, dt = points_cam.device, points_cam.dtype
-    depth = torch.zeros(H * W, dtype=dt, device=dev)
-    index = torch.full((H * W,), -1, dtype=torch.int64, device=dev)
-    n = points_cam.shape[0]
+    depth = torch.zeros(B * H * W, dtype=dt, device=dev)
+    index = torch.full((B * H * W,), -1, dtype=torch.int64, device=dev)
     if n:
         z_all = points_cam[:, 2]
         if not bool((z_all > 0).any()):
@@ -243,22 +265,37 @@ def points_to_depth(
             keep &= z_all <= max_depth
         idx = torch.nonzero(keep).squeeze(1)
         p = points_cam[idx]
-        uv, z = camera.to(dev, dt).project(p)
+        cam = camera.to(dev, dt)
+        if offsets is None:
+            bid = None
+            uv, z = cam.project(p)
+        else:
+            bid = torch.searchsorted(offsets, idx, right=True) - 1  # frame of each kept point
+            if cam.K.dim() == 2:
+                uv, z = cam.project(p)
+            else:
+                Kp = cam.K[bid]  # (M, 3, 3)
+                dist = cam.distortion if cam.has_distortion else None
+                uv, z = project_points(p[:, None, :], Kp, distortion=dist, distortion_model=cam.distortion_model)
+                uv, z = uv[:, 0], z[:, 0]
         u, v = torch.floor(uv[:, 0]), torch.floor(uv[:, 1])
         inside = (u >= 0) & (u < W) & (v >= 0) & (v < H)
         idx, z = idx[inside], z[inside]
         pix = v[inside].long() * W + u[inside].long()
+        if bid is not None:
+            pix = pix + bid[inside] * (H * W)
         # nearest z per pixel, then the smallest point index among the ties
-        zmin = torch.full((H * W,), float("inf"), dtype=dt, device=dev).scatter_reduce(0, pix, z, "amin")
+        zmin = torch.full((B * H * W,), float("inf"), dtype=dt, device=dev).scatter_reduce(0, pix, z, "amin")
         win = z == zmin[pix]
-        big = torch.full((H * W,), n, dtype=torch.int64, device=dev)
+        big = torch.full((B * H * W,), n, dtype=torch.int64, device=dev)
         best = big.scatter_reduce(0, pix[win], idx[win], "amin")
         hit = best < n
         index[hit] = best[hit]
         depth[hit] = zmin[hit]
-    depth = depth.reshape(1, H, W)
+    shape = (1, H, W) if offsets is None else (B, 1, H, W)
+    depth = depth.reshape(shape)
     if return_index:
-        return depth, index.reshape(1, H, W)
+        return depth, index.reshape(shape)
     return depth
 
 

@@ -224,3 +224,30 @@ def test_cuda_matches_cpu(dtype):
     assert torch.equal(out_gpu.pixels.cpu(), out_cpu.pixels)
     atol, rtol = TOL[dtype]
     torch.testing.assert_close(out_gpu.points.cpu(), out_cpu.points, atol=atol, rtol=rtol)
+
+
+@pytest.mark.parametrize("batched_K", [False, True])
+def test_points_to_depth_packed_batch_matches_per_frame(batched_K):
+    cam = _cam()
+    sizes = [300, 0, 57]
+    pts = [_points(s, seed=10 + i) for i, s in enumerate(sizes)]
+    packed = torch.cat(pts)
+    offsets = torch.tensor([0, 300, 300, 357])
+    if batched_K:
+        K = torch.stack([cam.K * f for f in (1.0, 0.5, 0.8)])
+        K[:, 2, 2] = 1
+        bcam = PinholeCamera(K, cam.width, cam.height)
+    else:
+        bcam = cam
+    depth, index = points_to_depth(packed, bcam, offsets=offsets, return_index=True)
+    assert depth.shape == (3, 1, cam.height, cam.width)
+    for b in range(3):
+        cb = PinholeCamera(bcam.K[b], cam.width, cam.height) if batched_K else cam
+        d_ref, i_ref = naive_zbuffer(pts[b], cb.K, cam.width, cam.height)
+        np.testing.assert_array_equal(depth[b, 0].numpy(), d_ref)
+        i_ref = np.where(i_ref >= 0, i_ref + int(offsets[b]), -1)
+        np.testing.assert_array_equal(index[b, 0].numpy(), i_ref)
+    with pytest.raises(ValueError, match="offsets must rise from 0 to N=357"):
+        points_to_depth(packed, cam, offsets=torch.tensor([0, 10, 300]))
+    with pytest.raises(ValueError, match="needs offsets="):
+        points_to_depth(packed, bcam if batched_K else PinholeCamera(cam.K.expand(3, 3, 3), cam.width, cam.height))
