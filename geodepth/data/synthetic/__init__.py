@@ -11,10 +11,10 @@ from .sensors import SENSORS, LidarSpec, kitti_camera, kitti_T_cam_from_lidar, l
 from .simulate import (CameraRender, LidarScan, SyntheticSequence, ego_world_from_lidar, render_camera, scan_lidar,
                        simulate_frame, simulate_sequence)
 from .street import make_street_scene
-from .writer import simulate_to_folder, write_depth_png
+from .writer import simulate_to_folder
 
 __all__ = ["CameraRender", "KINDS", "LidarScan", "LidarSpec", "MATERIALS", "RayHits", "SENSORS", "Scene",
            "SceneBuilder", "SyntheticDepthDataset", "SyntheticSequence", "cast_tiles", "ego_world_from_lidar",
            "kitti_T_cam_from_lidar", "kitti_camera", "lidar_directions", "make_street_scene", "raycast",
            "raycast_open3d", "raycast_reference", "render_camera", "scan_lidar", "scene_from_mesh",
-           "scene_to_trimesh", "simulate_frame", "simulate_sequence", "simulate_to_folder", "write_depth_png"]
+           "scene_to_trimesh", "simulate_frame", "simulate_sequence", "simulate_to_folder"]

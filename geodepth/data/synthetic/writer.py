@@ -9,33 +9,20 @@ import torch
 from .sensors import SENSORS
 from .simulate import simulate_frame
 
-__all__ = ["simulate_to_folder", "write_depth_png"]
+__all__ = ["simulate_to_folder"]
 
 
-def write_depth_png(path, depth) -> None:
-    """Save a depth map (H, W) or (1, H, W) metres as KITTI's uint16 PNG (``round(depth * 256)``, 0 = none).
+def _write_depth(path, depth) -> None:
+    """KITTI uint16 PNG (``round(depth * 256)``); depths of 256 m or more do not fit and become 0."""
+    from ...io.depth import write_depth_png
 
-    Depths of 256 m or more do not fit the encoding and are written as 0.
-    """
-    from PIL import Image
-
-    d = torch.as_tensor(depth).detach().cpu().to(torch.float64)
-    if d.dim() == 3:
-        d = d[0]
-    if d.dim() != 2:
-        raise ValueError(f"depth must be (H, W) or (1, H, W), got {tuple(torch.as_tensor(depth).shape)}")
-    v = torch.round(d * 256.0)
-    v = torch.where((v > 0) & (v <= 65535), v, torch.zeros_like(v))
-    arr = v.numpy().astype(np.uint16)
-    img = Image.fromarray(arr)  # uint16 -> mode "I;16"
-    if img.mode != "I;16":
-        raise RuntimeError(f"PIL made a {img.mode} image from uint16 data")
-    img.save(path)
+    d = depth.detach().cpu().to(torch.float64)
+    write_depth_png(path, torch.where(d * 256.0 < 65535.5, d, torch.zeros_like(d)), overwrite=True)
 
 
 def simulate_to_folder(out_dir, *, frames: int, sensor: str = "hdl64", seed: int = 0, overwrite: bool = False,
                        progress: bool = True, gt: str = "dense", speed: float = 8.0, rate_hz: float = 10.0,
-                       device=None) -> Path:
+                       camera=None, device=None) -> Path:
     """Simulate a drive of ``frames`` frames and write it in the KITTI depth completion layout.
 
     Files (``<seq>`` = ``sim_<sensor>_seed<seed>``, ``<f>`` = the frame number, 10 digits)::
@@ -56,6 +43,8 @@ def simulate_to_folder(out_dir, *, frames: int, sensor: str = "hdl64", seed: int
         seed: scene and noise seed.
         gt: ``"dense"`` (exact) or ``"semidense"`` (KITTI-like accumulation) ground truth.
         progress: show a tqdm progress bar.
+        camera: a :class:`PinholeCamera` (default KITTI's 1242 x 375).
+        device: where to simulate (default CPU).
     Returns:
         the folder.
     """
@@ -86,15 +75,15 @@ def simulate_to_folder(out_dir, *, frames: int, sensor: str = "hdl64", seed: int
     for i in it:
         t = i / rate_hz
         f = simulate_frame(scene, seed=seed, sensor=sensor, ego_s=speed * t, time=t, speed=speed, rate_hz=rate_hz,
-                           gt=gt, device=device)
+                           gt=gt, camera=camera, device=device)
         name = f"{i:010d}"
         img = (f.image.detach().cpu().permute(1, 2, 0).clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
         Image.fromarray(img).save(out / "image" / f"{seq}_image_{name}_image_02.png")
-        write_depth_png(out / "velodyne_raw" / f"{seq}_velodyne_raw_{name}_image_02.png", f.sparse_depth)
-        write_depth_png(out / "groundtruth_depth" / f"{seq}_groundtruth_depth_{name}_image_02.png", f.gt_depth)
+        _write_depth(out / "velodyne_raw" / f"{seq}_velodyne_raw_{name}_image_02.png", f.sparse_depth)
+        _write_depth(out / "groundtruth_depth" / f"{seq}_groundtruth_depth_{name}_image_02.png", f.gt_depth)
         K = f.camera.K.to(torch.float64).cpu()
         (out / "intrinsics" / f"{seq}_image_{name}_image_02.txt").write_text(
-            " ".join(f"{x:.6e}" for x in K.reshape(-1).tolist()) + "\n")
+            " ".join(f"{x:.9e}" for x in K.reshape(-1).tolist()) + "\n")
         scan = torch.cat([f.points_lidar.cpu().float(), f.intensity.cpu().float()[:, None]], 1).numpy()
         scan.astype(np.float32).tofile(out / "velodyne" / f"{seq}_{name}.bin")
         calib = {"K": K.tolist(), "width": f.camera.width, "height": f.camera.height,
