@@ -406,15 +406,19 @@ def format_kitti_table(result: dict[str, Any], *, leaderboard_units: bool = True
     """
     s = 1000.0 if leaderboard_units else 1.0
     u = ("mm", "1/km") if leaderboard_units else ("m", "1/m")
-    head = f"{'image':<40s} {'MAE ' + u[0]:>12s} {'RMSE ' + u[0]:>12s} {'iMAE ' + u[1]:>12s} {'iRMSE ' + u[1]:>12s}"
+    per = result.get("per_image", [])
+    names = [Path(r.get("pred", "?")).name for r in per]
+    mean_name = f"mean ({result.get('n_images', len(per))} images)"
+    w = max([len(n) for n in names] + [len(mean_name), 5])
+    head = f"{'image':<{w}s} {'MAE ' + u[0]:>12s} {'RMSE ' + u[0]:>12s} {'iMAE ' + u[1]:>12s} {'iRMSE ' + u[1]:>12s}"
     lines = [head, "-" * len(head)]
 
     def row(name: str, r: dict[str, Any]) -> str:
-        return (f"{name:<40.40s} {r['mae'] * s:12.3f} {r['rmse'] * s:12.3f} "
+        return (f"{name:<{w}s} {r['mae'] * s:12.3f} {r['rmse'] * s:12.3f} "
                 f"{r['inverse_mae'] * s:12.4f} {r['inverse_rmse'] * s:12.4f}")
 
-    for r in result.get("per_image", []):
-        lines.append(row(Path(r.get("pred", "?")).name, r))
+    for name, r in zip(names, per):
+        lines.append(row(name, r))
     lines.append("-" * len(head))
-    lines.append(row(f"mean ({result.get('n_images', len(result.get('per_image', [])))} images)", result["mean"]))
+    lines.append(row(mean_name, result["mean"]))
     return "\n".join(lines)

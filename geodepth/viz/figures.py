@@ -194,13 +194,15 @@ def completion_figure(
     cmap: str = "turbo",
     error_cmap: str = "magma",
     error_vmax: float | None = None,
+    error_invalid_color: Sequence[int] = (64, 64, 64),
     **kwargs: Any,
 ) -> tuple[np.ndarray, list[PanelBox]]:
     """The standard depth-completion figure: RGB, sparse input, dense output, |error| vs GT.
 
     Each argument may be None (its panel is left out). ``image`` (3, H, W) RGB in [0, 1];
     ``sparse``, ``dense``, ``gt`` (1, H, W) metres, 0 = none. The error panel needs
-    ``dense`` and ``gt`` (absolute error where GT is valid, ``error_cmap``). Other keyword
+    ``dense`` and ``gt`` (absolute error where GT is valid, ``error_cmap`` from 0 to
+    ``error_vmax`` metres; ``error_invalid_color`` where there is no GT). Other keyword
     arguments go to :func:`comparison_figure`.
     """
     panels: list[tuple[str, Any]] = []
@@ -211,6 +213,6 @@ def completion_figure(
     if dense is not None:
         panels.append(("dense output", dense))
     if dense is not None and gt is not None:
-        err = colorize_error(dense, gt, cmap=error_cmap, vmax=error_vmax)
+        err = colorize_error(dense, gt, cmap=error_cmap, vmax=error_vmax, invalid_color=error_invalid_color)
         panels.append(("|error| vs ground truth", err))
     return comparison_figure(panels, path, overwrite, cmap=cmap, **kwargs)

@@ -74,8 +74,9 @@ def test_completion_figure_two_columns(tmp_path):
     assert [b.title for b in boxes] == ["RGB", "dense output", "|error| vs ground truth"]
     b = boxes[2]
     e = fig[b.top:b.top + b.height, b.left:b.left + b.width]
-    # zero error where GT is valid -> bottom of magma; no GT -> invalid colour (black)
+    # zero error where GT is valid -> bottom of magma; no GT -> the error panel's invalid colour
     np.testing.assert_array_equal(e[1::2], np.broadcast_to(colorize_error(dense, gt, vmax=1.0)[:, 1, 0], (5, 16, 3)))
+    np.testing.assert_array_equal(e[0::2], np.full((5, 16, 3), 64, np.uint8))
     assert boxes[1].top == boxes[0].top and boxes[1].left > boxes[0].left
 
 
