@@ -4,7 +4,7 @@ Open3D is imported lazily, only by the functions that need it.
 """
 from .colormap import CMAPS, apply_colormap, colorize_depth, colorize_error, get_lut
 from .figures import PanelBox, comparison_figure, completion_figure, dilate_sparse
-from .open3d_scene import Render, render_offscreen, resolve_view, show, to_o3d_point_cloud
+from .open3d_scene import Render, open3d_can_render, render_offscreen, resolve_view, show, to_o3d_point_cloud
 from .render import look_at, render_points_image
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "dilate_sparse",
     "get_lut",
     "look_at",
+    "open3d_can_render",
     "render_offscreen",
     "render_points_image",
     "resolve_view",

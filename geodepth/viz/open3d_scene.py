@@ -25,7 +25,7 @@ import numpy as np
 
 from .render import _K_wh, look_at, points_to_numpy, render_points_image
 
-__all__ = ["Render", "render_offscreen", "resolve_view", "show", "to_o3d_point_cloud"]
+__all__ = ["Render", "open3d_can_render", "render_offscreen", "resolve_view", "show", "to_o3d_point_cloud"]
 
 _BACKENDS = ("auto", "open3d", "numpy")
 
@@ -132,6 +132,36 @@ def resolve_view(
     raise ValueError(f"view must be 'camera', 'orbit', 'bev' or a dict, got {view!r}")
 
 
+_PROBE = """
+import numpy as np, open3d as o3d
+r = o3d.visualization.rendering.OffscreenRenderer(8, 8)
+img = np.asarray(r.render_to_image())
+assert img.shape == (8, 8, 3), img.shape
+"""
+_CAN_RENDER: list[bool] = []
+
+
+def open3d_can_render(timeout: float = 120.0) -> bool:
+    """Whether Open3D's offscreen renderer works on this machine (probed once per process).
+
+    The probe runs in a child process, because where no Vulkan / EGL device exists Filament
+    may abort the whole process instead of raising.
+    """
+    if not _CAN_RENDER:
+        import importlib.util
+        import subprocess
+        import sys
+
+        ok = importlib.util.find_spec("open3d") is not None
+        if ok:
+            try:
+                ok = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, timeout=timeout).returncode == 0
+            except (OSError, subprocess.SubprocessError):
+                ok = False
+        _CAN_RENDER.append(ok)
+    return _CAN_RENDER[0]
+
+
 def _render_open3d(p: np.ndarray, c: np.ndarray, K: np.ndarray, T: np.ndarray, W: int, H: int,
                    point_size: float, background: np.ndarray) -> np.ndarray:
     o3d = _import_open3d()
@@ -189,8 +219,8 @@ def render_offscreen(
         T_cam_from_world: (4, 4) pose for ``view="camera"`` (default identity).
         point_size: point size in pixels.
         background: RGB 0..255.
-        backend: ``"auto"`` (Open3D, falling back to numpy if it fails), ``"open3d"`` or
-            ``"numpy"`` (:func:`~geodepth.viz.render.render_points_image`).
+        backend: ``"auto"`` (Open3D if :func:`open3d_can_render`, else or if it fails
+            numpy), ``"open3d"`` or ``"numpy"`` (:func:`~geodepth.viz.render.render_points_image`).
         overwrite: allow replacing an existing ``path``.
 
     Returns:
@@ -214,7 +244,7 @@ def render_offscreen(
         raise ValueError(f"point_size must be > 0, got {point_size}")
     K, T, W, H = resolve_view(p, view, camera, T_cam_from_world, width, height)
     img, used = None, backend
-    if backend in ("auto", "open3d"):
+    if backend == "open3d" or (backend == "auto" and open3d_can_render()):
         try:
             img = _render_open3d(p, c, K, T, W, H, point_size, bg)
             used = "open3d"
