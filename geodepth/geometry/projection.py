@@ -105,7 +105,8 @@ def project_points(points_cam: Tensor, K, *, distortion=None, distortion_model: 
     Args:
         points_cam: (..., N, 3) points in the camera frame, metres (x right, y down, z forward).
         K: (3, 3) intrinsics, or (B, 3, 3) with ``points_cam`` (..., B, N, 3); a
-            :class:`PinholeCamera` is accepted for its ``K``. Cast to ``points_cam.dtype``.
+            :class:`PinholeCamera` is accepted (its ``K``, and its distortion unless
+            ``distortion`` is given). Cast to ``points_cam.dtype``.
         distortion: optional distortion coefficients (OpenCV order), see
             :mod:`geodepth.geometry.distortion`.
         distortion_model: ``"plumb_bob"`` or ``"rational_polynomial"``.
@@ -122,6 +123,8 @@ def project_points(points_cam: Tensor, K, *, distortion=None, distortion_model: 
         ([[370.0, 215.0]], [10.0])
     """
     points_cam = _check_points(points_cam, "points_cam")
+    if isinstance(K, PinholeCamera) and distortion is None and K.has_distortion:
+        distortion, distortion_model = K.distortion, K.distortion_model
     K = _check_K_for(K, points_cam)
     z = points_cam[..., 2]
     if distortion is None:
@@ -160,6 +163,8 @@ def unproject_points(uv: Tensor, z: Tensor, K, *, distortion=None, distortion_mo
     uv = _check_points(uv, "uv", last=2)
     if not isinstance(z, Tensor) or tuple(z.shape) != tuple(uv.shape[:-1]):
         raise ValueError(f"z must have shape {tuple(uv.shape[:-1])} to match uv, got {tuple(getattr(z, 'shape', ()))}")
+    if isinstance(K, PinholeCamera) and distortion is None and K.has_distortion:
+        distortion, distortion_model = K.distortion, K.distortion_model
     K = _check_K_for(K, uv)
     z = z.to(uv.dtype)
     fx, fy, s = K[..., 0, 0, None], K[..., 1, 1, None], K[..., 0, 1, None]

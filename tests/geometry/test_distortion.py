@@ -33,6 +33,8 @@ def test_project_with_distortion_matches_cv2(model):
     cam = PinholeCamera(torch.from_numpy(K), 640, 480, D, model)
     uv2, _ = cam.project(torch.from_numpy(p))
     np.testing.assert_allclose(uv2.numpy(), ref[:, 0], atol=1e-9, rtol=0)
+    uv3, _ = project_points(torch.from_numpy(p), cam)  # a camera passed as K brings its distortion
+    np.testing.assert_allclose(uv3.numpy(), ref[:, 0], atol=1e-9, rtol=0)
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))

@@ -143,7 +143,7 @@ def test_bad_calibrations(tmp_path, kitti_dir):
         read_kitti_raw_calib(tmp_path)
     (tmp_path / "calib_velo_to_cam.txt").write_text("R: 1 0 0 0 1 0 0 0 1x\nT: 0 0 0\n")
     with pytest.raises(ValueError, match=r"calib_velo_to_cam.txt:1: malformed number in 'R'"):
-        read_kitti_calib = read_calib_file(tmp_path / "calib_velo_to_cam.txt")  # noqa: F841
+        read_calib_file(tmp_path / "calib_velo_to_cam.txt")
     with pytest.raises(FileNotFoundError):
         read_calib_file(tmp_path / "nope.yaml")
     (tmp_path / "bad.yaml").write_text("K: [1, 2\n")
