@@ -247,6 +247,11 @@ def test_evaluate_folders_pairs_by_sorted_name(tmp_path, kitti_dir, ref_dir):
         assert _rel(res["mean"][k], float(want / np.float32(len(rows)))) < 1e-6
     table = format_kitti_table(res)
     assert f"{res['mean']['rmse'] * 1000:12.3f}" in table
+    assert json.loads(json.dumps(res))["n_images"] == 6  # the CLI writes it as JSON
+    res64 = evaluate_folders(pd, gd, progress=False, precision="float64")
+    for k in KITTI_METRICS:
+        assert res64["mean"][k] == pytest.approx(np.mean([r[k] for r in res64["per_image"]]), rel=1e-15)
+        assert _rel(res64["mean"][k], res["mean"][k]) < 2e-4  # float32 accumulation vs float64
 
 
 def test_evaluate_folders_errors(tmp_path, kitti_dir, ref_dir):
