@@ -35,7 +35,8 @@ def read_image(path) -> Tensor:
 
 
 def write_image(path, image: Tensor, *, overwrite: bool = False) -> Path:
-    """Write a (3, H, W) or (1, H, W) float image in [0, 1] as 8-bit (``round(x * 255)``), format from the suffix."""
+    """Write a (3, H, W) or (1, H, W) image as 8-bit, format from the suffix: float in [0, 1]
+    becomes ``round(x * 255)``; uint8 is written as is."""
     from PIL import Image
 
     path = Path(path)
@@ -43,10 +44,13 @@ def write_image(path, image: Tensor, *, overwrite: bool = False) -> Path:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] not in (1, 3):
         raise ValueError(f"image must be (3, H, W) or (1, H, W), got {tuple(getattr(image, 'shape', ()))}")
-    a = image.detach().cpu().to(torch.float64).numpy()
-    if not np.isfinite(a).all():
-        raise ValueError(f"image contains NaN or inf; cannot write {path}")
-    a = np.clip(np.round(a * 255.0), 0, 255).astype(np.uint8)
+    if image.dtype == torch.uint8:  # already 8-bit (e.g. from geodepth.viz.colorize_depth)
+        a = image.detach().cpu().numpy()
+    else:
+        a = image.detach().cpu().to(torch.float64).numpy()
+        if not np.isfinite(a).all():
+            raise ValueError(f"image contains NaN or inf; cannot write {path}")
+        a = np.clip(np.round(a * 255.0), 0, 255).astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)).save(path)
     return path

@@ -59,6 +59,9 @@ def test_grayscale_and_write_round_trip(tmp_path):
     assert torch.equal(read_image(tmp_path / "o.png"), img)
     with pytest.raises(FileExistsError):
         write_image(tmp_path / "o.png", img)
+    u8 = torch.from_numpy(np.stack([gray, 255 - gray, gray // 2]))  # uint8 is written as is
+    write_image(tmp_path / "u8.png", u8)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "u8.png")), u8.permute(1, 2, 0).numpy())
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
     with pytest.raises(ValueError, match="cannot read"):
         read_image(tmp_path / "bad.jpg")
