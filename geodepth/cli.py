@@ -14,7 +14,9 @@ class CLIError(Exception):
 
 
 def _sample_dir() -> Path:
-    return Path(__file__).resolve().parent / "_data" / "kitti_sample"
+    from . import sample_dir
+
+    return sample_dir()
 
 
 def _check_out_dir(out: Path, names: list[str], overwrite: bool) -> None:
@@ -27,39 +29,33 @@ def _check_out_dir(out: Path, names: list[str], overwrite: bool) -> None:
 
 # ---------------------------------------------------------------------------------- demo
 def cmd_demo(args) -> int:
-    import torch
-
     from . import complete, load_frame
-    from .io import write_depth_png
     from .metrics import kitti_metrics
-    from .viz import comparison_figure
+    from .viz import completion_figure
 
     out = Path(args.out)
     names = ["depth.png", "depth_color.png", "points.ply", "figure.png", "metrics.json"]
     _check_out_dir(out, names, args.overwrite)
     frame = load_frame(_sample_dir(), camera=2)
-    print(f"frame: {frame.name}  image {frame.camera.width}x{frame.camera.height}, "
+    print(f"frame: {frame.name} (KITTI, CC BY-NC-SA 3.0), image {frame.camera.width}x{frame.camera.height}, "
           f"{frame.points_lidar.shape[0]} LiDAR points, "
           f"{int((frame.sparse_depth > 0).sum())} sparse depth pixels")
     res = complete(frame, method=args.method, device=args.device)
     print(f"method {res.method}: {res.seconds * 1e3:.1f} ms on {res.depth.device}")
     res.save(out, overwrite=True)
-    m = kitti_metrics(res.depth.cpu(), frame.gt_depth)
-    err = (res.depth.cpu() - frame.gt_depth).abs() * (frame.gt_depth > 0)
-    comparison_figure(
-        [("RGB", frame.image), ("sparse LiDAR input", frame.sparse_depth), (f"dense depth ({res.method})", res.depth.cpu()),
-         ("absolute error vs ground truth [m]", ("error", err))],
-        out / "figure.png", overwrite=True)
+    dense = res.depth.detach().cpu()
+    m = kitti_metrics(dense, frame.gt_depth)
+    completion_figure(out / "figure.png", image=frame.image, sparse=frame.sparse_depth, dense=dense,
+                      gt=frame.gt_depth, overwrite=True, error_vmax=2.0)
     (out / "metrics.json").write_text(json.dumps({"method": res.method, "frame": frame.name, **m}, indent=2))
     print(_format_metrics(m))
     print(f"wrote {', '.join(str(out / n) for n in names)}")
-    del torch, write_depth_png
     return 0
 
 
 def _format_metrics(m: dict) -> str:
-    keys = [("MAE", "mae", 1e3, "mm"), ("RMSE", "rmse", 1e3, "mm"), ("iMAE", "imae", 1e3, "1/km"),
-            ("iRMSE", "irmse", 1e3, "1/km")]
+    keys = [("MAE", "mae", 1e3, "mm"), ("RMSE", "rmse", 1e3, "mm"), ("iMAE", "inverse_mae", 1e3, "1/km"),
+            ("iRMSE", "inverse_rmse", 1e3, "1/km")]
     parts = [f"{label} {m[k] * s:.2f} {unit}" for label, k, s, unit in keys if k in m]
     return "KITTI devkit metrics vs ground truth: " + ", ".join(parts)
 
@@ -128,21 +124,16 @@ def _complete_folder(args) -> int:
 
 # ---------------------------------------------------------------------------------- eval
 def cmd_eval(args) -> int:
-    from .metrics import evaluate_folders
+    from .metrics import evaluate_folders, format_kitti_table
 
+    if args.json and Path(args.json).exists() and not args.overwrite:
+        raise CLIError(f"refusing to overwrite {args.json}; pass --overwrite")
     res = evaluate_folders(args.pred, args.gt, progress=not args.quiet)
     if args.json:
         p = Path(args.json)
-        if p.exists() and not args.overwrite:
-            raise CLIError(f"refusing to overwrite {p}; pass --overwrite")
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(json.dumps(res, indent=2))
-    rows = res["per_image"]
-    keys = [k for k in rows[0] if k != "name"] if rows else []
-    print("name," + ",".join(keys))
-    for r in rows:
-        print(f"{r['name']}," + ",".join(f"{r[k]:.6g}" for k in keys))
-    print("mean," + ",".join(f"{res['mean'][k]:.6g}" for k in keys))
+    print(format_kitti_table(res))
     return 0
 
 

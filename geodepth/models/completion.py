@@ -49,7 +49,8 @@ class Completion:
     def _cloud(self):
         from ..geometry import depth_to_points
 
-        return depth_to_points(self.depth, self.camera, image=self.image)
+        out = depth_to_points(self.depth.detach(), self.camera, image=self.image)
+        return out.points, out.colors
 
     @property
     def points_cam(self) -> Tensor:
@@ -161,7 +162,7 @@ def complete(
         >>> float(out.depth.min()), float(out.depth.max())
         (5.0, 5.0)
     """
-    from ..geometry import points_to_depth, transform_points
+    from ..geometry import lidar_to_depth, transform_points
     from . import registry
 
     if frame is not None:
@@ -194,7 +195,9 @@ def complete(
         if dev is not None:
             points_cam = points_cam.to(dev)
     if use_points:
-        sparse = points_to_depth(points_cam, camera.to(points_cam.device))
+        # float64 projection reproduces KITTI's own sparse maps exactly (see lidar_to_depth)
+        sparse = lidar_to_depth(points_lidar.to(points_cam.device), T_cam_from_lidar.to(points_cam.device),
+                                camera.to(points_cam.device))
     else:
         sparse = _as_depth(sparse_depth, "sparse_depth")
         if tuple(sparse.shape[-2:]) != camera.size:

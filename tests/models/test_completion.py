@@ -1,0 +1,109 @@
+"""geodepth.complete() and Completion: numbers against the reference outputs and geometry twins."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import geodepth
+from geodepth import complete, load_frame
+from geodepth.geometry import points_to_depth, transform_points
+from geodepth.io import read_depth_png, read_ply
+from geodepth.viz import colorize_depth
+
+
+@pytest.fixture(scope="module")
+def sample_completion():
+    frame = load_frame(geodepth.sample_dir())
+    return frame, complete(frame, method="ipbasic_fast")
+
+
+def test_sample_matches_ipbasic_reference(sample_completion, ref_dir):
+    frame, res = sample_completion
+    ref = read_depth_png(ref_dir / "ipbasic" / "tk_image02_full1242x375__fast_gauss_extrap.png")
+    ours = torch.round(res.depth * 256) / 256
+    assert ((ours - ref).abs() <= 0.01).float().mean() > 0.99
+    assert res.method == "ipbasic_fast" and res.confidence is None
+
+
+def test_points_reproject_to_the_depth_map(sample_completion):
+    """The dense cloud in both frames maps back onto the depth map it came from."""
+    frame, res = sample_completion
+    pc = res.points_cam
+    assert pc.shape[0] == int((res.depth > 0).sum())
+    back = points_to_depth(pc, res.camera)
+    valid = res.depth > 0
+    assert torch.allclose(back[valid], res.depth[valid], atol=1e-4)
+    pl = res.points_lidar
+    again = transform_points(frame.T_cam_from_lidar, pl.double()).float()
+    assert torch.allclose(again, pc, atol=1e-4)
+    # colours are the image at each point's pixel
+    col = res.colors
+    rows, cols = torch.nonzero(valid[0], as_tuple=True)
+    assert torch.allclose(col, frame.image[:, rows, cols].T)
+
+
+def test_save_round_trip(sample_completion, tmp_path):
+    frame, res = sample_completion
+    paths = res.save(tmp_path / "out")
+    d = read_depth_png(paths["depth"])
+    assert torch.equal(d, torch.round(res.depth * 256).clamp(0, 65535) / 256)
+    col = np.asarray(Image.open(paths["depth_color"])).transpose(2, 0, 1)
+    assert np.array_equal(col, colorize_depth(res.depth).numpy())
+    pts, cols = read_ply(paths["points"])
+    assert torch.allclose(pts, res.points_cam, atol=1e-6)
+    assert torch.equal(cols, torch.round(res.colors * 255).to(cols.dtype)) or torch.allclose(
+        cols.float(), res.colors, atol=1 / 255)
+    with pytest.raises(FileExistsError, match="overwrite"):
+        res.save(tmp_path / "out")
+
+
+def test_complete_from_scan_keeps_reference_projection(object_dir, ref_dir):
+    frame = load_frame(object_dir, frame_id="000114")
+    res = complete(image=frame.image, points_lidar=frame.points_lidar, T_cam_from_lidar=frame.T_cam_from_lidar,
+                   camera=frame.camera, method="nearest")
+    ref = read_depth_png(ref_dir / "sparse_from_scan" / "cvml_000114_sparse_depth.png")
+    valid = ref > 0
+    assert (torch.round(res.depth[valid] * 256) - torch.round(ref[valid] * 256)).abs().max() <= 1
+    assert torch.equal(res.sparse_depth > 0, valid)
+
+
+def _cam():
+    return geodepth.PinholeCamera(torch.tensor([[50.0, 0, 32], [0, 50, 24], [0, 0, 1]]), 64, 48)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(sparse_depth=torch.full((1, 48, 64), float("nan"))), "NaN"),
+    (dict(sparse_depth=-torch.ones(1, 48, 64)), "negative"),
+    (dict(sparse_depth=torch.zeros(1, 40, 64)), "40"),
+    (dict(sparse_depth=torch.zeros(1, 48, 64)), "no valid depth"),
+    (dict(sparse_depth=torch.ones(1, 48, 64), method="magic"), "unknown method 'magic'; choose one of"),
+    (dict(sparse_depth=torch.ones(1, 48, 64), image=torch.ones(3, 10, 10)), r"image must be \(3, 48, 64\)"),
+    (dict(points_lidar=torch.tensor([[0.0, 0, -5]]), T_cam_from_lidar=torch.eye(4, dtype=torch.float64)), "behind"),
+    (dict(points_lidar=torch.ones(3, 3)), "T_cam_from_lidar"),
+])
+def test_bad_input_names_the_problem(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        complete(camera=_cam(), **kwargs)
+
+
+def test_frame_and_pieces_are_exclusive():
+    f = geodepth.Frame(camera=_cam(), sparse_depth=torch.ones(1, 48, 64))
+    with pytest.raises(ValueError, match="not both"):
+        complete(f, sparse_depth=torch.ones(1, 48, 64))
+    with pytest.raises(ValueError, match="camera"):
+        complete(sparse_depth=torch.ones(1, 48, 64))
+
+
+@pytest.mark.parametrize("method", geodepth.available_methods())
+def test_every_method_keeps_measurements_and_fills(method):
+    """Every registered method returns a depth map in the input's range that keeps the input
+    measurements where they are (a constant scene must come out constant)."""
+    sparse = torch.zeros(1, 48, 64)
+    sparse[0, 2::5, 3::6] = 7.25
+    img = torch.rand(3, 48, 64, generator=torch.Generator().manual_seed(0))
+    res = complete(sparse_depth=sparse, image=img, camera=_cam(), method=method)
+    valid = res.depth > 0
+    assert valid.float().mean() > 0.5
+    assert torch.allclose(res.depth[valid], torch.full_like(res.depth[valid], 7.25), atol=1e-3)
