@@ -66,8 +66,9 @@ def _quad_t(O, D, c, u, v, hh, near):
     n = np.cross(u, v)
     with np.errstate(divide="ignore", invalid="ignore"):
         t = ((c - O) @ n) / (D @ n)
-    p = O + t[:, None] * D - c
-    ok = np.isfinite(t) & (t > near) & (np.abs(p @ u) <= hh[0]) & (np.abs(p @ v) <= hh[1])
+    with np.errstate(invalid="ignore"):
+        p = O + t[:, None] * D - c
+        ok = np.isfinite(t) & (t > near) & (np.abs(p @ u) <= hh[0]) & (np.abs(p @ v) <= hh[1])
     return np.where(ok, t, np.inf)
 
 
@@ -76,9 +77,10 @@ def _tri_t(O, D, T, near):
     n = np.cross(b - a, c - a)
     with np.errstate(divide="ignore", invalid="ignore"):
         t = ((a - O) @ n) / (D @ n)
-    p = O + t[:, None] * D
     e = 1e-12 * (n @ n)
-    inside = ((np.cross(b - a, p - a) @ n) >= -e) & ((np.cross(c - b, p - b) @ n) >= -e) & ((np.cross(a - c, p - c) @ n) >= -e)
+    with np.errstate(invalid="ignore"):
+        p = O + t[:, None] * D
+        inside = ((np.cross(b - a, p - a) @ n) >= -e) & ((np.cross(c - b, p - b) @ n) >= -e) & ((np.cross(a - c, p - c) @ n) >= -e)
     ok = np.isfinite(t) & (t > near) & inside
     return np.where(ok, t, np.inf)
 

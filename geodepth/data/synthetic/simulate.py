@@ -293,7 +293,7 @@ def simulate_frame(scene: Scene | None = None, *, seed: int = 0, sensor: LidarSp
         >>> f.image.shape, f.gt_depth.shape, f.points_lidar.shape[1]
         (torch.Size([3, 38, 124]), torch.Size([1, 38, 124]), 3)
     """
-    from ...geometry.projection import points_to_depth
+    from ...geometry.projection import lidar_to_depth, points_to_depth
 
     if gt not in ("dense", "semidense"):
         raise ValueError(f"gt must be 'dense' or 'semidense', got {gt!r}")
@@ -314,9 +314,9 @@ def simulate_frame(scene: Scene | None = None, *, seed: int = 0, sensor: LidarSp
     cam = render_camera(scene_t, w_c, camera, device=device, dtype=dtype)
     scan = scan_lidar(scene_t, w_l, spec, noise=noise, generator=gen, device=device, dtype=dtype)
     cam_d = camera.to(device)
-    pts_cam = _transform(T_cl, scan.points_lidar)
-    sparse = points_to_depth(pts_cam, cam_d) if pts_cam.shape[0] else torch.zeros(1, camera.height, camera.width,
-                                                                                  dtype=dtype, device=device)
+    pts_cam = _transform(T_cl, scan.points_lidar.to(torch.float64))
+    sparse = (lidar_to_depth(scan.points_lidar, T_cl.to(device), cam_d) if pts_cam.shape[0]
+              else torch.zeros(1, camera.height, camera.width, dtype=dtype, device=device))
     if gt == "dense":
         gt_depth = cam.depth
     else:
@@ -329,8 +329,8 @@ def simulate_frame(scene: Scene | None = None, *, seed: int = 0, sensor: LidarSp
             w_lk = ego_world_from_lidar(ego_s + speed * dt)
             sk = scan_lidar(scene.to(device, dtype).at_time(time + dt), w_lk, spec, noise=noise, generator=gen,
                             device=device, dtype=dtype)
-            acc.append(_transform(c_w @ w_lk, sk.points_lidar))
-        acc_d = points_to_depth(torch.cat(acc), cam_d)
+            acc.append(_transform(c_w @ w_lk, sk.points_lidar.to(torch.float64)))
+        acc_d = points_to_depth(torch.cat(acc), cam_d).to(dtype)
         ok = (acc_d > 0) & (cam.depth > 0) & ((acc_d - cam.depth).abs() <= 0.05 + 0.01 * cam.depth)
         gt_depth = torch.where(ok, acc_d, torch.zeros_like(acc_d))
     spec_name = spec.name
