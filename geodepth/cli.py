@@ -152,12 +152,15 @@ def cmd_view(args) -> int:
     from .viz import render_offscreen, show
 
     pts, cols = read_point_cloud(args.path)
+    if pts.shape[0] == 0:
+        raise CLIError(f"{args.path} holds no points")
     if args.png:
         p = Path(args.png)
         if p.exists() and not args.overwrite:
             raise CLIError(f"refusing to overwrite {p}; pass --overwrite")
-        render_offscreen(pts, cols, p, width=args.width, height=args.height)
-        print(f"wrote {p}")
+        r = render_offscreen(pts, cols, p, args.width, args.height, view=args.view, backend=args.backend,
+                             point_size=args.point_size, overwrite=True)
+        print(f"wrote {p} ({r.backend} renderer, {pts.shape[0]} points, view {args.view})")
     else:
         show(pts, cols)
     return 0
@@ -251,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--png", default=None, help="render offscreen to this PNG instead of opening a window")
     v.add_argument("--width", type=int, default=1280)
     v.add_argument("--height", type=int, default=720)
+    v.add_argument("--view", choices=("camera", "orbit", "bev"), default="orbit",
+                   help="camera: from the origin looking down +z (camera-frame clouds); orbit; bev (bird's eye)")
+    v.add_argument("--point-size", type=float, default=2.0, help="point size in pixels (default 2)")
+    v.add_argument("--backend", choices=("auto", "open3d", "numpy"), default="auto",
+                   help="offscreen renderer: Open3D (headless Vulkan/EGL) or the numpy point splatter")
     v.add_argument("--overwrite", action="store_true")
     v.set_defaults(fn=cmd_view)
 

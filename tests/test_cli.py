@@ -87,3 +87,27 @@ def test_complete_rejects_missing_calibration(tmp_path, object_dir, capsys):
                "--lidar", str(object_dir / "velodyne" / "000114.bin"), "--out", str(tmp_path / "x")])
     assert rc == 2
     assert "calib" in capsys.readouterr().err
+
+
+def test_view_renders_the_cloud_it_reads(tmp_path):
+    """`geodepth view --png` with the numpy splatter lights exactly the pixels the points project to."""
+    import torch
+
+    from geodepth.geometry import PinholeCamera
+    from geodepth.io import write_ply
+
+    pts = torch.tensor([[0.0, 0.0, 5.0], [1.0, 0.5, 4.0], [-1.0, -0.5, 6.0]])
+    cols = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]])
+    write_ply(tmp_path / "p.ply", pts, cols)
+    png = tmp_path / "v.png"
+    assert main(["view", str(tmp_path / "p.ply"), "--png", str(png), "--view", "camera", "--backend", "numpy",
+                 "--width", "64", "--height", "48", "--point-size", "1"]) == 0
+    img = np.asarray(Image.open(png))
+    lit = np.argwhere(img.sum(-1) > 0)
+    # default camera of the renderer: 60 degree horizontal field of view at 64 x 48
+    f = 32 / np.tan(np.radians(30))
+    cam = PinholeCamera(torch.tensor([[f, 0, 32], [0, f, 24], [0, 0, 1]]), 64, 48)
+    uv, _ = cam.project(pts)
+    expect = {(int(np.floor(v)), int(np.floor(u))) for u, v in uv.tolist()}
+    assert {tuple(x) for x in lit.tolist()} == expect
+    assert main(["view", str(tmp_path / "p.ply"), "--png", str(png), "--backend", "numpy"]) == 2  # no overwrite
