@@ -1,14 +1,18 @@
 """CPU paths of ``aggregate`` and ``scored_aggregate``.
 
-Both loop over chunks of query rows: a chunk gathers its neighbours' feature rows, reduces
-them at once (``bmm`` / ``amax``) and is freed, so memory stays bounded by the chunk
-(about ``_CHUNK_ELEMS`` elements) however large M is; (M, k, C) is never held.
+Sums and means (unweighted or with scalar per-edge weights) run through ``F.embedding_bag``
+over the valid entries of ``idx`` (a fused gather-reduce, FBGEMM-backed for float32), and
+their feature gradients through ``embedding_bag`` over the transposed graph. "max", per-channel
+weights and the weight / score gradients loop over chunks of query rows: a chunk gathers its
+neighbours' rows, reduces them and is freed, so memory stays bounded by about
+``_CHUNK_ELEMS`` elements however large M is; (M, k, C) is never held.
 
 The same code runs on any device (it is plain torch); the op files use it for CPU tensors.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
@@ -23,6 +27,33 @@ _CHUNK_ELEMS = 1 << 20  # elements of the per-chunk gather (4 MiB in float32)
 
 def _chunk(m: int, per_row: int) -> int:
     return max(1, min(max(m, 1), _CHUNK_ELEMS // max(per_row, 1)))
+
+
+class _Bags:
+    """The valid entries of ``idx`` as ragged bags for ``F.embedding_bag`` (a fused gather-reduce)."""
+
+    def __init__(self, idx: Tensor):
+        self.valid = idx >= 0
+        self.count = self.valid.sum(1)
+        self.input = idx[self.valid]  # (nnz,) point indices, row-major
+        self.offsets = torch.zeros(idx.shape[0], dtype=torch.int64, device=idx.device)
+        if idx.shape[0] > 1:
+            self.offsets[1:] = self.count.cumsum(0)[:-1]
+
+    def transposed(self, n: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Bags per point: (row indices sorted by point, offsets (n,), the sort order of the nnz)."""
+        order = torch.argsort(self.input, stable=True)
+        rows = torch.repeat_interleave(torch.arange(self.valid.shape[0], device=self.input.device), self.count,
+                                       output_size=self.input.shape[0])
+        cnt = torch.bincount(self.input, minlength=n)
+        off = torch.zeros(n, dtype=torch.int64, device=self.input.device)
+        if n > 1:
+            off[1:] = cnt.cumsum(0)[:-1]
+        return rows[order], off, order
+
+
+def _bag_sum(table: Tensor, bags_input: Tensor, offsets: Tensor, w: Tensor | None) -> Tensor:
+    return F.embedding_bag(bags_input, table, offsets, mode="sum", per_sample_weights=w)
 
 
 def _gather(features: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
@@ -42,6 +73,14 @@ def aggregate_forward_cpu(features: Tensor, idx: Tensor, weights: Tensor | None,
     out = features.new_zeros((M, C))
     argmax = torch.full((M, C) if reduce == "max" else (0,), -1, dtype=torch.int64, device=features.device)
     if M == 0 or k == 0 or C == 0 or features.shape[0] == 0:
+        return out, argmax
+    if reduce != "max" and (weights is None or weights.dim() == 2):
+        bags = _Bags(idx)
+        if weights is None and reduce == "mean":
+            return F.embedding_bag(bags.input, features, bags.offsets, mode="mean"), argmax
+        out = _bag_sum(features, bags.input, bags.offsets, None if weights is None else weights[bags.valid])
+        if reduce == "mean":
+            out = out / bags.count.clamp(min=1).to(out.dtype).unsqueeze(1)
         return out, argmax
     step = _chunk(M, k * C)
     for a in range(0, M, step):
@@ -108,8 +147,14 @@ def aggregate_backward_cpu(grad: Tensor, features: Tensor, idx: Tensor, weights:
     if reduce == "mean":
         cnt = (idx >= 0).sum(1, keepdim=True).clamp(min=1).to(grad.dtype)
         grad = grad / cnt
+    if need_features and (weights is None or weights.dim() == 2):
+        bags = _Bags(idx)
+        rows, off, order = bags.transposed(N)
+        w = None if weights is None else weights[bags.valid][order]
+        dfeat = _bag_sum(grad.contiguous(), rows, off, w)
+        need_features = False
     step = _chunk(M, k * C)
-    for a in range(0, M, step):
+    for a in range(0, M if (need_features or (need_weights and weights is not None)) else 0, step):
         b = min(M, a + step)
         ii = idx[a:b]
         valid = ii >= 0
@@ -140,12 +185,10 @@ def scored_aggregate_forward_cpu(features: Tensor, idx: Tensor, scores: Tensor) 
     out = features.new_zeros((M, B, C))
     if M == 0 or k == 0 or C == 0 or B == 0 or features.shape[0] == 0:
         return out
-    step = _chunk(M, k * max(C, B))
-    for a in range(0, M, step):
-        b = min(M, a + step)
-        x, valid = _gather(features, idx[a:b])
-        s = scores[a:b].masked_fill(~valid.unsqueeze(-1), 0.0)
-        torch.bmm(s.transpose(1, 2), x, out=out[a:b])
+    bags = _Bags(idx)
+    sv = scores[bags.valid]  # (nnz, B)
+    for j in range(B):
+        out[:, j] = _bag_sum(features, bags.input, bags.offsets, sv[:, j].contiguous())
     return out
 
 
@@ -160,8 +203,15 @@ def scored_aggregate_backward_cpu(grad: Tensor, features: Tensor, idx: Tensor, s
     if M == 0 or k == 0 or C == 0 or B == 0 or features.shape[0] == 0:
         return dfeat, ds
     grad = grad.to(features.dtype)
+    if need_features:
+        bags = _Bags(idx)
+        rows, off, order = bags.transposed(features.shape[0])
+        sv = scores[bags.valid][order]  # (nnz, B)
+        for j in range(B):
+            dfeat += _bag_sum(grad[:, j].contiguous(), rows, off, sv[:, j].contiguous())
+        need_features = False
     step = _chunk(M, k * max(C, B))
-    for a in range(0, M, step):
+    for a in range(0, M if need_scores else 0, step):
         b = min(M, a + step)
         ii = idx[a:b]
         valid = ii >= 0

@@ -49,12 +49,18 @@ def _flat(x: Tensor, y: Tensor, H: int, W: int, padding: str) -> tuple[Tensor, T
 def sample_forward_cpu(fmap: Tensor, uv: Tensor, bidx: Tensor, mode: str, padding: str) -> Tensor:
     """(N, C) samples of ``fmap`` (B, C, H, W) at ``uv`` (N, 2) in image ``bidx`` (N,)."""
     B, C, H, W = fmap.shape
-    flat = fmap.reshape(B, C, H * W)
+    rows = _rows(fmap)
     out = fmap.new_zeros((uv.shape[0], C))
     for x, y, w, _, _ in _taps(uv.to(fmap.dtype), H, W, mode, padding):
         pix, inside = _flat(x, y, H, W, padding)
-        out += flat[bidx, :, pix] * (w * inside).unsqueeze(1)
+        out.addcmul_(rows.index_select(0, bidx * (H * W) + pix), (w * inside).unsqueeze(1))
     return out
+
+
+def _rows(fmap: Tensor) -> Tensor:
+    """(B * H * W, C) channels-last rows of the map, so each tap is one contiguous row gather."""
+    B, C, H, W = fmap.shape
+    return fmap.permute(0, 2, 3, 1).reshape(B * H * W, C)
 
 
 def sample_backward_cpu(grad: Tensor, fmap: Tensor, uv: Tensor, bidx: Tensor, mode: str, padding: str,
@@ -66,17 +72,19 @@ def sample_backward_cpu(grad: Tensor, fmap: Tensor, uv: Tensor, bidx: Tensor, mo
     duv = torch.zeros_like(uv) if need_uv else uv.new_empty(0)
     if N == 0 or C == 0:
         return dmap, duv
-    flat = fmap.reshape(B, C, H * W)
+    rows = _rows(fmap) if need_uv else None
+    drows = fmap.new_zeros((B * H * W, C)) if need_fmap else None
     grad = grad.to(fmap.dtype)
-    chan = torch.arange(C, device=fmap.device) * (H * W)
     for x, y, w, dwu, dwv in _taps(uv.to(fmap.dtype), H, W, mode, padding):
         pix, inside = _flat(x, y, H, W, padding)
         m = inside.to(fmap.dtype)
+        r = bidx * (H * W) + pix
         if need_fmap:
-            idx = (bidx * (C * H * W) + pix).unsqueeze(1) + chan  # (N, C)
-            dmap.view(-1).index_add_(0, idx.reshape(-1), (grad * (w * m).unsqueeze(1)).reshape(-1))
+            drows.index_add_(0, r, grad * (w * m).unsqueeze(1))
         if need_uv:
-            gf = (grad * flat[bidx, :, pix]).sum(1) * m  # (N,)
+            gf = (grad * rows.index_select(0, r)).sum(1) * m  # (N,)
             duv[:, 0] += (gf * dwu).to(duv.dtype)
             duv[:, 1] += (gf * dwv).to(duv.dtype)
+    if need_fmap:
+        dmap = drows.view(B, H, W, C).permute(0, 3, 1, 2).contiguous()
     return dmap, duv

@@ -1,8 +1,9 @@
 """CPU (plain torch) path of ``splat``: scatter_reduce onto the pixel grid, exact and deterministic.
 
-The z-buffer is two exact passes: the per-pixel minimum key (``scatter_reduce`` "amin"),
-then the smallest point index among the points that reach it, so ties go to the smaller
-index for any dtype. The code is device-agnostic torch.
+The z-buffer for float32 keys is one ``scatter_reduce`` "amin" of packed int64
+``(order-preserving key bits, point index)``, as in the Triton kernel; for float64 keys it is
+two exact passes: the per-pixel minimum key, then the smallest point index among the points
+that reach it. Either way ties go to the smaller index. The code is device-agnostic torch.
 """
 from __future__ import annotations
 
@@ -41,8 +42,7 @@ def splat_forward_cpu(uv: Tensor, values: Tensor, depth: Tensor | None, H: int, 
     P = H * W
     pix = pixel_index(uv, H, W)
     ok = pix >= 0
-    count = torch.zeros(P, dtype=torch.int64, device=values.device)
-    count.index_add_(0, pix[ok], torch.ones_like(pix[ok]))
+    count = torch.bincount(pix[ok], minlength=P)
     if reduce in ("sum", "mean"):
         img = values.new_zeros((P, C))
         img.index_add_(0, pix[ok], values[ok])
@@ -56,6 +56,9 @@ def splat_forward_cpu(uv: Tensor, values: Tensor, depth: Tensor | None, H: int, 
         wshape = (H, W) if depth is not None else (C, H, W)
         return (values.new_zeros((C, H, W)), count.view(H, W),
                 torch.full(wshape, -1, dtype=torch.int64, device=values.device))
+    key_src = depth if depth is not None else values
+    if key_src.dtype in (torch.float32, torch.float16, torch.bfloat16) and N < 2**31:
+        return _packed_min(values, depth, pix, ok, count, H, W, largest)
     if depth is not None:
         d = depth[ok] + 0.0  # -0.0 -> +0.0 so equal depths tie
         w = _winner(d, pix[ok], P, largest)
@@ -70,6 +73,36 @@ def splat_forward_cpu(uv: Tensor, values: Tensor, depth: Tensor | None, H: int, 
     img = torch.where(winner >= 0, torch.gather(values, 0, winner.clamp(min=0)), 0.0)
     return (img.t().reshape(C, H, W).contiguous(), count.view(H, W),
             winner.t().reshape(C, H, W).contiguous())
+
+
+def _packed_min(values: Tensor, depth: Tensor | None, pix: Tensor, ok: Tensor, count: Tensor, H: int, W: int,
+                largest: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """One-pass z-buffer for float32 keys: ``amin`` of int64 ``(order-preserving key bits, index)``.
+
+    The same packing as the Triton kernel: float bits ``b`` map to the order-preserving int32
+    ``b ^ ((b >> 31) & 0x7FFFFFFF)`` (negated for "max"), shifted above the 32-bit point index.
+    """
+    N, C = values.shape
+    P = H * W
+    key = (depth.reshape(N, 1) if depth is not None else values).to(torch.float32) + 0.0  # -0.0 -> +0.0
+    b = key.view(torch.int32)
+    s = b ^ ((b >> 31) & 0x7FFFFFFF)
+    if largest:
+        s = -1 - s
+    n = torch.arange(N, device=values.device).unsqueeze(1)
+    packed = (s.to(torch.int64) << 32) | n  # (N, KC)
+    KC = packed.shape[1]
+    empty = torch.iinfo(torch.int64).max
+    best = torch.full((P, KC), empty, dtype=torch.int64, device=values.device)
+    sel = ok.nonzero().squeeze(1)
+    best.scatter_reduce_(0, pix[sel].unsqueeze(1).expand(-1, KC), packed[sel], "amin", include_self=True)
+    winner = torch.where(best == empty, -1, best & 0xFFFFFFFF)  # (P, KC)
+    if depth is not None:
+        w = winner[:, 0]
+        img = torch.where((w >= 0).unsqueeze(1), values[w.clamp(min=0)], 0.0)
+        return img.t().reshape(C, H, W).contiguous(), count.view(H, W), w.view(H, W)
+    img = torch.where(winner >= 0, torch.gather(values, 0, winner.clamp(min=0)), 0.0)
+    return img.t().reshape(C, H, W).contiguous(), count.view(H, W), winner.t().reshape(C, H, W).contiguous()
 
 
 def splat_backward_cpu(grad: Tensor, uv: Tensor, count: Tensor, winner: Tensor, N: int, reduce: str) -> Tensor:
