@@ -1,0 +1,168 @@
+"""Exact k nearest neighbours: ``knn(query, points, k) -> KNN(sqdist, idx)``.
+
+Three layers (as PyTorch3D's ``ops/knn.py``): the public :func:`knn` validates and returns a
+:class:`KNN`; the registered op ``torch.ops.geodepth.knn`` (works under ``torch.compile``)
+dispatches to a backend:
+
+* CUDA float32: our Triton cell-list kernel (:mod:`geodepth.ops._triton.knn_grid`);
+* CPU: a k-d tree (pykdtree, else scipy) made exact under our conventions
+  (:mod:`geodepth.ops._cpu.knn_kdtree`), else chunked brute force in torch;
+* anything else (e.g. CUDA float64): chunked brute force in torch.
+
+All backends give bitwise identical results: squared distances are computed as
+``((dx*dx + dy*dy) + dz*dz)`` in the input dtype (no FMA contraction), and ties are broken by
+the smaller index.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+__all__ = ["KNN", "knn", "validate_offsets"]
+
+_BACKENDS = ("auto", "kdtree", "torch", "triton")
+MAX_K = 64
+
+
+class KNN(NamedTuple):
+    """Neighbour lists. ``sqdist`` (M, k) squared distances in squared input units (float, ascending,
+    ``inf`` where padded); ``idx`` (M, k) int64: if ``idx[i, j] = m`` then ``points[m]`` (a row of the
+    packed ``points``, not batch-local) is the j-th nearest neighbour of ``query[i]``; -1 = none."""
+
+    sqdist: Tensor
+    idx: Tensor
+
+
+def validate_offsets(offsets: Tensor | None, n: int, name: str) -> list[int]:
+    """Check packed row splits ``offsets`` (B+1,) int64 for ``n`` rows; return them as python ints."""
+    if offsets is None:
+        return [0, n]
+    if not isinstance(offsets, Tensor) or offsets.dim() != 1 or offsets.numel() < 2:
+        shape = tuple(offsets.shape) if isinstance(offsets, Tensor) else type(offsets).__name__
+        raise ValueError(f"{name} must be a 1-D tensor (B+1,) with B >= 1, got {shape}")
+    if offsets.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"{name} must be int64, got {offsets.dtype}")
+    off = [int(v) for v in offsets.tolist()]
+    if off[0] != 0:
+        raise ValueError(f"{name} must start at 0, got {off[0]}")
+    if off[-1] != n:
+        raise ValueError(f"{name} must end at the number of rows {n}, got {off[-1]}")
+    if any(b < a for a, b in zip(off, off[1:])):
+        raise ValueError(f"{name} must be non-decreasing, got {off}")
+    return off
+
+
+def _check_cloud(x: Tensor, name: str) -> None:
+    if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] not in (2, 3):
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{name} must be (N, 3) or (N, 2), got {shape}")
+    if x.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"{name} must be float32 or float64, got {x.dtype}")
+    if x.numel() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or inf")
+
+
+def _validate(query, points, k, query_offsets, points_offsets, backend):
+    _check_cloud(query, "query")
+    _check_cloud(points, "points")
+    if query.shape[1] != points.shape[1]:
+        raise ValueError(f"query and points must have the same D, got {query.shape[1]} and {points.shape[1]}")
+    if query.dtype != points.dtype:
+        raise ValueError(f"query and points must have the same dtype, got {query.dtype} and {points.dtype}")
+    if query.device != points.device:
+        raise ValueError(f"query and points must be on the same device, got {query.device} and {points.device}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise ValueError(f"k must be an int in [1, {MAX_K}], got {k!r}")
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+    if (query_offsets is None) != (points_offsets is None):
+        raise ValueError("give both query_offsets and points_offsets, or neither")
+    qo = validate_offsets(query_offsets, query.shape[0], "query_offsets")
+    po = validate_offsets(points_offsets, points.shape[0], "points_offsets")
+    if len(qo) != len(po):
+        raise ValueError(f"query_offsets and points_offsets must describe the same number of batches, "
+                         f"got {len(qo) - 1} and {len(po) - 1}")
+    return qo, po
+
+
+def _offsets_tensor(off: list[int]) -> Tensor:
+    return torch.tensor(off, dtype=torch.int64)
+
+
+def _run_backend(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int], backend: str):
+    if backend == "auto":
+        if query.is_cuda and query.dtype == torch.float32:
+            backend = "triton"
+        elif query.device.type == "cpu":
+            from geodepth.ops._cpu.knn_kdtree import kdtree_available
+
+            backend = "kdtree" if kdtree_available() else "torch"
+        else:
+            backend = "torch"
+    if backend == "triton":
+        if query.dtype != torch.float32:
+            raise ValueError(f"backend='triton' needs float32, got {query.dtype}")
+        from geodepth.ops._triton.knn_grid import knn_grid
+
+        return knn_grid(query.contiguous(), points.contiguous(), k, qo, po)
+    if backend == "kdtree":
+        if query.device.type != "cpu":
+            raise ValueError(f"backend='kdtree' needs CPU tensors, got {query.device}")
+        from geodepth.ops._cpu.knn_kdtree import kdtree_knn
+
+        return kdtree_knn(query, points, k, qo, po)
+    from geodepth.ops._cpu.knn_torch import brute_force_knn
+
+    return brute_force_knn(query, points, k, qo, po)
+
+
+@torch.library.custom_op("geodepth::knn", mutates_args=())
+def _knn_op(query: Tensor, points: Tensor, k: int, query_offsets: Tensor, points_offsets: Tensor,
+            backend: str) -> tuple[Tensor, Tensor]:
+    qo = [int(v) for v in query_offsets.tolist()]
+    po = [int(v) for v in points_offsets.tolist()]
+    sq, ix = _run_backend(query, points, k, qo, po, backend)
+    return sq, ix
+
+
+@_knn_op.register_fake
+def _knn_fake(query, points, k, query_offsets, points_offsets, backend):
+    m = query.shape[0]
+    return query.new_empty((m, k)), query.new_empty((m, k), dtype=torch.int64)
+
+
+def knn(query: Tensor, points: Tensor, k: int, *, query_offsets: Tensor | None = None,
+        points_offsets: Tensor | None = None, backend: str = "auto") -> KNN:
+    """Exact k nearest neighbours of each query among ``points`` (2D or 3D, packed ragged batches).
+
+    Args:
+        query: (M, D) float32/float64, D in {2, 3}; any units and frame (the same as ``points``).
+        points: (N, D), same dtype, device and frame as ``query``. Pass the same tensor as
+            ``query`` for a self-KNN graph: then every point is its own first neighbour (distance 0).
+        k: neighbours per query, 1 <= k <= 64.
+        query_offsets, points_offsets: (B+1,) int64 row splits of packed batches (both or
+            neither); query batch b searches only points batch b. Empty batches are allowed.
+        backend: "auto" (CUDA float32 -> Triton kernel; CPU -> k-d tree if pykdtree or scipy is
+            importable, else torch), or force "triton", "kdtree" or "torch" (brute force).
+
+    Returns:
+        :class:`KNN` ``(sqdist, idx)``: ``sqdist`` (M, k) in the input dtype, squared units,
+        ascending; ``idx`` (M, k) int64 rows of ``points`` (global, not batch-local). Ties are
+        broken by the smaller index; rows of a batch with fewer than k points are padded with
+        ``inf`` / ``-1``. Results are identical on every backend. ``sqdist`` carries no gradient.
+
+    Raises:
+        ValueError: on bad shapes, dtypes, k, offsets, or NaN/inf coordinates.
+
+    Example:
+        >>> pts = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [3.0, 0.0, 0.0]])
+        >>> out = knn(pts, pts, 2)
+        >>> out.idx.tolist(), out.sqdist.tolist()
+        ([[0, 1], [1, 0], [2, 1]], [[0.0, 1.0], [0.0, 1.0], [0.0, 4.0]])
+    """
+    qo, po = _validate(query, points, k, query_offsets, points_offsets, backend)
+    sq, ix = torch.ops.geodepth.knn(query.detach(), points.detach(), k, _offsets_tensor(qo), _offsets_tensor(po),
+                                    backend)
+    return KNN(sq, ix)
