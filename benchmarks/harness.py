@@ -21,7 +21,8 @@ from typing import Callable
 
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# JSON records go here; GEODEPTH_BENCH_OUT redirects them (e.g. to $OUT on the lent GPU machine)
+RESULTS = Path(os.environ.get("GEODEPTH_BENCH_OUT") or Path(__file__).resolve().parent / "results")
 
 
 @dataclass
