@@ -202,10 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scan", type=Path, default=DATA / "velodyne.bin")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--skip-naive", action="store_true", help="drop the memory-hungry naive anchor")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--only", default=None, help="comma-separated substrings: run only matching groups")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device", file=sys.stderr)
         return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
     scan = load_scan(args.scan)
     cases: list[Case] = []
     if args.device == "cpu":
@@ -218,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
         cases += contconv_cases(scan, 64, "cuda", "full scan", reps)
         cases += contconv_cases(scan, 32, "cuda", "full scan", reps)
         cases += op_cases(scan, "cuda", args.repeats or 20)
+    if args.only:
+        keys = args.only.split(",")
+        cases = [c for c in cases if any(k in c.group for k in keys)]
     if args.skip_naive:
         cases = [c for c in cases if "naive" not in c.name]
     run_cases("bm_aggregate", cases, out=args.out)

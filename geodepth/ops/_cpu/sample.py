@@ -6,6 +6,7 @@ continuous sample position in pixel-index space is (x, y) = (u - 0.5, v - 0.5).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["sample_backward_cpu", "sample_forward_cpu"]
@@ -49,12 +50,19 @@ def _flat(x: Tensor, y: Tensor, H: int, W: int, padding: str) -> tuple[Tensor, T
 def sample_forward_cpu(fmap: Tensor, uv: Tensor, bidx: Tensor, mode: str, padding: str) -> Tensor:
     """(N, C) samples of ``fmap`` (B, C, H, W) at ``uv`` (N, 2) in image ``bidx`` (N,)."""
     B, C, H, W = fmap.shape
+    N = uv.shape[0]
     rows = _rows(fmap)
-    out = fmap.new_zeros((uv.shape[0], C))
-    for x, y, w, _, _ in _taps(uv.to(fmap.dtype), H, W, mode, padding):
+    taps = _taps(uv.to(fmap.dtype), H, W, mode, padding)
+    r, w = [], []
+    for x, y, wt, _, _ in taps:
         pix, inside = _flat(x, y, H, W, padding)
-        out.addcmul_(rows.index_select(0, bidx * (H * W) + pix), (w * inside).unsqueeze(1))
-    return out
+        r.append(bidx * (H * W) + pix)
+        w.append(wt * inside)
+    T = len(taps)
+    # one fused gather + weighted sum over the T taps of every point
+    offsets = torch.arange(0, N * T, T, device=uv.device)
+    return F.embedding_bag(torch.stack(r, 1).view(-1), rows, offsets, mode="sum",
+                           per_sample_weights=torch.stack(w, 1).view(-1))
 
 
 def _rows(fmap: Tensor) -> Tensor:
@@ -72,19 +80,26 @@ def sample_backward_cpu(grad: Tensor, fmap: Tensor, uv: Tensor, bidx: Tensor, mo
     duv = torch.zeros_like(uv) if need_uv else uv.new_empty(0)
     if N == 0 or C == 0:
         return dmap, duv
-    rows = _rows(fmap) if need_uv else None
-    drows = fmap.new_zeros((B * H * W, C)) if need_fmap else None
+    rows = _rows(fmap)
     grad = grad.to(fmap.dtype)
-    for x, y, w, dwu, dwv in _taps(uv.to(fmap.dtype), H, W, mode, padding):
+    r, w, wu, wv = [], [], [], []
+    for x, y, wt, dwu, dwv in _taps(uv.to(fmap.dtype), H, W, mode, padding):
         pix, inside = _flat(x, y, H, W, padding)
         m = inside.to(fmap.dtype)
-        r = bidx * (H * W) + pix
-        if need_fmap:
-            drows.index_add_(0, r, grad * (w * m).unsqueeze(1))
-        if need_uv:
-            gf = (grad * rows.index_select(0, r)).sum(1) * m  # (N,)
-            duv[:, 0] += (gf * dwu).to(duv.dtype)
-            duv[:, 1] += (gf * dwv).to(duv.dtype)
+        r.append(bidx * (H * W) + pix)
+        w.append(wt * m)
+        wu.append(dwu * m)
+        wv.append(dwv * m)
+    T = len(r)
+    r = torch.stack(r, 1)  # (N, T)
+    if need_fmap:
+        drows = fmap.new_zeros((B * H * W, C))
+        drows.index_add_(0, r.view(-1), (grad.unsqueeze(1) * torch.stack(w, 1).unsqueeze(-1)).view(-1, C))
+    if need_uv and mode == "bilinear":
+        offsets = torch.arange(0, N * T, T, device=uv.device)
+        for a, wd in enumerate((wu, wv)):  # d out / d u = sum_t (dw_t / du) f_t, fused like the forward
+            df = F.embedding_bag(r.view(-1), rows, offsets, mode="sum", per_sample_weights=torch.stack(wd, 1).view(-1))
+            duv[:, a] = (grad * df).sum(1).to(duv.dtype)
     if need_fmap:
         dmap = drows.view(B, H, W, C).permute(0, 3, 1, 2).contiguous()
     return dmap, duv

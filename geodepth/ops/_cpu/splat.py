@@ -89,20 +89,24 @@ def _packed_min(values: Tensor, depth: Tensor | None, pix: Tensor, ok: Tensor, c
     s = b ^ ((b >> 31) & 0x7FFFFFFF)
     if largest:
         s = -1 - s
-    n = torch.arange(N, device=values.device).unsqueeze(1)
-    packed = (s.to(torch.int64) << 32) | n  # (N, KC)
-    KC = packed.shape[1]
-    empty = torch.iinfo(torch.int64).max
-    best = torch.full((P, KC), empty, dtype=torch.int64, device=values.device)
     sel = ok.nonzero().squeeze(1)
-    best.scatter_reduce_(0, pix[sel].unsqueeze(1).expand(-1, KC), packed[sel], "amin", include_self=True)
-    winner = torch.where(best == empty, -1, best & 0xFFFFFFFF)  # (P, KC)
+    upix = pix[sel]  # (L,) touched pixels (with repeats)
+    packed = (s[sel].to(torch.int64) << 32) | sel.unsqueeze(1)  # (L, KC)
+    KC = packed.shape[1]
+    best = torch.full((P, KC), torch.iinfo(torch.int64).max, dtype=torch.int64, device=values.device)
+    best.scatter_reduce_(0, upix.unsqueeze(1).expand(-1, KC), packed, "amin", include_self=True)
+    win = best[upix] & 0xFFFFFFFF  # (L, KC) winners, read back only where points landed
     if depth is not None:
-        w = winner[:, 0]
-        img = torch.where((w >= 0).unsqueeze(1), values[w.clamp(min=0)], 0.0)
-        return img.t().reshape(C, H, W).contiguous(), count.view(H, W), w.view(H, W)
-    img = torch.where(winner >= 0, torch.gather(values, 0, winner.clamp(min=0)), 0.0)
-    return img.t().reshape(C, H, W).contiguous(), count.view(H, W), winner.t().reshape(C, H, W).contiguous()
+        index = torch.full((P,), -1, dtype=torch.int64, device=values.device)
+        index[upix] = win[:, 0]
+        img = values.new_zeros((C, P))
+        img[:, upix] = values[win[:, 0]].t()
+        return img.view(C, H, W), count.view(H, W), index.view(H, W)
+    index = torch.full((C, P), -1, dtype=torch.int64, device=values.device)
+    index[:, upix] = win.t()
+    img = values.new_zeros((C, P))
+    img[:, upix] = torch.gather(values, 0, win).t()
+    return img.view(C, H, W), count.view(H, W), index.view(C, H, W)
 
 
 def splat_backward_cpu(grad: Tensor, uv: Tensor, count: Tensor, winner: Tensor, N: int, reduce: str) -> Tensor:
