@@ -48,48 +48,80 @@ class RayHits(NamedTuple):
 
 
 # ---------------------------------------------------------------------- intersections
-# Every function takes o (P, S|1, 3), d (P, S, 3) and per-primitive parameters with a leading
-# P, and returns t (P, S) (inf = miss) and, with normals=True, the normal (P, S, 3) facing the ray.
-def _face(n: Tensor, d: Tensor) -> Tensor:
-    s = torch.where((n * d).sum(-1, keepdim=True) > 0, -1.0, 1.0).to(n.dtype)
-    return n * s
+# Vectors are tuples of 3 component tensors (x, y, z), so every operation is elementwise on
+# contiguous (P, S) arrays (no reductions over a size-3 dimension, which are slow on CPU).
+# Each function takes o (origin components, (P, 1) or (P, S)), d (direction components, (P, S))
+# and per-primitive parameters with a leading P, and returns t (P, S) (inf = miss) and, with
+# normals=True, the unit normal components facing the ray.
+def _dot(a, b):
+    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+
+
+def _cross(a, b):
+    return (a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0])
+
+
+def _cols(x: Tensor):
+    """(P, 3) -> three (P, 1) columns."""
+    return (x[:, 0:1], x[:, 1:2], x[:, 2:3])
+
+
+def _face(n, d):
+    flip = _dot(n, d) > 0
+    return tuple(torch.where(flip, -c, c) for c in n)
 
 
 def _finish(t: Tensor, hit: Tensor) -> Tensor:
     return t.masked_fill(~hit, float("inf"))
 
 
+def _nonzero(x: Tensor) -> Tensor:
+    return torch.where(x == 0, torch.full_like(x, _TINY), x)
+
+
 def _isect_box(o, d, near, c, R, h, normals=False):
-    lo = torch.bmm((o - c[:, None, :]), R)  # (P, S|1, 3) local origin
-    ld = torch.bmm(d, R)  # (P, S, 3) local direction
-    ld = torch.where(ld == 0, torch.full_like(ld, _TINY), ld)
-    inv = 1.0 / ld
-    hh = h[:, None, :]
-    ta = (-hh - lo) * inv
-    tb = (hh - lo) * inv
-    tn = torch.minimum(ta, tb)
-    tf = torch.maximum(ta, tb)
+    oc = (o[0] - c[:, 0:1], o[1] - c[:, 1:2], o[2] - c[:, 2:3])
+    tn = tf = an = af = None
+    lds = []
+    for j in range(3):
+        rj = (R[:, 0, j:j + 1], R[:, 1, j:j + 1], R[:, 2, j:j + 1])
+        lo = _dot(oc, rj)
+        ld = _nonzero(_dot(d, rj))
+        inv = 1.0 / ld
+        hj = h[:, j:j + 1]
+        ta = (-hj - lo) * inv
+        tb = (hj - lo) * inv
+        nj, fj = torch.minimum(ta, tb), torch.maximum(ta, tb)
+        if tn is None:
+            tn, tf = nj, fj
+            if normals:
+                an = torch.zeros_like(nj, dtype=torch.int64)
+                af = torch.zeros_like(fj, dtype=torch.int64)
+        else:
+            if normals:
+                an = torch.where(nj > tn, j, an)
+                af = torch.where(fj < tf, j, af)
+            tn, tf = torch.maximum(tn, nj), torch.minimum(tf, fj)
+        lds.append(ld)
+    entering = tn > near
+    t = torch.where(entering, tn, tf)
+    t = _finish(t, (tn <= tf) & (t > near))
     if not normals:
-        tnear = tn.amax(-1)
-        tfar = tf.amin(-1)
-        t = torch.where(tnear > near, tnear, tfar)
-        return _finish(t, (tnear <= tfar) & (t > near))
-    tnear, anear = tn.max(-1)
-    tfar, afar = tf.min(-1)
-    entering = tnear > near
-    t = torch.where(entering, tnear, tfar)
-    axis = torch.where(entering, anear, afar)  # (P, S)
-    sgn = -torch.sign(torch.gather(ld, -1, axis[..., None]))  # facing the ray
-    n = torch.gather(R[:, None, :, :].expand(-1, axis.shape[1], -1, -1), -1,
-                     axis[..., None, None].expand(*axis.shape, 3, 1))[..., 0] * sgn
-    return _finish(t, (tnear <= tfar) & (t > near)), n
+        return t
+    axis = torch.where(entering, an, af)
+    n = [torch.zeros_like(t) for _ in range(3)]
+    for j in range(3):
+        sel = (axis == j).to(t.dtype) * -torch.sign(lds[j])
+        for i in range(3):
+            n[i] = n[i] + sel * R[:, i, j:j + 1]
+    return t, tuple(n)
 
 
 def _isect_sphere(o, d, near, c, r, normals=False):
-    oc = o - c[:, None, :]
-    a = (d * d).sum(-1)
-    b = (oc * d).sum(-1)
-    cc = (oc * oc).sum(-1) - (r * r)[:, None]
+    oc = (o[0] - c[:, 0:1], o[1] - c[:, 1:2], o[2] - c[:, 2:3])
+    a = _dot(d, d)
+    b = _dot(oc, d)
+    cc = _dot(oc, oc) - (r * r)[:, None]
     disc = b * b - a * cc
     sq = disc.clamp_min(0).sqrt()
     t0 = (-b - sq) / a
@@ -98,85 +130,93 @@ def _isect_sphere(o, d, near, c, r, normals=False):
     t = _finish(t, (disc >= 0) & (t > near))
     if not normals:
         return t
-    n = (oc + torch.nan_to_num(t, posinf=0.0)[..., None] * d) / r[:, None, None]
+    tt = torch.nan_to_num(t, posinf=0.0)
+    rr = r[:, None]
+    n = tuple((oc[i] + tt * d[i]) / rr for i in range(3))
     return t, _face(n, d)
 
 
 def _isect_cylinder(o, d, near, c, a, r, h, normals=False):
-    oc = o - c[:, None, :]
-    aa = a[:, None, :]
-    da = (d * aa).sum(-1)
-    oa = (oc * aa).sum(-1)
-    dp = d - da[..., None] * aa
-    op = oc - oa[..., None] * aa
-    A = (dp * dp).sum(-1)
-    B = (op * dp).sum(-1)
+    oc = (o[0] - c[:, 0:1], o[1] - c[:, 1:2], o[2] - c[:, 2:3])
+    aa = _cols(a)
+    da = _dot(d, aa)
+    oa = _dot(oc, aa)
+    dp = tuple(d[i] - da * aa[i] for i in range(3))
+    op = tuple(oc[i] - oa * aa[i] for i in range(3))
+    A = _dot(dp, dp)
+    B = _dot(op, dp)
     r2 = (r * r)[:, None]
-    C = (op * op).sum(-1) - r2
+    C = _dot(op, op) - r2
     disc = B * B - A * C
     sq = disc.clamp_min(0).sqrt()
     Asafe = torch.where(A > 0, A, torch.ones_like(A))
-    inf = torch.full_like(A, float("inf"))
     hh = h[:, None]
     side_ok = (disc >= 0) & (A > 0)
-    cands = []
-    for sgn in (-1.0, 1.0):
+    inf = float("inf")
+    best = None
+    which = None
+    for k, sgn in enumerate((-1.0, 1.0)):
         ts = (-B + sgn * sq) / Asafe
         ok = side_ok & (ts > near) & ((oa + ts * da).abs() <= hh)
-        cands.append(torch.where(ok, ts, inf))
-    dsafe = torch.where(da == 0, torch.full_like(da, _TINY), da)
+        ts = ts.masked_fill(~ok, inf)
+        if best is None:
+            best = ts
+            which = torch.zeros_like(ts, dtype=torch.bool) if normals else None
+        else:
+            best = torch.minimum(best, ts)
+    dsafe = _nonzero(da)
     for sgn in (-1.0, 1.0):
         tc = (sgn * hh - oa) / dsafe
-        pr = op + tc[..., None] * dp
-        ok = (tc > near) & ((pr * pr).sum(-1) <= r2) & (da != 0)
-        cands.append(torch.where(ok, tc, inf))
-    allc = torch.stack(cands, -1)
+        pr = tuple(op[i] + tc * dp[i] for i in range(3))
+        ok = (tc > near) & (_dot(pr, pr) <= r2) & (da != 0)
+        tc = tc.masked_fill(~ok, inf)
+        if normals:
+            which = which | (tc < best)
+        best = torch.minimum(best, tc)
     if not normals:
-        return allc.amin(-1)
-    t, which = allc.min(-1)
-    tt = torch.nan_to_num(t, posinf=0.0)[..., None]
-    radial = op + tt * dp
-    radial = radial / radial.norm(dim=-1, keepdim=True).clamp_min(_TINY)
-    n = torch.where((which < 2)[..., None], radial, aa.expand_as(radial))
-    return t, _face(n, d)
+        return best
+    tt = torch.nan_to_num(best, posinf=0.0)
+    radial = tuple(op[i] + tt * dp[i] for i in range(3))
+    rn = _dot(radial, radial).sqrt().clamp_min(_TINY)
+    n = tuple(torch.where(which, aa[i].expand_as(rn), radial[i] / rn) for i in range(3))
+    return best, _face(n, d)
 
 
 def _isect_quad(o, d, near, c, u, v, half, normals=False):
-    n = torch.linalg.cross(u, v)[:, None, :]
-    denom = (d * n).sum(-1)
-    dsafe = torch.where(denom == 0, torch.full_like(denom, _TINY), denom)
-    co = c[:, None, :] - o
-    t = (co * n).sum(-1) / dsafe
-    p = t[..., None] * d - co
-    pu = (p * u[:, None, :]).sum(-1)
-    pv = (p * v[:, None, :]).sum(-1)
-    hit = (denom != 0) & (t > near) & (pu.abs() <= half[:, None, 0]) & (pv.abs() <= half[:, None, 1])
+    n = _cols(torch.linalg.cross(u, v))
+    uu, vv = _cols(u), _cols(v)
+    co = (c[:, 0:1] - o[0], c[:, 1:2] - o[1], c[:, 2:3] - o[2])
+    denom = _dot(d, n)
+    t = _dot(co, n) / _nonzero(denom)
+    pu = t * _dot(d, uu) - _dot(co, uu)
+    pv = t * _dot(d, vv) - _dot(co, vv)
+    hit = (denom != 0) & (t > near) & (pu.abs() <= half[:, 0:1]) & (pv.abs() <= half[:, 1:2])
     t = _finish(t, hit)
     if not normals:
         return t
-    return t, _face(n.expand_as(d), d)
+    return t, _face(tuple(x.expand_as(t) for x in n), d)
 
 
 def _isect_triangle(o, d, near, tri, normals=False):
-    v0 = tri[:, None, 0, :]
-    e1 = tri[:, None, 1, :] - v0
-    e2 = tri[:, None, 2, :] - v0
-    pvec = torch.linalg.cross(d, e2.expand_as(d))
-    det = (e1 * pvec).sum(-1)
+    v0 = _cols(tri[:, 0])
+    e1 = _cols(tri[:, 1] - tri[:, 0])
+    e2 = _cols(tri[:, 2] - tri[:, 0])
+    pvec = _cross(d, e2)
+    det = _dot(e1, pvec)
     ok = det != 0
     inv = 1.0 / torch.where(ok, det, torch.ones_like(det))
-    tvec = o - v0
-    bu = (tvec * pvec).sum(-1) * inv
-    qvec = torch.linalg.cross(tvec.expand_as(d), e1.expand_as(d))
-    bv = (d * qvec).sum(-1) * inv
-    t = (e2 * qvec).sum(-1) * inv
+    tvec = (o[0] - v0[0], o[1] - v0[1], o[2] - v0[2])
+    bu = _dot(tvec, pvec) * inv
+    qvec = _cross(tvec, e1)
+    bv = _dot(d, qvec) * inv
+    t = _dot(e2, qvec) * inv
     hit = ok & (bu >= 0) & (bv >= 0) & (bu + bv <= 1) & (t > near)
     t = _finish(t, hit)
     if not normals:
         return t
-    n = torch.linalg.cross(e1, e2)
-    n = n / n.norm(dim=-1, keepdim=True).clamp_min(_TINY)
-    return t, _face(n.expand_as(d), d)
+    n = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    n = _cols(n / n.norm(dim=-1, keepdim=True).clamp_min(_TINY))
+    return t, _face(tuple(x.expand_as(t) for x in n), d)
 
 
 def _params(scene: Scene, kind: int, idx: Tensor) -> tuple:
@@ -215,6 +255,8 @@ def _cast_tiles(scene: Scene, origin: Tensor, dirs: Tensor, pairs_tile: Tensor, 
     primitive of each (tile, primitive) pair; returns flat hits over the T*S rays."""
     T, S, _ = dirs.shape
     shared = origin.dim() == 1
+    dc = dirs.permute(2, 0, 1).contiguous()  # (3, T, S)
+    oc = origin.reshape(3, 1, 1) if shared else origin.permute(2, 0, 1).contiguous()
     best = torch.full((T, S), _SENTINEL, dtype=torch.int64, device=dirs.device)
     off = scene.offsets
     kinds = scene.kind_of(pairs_prim)
@@ -226,9 +268,9 @@ def _cast_tiles(scene: Scene, origin: Tensor, dirs: Tensor, pairs_tile: Tensor, 
         tk, pk = pairs_tile[sel], pairs_prim[sel]
         for s in range(0, tk.shape[0], chunk):
             tc, pc = tk[s:s + chunk], pk[s:s + chunk]
-            d = dirs[tc]
-            o = origin.expand(tc.shape[0], 1, 3) if shared else origin[tc]
-            t = _ISECT[k](o, d, near, *_params(scene, k, pc - off[k]))
+            d = dc[:, tc]
+            o = oc[:, 0] if shared else oc[:, tc]
+            t = _ISECT[k](tuple(o), tuple(d), near, *_params(scene, k, pc - off[k]))
             key = _pack(t, pc[:, None].expand_as(t))
             best.scatter_reduce_(0, tc[:, None].expand_as(key), key, "amin")
     best = best.reshape(-1)
@@ -240,18 +282,18 @@ def _cast_tiles(scene: Scene, origin: Tensor, dirs: Tensor, pairs_tile: Tensor, 
     if rays.numel():
         pr = prim[rays]
         kr = scene.kind_of(pr)
-        dflat = dirs.reshape(-1, 3)
+        dflat = dc.reshape(3, -1)
+        oflat = None if shared else oc.reshape(3, -1)
         for k in range(5):
             m = kr == k
             if not bool(m.any()):
                 continue
             rk = rays[m]
-            d = dflat[rk][:, None, :]
-            o = origin.expand(rk.shape[0], 1, 3) if shared else origin.reshape(-1, 3)[rk][:, None, :]
-            # recompute without the near test on the chosen primitive's other root: same function
-            t, n = _ISECT[k](o, d, near, *_params(scene, k, pr[m] - off[k]), normals=True)
+            d = dflat[:, rk, None]  # (3, M, 1)
+            o = oc[:, 0] if shared else oflat[:, rk, None]
+            t, n = _ISECT[k](tuple(o), tuple(d), near, *_params(scene, k, pr[m] - off[k]), normals=True)
             t_out[rk] = t[:, 0]
-            n_out[rk] = n[:, 0]
+            n_out[rk] = torch.stack([x[:, 0] for x in n], 1)
         # a ray whose float64 recomputation disagrees with the float32 key (grazing edge) stays a hit
         bad = ~torch.isfinite(t_out[rays])
         if bool(bad.any()):
@@ -329,7 +371,7 @@ def _cull_pairs(scene: Scene, origin: Tensor, dirs: Tensor, views: Tensor, tile_
 
 
 def cast_tiles(scene: Scene, origin: Tensor, dirs: Tensor, views: Tensor, tile_view: Tensor, *,
-               near: float = 1e-6, budget: int = 1 << 20) -> RayHits:
+               near: float = 1e-6, budget: int = 1 << 14) -> RayHits:
     """Cast coherent tiles of rays from one origin (internal fast path of the sensors).
 
     Args:
@@ -379,7 +421,7 @@ def _check_rays(origins, directions) -> tuple[Tensor, Tensor]:
 
 
 def raycast(scene: Scene, origins: Tensor, directions: Tensor, *, near: float = 1e-6, tile: int = 256,
-            budget: int = 1 << 20) -> RayHits:
+            budget: int = 1 << 14) -> RayHits:
     """Nearest intersection of each ray with the scene (torch, device and dtype follow ``directions``).
 
     Args:
@@ -490,7 +532,7 @@ def raycast_open3d(vertices, faces, origins, directions) -> RayHits:
     miss = ~torch.isfinite(t)
     fid[miss] = -1
     d = directions.detach().cpu().to(torch.float32)
-    n = _face(n, d)
+    n = torch.where(((n * d).sum(1, keepdim=True) > 0), -n, n)
     n[miss] = 0
     dev = directions.device
     return RayHits(t.to(dev), fid.to(dev), n.to(dev))

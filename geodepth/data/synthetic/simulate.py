@@ -122,7 +122,7 @@ def ego_world_from_lidar(s: float, *, height: float = KITTI_LIDAR_HEIGHT) -> Ten
 # ---------------------------------------------------------------------- sensors
 def render_camera(scene: Scene, world_from_cam: Tensor, camera: PinholeCamera, *, device=None,
                   dtype=torch.float32, tile: tuple[int, int] = (16, 16), sun=_SUN, ambient: float = _AMBIENT,
-                  near: float = 0.05, budget: int = 1 << 16) -> CameraRender:
+                  near: float = 0.05, budget: int = 1 << 14) -> CameraRender:
     """Ray cast one ray per pixel centre: RGB (Lambert + ambient, sky gradient) and exact depth.
 
     Args:
@@ -176,7 +176,7 @@ def _shade(scene: Scene, o: Tensor, d: Tensor, hits: RayHits, sun, ambient: floa
 
 def scan_lidar(scene: Scene, world_from_lidar: Tensor, spec: LidarSpec | str = "hdl64", *, noise: bool = True,
                generator: torch.Generator | None = None, device=None, dtype=torch.float32,
-               tile: tuple[int, int] = (8, 32), near: float = 0.3, budget: int = 1 << 16) -> LidarScan:
+               tile: tuple[int, int] = (8, 32), near: float = 0.3, budget: int = 1 << 14) -> LidarScan:
     """One revolution of a spinning LiDAR (no motion distortion: the scan is instantaneous).
 
     Args:
