@@ -37,8 +37,8 @@ def _sample_kernel(fmap_ptr, uv_ptr, b_ptr, out_ptr, grad_ptr, dmap_ptr, duv_ptr
     u = tl.load(uv_ptr + rn * 2, mask=mn, other=0.0).to(ACC)
     v = tl.load(uv_ptr + rn * 2 + 1, mask=mn, other=0.0).to(ACC)
     b = tl.load(b_ptr + rn, mask=mn, other=0)
-    HW = H.to(tl.int64) * W
-    base = b[:, None] * (C * HW) + rc[None, :] * HW
+    # int64 tensors first, so the products never overflow int32 (scalar args may be constexpr 1)
+    base = b[:, None] * C * H * W + rc[None, :] * H * W
     if BACKWARD:
         g = tl.load(grad_ptr + rn[:, None] * C + rc[None, :], mask=m2, other=0.0).to(ACC)
     if NEAREST:

@@ -37,12 +37,11 @@ def _splat_sum_kernel(uv_ptr, val_ptr, img_ptr, cnt_ptr, N, C, H, W,
     mn = rn < N
     pix, inside = _pixel(uv_ptr, rn, mn, H, W)
     tl.atomic_add(cnt_ptr + pix, tl.full((BLOCK_N,), 1, tl.int64), mask=inside)
-    P = H.to(tl.int64) * W
     for c0 in range(0, C, BLOCK_C):
         rc = (c0 + tl.arange(0, BLOCK_C)).to(tl.int64)
         m2 = inside[:, None] & (rc < C)[None, :]
         x = tl.load(val_ptr + rn[:, None] * C + rc[None, :], mask=m2, other=0.0)
-        tl.atomic_add(img_ptr + rc[None, :] * P + pix[:, None], x, mask=m2)
+        tl.atomic_add(img_ptr + rc[None, :] * H * W + pix[:, None], x, mask=m2)
 
 
 @triton.jit
@@ -51,7 +50,6 @@ def _splat_key_kernel(uv_ptr, key_ptr, best_ptr, N, KC, H, W, LARGEST: tl.conste
     rn = (tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
     mn = rn < N
     pix, inside = _pixel(uv_ptr, rn, mn, H, W)
-    P = H.to(tl.int64) * W
     for c0 in range(0, KC, BLOCK_C):
         rc = (c0 + tl.arange(0, BLOCK_C)).to(tl.int64)
         m2 = inside[:, None] & (rc < KC)[None, :]
@@ -61,7 +59,7 @@ def _splat_key_kernel(uv_ptr, key_ptr, best_ptr, N, KC, H, W, LARGEST: tl.conste
         if LARGEST:
             s = -1 - s
         key = (s.to(tl.int64) << 32) | rn[:, None]
-        tl.atomic_min(best_ptr + rc[None, :] * P + pix[:, None], key, mask=m2)
+        tl.atomic_min(best_ptr + rc[None, :] * H * W + pix[:, None], key, mask=m2)
 
 
 def splat_forward_triton(uv: Tensor, values: Tensor, depth: Tensor | None, H: int, W: int,
