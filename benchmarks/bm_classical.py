@@ -1,0 +1,104 @@
+"""Time the weight-free completion methods on the KITTI sample frame (1242 x 375).
+
+Anchor: IP-Basic's fast fill (Gaussian blur, extrapolation; the paper's KITTI submission)
+composed from OpenCV calls exactly as ``kujason/ip_basic`` does, timed in the same run. It is
+skipped (with a note) where OpenCV is not installed. Ratios are anchor time / method time
+(> 1 = faster than OpenCV on the CPU).
+
+    python benchmarks/bm_classical.py [--device cpu|cuda] [--repeats N] [--threads N]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import Case, run_cases  # noqa: E402
+
+from geodepth.io.depth import read_depth_png  # noqa: E402
+from geodepth.models.classical import METHODS, complete_classical  # noqa: E402
+
+CANDIDATES = [REPO / "geodepth" / "_data" / "kitti_sample" / "velodyne_raw_02.png",
+              REPO.parent / "shared" / "data" / "kitti_depth" / "2011_09_26_drive_0001_sync_0000000005" / "velodyne_raw_02.png"]
+
+
+def load_frame() -> torch.Tensor:
+    for p in CANDIDATES:
+        if p.exists():
+            return read_depth_png(p)
+    raise FileNotFoundError(f"KITTI sample not found in {[str(p) for p in CANDIDATES]}")
+
+
+def opencv_fast_fill(cv2, depth: np.ndarray) -> np.ndarray:
+    """IP-Basic ``fill_in_fast(depth, extrapolate=True, blur_type='gaussian')`` with OpenCV,
+    step for step as the original (in place on the given float32 array)."""
+    full = {n: np.ones((n, n), np.uint8) for n in (5, 7, 31)}
+    diamond = np.array([[0, 0, 1, 0, 0], [0, 1, 1, 1, 0], [1, 1, 1, 1, 1], [0, 1, 1, 1, 0], [0, 0, 1, 0, 0]], np.uint8)
+    d = depth
+    v = d > 0.1
+    d[v] = 100.0 - d[v]
+    d = cv2.dilate(d, diamond)
+    d = cv2.morphologyEx(d, cv2.MORPH_CLOSE, full[5])
+    e = d < 0.1
+    d[e] = cv2.dilate(d, full[7])[e]
+    top = np.argmax(d > 0.1, axis=0)
+    vals = d[top, range(d.shape[1])]
+    for c in range(d.shape[1]):
+        d[0:top[c], c] = vals[c]
+    e = d < 0.1
+    d[e] = cv2.dilate(d, full[31])[e]
+    d = cv2.medianBlur(d, 5)
+    v = d > 0.1
+    d[v] = cv2.GaussianBlur(d, (5, 5), 0)[v]
+    v = d > 0.1
+    d[v] = 100.0 - d[v]
+    return d
+
+
+def build_cases(device: str, repeats: int) -> list[Case]:
+    depth = load_frame().to(device)
+    group = f"kitti_{depth.shape[-1]}x{depth.shape[-2]}"
+    cases = []
+    try:
+        import cv2
+    except ImportError:
+        cv2 = None
+        print("OpenCV not installed: the IP-Basic anchor is skipped", file=sys.stderr)
+    if cv2 is not None:
+        src = depth[0].cpu().numpy().astype(np.float32)
+        cases.append(Case(group, "opencv ip_basic fast (gauss, extrap)", lambda: opencv_fast_fill(cv2, src.copy()),
+                          device="cpu", anchor=True, repeats=repeats,
+                          note=f"cv2 {cv2.__version__}, {cv2.getNumThreads()} threads; includes one input copy"))
+    for name in METHODS:
+        def fn(name=name):
+            return complete_classical(name, depth)
+        reps = repeats if not name.startswith(("knn", "nearest")) or device != "cpu" else max(3, repeats // 5)
+        cases.append(Case(group, f"geodepth {name}", fn, device=device, repeats=reps,
+                          note=f"torch {torch.get_num_threads()} threads" if device == "cpu" else ""))
+    return cases
+
+
+def main(argv: list[str] | None = None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/classical_<device>.json)")
+    args = ap.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda but torch sees no CUDA GPU")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with torch.inference_mode():
+        return run_cases("classical", build_cases(args.device, args.repeats), out=args.out)
+
+
+if __name__ == "__main__":
+    main()
