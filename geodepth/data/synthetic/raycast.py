@@ -54,7 +54,7 @@ class RayHits(NamedTuple):
 # and per-primitive parameters with a leading P, and returns t (P, S) (inf = miss) and, with
 # normals=True, the unit normal components facing the ray.
 def _dot(a, b):
-    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+    return torch.addcmul(torch.addcmul(a[0] * b[0], a[1], b[1]), a[2], b[2])
 
 
 def _cross(a, b):
@@ -86,8 +86,8 @@ def _isect_box(o, d, near, c, R, h, normals=False):
     for j in range(3):
         rj = (R[:, 0, j:j + 1], R[:, 1, j:j + 1], R[:, 2, j:j + 1])
         lo = _dot(oc, rj)
-        ld = _nonzero(_dot(d, rj))
-        inv = 1.0 / ld
+        ld = _dot(d, rj)
+        inv = 1.0 / ld  # +-inf where the ray is parallel to the slab (then inside or outside it for all t)
         hj = h[:, j:j + 1]
         ta = (-hj - lo) * inv
         tb = (hj - lo) * inv

@@ -70,10 +70,9 @@ def _untile(y: Tensor, H: int, W: int, th: int, tw: int) -> Tensor:
 
 def _hash_noise(p: Tensor) -> Tensor:
     """Deterministic pseudo-random value in [0, 1) per 3D point (a 2 cm lattice hash)."""
-    q = torch.floor(p * 50.0).to(torch.int64)
-    h = (q[..., 0] * 73856093) ^ (q[..., 1] * 19349663) ^ (q[..., 2] * 83492791)
-    h = (h ^ (h >> 13)) * 1274126177
-    return ((h >> 8) & 0xFFFF).to(p.dtype) / 65536.0
+    q = torch.floor(p * 50.0)
+    h = torch.sin(q[..., 0] * 12.9898 + q[..., 1] * 78.233 + q[..., 2] * 37.719) * 43758.5453
+    return h - torch.floor(h)
 
 
 def _albedo(scene: Scene, prim: Tensor, p: Tensor) -> Tensor:
