@@ -119,8 +119,8 @@ def relative_positions(points: Tensor, query: Tensor, idx: Tensor) -> Tensor:
 
 
 def edge_scores(points: Tensor, query: Tensor, idx: Tensor, score_fn: Callable[[Tensor], Tensor] | None,
-                scores: Tensor | None, reduce: str) -> Tensor:
-    """The (M, k, B) scores used by :func:`continuous_conv`: padding zeroed, "mean" normalised."""
+                scores: Tensor | None) -> Tensor:
+    """The (M, k, B) scores used by :func:`continuous_conv` (entries at padding are ignored by the op)."""
     M, k = idx.shape
     if (score_fn is None) == (scores is None):
         raise ValueError("give exactly one of score_fn and scores")
@@ -129,10 +129,6 @@ def edge_scores(points: Tensor, query: Tensor, idx: Tensor, score_fn: Callable[[
     if not isinstance(scores, Tensor) or scores.dim() != 3 or tuple(scores.shape[:2]) != (M, k):
         raise ValueError(f"scores must be (M, k, B) with (M, k) = {(M, k)}, "
                          f"got {tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__}")
-    valid = idx >= 0
-    scores = scores.masked_fill(~valid.unsqueeze(-1), 0.0)
-    if reduce == "mean":
-        scores = scores / valid.sum(1).clamp(min=1).to(scores.dtype).view(M, 1, 1)
     return scores
 
 
@@ -185,11 +181,13 @@ def continuous_conv(features: Tensor, points: Tensor, query: Tensor, idx: Tensor
         raise ValueError(f"bias must be ({C_out},), got {tuple(bias.shape) if isinstance(bias, Tensor) else type(bias).__name__}")
     if reduce not in ("sum", "mean"):
         raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
-    s = edge_scores(points, query, idx, score_fn, scores, reduce)
+    s = edge_scores(points, query, idx, score_fn, scores)
     if s.shape[2] != B:
         raise ValueError(f"scores have {s.shape[2]} banks but weight has B={B}")
-    z = scored_aggregate(features, idx, s)  # (M, B, C_in)
+    z = scored_aggregate(features, idx, s)  # (M, B, C_in); padding entries contribute nothing
     out = z.reshape(M, B * C_in) @ weight.reshape(B * C_in, C_out)
+    if reduce == "mean":  # 1/count commutes with both sums: apply it to the smallest tensor
+        out = out / (idx >= 0).sum(1, keepdim=True).clamp(min=1).to(out.dtype)
     if bias is not None:
         out = out + bias
     return out

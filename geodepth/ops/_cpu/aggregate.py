@@ -186,9 +186,9 @@ def scored_aggregate_forward_cpu(features: Tensor, idx: Tensor, scores: Tensor) 
     if M == 0 or k == 0 or C == 0 or B == 0 or features.shape[0] == 0:
         return out
     bags = _Bags(idx)
-    sv = scores[bags.valid]  # (nnz, B)
+    sv = scores[bags.valid].t().contiguous()  # (B, nnz)
     for j in range(B):
-        out[:, j] = _bag_sum(features, bags.input, bags.offsets, sv[:, j].contiguous())
+        out[:, j] = _bag_sum(features, bags.input, bags.offsets, sv[j])
     return out
 
 
@@ -206,9 +206,9 @@ def scored_aggregate_backward_cpu(grad: Tensor, features: Tensor, idx: Tensor, s
     if need_features:
         bags = _Bags(idx)
         rows, off, order = bags.transposed(features.shape[0])
-        sv = scores[bags.valid][order]  # (nnz, B)
+        sv = scores[bags.valid][order].t().contiguous()  # (B, nnz)
         for j in range(B):
-            dfeat += _bag_sum(grad[:, j].contiguous(), rows, off, sv[:, j].contiguous())
+            dfeat += _bag_sum(grad[:, j].contiguous(), rows, off, sv[j])
         need_features = False
     step = _chunk(M, k * max(C, B))
     for a in range(0, M if need_scores else 0, step):
