@@ -6,12 +6,13 @@ parts (camera, LiDAR). Anchor for the ray casting (CPU, where Open3D is installe
 ``RaycastingScene`` (Embree) on the triangulated scene, casting the same camera + LiDAR rays,
 timed in the same run. Targets (issue 4): >= 5 frames/s on CPU, >= 200 frames/s on an H100.
 
-    python benchmarks/bm_sim.py [--device cpu|cuda] [--repeats N] [--threads N] [--sensor hdl64]
+    python benchmarks/bm_sim.py [--device cpu|cuda] [--repeats N] [--threads N] [--sensor hdl64] [--compile]
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -77,14 +78,25 @@ def main(argv: list[str] | None = None):
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--sensor", default="hdl64", choices=sorted(SENSORS))
+    ap.add_argument("--compile", action="store_true", help="use_compiled_kernels() (torch.compile; slow first call)")
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/sim_<device>.json)")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda but torch sees no CUDA GPU")
     if args.threads:
         torch.set_num_threads(args.threads)
+    title = "sim"
+    if args.compile:
+        from geodepth.data.synthetic import use_compiled_kernels
+
+        use_compiled_kernels(True)
+        title = "sim_compiled"
+        t0 = time.perf_counter()
+        simulate_frame(make_street_scene(0).to(device=args.device, dtype=torch.float32), sensor=args.sensor,
+                       device=args.device)
+        print(f"first (compiling) frame: {time.perf_counter() - t0:.1f} s")
     with torch.inference_mode():
-        res = run_cases("sim", build_cases(args.device, args.repeats, args.sensor), out=args.out)
+        res = run_cases(title, build_cases(args.device, args.repeats, args.sensor), out=args.out)
     for r in res:
         print(f"{r.name:<46} {1000.0 / r.median_ms:8.2f} frames/s")
     return res
