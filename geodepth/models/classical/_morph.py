@@ -68,11 +68,9 @@ def _run_max(x: torch.Tensor, w: int, dim: int) -> torch.Tensor:
     """Centred running maximum of odd width ``w`` along ``dim`` (-1 or -2); outside ignored."""
     if w == 1:
         return x
-    r = w // 2
     if x.is_cuda:
-        k = (1, w) if dim == -1 else (w, 1)
-        p = (0, r) if dim == -1 else (r, 0)
-        return F.max_pool2d(x[None, None], k, stride=1, padding=p)[0, 0]
+        return _run_max_pool(x, w, dim)
+    r = w // 2
     pad = (r, r, 0, 0) if dim == -1 else (0, 0, r, r)
     m = F.pad(x, pad, value=_NEG_INF)
     s = 1  # m[i] = max(p[i : i + s])
@@ -85,6 +83,14 @@ def _run_max(x: torch.Tensor, w: int, dim: int) -> torch.Tensor:
         d = w - s
         m = torch.maximum(m.narrow(dim, 0, n - d), m.narrow(dim, d, n - d))
     return m
+
+
+def _run_max_pool(x: torch.Tensor, w: int, dim: int) -> torch.Tensor:
+    """GPU variant of :func:`_run_max` (one ``max_pool2d`` launch; its padding is -inf)."""
+    r = w // 2
+    k = (1, w) if dim == -1 else (w, 1)
+    p = (0, r) if dim == -1 else (r, 0)
+    return F.max_pool2d(x[None, None], k, stride=1, padding=p)[0, 0]
 
 
 def dilate(x: torch.Tensor, kernel) -> torch.Tensor:
@@ -189,11 +195,10 @@ _MED_CANDIDATES = {0: (3, 4), 1: (2, 3, 4), 2: (1, 2, 3), 3: (0, 1, 2), 4: (0, 1
 def median_blur5(x: torch.Tensor) -> torch.Tensor:
     """``cv2.medianBlur(x, 5)`` on float32 ``x`` (H, W): the exact median of each 5x5 window,
     border replicated."""
+    if x.is_cuda:
+        return _median5_unfold(x)
     H, W = x.shape
     p = F.pad(x[None, None], (2, 2, 2, 2), mode="replicate")[0, 0]
-    if x.is_cuda:
-        u = p.unfold(0, 5, 1).unfold(1, 5, 1).reshape(H, W, 25)
-        return u.median(dim=-1).values  # 25 values: the 13th smallest
     # CPU: sort each vertical 5-run once (shared by the 5 windows that use it), then sort the
     # levels across the 5 columns only as far as needed, then take the 7th of 13 candidates
     cols = _select([p[r:r + H] for r in range(5)], (0, 1, 2, 3, 4))
@@ -202,6 +207,14 @@ def median_blur5(x: torch.Tensor) -> torch.Tensor:
         c = cols[level]
         cand += _select([c[:, d:d + W] for d in range(5)], keep)
     return _select(cand, (6,))[0]
+
+
+def _median5_unfold(x: torch.Tensor) -> torch.Tensor:
+    """GPU variant of :func:`median_blur5`: unfold the 25 taps and take their median."""
+    H, W = x.shape
+    p = F.pad(x[None, None], (2, 2, 2, 2), mode="replicate")[0, 0]
+    u = p.unfold(0, 5, 1).unfold(1, 5, 1).reshape(H, W, 25)
+    return u.median(dim=-1).values  # 25 values: torch's median is the 13th smallest
 
 
 # -------------------------------------------------------------------------------- gaussian 5x5

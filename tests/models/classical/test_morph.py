@@ -65,3 +65,36 @@ def test_bilateral_constant_image_is_returned():
     x = np.full((8, 9), 3.5, np.float32)
     np.testing.assert_array_equal(M.bilateral_filter(torch.from_numpy(x), 5, 1.5, 2.0).numpy(),
                                   cv2.bilateralFilter(x, 5, 1.5, 2.0))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_gpu_variants_on_cpu(size):
+    # the CUDA code paths (max_pool2d running maxima, unfold median) computed on the CPU
+    x = torch.from_numpy(sparse_image(*size, seed=11))
+    for w in (1, 3, 5, 7, 31):
+        for dim in (-1, -2):
+            if w > 1:
+                assert torch.equal(M._run_max_pool(x, w, dim), M._run_max(x, w, dim)), (w, dim)
+    assert torch.equal(M._median5_unfold(x), M.median_blur5(x))
+    np.testing.assert_array_equal(M._median5_unfold(x).numpy(), cv2.medianBlur(x.numpy(), 5))
+
+
+@pytest.mark.cuda
+def test_cuda_matches_cpu_on_kitti():
+    from pathlib import Path
+
+    from geodepth.models.classical import METHODS, complete_classical
+    from geodepth.io.depth import read_depth_png
+
+    p = Path(__file__).resolve().parents[3] / "geodepth" / "_data" / "kitti_sample" / "velodyne_raw_02.png"
+    d = read_depth_png(p)
+    for name in METHODS:
+        a = complete_classical(name, d)["depth"]
+        b = complete_classical(name, d.cuda())["depth"]
+        assert b.is_cuda
+        if name.startswith("knn"):  # k-d tree vs Triton grid: same neighbours up to ties
+            torch.testing.assert_close(b.cpu(), a, rtol=1e-4, atol=1e-3)
+        elif name in ("ipbasic_fast_bilateral", "ipbasic_multiscale"):  # exp() may differ by an ulp
+            torch.testing.assert_close(b.cpu(), a, rtol=0, atol=2e-5)
+        else:
+            assert torch.equal(b.cpu(), a), name
