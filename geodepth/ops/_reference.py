@@ -10,6 +10,63 @@ from torch import Tensor
 
 # ----------------------------------------------------------------- knn / radius / graph
 # (section owned by the KNN work; append below this line)
+def _ref_sqdist(q: Tensor, p: Tensor) -> Tensor:
+    """Squared distances (m, n) between rows of q (m, D) and p (n, D), summed axis by axis in order."""
+    diff = q[:, None, :] - p[None, :, :]
+    s = diff[..., 0] * diff[..., 0]
+    for a in range(1, q.shape[1]):
+        s = s + diff[..., a] * diff[..., a]
+    return s
+
+
+def _ref_offsets(off: Tensor | None, n: int) -> list[int]:
+    return [0, n] if off is None else [int(v) for v in off.tolist()]
+
+
+def knn_reference(query: Tensor, points: Tensor, k: int, *, query_offsets: Tensor | None = None,
+                  points_offsets: Tensor | None = None, backend: str = "auto"):
+    """Naive twin of :func:`geodepth.ops.knn` (same arguments and semantics; ``backend`` is ignored).
+
+    Full distance rows, chunked over queries, stable sort (so ties go to the smaller index).
+    """
+    from geodepth.ops.knn import KNN
+
+    qo, po = _ref_offsets(query_offsets, query.shape[0]), _ref_offsets(points_offsets, points.shape[0])
+    sq = torch.full((query.shape[0], k), float("inf"), dtype=query.dtype, device=query.device)
+    ix = torch.full((query.shape[0], k), -1, dtype=torch.int64, device=query.device)
+    for b in range(len(qo) - 1):
+        p = points[po[b]:po[b + 1]]
+        kk = min(k, p.shape[0])
+        for s in range(qo[b], qo[b + 1], 1024):
+            e = min(s + 1024, qo[b + 1])
+            d = _ref_sqdist(query[s:e], p)
+            ds, order = torch.sort(d, dim=1, stable=True)
+            sq[s:e, :kk] = ds[:, :kk]
+            ix[s:e, :kk] = order[:, :kk] + po[b]
+    return KNN(sq, ix)
+
+
+def radius_reference(query: Tensor, points: Tensor, r: float, *, max_neighbors: int = 32,
+                     query_offsets: Tensor | None = None, points_offsets: Tensor | None = None):
+    """Naive twin of :func:`geodepth.ops.radius`: the nearest ``max_neighbors`` with sqdist <= r**2."""
+    from geodepth.ops.knn import KNN
+
+    qo, po = _ref_offsets(query_offsets, query.shape[0]), _ref_offsets(points_offsets, points.shape[0])
+    k = max_neighbors
+    sq = torch.full((query.shape[0], k), float("inf"), dtype=query.dtype, device=query.device)
+    ix = torch.full((query.shape[0], k), -1, dtype=torch.int64, device=query.device)
+    r2 = torch.tensor(float(r) ** 2, dtype=query.dtype)
+    for b in range(len(qo) - 1):
+        p = points[po[b]:po[b + 1]]
+        for i in range(qo[b], qo[b + 1]):
+            d = _ref_sqdist(query[i:i + 1], p)[0]
+            inside = torch.nonzero(d <= r2).flatten()  # ascending index
+            ds, order = torch.sort(d[inside], stable=True)
+            n = min(k, inside.numel())
+            sq[i, :n] = ds[:n]
+            ix[i, :n] = inside[order[:n]] + po[b]
+    return KNN(sq, ix)
+
 
 # ----------------------------------------------------------------- aggregate / contconv / splat / sample
 # (section owned by the aggregation work; append below this line)

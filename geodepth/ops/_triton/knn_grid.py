@@ -21,7 +21,7 @@ and CPU paths.
 Cell size: LiDAR density falls off with range, so ``h`` is set from the point-weighted mean
 cell occupancy measured on a first grid (surface scaling, occupancy ~ h^2) to about ``k / 2``
 points per cell, so that ring 1 (3x3x3 cells) usually suffices; the grid is capped at
-``max(8 N, 2^16)`` cells.
+``max(CELLS_PER_POINT * N, 2^16)`` cells (dense cell-start array).
 """
 from __future__ import annotations
 
@@ -32,9 +32,12 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-__all__ = ["knn_grid"]
+__all__ = ["CELLS_PER_POINT", "TARGET_OCCUPANCY_PER_K", "knn_grid"]
 
 _BIG = 2**31 - 1
+#: tuning knobs of the cell size (see the module docstring); tune with benchmarks/bm_knn.py on a GPU
+CELLS_PER_POINT = 16
+TARGET_OCCUPANCY_PER_K = 0.5
 
 
 @triton.jit
@@ -152,22 +155,30 @@ def _cells(p: Tensor, lo: Tensor, h: float, dims: Tensor) -> Tensor:
     return torch.minimum(torch.clamp(c, min=0), dims - 1)
 
 
+def _occupancy(p: Tensor, lo: Tensor, ext: Tensor, h: float) -> float:
+    """Point-weighted mean number of points in a point's cell for cell size ``h``."""
+    dims = torch.clamp(torch.ceil(ext / h), min=1).to(torch.int32)
+    c = _cells(p, lo, h, dims).to(torch.int64)
+    key = (c[:, 2] * int(dims[1]) + c[:, 1]) * int(dims[0]) + c[:, 0]
+    counts = torch.bincount(key)
+    return float((counts.double() ** 2).sum()) / p.shape[0]
+
+
 def _choose_cell(p: Tensor, lo: Tensor, ext: Tensor, nb: int, k: int) -> float:
     n = p.shape[0]
     emax = max(float(ext.max()), 1e-6)
     flat = [float(e) for e in ext.tolist() if float(e) > 1e-3 * emax]  # axes with real extent
     vol = math.prod(flat) if flat else emax
-    h0 = max((vol / n) ** (1.0 / max(len(flat), 1)), emax * 1e-4, 1e-6)
+    h = h0 = max((vol / n) ** (1.0 / max(len(flat), 1)), emax * 1e-4, 1e-6)
     ext = torch.clamp(ext, min=1e-6)
-    dims = torch.clamp(torch.ceil(ext / h0), min=1).to(torch.int32)
-    c = _cells(p, lo, h0, dims).to(torch.int64)
-    key = (c[:, 2] * int(dims[1]) + c[:, 1]) * int(dims[0]) + c[:, 0]
-    counts = torch.bincount(key)
-    occ = float((counts.double() ** 2).sum()) / n  # point-weighted mean occupancy
-    target = max(2.0, k / 2.0)
-    h = h0 * math.sqrt(target / max(occ, 1e-9))
-    h = min(max(h, h0 / 16), h0 * 16)
-    cap = max(8 * n, 1 << 16) / max(nb, 1)
+    cap = max(CELLS_PER_POINT * n, 1 << 16) / max(nb, 1)
+    target = max(2.0, k * TARGET_OCCUPANCY_PER_K)
+    for _ in range(3):  # occupancy ~ h^2 on surfaces: a few fixed-point steps
+        occ = _occupancy(p, lo, ext, h)
+        step = min(max(math.sqrt(target / max(occ, 1e-9)), 0.25), 4.0)
+        h = min(max(h * step, h0 / 64), h0 * 16)
+        if abs(step - 1.0) < 0.15:
+            break
     while float(torch.clamp(torch.ceil(ext / h), min=1).prod()) > cap:
         h *= 1.25
     return h

@@ -1,0 +1,45 @@
+"""Ball query with a neighbour cap: ``radius(query, points, r, max_neighbors=32) -> KNN(sqdist, idx)``."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from geodepth.ops.knn import KNN, MAX_K, knn
+
+__all__ = ["radius"]
+
+
+def radius(query: Tensor, points: Tensor, r: float, *, max_neighbors: int = 32, query_offsets: Tensor | None = None,
+           points_offsets: Tensor | None = None, backend: str = "auto") -> KNN:
+    """The nearest ``max_neighbors`` points within distance ``r`` of each query (exact, sorted).
+
+    Built on :func:`geodepth.ops.knn` with ``k = max_neighbors``: neighbours with
+    ``sqdist > r**2`` (``r**2`` rounded to the input dtype) are dropped, so results are identical
+    on every backend.
+
+    Args:
+        query: (M, D) float32/float64, D in {2, 3}, same units and frame as ``points``.
+        points: (N, D), same dtype and device.
+        r: radius in the units of the points, ``r >= 0`` (inclusive: ``sqdist <= r**2`` counts).
+        max_neighbors: cap on neighbours per query, 1..64; the nearest are kept.
+        query_offsets, points_offsets: (B+1,) int64 row splits of packed batches (both or neither).
+        backend: as for :func:`geodepth.ops.knn`.
+
+    Returns:
+        :class:`~geodepth.ops.knn.KNN` ``(sqdist (M, max_neighbors), idx (M, max_neighbors))``:
+        ascending, ties -> smaller index, padded with ``inf`` / ``-1``; ``idx`` are rows of ``points``.
+
+    Example:
+        >>> pts = torch.tensor([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0]])
+        >>> radius(pts, pts, 1.5, max_neighbors=3).idx.tolist()
+        [[0, 1, -1], [1, 0, -1], [2, -1, -1]]
+    """
+    if isinstance(r, bool) or not isinstance(r, (int, float)) or not r >= 0 or r == float("inf"):
+        raise ValueError(f"r must be a finite number >= 0, got {r!r}")
+    if isinstance(max_neighbors, bool) or not isinstance(max_neighbors, int) or not 1 <= max_neighbors <= MAX_K:
+        raise ValueError(f"max_neighbors must be an int in [1, {MAX_K}], got {max_neighbors!r}")
+    out = knn(query, points, max_neighbors, query_offsets=query_offsets, points_offsets=points_offsets,
+              backend=backend)
+    r2 = torch.tensor(float(r) ** 2, dtype=query.dtype).to(query.device)
+    far = out.sqdist > r2
+    return KNN(out.sqdist.masked_fill(far, float("inf")), out.idx.masked_fill(far, -1))
