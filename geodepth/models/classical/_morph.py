@@ -1,7 +1,8 @@
 """Pure-torch image operators with OpenCV semantics, used by the classical fills.
 
 Private module. Every function takes a float32 image ``(H, W)`` on any device and returns a
-new ``(H, W)`` tensor on the same device; nothing is modified in place.
+new ``(H, W)`` tensor on the same device; nothing is modified in place. The order-statistic
+operators (dilate, erode, close, median) also take int16 images (ranks of float values).
 
 * :func:`dilate` / :func:`erode` / :func:`morph_close`: OpenCV ``dilate`` / ``erode`` /
   ``morphologyEx(MORPH_CLOSE)`` with the default border (pixels outside the image are ignored),
@@ -64,6 +65,12 @@ def _kernel_key(kernel) -> tuple[bytes, int, int]:
 
 
 # ---------------------------------------------------------------------------- running maxima
+def _lowest(dtype: torch.dtype):
+    """Padding value that never wins a maximum: -inf, or the integer minimum (integer images
+    hold ranks >= 0, so negating them for an erosion cannot overflow)."""
+    return _NEG_INF if dtype.is_floating_point else torch.iinfo(dtype).min
+
+
 def _run_max(x: torch.Tensor, w: int, dim: int) -> torch.Tensor:
     """Centred running maximum of odd width ``w`` along ``dim`` (-1 or -2); outside ignored."""
     if w == 1:
@@ -72,7 +79,7 @@ def _run_max(x: torch.Tensor, w: int, dim: int) -> torch.Tensor:
         return _run_max_pool(x, w, dim)
     r = w // 2
     pad = (r, r, 0, 0) if dim == -1 else (0, 0, r, r)
-    m = F.pad(x, pad, value=_NEG_INF)
+    m = F.pad(x, pad, value=_lowest(x.dtype))
     s = 1  # m[i] = max(p[i : i + s])
     while 2 * s <= w:
         n = m.shape[dim]
@@ -113,7 +120,7 @@ def _dilate_shifts(x: torch.Tensor, key) -> torch.Tensor:
     kb, kh, kw = key
     ay, ax = kh // 2, kw // 2
     H, W = x.shape
-    p = F.pad(x, (ax, kw - 1 - ax, ay, kh - 1 - ay), value=_NEG_INF)
+    p = F.pad(x, (ax, kw - 1 - ax, ay, kh - 1 - ay), value=_lowest(x.dtype))
     out = None
     for r in range(kh):
         for c in range(kw):
