@@ -84,17 +84,22 @@ def _nearest_index(valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     best = torch.full((H, W), inf_key, dtype=torch.int64, device=dev)
     colg = torch.where(g < big, g2 * n + srow * W + cols, inf_key)
     best = torch.minimum(best, colg)
+    # grow the column offset dc; only rows whose worst pixel could still improve take part
+    rows_left = torch.arange(H, device=dev)
     dc = 1
-    while dc < W:
-        # the smallest possible key at offset dc is dc^2 * n; stop when nobody can improve
-        if dc * dc * n > int(best.max()):
+    while dc < W and rows_left.numel() > 0:
+        cost = dc * dc * n  # the smallest key reachable at offset dc
+        worst = best.index_select(0, rows_left).amax(dim=1)
+        rows_left = rows_left[worst > cost]
+        if rows_left.numel() == 0:
             break
-        cost = dc * dc * n
-        # candidates from column c + dc (for c < W - dc) and c - dc (for c >= dc)
-        right = torch.where(colg[:, dc:] < inf_key, colg[:, dc:] + cost, inf_key)
-        best[:, :-dc] = torch.minimum(best[:, :-dc], right)
-        left = torch.where(colg[:, :-dc] < inf_key, colg[:, :-dc] + cost, inf_key)
-        best[:, dc:] = torch.minimum(best[:, dc:], left)
+        sub = best.index_select(0, rows_left)
+        cg = colg.index_select(0, rows_left)
+        right = torch.where(cg[:, dc:] < inf_key, cg[:, dc:] + cost, inf_key)  # from column c + dc
+        sub[:, :-dc] = torch.minimum(sub[:, :-dc], right)
+        left = torch.where(cg[:, :-dc] < inf_key, cg[:, :-dc] + cost, inf_key)  # from column c - dc
+        sub[:, dc:] = torch.minimum(sub[:, dc:], left)
+        best.index_copy_(0, rows_left, sub)
         dc += 1
     none = best == inf_key
     d2 = torch.where(none, 0, best // n)
