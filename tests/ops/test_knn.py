@@ -1,0 +1,295 @@
+"""geodepth.ops.knn against its naive twin: every backend, degenerate inputs, real LiDAR."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from geodepth.ops import _reference
+from geodepth.ops._cpu import knn_kdtree
+from geodepth.ops._reference import knn_reference
+from geodepth.ops.knn import KNN, knn
+
+REPO = Path(__file__).resolve().parents[2]
+KITTI_BIN = Path(os.environ.get("GEODEPTH_DATA", REPO.parent / "shared" / "data")) / "kitti_depth" / \
+    "2011_09_26_drive_0001_sync_0000000005" / "velodyne.bin"
+
+
+_INTERP_SCRIPT = """
+import sys, torch
+from geodepth.ops._triton.knn_grid import knn_grid
+cases = torch.load(sys.argv[1])
+torch.save([knn_grid(q, p, k, qo, po) for q, p, k, qo, po in cases], sys.argv[2])
+"""
+
+
+def _interp_cases(kitti_points: torch.Tensor | None) -> dict:
+    g = torch.Generator().manual_seed(13)
+    cases = {"random_3d": (torch.rand(40, 3, generator=g) * 6, torch.rand(150, 3, generator=g) * 6, 5, None, None),
+             "2d_k_above_n": (torch.rand(30, 2, generator=g), torch.rand(12, 2, generator=g), 16, None, None)}
+    p = torch.randint(0, 3, (70, 3), generator=g).float()
+    q = p[torch.randint(0, 70, (70,), generator=g)] + 0.5 * (torch.arange(70) % 2)[:, None]
+    cases["ties_ragged_empty"] = (q, p, 8, _offsets(20, 0, 30, 20), _offsets(25, 10, 0, 35))
+    if kitti_points is not None:
+        pts = kitti_points
+        crop = pts[(pts[:, 0] > 6) & (pts[:, 0] < 7.5) & (pts[:, 1].abs() < 1.2)][:160].contiguous()
+        cases["kitti_crop"] = (crop[::4].contiguous(), crop, 16, None, None)
+    return cases
+
+
+@pytest.fixture(scope="module")
+def interp_results(tmp_path_factory):
+    """All Triton-interpreter cases, run in one fresh interpreter with TRITON_INTERPRET=1 (the
+    variable is read when ``@triton.jit`` runs, before anything else imports triton).
+
+    Returns {name: (case, KNN from the kernel)}.
+    """
+    pytest.importorskip("triton")
+    kitti = KITTI_BIN if KITTI_BIN.exists() else None
+    cases = _interp_cases(_read_bin(kitti) if kitti else None)
+    args = []
+    for q, p, k, qo, po in cases.values():
+        qo = [0, q.shape[0]] if qo is None else qo.tolist()
+        po = [0, p.shape[0]] if po is None else po.tolist()
+        args.append((q, p, k, qo, po))
+    tmp = tmp_path_factory.mktemp("knn_interp")
+    torch.save(args, tmp / "in.pt")
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-c", _INTERP_SCRIPT, str(tmp / "in.pt"), str(tmp / "out.pt")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    outs = torch.load(tmp / "out.pt")
+    return {name: (case, KNN(*out)) for (name, case), out in zip(cases.items(), outs)}
+
+
+def _offsets(*sizes: int) -> torch.Tensor:
+    return torch.tensor([0, *np.cumsum(sizes).tolist()], dtype=torch.int64)
+
+
+def _same(a: KNN, b: KNN) -> None:
+    """Bitwise identity of indices and distances (inf padding included)."""
+    assert a.idx.dtype == torch.int64 and a.sqdist.dtype == b.sqdist.dtype
+    torch.testing.assert_close(a.idx, b.idx, rtol=0, atol=0)
+    torch.testing.assert_close(a.sqdist, b.sqdist, rtol=0, atol=0, equal_nan=False)
+
+
+def _read_bin(path: Path) -> torch.Tensor:
+    raw = np.fromfile(path, dtype=np.float32).reshape(-1, 4)
+    return torch.from_numpy(raw[:, :3].copy())
+
+
+def _velodyne(kitti_dir: Path) -> torch.Tensor:
+    return _read_bin(kitti_dir / "velodyne.bin")
+
+
+# ------------------------------------------------------------------ semantics (vs definition)
+
+def test_reference_matches_definition_by_hand():
+    """Tiny case worked by hand: ties go to the smaller index, -1/inf padding, self included."""
+    p = torch.tensor([[0.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [0.0, 2.0]])
+    out = knn_reference(p[:1], p, 5)
+    assert out.idx.tolist() == [[0, 1, 2, 3, -1]]
+    assert out.sqdist.tolist() == [[0.0, 1.0, 1.0, 4.0, float("inf")]]
+
+
+def test_reference_matches_cdist():
+    """The naive twin against torch.cdist (an independent distance) in float64."""
+    g = torch.Generator().manual_seed(1)
+    q, p = torch.rand(40, 3, generator=g, dtype=torch.float64), torch.rand(70, 3, generator=g, dtype=torch.float64)
+    out = knn_reference(q, p, 7)
+    d = torch.cdist(q, p) ** 2
+    ref = torch.sort(d, dim=1)
+    torch.testing.assert_close(out.sqdist, ref.values[:, :7], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out.idx, ref.indices[:, :7])
+
+
+# ------------------------------------------------------------------ CPU backends vs reference
+
+CPU_BACKENDS = ["auto", "kdtree", "torch"]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("dim", [2, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("m,n,k", [(50, 300, 1), (64, 200, 16), (30, 20, 64), (0, 10, 3), (10, 0, 3)])
+def test_knn_random_vs_reference(backend, dim, dtype, m, n, k):
+    g = torch.Generator().manual_seed(m * 1000 + n + k)
+    q = (torch.rand(m, dim, generator=g, dtype=torch.float64) * 20 - 5).to(dtype)
+    p = (torch.rand(n, dim, generator=g, dtype=torch.float64) * 20 - 5).to(dtype)
+    _same(knn(q, p, k, backend=backend), knn_reference(q, p, k))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_knn_self_includes_point(backend):
+    p = torch.rand(100, 3, generator=torch.Generator().manual_seed(3))
+    out = knn(p, p, 4, backend=backend)
+    assert torch.equal(out.idx[:, 0], torch.arange(100)) and bool((out.sqdist[:, 0] == 0).all())
+    _same(out, knn_reference(p, p, 4))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("case", ["grid", "duplicates", "all_equal"])
+def test_knn_ties_vs_reference(backend, case):
+    """Integer lattices, duplicated points and all-equal clouds: every tie resolved by index."""
+    g = torch.Generator().manual_seed(5)
+    if case == "grid":
+        p = torch.randint(0, 4, (150, 3), generator=g).float()
+    elif case == "duplicates":
+        base = torch.rand(40, 3, generator=g)
+        p = base[torch.randint(0, 40, (160,), generator=g)]
+    else:
+        p = torch.full((90, 3), 2.5)
+    q = p[::3].contiguous()
+    for k in (1, 8, 17):
+        _same(knn(q, p, k, backend=backend), knn_reference(q, p, k))
+        _same(knn(p, p, k, backend=backend), knn_reference(p, p, k))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_knn_ragged_batches_with_empty_members(backend):
+    g = torch.Generator().manual_seed(7)
+    qs, ps = (5, 0, 7, 9, 4), (12, 6, 0, 30, 3)  # empty query set, empty point set, k > n
+    q = torch.rand(sum(qs), 3, generator=g) * 4
+    p = torch.rand(sum(ps), 3, generator=g) * 4
+    qo, po = _offsets(*qs), _offsets(*ps)
+    out = knn(q, p, 6, query_offsets=qo, points_offsets=po, backend=backend)
+    _same(out, knn_reference(q, p, 6, query_offsets=qo, points_offsets=po))
+    # batch b only sees points of batch b, by construction of the reference: check it directly too
+    for b in range(len(qs)):
+        rows = out.idx[qo[b]:qo[b + 1]]
+        valid = rows[rows >= 0]
+        assert bool(((valid >= po[b]) & (valid < po[b + 1])).all())
+
+
+def test_kdtree_scipy_and_recomputed_paths(monkeypatch):
+    """The scipy tree and the 'library distances are not canonical' path give the same answer."""
+    g = torch.Generator().manual_seed(11)
+    p = torch.randint(0, 5, (200, 3), generator=g).float() * 0.3 + torch.rand(200, 3, generator=g) * 1e-3
+    p = torch.cat([p, p[:50]])  # exact duplicates: ties
+    ref = knn_reference(p, p, 9)
+    monkeypatch.setattr(knn_kdtree, "_library", lambda: "scipy")
+    _same(knn(p, p, 9, backend="kdtree"), ref)
+    monkeypatch.setattr(knn_kdtree, "_is_canonical", lambda lib, dtype: False)
+    _same(knn(p, p, 9, backend="kdtree"), ref)
+    monkeypatch.setattr(knn_kdtree, "_library", lambda: "pykdtree")
+    _same(knn(p, p, 9, backend="kdtree"), ref)
+
+
+def test_auto_without_tree_libraries(monkeypatch):
+    """Without pykdtree and scipy, 'auto' falls back to the torch path (same answer)."""
+    monkeypatch.setattr(knn_kdtree, "_library", lambda: None)
+    p = torch.rand(80, 3, generator=torch.Generator().manual_seed(2))
+    _same(knn(p, p, 5), knn_reference(p, p, 5))
+
+
+# ------------------------------------------------------------------ Triton kernel (interpreter)
+
+@pytest.mark.parametrize("name", ["random_3d", "2d_k_above_n", "ties_ragged_empty"])
+def test_triton_interpreter_vs_reference(interp_results, name):
+    (q, p, k, qo, po), out = interp_results[name]
+    _same(out, knn_reference(q, p, k, query_offsets=qo, points_offsets=po))
+
+
+def test_triton_interpreter_kitti_crop(interp_results, kitti_dir):
+    """A crop of the real scan (dense near the sensor, ground plane, many z layers empty)."""
+    (q, p, k, _, _), out = interp_results["kitti_crop"]
+    _same(out, knn_reference(q, p, k))
+
+
+# ------------------------------------------------------------------ real scan
+
+def test_kitti_scan_identical_to_reference(kitti_dir):
+    """CPU path on the full scan (122k points, k=16): queries every 500th row plus every row
+    whose 16th and 17th neighbour distances tie (found with pykdtree), against the naive twin."""
+    pts = _velodyne(kitti_dir)
+    out = knn(pts, pts, 16)
+    rows = torch.arange(0, pts.shape[0], 500)
+    try:
+        from pykdtree.kdtree import KDTree
+
+        d, _ = KDTree(pts.numpy()).query(pts.numpy(), k=17, sqr_dists=True)
+        tied = torch.from_numpy(np.flatnonzero(d[:, 15] == d[:, 16]))
+        assert tied.numel() > 0  # the scan has duplicate returns: the tie path is exercised
+        rows = torch.cat([rows, tied])
+    except ImportError:
+        pass
+    ref = knn_reference(pts[rows], pts, 16)
+    _same(KNN(out.sqdist[rows], out.idx[rows]), ref)
+    # and the torch brute-force path on the same rows
+    from geodepth.ops._cpu.knn_torch import brute_force_knn
+
+    _same(KNN(*brute_force_knn(pts, pts, 16, [0, pts.shape[0]], [0, pts.shape[0]], rows=rows)), ref)
+
+
+# ------------------------------------------------------------------ errors, registration
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(query=torch.tensor([[0.0, float("nan"), 0.0]])), "query contains NaN"),
+    (dict(points=torch.tensor([[0.0, float("inf"), 0.0]])), "points contains NaN or inf"),
+    (dict(k=0), "k must be an int"),
+    (dict(k=65), "k must be an int"),
+    (dict(query=torch.zeros(3, 4)), r"query must be \(N, 3\)"),
+    (dict(query=torch.zeros(3, 3, dtype=torch.int64)), "query must be float32"),
+    (dict(query=torch.zeros(3, 2)), "same D"),
+    (dict(query_offsets=torch.tensor([0, 3])), "both query_offsets and points_offsets"),
+    (dict(query_offsets=torch.tensor([0, 3]), points_offsets=torch.tensor([0, 4])), "points_offsets must end"),
+    (dict(query_offsets=torch.tensor([1, 3]), points_offsets=torch.tensor([0, 5])), "query_offsets must start at 0"),
+    (dict(query_offsets=torch.tensor([0, 2, 1, 3]), points_offsets=torch.tensor([0, 1, 2, 5])), "non-decreasing"),
+    (dict(query_offsets=torch.tensor([0, 1, 3]), points_offsets=torch.tensor([0, 5])), "same number of batches"),
+    (dict(backend="gpu"), "backend must be one of"),
+])
+def test_knn_errors(bad, match):
+    args = dict(query=torch.zeros(3, 3), points=torch.rand(5, 3), k=2, query_offsets=None, points_offsets=None)
+    args.update(bad)
+    with pytest.raises(ValueError, match=match):
+        knn(args["query"], args["points"], args["k"], query_offsets=args["query_offsets"],
+            points_offsets=args["points_offsets"], backend=args.get("backend", "auto"))
+
+
+def test_knn_opcheck():
+    g = torch.Generator().manual_seed(0)
+    q, p = torch.rand(20, 3, generator=g), torch.rand(30, 3, generator=g)
+    off_q, off_p = _offsets(8, 12), _offsets(10, 20)
+    for backend in ("auto", "torch"):
+        torch.library.opcheck(torch.ops.geodepth.knn.default, (q, p, 4, off_q, off_p, backend))
+
+
+def test_knn_under_torch_compile():
+    p = torch.rand(50, 3, generator=torch.Generator().manual_seed(4))
+
+    def f(x):
+        out = torch.ops.geodepth.knn(x, x, 3, _offsets(50), _offsets(50), "auto")
+        return out[0].sum(1)
+
+    compiled = torch.compile(f, backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(p), knn_reference(p, p, 3).sqdist.sum(1), rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------ GPU (lent machine)
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("front", [False, True])
+def test_cuda_triton_kitti_identical(kitti_dir, front):
+    """Full-size Triton kernel on the real scan: bitwise identical to the CPU path (all rows)."""
+    pts = _velodyne(kitti_dir)
+    if front:
+        pts = pts[pts[:, 0] > pts[:, 1].abs()].contiguous()
+    cpu = knn(pts, pts, 16)
+    gpu = knn(pts.cuda(), pts.cuda(), 16)
+    _same(KNN(gpu.sqdist.cpu(), gpu.idx.cpu()), cpu)
+    q = pts[::7].contiguous() + 0.01
+    _same(KNN(*[t.cpu() for t in knn(q.cuda(), pts.cuda(), 16)]), knn(q, pts, 16))
+
+
+@pytest.mark.cuda
+def test_cuda_triton_random_ragged_ties():
+    g = torch.Generator().manual_seed(21)
+    p = torch.randint(0, 6, (5000, 3), generator=g).float() * 0.25
+    qo, po = _offsets(1000, 0, 2500, 1500), _offsets(2000, 500, 0, 2500)
+    out = knn(p.cuda(), p.cuda(), 32, query_offsets=qo, points_offsets=po)
+    _same(KNN(out.sqdist.cpu(), out.idx.cpu()), knn_reference(p, p, 32, query_offsets=qo, points_offsets=po))
