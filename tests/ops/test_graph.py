@@ -1,0 +1,92 @@
+"""Converters to torch-geometric: edge_index direction checked through real PyG layers."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from geodepth.ops.graph import batch_to_offsets, edge_index_to_knn, knn_to_edge_index, offsets_to_batch
+from geodepth.ops.knn import knn
+
+pyg = pytest.importorskip("torch_geometric")
+
+
+def _cloud(n=60, seed=0):
+    return torch.rand(n, 3, generator=torch.Generator().manual_seed(seed))
+
+
+def test_knn_to_edge_index_by_hand():
+    idx = torch.tensor([[0, 2, -1], [1, 0, 2]])
+    assert knn_to_edge_index(idx).tolist() == [[0, 2, 1, 0, 2], [0, 0, 1, 1, 1]]
+    assert knn_to_edge_index(idx, self_loops=False).tolist() == [[2, 0, 2], [0, 1, 1]]
+
+
+def test_edgeconv_aggregates_over_our_neighbours():
+    """PyG EdgeConv (flow source_to_target) on our edge_index equals the definition
+    x'_i = max_{j in N(i)} h([x_i, x_j - x_i]) computed directly from idx."""
+    from torch_geometric.nn import EdgeConv
+
+    torch.manual_seed(0)
+    x = _cloud()
+    idx = knn(x, x, 6).idx
+    h = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+    got = EdgeConv(h, aggr="max")(x, knn_to_edge_index(idx))
+    xi = x[:, None, :].expand(-1, 6, -1)
+    want = h(torch.cat([xi, x[idx] - xi], -1)).max(1).values
+    torch.testing.assert_close(got, want)
+
+
+def test_pointnetconv_matches_independent_graph():
+    """PointNetConv on our graph equals PointNetConv on a graph built by hand from torch.cdist."""
+    from torch_geometric.nn import PointNetConv
+
+    torch.manual_seed(1)
+    pos = _cloud(50, 1)
+    x = torch.rand(50, 5)
+    k = 7
+    order = torch.cdist(pos.double(), pos.double()).argsort(1)[:, :k]  # distinct distances: no ties
+    ref_ei = torch.stack([order.flatten(), torch.arange(50).repeat_interleave(k)])
+    conv = PointNetConv(torch.nn.Linear(5 + 3, 16), torch.nn.Linear(16, 4), add_self_loops=False)
+    ours = conv(x, pos, knn_to_edge_index(knn(pos, pos, k).idx))
+    torch.testing.assert_close(ours, conv(x, pos, ref_ei))
+    assert torch.equal(knn_to_edge_index(knn(pos, pos, k).idx), ref_ei)
+
+
+def test_edge_index_round_trip_and_pyg_order():
+    x = _cloud(40, 2)
+    idx = knn(x, x, 5).idx
+    idx[3, 2:] = -1
+    ei = knn_to_edge_index(idx)
+    assert torch.equal(edge_index_to_knn(ei, 40, 5), idx)
+    # an edge_index shuffled by PyG's sort utility (by target) still converts back (sets per row)
+    from torch_geometric.utils import sort_edge_index
+
+    ei2 = sort_edge_index(ei.flip(1), sort_by_row=False)
+    back = edge_index_to_knn(ei2, 40, 5)
+    assert torch.equal(back.sort(1).values, idx.sort(1).values)
+
+
+def test_edge_index_to_knn_errors():
+    with pytest.raises(ValueError, match="more than k=1"):
+        edge_index_to_knn(torch.tensor([[0, 1], [0, 0]]), 2, 1)
+    with pytest.raises(ValueError, match=r"edge_index must be \(2, E\)"):
+        edge_index_to_knn(torch.zeros(3, 2, dtype=torch.int64), 2, 1)
+    with pytest.raises(ValueError, match="targets must be in"):
+        edge_index_to_knn(torch.tensor([[0], [5]]), 2, 1)
+
+
+def test_offsets_batch_match_pyg_batch():
+    """Our offsets are PyG's Batch.ptr and our batch vector is PyG's Batch.batch."""
+    from torch_geometric.data import Batch, Data
+
+    sizes = [3, 0, 5, 2]
+    b = Batch.from_data_list([Data(pos=torch.rand(s, 3), num_nodes=s) for s in sizes])
+    assert torch.equal(offsets_to_batch(b.ptr), b.batch)
+    assert torch.equal(batch_to_offsets(b.batch, num_batches=len(sizes)), b.ptr)
+    assert batch_to_offsets(b.batch).tolist() == b.ptr.tolist()  # trailing batch non-empty here
+
+
+def test_offsets_batch_errors():
+    with pytest.raises(ValueError, match="sorted"):
+        batch_to_offsets(torch.tensor([0, 2, 1]))
+    with pytest.raises(ValueError, match="non-decreasing"):
+        offsets_to_batch(torch.tensor([0, 3, 2]))
