@@ -1,8 +1,9 @@
 """CPU paths of ``aggregate`` and ``scored_aggregate``.
 
-Sums and means (unweighted or with scalar per-edge weights) run through ``F.embedding_bag``
-over the valid entries of ``idx`` (a fused gather-reduce, FBGEMM-backed for float32), and
-their feature gradients through ``embedding_bag`` over the transposed graph. "max", per-channel
+Sums and means (unweighted or with scalar per-edge weights) and the scored sums run through
+``F.embedding_bag`` (a fused gather-reduce, FBGEMM-backed for float32) with fixed-size bags
+and ``-1`` mapped to an appended zero row excluded as ``padding_idx``; their feature gradients
+run through ``embedding_bag`` over the transposed graph (ragged bags). "max", per-channel
 weights and the weight / score gradients loop over chunks of query rows: a chunk gathers its
 neighbours' rows, reduces them and is freed, so memory stays bounded by about
 ``_CHUNK_ELEMS`` elements however large M is; (M, k, C) is never held.
@@ -52,6 +53,12 @@ class _Bags:
         return rows[order], off, order
 
 
+def _padded(features: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+    """Features with one zero row appended at index N, and idx with -1 mapped to N (fixed-size bags)."""
+    N, C = features.shape
+    return torch.cat([features, features.new_zeros((1, C))]), idx.masked_fill(idx < 0, N)
+
+
 def _bag_sum(table: Tensor, bags_input: Tensor, offsets: Tensor, w: Tensor | None) -> Tensor:
     return F.embedding_bag(bags_input, table, offsets, mode="sum", per_sample_weights=w)
 
@@ -70,18 +77,19 @@ def aggregate_forward_cpu(features: Tensor, idx: Tensor, weights: Tensor | None,
     """
     M, k = idx.shape
     C = features.shape[1]
-    out = features.new_zeros((M, C))
     argmax = torch.full((M, C) if reduce == "max" else (0,), -1, dtype=torch.int64, device=features.device)
     if M == 0 or k == 0 or C == 0 or features.shape[0] == 0:
-        return out, argmax
+        return features.new_zeros((M, C)), argmax
     if reduce != "max" and (weights is None or weights.dim() == 2):
-        bags = _Bags(idx)
-        if weights is None and reduce == "mean":
-            return F.embedding_bag(bags.input, features, bags.offsets, mode="mean"), argmax
-        out = _bag_sum(features, bags.input, bags.offsets, None if weights is None else weights[bags.valid])
+        table, inp = _padded(features, idx)
+        N = features.shape[0]
+        if weights is None and reduce == "mean":  # padding_idx entries are left out of the mean's count
+            return F.embedding_bag(inp, table, mode="mean", padding_idx=N), argmax
+        out = F.embedding_bag(inp, table, mode="sum", per_sample_weights=weights, padding_idx=N)
         if reduce == "mean":
-            out = out / bags.count.clamp(min=1).to(out.dtype).unsqueeze(1)
+            out = out / (idx >= 0).sum(1, keepdim=True).clamp(min=1).to(out.dtype)
         return out, argmax
+    out = features.new_zeros((M, C))
     step = _chunk(M, k * C)
     for a in range(0, M, step):
         b = min(M, a + step)
@@ -182,14 +190,13 @@ def scored_aggregate_forward_cpu(features: Tensor, idx: Tensor, scores: Tensor) 
     M, k = idx.shape
     C = features.shape[1]
     B = scores.shape[2]
-    out = features.new_zeros((M, B, C))
     if M == 0 or k == 0 or C == 0 or B == 0 or features.shape[0] == 0:
-        return out
-    bags = _Bags(idx)
-    sv = scores[bags.valid].t().contiguous()  # (B, nnz)
-    for j in range(B):
-        out[:, j] = _bag_sum(features, bags.input, bags.offsets, sv[j])
-    return out
+        return features.new_zeros((M, B, C))
+    table, inp = _padded(features, idx)
+    # one bag per (m, b): the k neighbours of m weighted by their bank-b scores
+    inp = inp.unsqueeze(1).expand(M, B, k).reshape(M * B, k)
+    psw = scores.transpose(1, 2).reshape(M * B, k)
+    return F.embedding_bag(inp, table, mode="sum", per_sample_weights=psw, padding_idx=features.shape[0]).view(M, B, C)
 
 
 def scored_aggregate_backward_cpu(grad: Tensor, features: Tensor, idx: Tensor, scores: Tensor,
