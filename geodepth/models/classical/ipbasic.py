@@ -142,8 +142,7 @@ def fill_in_fast(
         # every step up to the median only picks existing values, so it can run on their
         # ranks (int16: half the memory traffic of float32) and map back afterwards
         v, uniq = ranked
-        lo = int(torch.searchsorted(uniq, torch.tensor(0.1, dtype=uniq.dtype)))  # rank < lo <=> value < 0.1
-        hi = int(torch.searchsorted(uniq, torch.tensor(0.1, dtype=uniq.dtype), right=True))  # >= hi <=> > 0.1
+        lo, hi = _rank_thresholds(uniq)
         v = _fast_order_steps(v, custom_kernel, extrapolate, lambda t: t < lo, lambda t: t >= hi)
         d = uniq[v.long()]
     else:
@@ -165,6 +164,12 @@ def _fast_order_steps(d, kernel, extrapolate, empty, valid):
         d = _extend_to_top(d, valid)
         d = torch.where(empty(d), dilate(d, FULL_KERNEL_31), d)
     return median_blur5(d)
+
+
+def _rank_thresholds(uniq: torch.Tensor) -> tuple[int, int]:
+    """``(lo, hi)``: rank < lo <=> value < 0.1 and rank >= hi <=> value > 0.1 (float32 0.1)."""
+    t = torch.tensor(0.1, dtype=uniq.dtype)
+    return int(torch.searchsorted(uniq, t)), int(torch.searchsorted(uniq, t, right=True))
 
 
 def _to_ranks(d: torch.Tensor):
@@ -226,33 +231,20 @@ def fill_in_multiscale(
     med = (d0 > 15.0) & (d0 <= 30.0)
     far = d0 > 30.0
     s1 = _invert(d0, max_depth)
-    zero = torch.zeros((), dtype=s1.dtype, device=s1.device)
-    dil_far = dilate(torch.where(far, s1, zero), dilation_kernel_far)
-    dil_med = dilate(torch.where(med, s1, zero), dilation_kernel_med)
-    dil_near = dilate(torch.where(near, s1, zero), dilation_kernel_near)
-    s2 = torch.where(dil_far > 0.1, dil_far, s1)
-    s2 = torch.where(dil_med > 0.1, dil_med, s2)
-    s2 = torch.where(dil_near > 0.1, dil_near, s2)
-    s3 = morph_close(s2, FULL_KERNEL_5)
-    valid = s3 > 0.1
-    s4 = torch.where(valid, median_blur5(s3), s3)
-    rows = torch.arange(s4.shape[0], device=s4.device)[:, None]
-    top_mask = rows >= _top_rows(s4 > 0.1)[None]
-    empty = ~(s4 > 0.1) & top_mask
-    s5 = torch.where(empty, dilate(s4, FULL_KERNEL_9), s4)
-    top = _top_rows(s5 > 0.1)
-    if extrapolate:
-        s6 = _extend_to_top(s5)
-        top_mask = torch.ones_like(top_mask)
+    kernels = (dilation_kernel_far, dilation_kernel_med, dilation_kernel_near)
+    ranked = _to_ranks(s1) if s1.device.type == "cpu" else None
+    if ranked is not None:
+        # as in fill_in_fast: the steps before the blur only pick values, so run them on ranks
+        r1, uniq = ranked
+        lo, hi = _rank_thresholds(uniq)
+        zero = int(torch.searchsorted(uniq, uniq.new_zeros(())))
+        steps = _multiscale_order_steps(r1, (far, med, near), kernels, extrapolate, zero,
+                                        lambda t: t < lo, lambda t: t >= hi)
+        steps = [uniq[t.long()] for t in steps[:6]] + list(steps[6:])
     else:
-        s6 = s5
-        top_mask = rows >= top[None]
-    s7 = s6
-    for _ in range(6):
-        s7 = torch.where((s7 < 0.1) & top_mask, dilate(s7, FULL_KERNEL_5), s7)
-    s7a = s7
-    valid = (s7 > 0.1) & top_mask
-    s7 = torch.where(valid, median_blur5(s7), s7)
+        steps = _multiscale_order_steps(s1, (far, med, near), kernels, extrapolate, 0.0,
+                                        lambda t: t < 0.1, lambda t: t > 0.1)
+    s2, s3, s4, s5, s6, s7, top_mask, valid = steps
     if blur_type == "gaussian":
         valid = (s7 > 0.1) & top_mask
         s7 = torch.where(valid, gaussian_blur5(s7), s7)
@@ -267,5 +259,35 @@ def fill_in_multiscale(
             s4_blurred_depths=s4, s5_combined_depths=s5, s6_extended_depths=s6,
             s7_blurred_depths=s7, s8_inverted_depths=s8, s9_depths_out=s8,
         )
-    del s7a
     return s8[None], process
+
+
+def _multiscale_order_steps(s1, masks, kernels, extrapolate, zero, empty, valid_fn):
+    """fill_in_multiscale from the binned dilations to the second median (order statistics and
+    threshold tests only; ``empty(t)``: ``t < 0.1``, ``valid_fn(t)``: ``t > 0.1``). Returns
+    s2..s7 (s7 after the median), the top mask and the median's mask."""
+    z = torch.tensor(zero, dtype=s1.dtype, device=s1.device)
+    s2 = s1
+    for mask, kernel in zip(masks, kernels):  # far, then medium, then near wins
+        dil = dilate(torch.where(mask, s1, z), kernel)
+        s2 = torch.where(valid_fn(dil), dil, s2)
+    s3 = morph_close(s2, FULL_KERNEL_5)
+    v3 = valid_fn(s3)
+    s4 = torch.where(v3, median_blur5(s3), s3)
+    rows = torch.arange(s4.shape[0], device=s4.device)[:, None]
+    v4 = valid_fn(s4)
+    top_mask = rows >= _top_rows(v4)[None]
+    s5 = torch.where(~v4 & top_mask, dilate(s4, FULL_KERNEL_9), s4)
+    top = _top_rows(valid_fn(s5))
+    if extrapolate:
+        s6 = _extend_to_top(s5, valid_fn)
+        top_mask = torch.ones_like(top_mask)
+    else:
+        s6 = s5
+        top_mask = rows >= top[None]
+    s7 = s6
+    for _ in range(6):
+        s7 = torch.where(empty(s7) & top_mask, dilate(s7, FULL_KERNEL_5), s7)
+    valid = valid_fn(s7) & top_mask
+    s7 = torch.where(valid, median_blur5(s7), s7)
+    return [s2, s3, s4, s5, s6, s7, top_mask, valid]

@@ -115,3 +115,16 @@ def test_devkit_metrics_match_reference(kitti_dir, ref_dir):
             ref = float(r[k])
             assert abs(m[k] - ref) <= 0.005 * abs(ref), (r["crop"], r["config"], r["image"], k, m[k], ref)
         assert m["n_gt_valid"] == int(r["n_gt_valid"])
+
+
+@pytest.mark.parametrize("config", CONFIGS + ["multiscale_gauss_extrap"])
+def test_float_path_equals_rank_path(config, kitti_dir, ref_dir, monkeypatch):
+    """The CPU path runs the order-statistic steps on int16 ranks; the float path (used on
+    CUDA, and when there are too many distinct depths) must give identical results."""
+    import geodepth.models.classical.ipbasic as ib
+
+    d = to_depth(load_input("obj_pp_000134", kitti_dir, ref_dir))
+    assert ib._to_ranks(ib._invert(d, 100.0)) is not None
+    ranked = run_config(d, config)
+    monkeypatch.setattr(ib, "_to_ranks", lambda x: None)
+    assert torch.equal(run_config(d, config), ranked)
