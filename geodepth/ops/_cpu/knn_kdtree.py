@@ -95,7 +95,7 @@ def _sort_ties(d: np.ndarray, i: np.ndarray) -> None:
     """In place: order rows by (distance, index) where a row holds equal distances."""
     if d.shape[1] < 2:
         return
-    rows = np.flatnonzero((d[:, 1:] == d[:, :-1]).any(1))
+    rows = np.unique(np.flatnonzero(d[:, 1:] == d[:, :-1]) // (d.shape[1] - 1))  # (faster than .any(1))
     if rows.size:
         dt, it = sort_rows_by_dist_then_index(torch.from_numpy(d[rows]), torch.from_numpy(i[rows]))
         d[rows], i[rows] = dt.numpy(), it.numpy()

@@ -1,0 +1,122 @@
+"""KNN on the real KITTI scan (full 121,948 points and the front half x > |y|), k = 16, self-query.
+
+``python benchmarks/bm_knn.py --device cpu|cuda`` times geodepth.ops.knn against every anchor
+importable here, in the same run (CPU: pykdtree, scipy cKDTree(workers=-1), Open3D-ML
+knn_search, torch-cluster, naive chunked cdist+topk; CUDA: naive torch, torch-cluster), prints
+ratios and writes ``benchmarks/results/knn_<device>.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import Case, run_cases  # noqa: E402
+
+from geodepth.ops.knn import knn  # noqa: E402
+
+SCAN = Path(os.environ.get("GEODEPTH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / \
+    "kitti_depth" / "2011_09_26_drive_0001_sync_0000000005" / "velodyne.bin"
+K = 16
+
+
+def load_sets(path: Path = SCAN) -> dict[str, torch.Tensor]:
+    raw = np.fromfile(path, dtype=np.float32).reshape(-1, 4)
+    full = torch.from_numpy(raw[:, :3].copy())
+    return {"full": full, "front": full[full[:, 0] > full[:, 1].abs()].contiguous()}
+
+
+def naive_torch(p: torch.Tensor, k: int = K, chunk: int = 4096):
+    """Chunked torch.cdist + topk: what a torch user writes without a KNN library."""
+    out_d, out_i = [], []
+    for s in range(0, p.shape[0], chunk):
+        d = torch.cdist(p[s:s + chunk], p)
+        v, i = torch.topk(d, k, dim=1, largest=False)
+        out_d.append(v * v)
+        out_i.append(i)
+    return torch.cat(out_d), torch.cat(out_i)
+
+
+def cpu_cases(name: str, p: torch.Tensor, naive: bool) -> list[Case]:
+    g = f"knn_{name}_k{K}"
+    pn = p.numpy()
+    cases = [Case(g, "geodepth.knn (cpu)", lambda: knn(p, p, K), anchor=False, repeats=7)]
+    try:
+        from pykdtree.kdtree import KDTree
+
+        cases.append(Case(g, "pykdtree", lambda: KDTree(pn).query(pn, k=K, sqr_dists=True), anchor=True, repeats=7))
+    except ImportError:
+        cases[0].anchor = True
+    try:
+        from scipy.spatial import cKDTree
+
+        cases.append(Case(g, "scipy cKDTree(workers=-1)", lambda: cKDTree(pn).query(pn, k=K, workers=-1), repeats=5))
+    except ImportError:
+        pass
+    try:
+        import open3d.ml.torch as ml3d
+
+        splits = torch.tensor([0, p.shape[0]], dtype=torch.int64)
+        cases.append(Case(g, "open3d.ml knn_search", lambda: ml3d.ops.knn_search(
+            p, p, K, splits, splits, metric="L2", ignore_query_point=False, return_distances=True), repeats=5))
+    except Exception:  # noqa: BLE001 - optional anchor (Open3D-ML may fail to load)
+        pass
+    try:
+        import torch_cluster
+
+        cases.append(Case(g, "torch_cluster.knn", lambda: torch_cluster.knn(p, p, K), repeats=3))
+    except ImportError:
+        pass
+    if naive:
+        cases.append(Case(g, "naive cdist+topk", lambda: naive_torch(p), repeats=2, warmup=1))
+    return cases
+
+
+def cuda_cases(name: str, p: torch.Tensor) -> list[Case]:
+    g = f"knn_{name}_k{K}"
+    pc = p.cuda()
+    cases = [Case(g, "geodepth.knn (triton)", lambda: knn(pc, pc, K), device="cuda", repeats=50, warmup=5),
+             Case(g, "naive cdist+topk", lambda: naive_torch(pc), device="cuda", anchor=True, repeats=5)]
+    try:
+        import torch_cluster
+
+        cases.append(Case(g, "torch_cluster.knn", lambda: torch_cluster.knn(pc, pc, K), device="cuda", repeats=5))
+    except ImportError:
+        pass
+    return cases
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--no-naive", action="store_true", help="skip the (slow) naive torch anchor on CPU")
+    ap.add_argument("--naive-full", action="store_true", help="also run the naive CPU anchor on the full scan (minutes)")
+    ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/knn_<device>.json)")
+    args = ap.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("no CUDA device", file=sys.stderr)
+        return 1
+    sets = load_sets()
+    cases = []
+    for name, p in sets.items():
+        naive = not args.no_naive and (name == "front" or args.naive_full)
+        cases += cuda_cases(name, p) if args.device == "cuda" else cpu_cases(name, p, naive=naive)
+    run_cases("knn", cases, out=args.out)
+    if args.device == "cuda":
+        # identity check on the full scan, same run (the benchmark refuses to report a wrong kernel)
+        p = sets["full"]
+        a, b = knn(p.cuda(), p.cuda(), K), knn(p, p, K)
+        same = torch.equal(a.idx.cpu(), b.idx) and torch.equal(a.sqdist.cpu(), b.sqdist)
+        print(f"triton == cpu path on the full scan: {same}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
