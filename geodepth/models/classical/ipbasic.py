@@ -12,6 +12,8 @@ outputs equal the original's (uint16 = round(256 d)) on every pixel for the Gaus
 configurations and on all but a few hundred pixels (1/256 m apart) for the bilateral ones.
 
 Unlike the original, inputs are never modified in place and the device follows the input.
+On the CPU the fills run single-threaded (see :mod:`._threads`) and the steps before the
+blur work on int16 ranks of the depth values (exact: they only pick values).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import collections
 
 import torch
 
+from ._threads import cpu_single_threaded
 from ._morph import bilateral_filter, dilate, gaussian_blur5, median_blur5, morph_close
 
 __all__ = [
@@ -103,6 +106,7 @@ def _invert(d: torch.Tensor, max_depth: float) -> torch.Tensor:
     return torch.where(d > 0.1, max_depth - d, d)
 
 
+@cpu_single_threaded
 @torch.no_grad()
 def fill_in_fast(
     depth: torch.Tensor,
@@ -192,6 +196,7 @@ def _extend_to_top(d: torch.Tensor, valid=lambda t: t > 0.1) -> torch.Tensor:
     return torch.where(rows < top[None], vals[None], d)
 
 
+@cpu_single_threaded
 @torch.no_grad()
 def fill_in_multiscale(
     depth: torch.Tensor,

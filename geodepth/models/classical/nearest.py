@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import torch
 
+from ._threads import cpu_single_threaded
 from .ipbasic import _as_depth
 
 __all__ = ["nearest_fill"]
 
 
+@cpu_single_threaded
 @torch.no_grad()
 def nearest_fill(
     depth: torch.Tensor,

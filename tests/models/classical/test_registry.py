@@ -61,3 +61,21 @@ def test_registered_in_model_registry():
         assert name in reg.available_methods()
     out = reg.get_method("nearest").fn(d, image=None, camera=None, points_cam=None)
     assert torch.equal(out["depth"], nearest_fill(d))
+
+
+def test_cpu_thread_count_restored():
+    from geodepth.models.classical import _threads
+
+    seen = []
+    probe = _threads.cpu_single_threaded(lambda x: seen.append(torch.get_num_threads()))
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        d, _ = frame()
+        probe(d)
+        assert seen == [1] and torch.get_num_threads() == 2
+        with pytest.raises(ValueError):
+            nearest_fill(torch.tensor([[1.0, -1.0]]))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(n)
