@@ -31,10 +31,10 @@ __all__ = [
     "DIAMOND_KERNEL_5",
     "DIAMOND_KERNEL_7",
     "FULL_KERNEL_3",
+    "FULL_KERNEL_31",
     "FULL_KERNEL_5",
     "FULL_KERNEL_7",
     "FULL_KERNEL_9",
-    "FULL_KERNEL_31",
     "fill_in_fast",
     "fill_in_multiscale",
 ]
