@@ -17,6 +17,7 @@ standard deviation ``s`` of the neighbour depths relative to the estimate ``z`` 
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .ipbasic import _as_depth
@@ -29,7 +30,7 @@ _WEIGHTINGS = ("idw", "bilateral")
 def _knn2d(query: torch.Tensor, points: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """K nearest ``points`` (N, 2) float for each ``query`` (M, 2): ``(sqdist (M, k), idx
     (M, k) int64)``, ascending, -1 / inf where fewer than k points. CUDA: ``geodepth.ops.knn``
-    (Triton) when present, else chunked ``torch.cdist``; CPU: scipy's cKDTree, else chunked
+    (Triton) when present, else chunked ``torch.cdist``; CPU: pykdtree or scipy's cKDTree, else chunked
     ``torch.cdist``. Among points exactly as far as the k-th, which ones are kept is up to
     the backend (the weights of such ties are equal, so only the set can differ)."""
     M, N = query.shape[0], points.shape[0]
@@ -62,13 +63,22 @@ def _knn2d(query: torch.Tensor, points: torch.Tensor, k: int) -> tuple[torch.Ten
 def _knn2d_fallback(query: torch.Tensor, points: torch.Tensor, k: int):
     dev = query.device
     if dev.type == "cpu":
+        qn, pn = query.double().numpy(), points.double().contiguous().numpy()
+        try:
+            from pykdtree.kdtree import KDTree  # ~2x faster than scipy's here
+
+            d, i = KDTree(pn).query(qn, k=k)
+            d = torch.from_numpy(np.asarray(d, dtype=np.float64)).reshape(-1, k)
+            i = torch.from_numpy(np.asarray(i, dtype=np.int64)).reshape(-1, k)
+            return d * d, i
+        except ImportError:
+            pass
         try:
             from scipy.spatial import cKDTree
         except ImportError:  # pragma: no cover - scipy is a test dependency
             cKDTree = None
         if cKDTree is not None:
-            tree = cKDTree(points.double().numpy())
-            d, i = tree.query(query.double().numpy(), k=k)
+            d, i = cKDTree(pn).query(qn, k=k)
             d = torch.from_numpy(d).reshape(-1, k)
             i = torch.from_numpy(i).reshape(-1, k).to(torch.int64)
             return d * d, i
