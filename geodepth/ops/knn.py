@@ -15,6 +15,7 @@ the smaller index.
 """
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -109,6 +110,8 @@ def _run_backend(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[
     if backend == "triton":
         if query.dtype != torch.float32:
             raise ValueError(f"backend='triton' needs float32, got {query.dtype}")
+        if not query.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError(f"backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1), got {query.device}")
         from geodepth.ops._triton.knn_grid import knn_grid
 
         return knn_grid(query.contiguous(), points.contiguous(), k, qo, po)

@@ -242,6 +242,8 @@ def test_kitti_scan_identical_to_reference(kitti_dir):
     (dict(query_offsets=torch.tensor([0, 2, 1, 3]), points_offsets=torch.tensor([0, 1, 2, 5])), "non-decreasing"),
     (dict(query_offsets=torch.tensor([0, 1, 3]), points_offsets=torch.tensor([0, 5])), "same number of batches"),
     (dict(backend="gpu"), "backend must be one of"),
+    (dict(backend="triton"), "needs CUDA tensors"),
+    (dict(backend="triton", query=torch.zeros(3, 3, dtype=torch.float64)), "same dtype"),
 ])
 def test_knn_errors(bad, match):
     args = dict(query=torch.zeros(3, 3), points=torch.rand(5, 3), k=2, query_offsets=None, points_offsets=None)
