@@ -81,14 +81,14 @@ def _load_single(args):
 def cmd_complete(args) -> int:
     from . import complete
 
-    if not args.lidar and not args.sparse_depth:
-        raise CLIError("give --lidar BIN or --sparse-depth PNG")
-    if not (args.calib_dir or args.calib_file or args.intrinsics):
-        raise CLIError("give --calib-dir DIR, --calib-file FILE or --intrinsics TXT")
     out = Path(args.out)
     image = Path(args.image)
     if image.is_dir():
         return _complete_folder(args)
+    if not args.lidar and not args.sparse_depth:
+        raise CLIError("give --lidar BIN or --sparse-depth PNG (or a KITTI depth-completion folder as --image)")
+    if not (args.calib_dir or args.calib_file or args.intrinsics):
+        raise CLIError("give --calib-dir DIR, --calib-file FILE or --intrinsics TXT")
     if args.lidar and not (args.calib_dir or args.calib_file):
         raise CLIError("--lidar needs the LiDAR-to-camera transform: give --calib-dir or --calib-file")
     names = ["depth.png", "depth_color.png", "points.ply"]
@@ -111,7 +111,7 @@ def _complete_folder(args) -> int:
     if not entries:
         raise CLIError(f"no frames found in {root} (expected image/ and velodyne_raw/ subfolders)")
     out = Path(args.out)
-    names = [Path(e["velodyne_raw"]).name for e in entries]
+    names = [Path(e["sparse_depth"]).name for e in entries]
     _check_out_dir(out, names, args.overwrite)
     out.mkdir(parents=True, exist_ok=True)
     for e, name in tqdm(list(zip(entries, names)), desc="completing", unit="frame"):
@@ -141,8 +141,11 @@ def cmd_eval(args) -> int:
 def cmd_sim(args) -> int:
     from .data.synthetic import simulate_to_folder
 
-    simulate_to_folder(args.out, frames=args.frames, sensor=args.sensor, seed=args.seed,
+    if args.frames < 1:
+        raise CLIError(f"--frames must be at least 1, got {args.frames}")
+    simulate_to_folder(args.out, frames=args.frames, sensor=args.sensor, seed=args.seed, gt=args.gt,
                        overwrite=args.overwrite, progress=True)
+    print(f"wrote {args.frames} {args.sensor} frames to {args.out} (KITTI depth completion layout)")
     return 0
 
 
@@ -246,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--frames", type=int, default=10)
     s.add_argument("--sensor", choices=("hdl64", "vlp32", "vlp16", "os128"), default="hdl64")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--gt", choices=("dense", "semidense"), default="dense",
+                   help="ground truth: exact dense depth, or KITTI-like accumulated semi-dense")
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(fn=cmd_sim)
 
