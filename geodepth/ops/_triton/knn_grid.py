@@ -145,6 +145,10 @@ def _knn_grid_kernel(qx, qy, qz, qcx, qcy, qcz, qb, px, py, pz, pidx, cell_start
     tl.store(out_i + out_offs, best_i, mask=qm[:, None])
 
 
+def _same_tensor(a: Tensor, b: Tensor) -> bool:
+    return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
+
+
 def _batch_ids(offsets: list[int], device) -> Tensor:
     counts = torch.tensor([offsets[i + 1] - offsets[i] for i in range(len(offsets) - 1)], device=device)
     return torch.repeat_interleave(torch.arange(len(counts), device=device, dtype=torch.int32), counts)
@@ -194,8 +198,9 @@ def knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int]
     if M == 0 or N == 0:
         return sq, ix
     if D == 2:
-        query = torch.cat([query, query.new_zeros(M, 1)], 1)
+        same = _same_tensor(query, points)
         points = torch.cat([points, points.new_zeros(N, 1)], 1)
+        query = points if same else torch.cat([query, query.new_zeros(M, 1)], 1)
     nb = len(po) - 1
     K = max(1, triton.next_power_of_2(k))
     lo = points.min(0).values
@@ -222,11 +227,14 @@ def knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int]
     pxyz = ps.t().contiguous()
     pidx = porder.to(torch.int32)
 
-    qb = _batch_ids(qo, dev)
-    qc = _cells(query, lo, h, dims)
-    qkey = ((qb.to(torch.int64) * GZ + qc[:, 2]) * GY + qc[:, 1]) * GX + qc[:, 0]
-    qorder = torch.argsort(qkey)
-    qs = query[qorder].t().contiguous()
+    if (query is points or _same_tensor(query, points)) and qo == po:
+        qb, qc, qorder, qs = pb, pc, porder, pxyz  # self-KNN: the points' sort serves the queries
+    else:
+        qb = _batch_ids(qo, dev)
+        qc = _cells(query, lo, h, dims)
+        qkey = ((qb.to(torch.int64) * GZ + qc[:, 2]) * GY + qc[:, 1]) * GX + qc[:, 0]
+        qorder = torch.argsort(qkey)
+        qs = query[qorder].t().contiguous()
     qcs = qc[qorder].t().contiguous()
     qbs = qb[qorder].contiguous()
 
