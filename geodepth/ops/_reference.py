@@ -10,6 +10,8 @@ from torch import Tensor
 
 # ----------------------------------------------------------------- knn / radius / graph
 # (section owned by the KNN work; append below this line)
+
+
 def _ref_sqdist(q: Tensor, p: Tensor) -> Tensor:
     """Squared distances (m, n) between rows of q (m, D) and p (n, D), summed axis by axis in order."""
     diff = q[:, None, :] - p[None, :, :]
