@@ -1,9 +1,9 @@
 """CPU paths of ``aggregate`` and ``scored_aggregate``.
 
 Sums and means (unweighted or with scalar per-edge weights) and the scored sums run through
-``F.embedding_bag`` (a fused gather-reduce, FBGEMM-backed for float32) with fixed-size bags
-and ``-1`` mapped to an appended zero row excluded as ``padding_idx``; their feature gradients
-run through ``embedding_bag`` over the transposed graph (ragged bags). "max", per-channel
+``F.embedding_bag`` (a fused gather-reduce, FBGEMM-backed for float32) over ragged bags of the
+valid entries of ``idx``; their feature gradients through ``embedding_bag`` over the
+transposed graph. "max", per-channel
 weights and the weight / score gradients loop over chunks of query rows: a chunk gathers its
 neighbours' rows, reduces them and is freed, so memory stays bounded by about
 ``_CHUNK_ELEMS`` elements however large M is; (M, k, C) is never held.
@@ -53,12 +53,6 @@ class _Bags:
         return rows[order], off, order
 
 
-def _padded(features: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
-    """Features with one zero row appended at index N, and idx with -1 mapped to N (fixed-size bags)."""
-    N, C = features.shape
-    return torch.cat([features, features.new_zeros((1, C))]), idx.masked_fill(idx < 0, N)
-
-
 def _bag_sum(table: Tensor, bags_input: Tensor, offsets: Tensor, w: Tensor | None) -> Tensor:
     return F.embedding_bag(bags_input, table, offsets, mode="sum", per_sample_weights=w)
 
@@ -81,13 +75,13 @@ def aggregate_forward_cpu(features: Tensor, idx: Tensor, weights: Tensor | None,
     if M == 0 or k == 0 or C == 0 or features.shape[0] == 0:
         return features.new_zeros((M, C)), argmax
     if reduce != "max" and (weights is None or weights.dim() == 2):
-        table, inp = _padded(features, idx)
-        N = features.shape[0]
-        if weights is None and reduce == "mean":  # padding_idx entries are left out of the mean's count
-            return F.embedding_bag(inp, table, mode="mean", padding_idx=N), argmax
-        out = F.embedding_bag(inp, table, mode="sum", per_sample_weights=weights, padding_idx=N)
+        # ragged bags of the valid entries (measured 2x faster than fixed-size bags + padding_idx)
+        bags = _Bags(idx)
+        if weights is None and reduce == "mean":
+            return F.embedding_bag(bags.input, features, bags.offsets, mode="mean"), argmax
+        out = _bag_sum(features, bags.input, bags.offsets, None if weights is None else weights[bags.valid])
         if reduce == "mean":
-            out = out / (idx >= 0).sum(1, keepdim=True).clamp(min=1).to(out.dtype)
+            out = out / bags.count.clamp(min=1).to(out.dtype).unsqueeze(1)
         return out, argmax
     out = features.new_zeros((M, C))
     step = _chunk(M, k * C)
@@ -192,11 +186,14 @@ def scored_aggregate_forward_cpu(features: Tensor, idx: Tensor, scores: Tensor) 
     B = scores.shape[2]
     if M == 0 or k == 0 or C == 0 or B == 0 or features.shape[0] == 0:
         return features.new_zeros((M, B, C))
-    table, inp = _padded(features, idx)
-    # one bag per (m, b): the k neighbours of m weighted by their bank-b scores
-    inp = inp.unsqueeze(1).expand(M, B, k).reshape(M * B, k)
-    psw = scores.transpose(1, 2).reshape(M * B, k)
-    return F.embedding_bag(inp, table, mode="sum", per_sample_weights=psw, padding_idx=features.shape[0]).view(M, B, C)
+    # one ragged embedding_bag per bank over the valid entries (measured faster than one call
+    # with M * B fixed-size bags: 54 vs 80 ms at 30k x 16 x 8 x 32, one thread)
+    bags = _Bags(idx)
+    sv = scores[bags.valid].t().contiguous()  # (B, nnz)
+    out = torch.empty((M, B, C), dtype=features.dtype, device=features.device)
+    for j in range(B):
+        out[:, j] = _bag_sum(features, bags.input, bags.offsets, sv[j])
+    return out
 
 
 def scored_aggregate_backward_cpu(grad: Tensor, features: Tensor, idx: Tensor, scores: Tensor,
