@@ -1,1 +1,4 @@
+"""Layers (one class per file); they hold parameters and call :mod:`geodepth.ops`."""
+from .contconv import ContinuousConv
 
+__all__ = ["ContinuousConv"]
