@@ -9,7 +9,12 @@
   a seeded 25 % of the LiDAR pixels is hidden (seed 0), the rest is completed, and the hidden
   pixels are scored.
 
-For nyu and obj, pixels a method leaves empty are filled by the devkit's background
+* ``sim_<sensor>``: simulated street frames (``geodepth.data.synthetic``, seeds 0 and 1) for
+  VLP-16, VLP-32C, HDL-64E and OS1-128, completed from the full projected scan and scored
+  against the exact dense depth on every pixel of the rows the scan covers (between its top
+  and bottom return), so each sensor is scored where it could plausibly say something.
+
+For nyu, obj and sim, pixels a method leaves empty are filled by the devkit's background
 interpolation before scoring (so every method is scored on the same pixels); ``coverage`` is
 the share of scored pixels the method itself filled. Writes
 ``benchmarks/results/methods_quality.json``.
@@ -66,6 +71,23 @@ def _frames():
         yield name, sparse.view_as(full), im, target.view_as(full), "held_out"
 
 
+SIM_SENSORS = ("vlp16", "vlp32", "hdl64", "os128")
+SIM_SEEDS = (0, 1)
+
+
+def _sim_frames():
+    from geodepth.data.synthetic import simulate_frame
+
+    for sensor in SIM_SENSORS:
+        for seed in SIM_SEEDS:
+            f = simulate_frame(seed=seed, sensor=sensor)
+            rows = torch.nonzero((f.sparse_depth[0] > 0).any(dim=1))[:, 0]
+            target = torch.zeros_like(f.gt_depth)
+            top, bottom = int(rows.min()), int(rows.max()) + 1
+            target[:, top:bottom] = f.gt_depth[:, top:bottom]
+            yield f"sim_{sensor}_s{seed}", f.sparse_depth, f.image, target, "all_gt"
+
+
 def _score(pred: torch.Tensor, target: torch.Tensor, kind: str) -> dict:
     from geodepth.metrics import interpolate_background, kitti_metrics
 
@@ -84,6 +106,7 @@ def main(argv: list[str] | None = None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated method names")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-sim", action="store_true", help="skip the simulated sensors")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "methods_quality.json"))
     args = ap.parse_args(argv)
     if args.threads:
@@ -91,7 +114,8 @@ def main(argv: list[str] | None = None):
     methods = [m for m in args.methods.split(",") if m]
     rows = []
     with torch.inference_mode():
-        for name, sparse, image, target, kind in _frames():
+        frames = list(_frames()) + ([] if args.no_sim else list(_sim_frames()))
+        for name, sparse, image, target, kind in frames:
             for m in methods:
                 t0 = time.perf_counter()
                 out = complete_classical(m, sparse, image=image)
@@ -101,17 +125,34 @@ def main(argv: list[str] | None = None):
                              "input_points": int((sparse > 0).sum()), "scored": kind})
                 print(f"{name:20s} {m:24s} MAE {s['mae']:.3f} m  RMSE {s['rmse']:.3f} m  "
                       f"coverage {s['coverage']:.3f}  {sec * 1e3:.0f} ms", flush=True)
-    # one summary line per method: mean over the frames of each family
-    print("\nmean over frames (MAE / RMSE, m):")
+    # one summary per method and frame family; then a rank-free score: each family's MAE and
+    # RMSE divided by the best method's in that family, averaged over families (1.0 = best
+    # everywhere). The default --method is chosen with it.
+    fams = {"kitti": lambda r: r["frame"] == "kitti", "nyu": lambda r: r["frame"].startswith("nyu"),
+            "obj_holdout": lambda r: r["frame"].startswith("obj_")}
+    if not args.no_sim:
+        for sensor in SIM_SENSORS:
+            fams[f"sim_{sensor}"] = (lambda sn: (lambda r: r["frame"].startswith(f"sim_{sn}_")))(sensor)
     summary = {}
     for m in methods:
         fam = {}
-        for fam_name, pred in (("kitti", lambda r: r["frame"] == "kitti"), ("nyu", lambda r: r["frame"].startswith("nyu")),
-                               ("obj_holdout", lambda r: r["frame"].startswith("obj_"))):
+        for fam_name, pred in fams.items():
             rs = [r for r in rows if r["method"] == m and pred(r)]
-            fam[fam_name] = {"mae": float(np.mean([r["mae"] for r in rs])), "rmse": float(np.mean([r["rmse"] for r in rs]))}
+            fam[fam_name] = {"mae": float(np.mean([r["mae"] for r in rs])), "rmse": float(np.mean([r["rmse"] for r in rs])),
+                             "seconds": float(np.mean([r["seconds"] for r in rs]))}
         summary[m] = fam
-        print(f"  {m:24s} " + "  ".join(f"{k}: {v['mae']:.3f} / {v['rmse']:.3f}" for k, v in fam.items()))
+    for m in methods:
+        rel = []
+        for fam_name in fams:
+            best_mae = min(summary[x][fam_name]["mae"] for x in methods)
+            best_rmse = min(summary[x][fam_name]["rmse"] for x in methods)
+            rel.append(0.5 * (summary[m][fam_name]["mae"] / best_mae + summary[m][fam_name]["rmse"] / best_rmse))
+        summary[m]["relative_score"] = float(np.mean(rel))
+    print("\nmean over frames, MAE / RMSE in m (relative score: 1.0 = best in every family):")
+    print(f"  {'method':24s} " + " ".join(f"{k:>15s}" for k in fams) + "   score")
+    for m in sorted(methods, key=lambda x: summary[x]["relative_score"]):
+        print(f"  {m:24s} " + " ".join(f"{summary[m][k]['mae']:6.3f} / {summary[m][k]['rmse']:6.3f}" for k in fams)
+              + f"   {summary[m]['relative_score']:.3f}")
     record = {"title": "methods_quality", "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows, "summary": summary,
               "protocol": __doc__}

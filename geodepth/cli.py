@@ -196,12 +196,13 @@ def cmd_bench(args) -> int:
 
 
 def cmd_methods(args) -> int:
-    from .models.completion import DEFAULT_METHOD
+    from .models.completion import DEFAULT_METHOD, DEFAULT_METHOD_NO_IMAGE
     from .models.registry import available_methods, get_method
 
     for n in available_methods():
         s = get_method(n)
-        print(f"{n:<22}{'(default) ' if n == DEFAULT_METHOD else ''}{s.description}")
+        tag = {DEFAULT_METHOD: "(default) ", DEFAULT_METHOD_NO_IMAGE: "(default without image) "}.get(n, "")
+        print(f"{n:<24}{tag}{s.description}")
     return 0
 
 

@@ -107,3 +107,19 @@ def test_every_method_keeps_measurements_and_fills(method):
     valid = res.depth > 0
     assert valid.float().mean() > 0.5
     assert torch.allclose(res.depth[valid], torch.full_like(res.depth[valid], 7.25), atol=1e-3)
+
+
+def test_default_method_follows_the_image():
+    """Without a method: knn_bilateral with an image, knn_idw without (the measured choice)."""
+    from geodepth.models.classical import complete_classical
+
+    sparse = torch.zeros(1, 48, 64)
+    sparse[0, 2::5, 3::6] = torch.linspace(2, 9, 10 * 11).view(10, 11)
+    img = torch.rand(3, 48, 64, generator=torch.Generator().manual_seed(1))
+    with_img = complete(sparse_depth=sparse, image=img, camera=_cam())
+    without = complete(sparse_depth=sparse, camera=_cam())
+    assert with_img.method == "knn_bilateral" and without.method == "knn_idw"
+    assert torch.equal(with_img.depth, complete_classical("knn_bilateral", sparse, image=img)["depth"])
+    assert torch.equal(without.depth, complete_classical("knn_idw", sparse)["depth"])
+    with pytest.raises(ValueError, match="needs the RGB image"):
+        complete(sparse_depth=sparse, camera=_cam(), method="knn_bilateral")
