@@ -19,8 +19,8 @@ def _tap(x, y, H, W, BORDER: tl.constexpr):
     inside = (x >= 0) & (x < W) & (y >= 0) & (y < H)
     xc = tl.minimum(tl.maximum(x, 0.0), W - 1.0)
     yc = tl.minimum(tl.maximum(y, 0.0), H - 1.0)
-    if BORDER:
-        inside = inside | True
+    if BORDER:  # the clamped tap is always inside
+        inside = xc >= 0.0
     return yc.to(tl.int64) * W + xc.to(tl.int64), inside
 
 

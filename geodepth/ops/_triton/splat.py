@@ -20,8 +20,8 @@ _EMPTY = torch.iinfo(torch.int64).max
 
 @triton.jit
 def _pixel(uv_ptr, rn, mn, H, W):
-    u = tl.load(uv_ptr + rn * 2, mask=mn, other=-1.0).to(tl.float32)
-    v = tl.load(uv_ptr + rn * 2 + 1, mask=mn, other=-1.0).to(tl.float32)
+    u = tl.load(uv_ptr + rn * 2, mask=mn, other=-1.0)  # float32 or float64, as on the CPU path
+    v = tl.load(uv_ptr + rn * 2 + 1, mask=mn, other=-1.0)
     cf = tl.floor(u)
     rf = tl.floor(v)
     inside = mn & (cf >= 0) & (cf < W) & (rf >= 0) & (rf < H)
@@ -40,7 +40,7 @@ def _splat_sum_kernel(uv_ptr, val_ptr, img_ptr, cnt_ptr, N, C, H, W,
     for c0 in range(0, C, BLOCK_C):
         rc = (c0 + tl.arange(0, BLOCK_C)).to(tl.int64)
         m2 = inside[:, None] & (rc < C)[None, :]
-        x = tl.load(val_ptr + rn[:, None] * C + rc[None, :], mask=m2, other=0.0)
+        x = tl.load(val_ptr + rn[:, None] * C + rc[None, :], mask=m2, other=0.0).to(img_ptr.dtype.element_ty)
         tl.atomic_add(img_ptr + rc[None, :] * H * W + pix[:, None], x, mask=m2)
 
 
@@ -68,7 +68,7 @@ def splat_forward_triton(uv: Tensor, values: Tensor, depth: Tensor | None, H: in
     N, C = values.shape
     P = H * W
     dev = values.device
-    uv = uv.contiguous()
+    uv = uv.contiguous() if uv.dtype in (torch.float32, torch.float64) else uv.float()
     count = torch.zeros(P, dtype=torch.int64, device=dev)
     BLOCK_N = 128
     BLOCK_C = max(1, min(16, triton.next_power_of_2(max(C, 1))))
