@@ -31,3 +31,28 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     paths = result.save("out/frame", overwrite=False)
     assert result.method == geodepth.DEFAULT_METHOD
     assert torch.equal(geodepth.read_depth_png(paths["depth"]) > 0, result.depth > 0)
+
+
+def test_readme_ops_example_runs_and_is_right():
+    """Run the README's ops block; check what it computes against plain torch."""
+    block = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "from geodepth.ops import knn" in b]
+    assert len(block) == 1
+    ns: dict = {}
+    torch.manual_seed(0)
+    exec(block[0], ns)
+    pts, off, nn, feats = ns["pts"], ns["off"], ns["nn"], ns["feats"]
+    for b in range(2):  # knn within each packed cloud: brute force
+        q = pts[off[b]:off[b + 1]]
+        d = torch.cdist(q.double(), q.double()).square()
+        ref = d.topk(16, largest=False).values
+        assert torch.allclose(nn.sqdist[off[b]:off[b + 1]].double(), ref, atol=1e-6)
+        assert ((nn.idx[off[b]:off[b + 1]] >= off[b]) & (nn.idx[off[b]:off[b + 1]] < off[b + 1])).all()
+    assert torch.allclose(ns["mean"], feats[nn.idx].mean(1), atol=1e-5)
+    assert ns["y"].shape == (1000, 64) and ns["f"].shape == (1000, 64)
+    img, z, uv = ns["zbuf"].image, ns["z"], ns["uv"]
+    r, c = uv[:, 1].floor().long(), uv[:, 0].floor().long()
+    naive = torch.full((375, 1242), float("inf"))
+    for i in range(z.numel()):
+        naive[r[i], c[i]] = min(naive[r[i], c[i]], float(z[i]))
+    hit = torch.isfinite(naive)
+    assert torch.equal(img[0][hit], naive[hit])
