@@ -109,12 +109,10 @@ def _isect_box(o, d, near, c, R, h, normals=False):
     if not normals:
         return t
     axis = torch.where(entering, an, af)
-    n = [torch.zeros_like(t) for _ in range(3)]
-    for j in range(3):
-        sel = (axis == j).to(t.dtype) * -torch.sign(lds[j])
-        for i in range(3):
-            n[i] = n[i] + sel * R[:, i, j:j + 1]
-    return t, tuple(n)
+    a0, a1 = axis == 0, axis == 1
+    sgn = -torch.sign(torch.where(a0, lds[0], torch.where(a1, lds[1], lds[2])))
+    n = tuple(sgn * torch.where(a0, R[:, i, 0:1], torch.where(a1, R[:, i, 1:2], R[:, i, 2:3])) for i in range(3))
+    return t, n
 
 
 def _isect_sphere(o, d, near, c, r, normals=False):
@@ -232,22 +230,42 @@ def _params(scene: Scene, kind: int, idx: Tensor) -> tuple:
 
 
 _ISECT = (_isect_box, _isect_sphere, _isect_cylinder, _isect_quad, _isect_triangle)
-_ISECT_EAGER = _ISECT
+
+
+def _chunk_keys(k: int):
+    """The hot loop's body for primitive kind ``k``: gather the tiles' rays, test, pack the keys."""
+    isect = _ISECT[k]
+
+    def keys(oc: Tensor, dc: Tensor, tc: Tensor, pc: Tensor, shared: bool, near: float, *params) -> Tensor:
+        d = dc[:, tc]  # (3, C, S)
+        o = oc[:, 0] if shared else oc[:, tc]
+        t = isect(tuple(o), tuple(d), near, *params)
+        return _pack(t, pc[:, None].expand_as(t))
+
+    keys.__name__ = f"_keys_{_KIND_NAMES[k]}"
+    return keys
+
+
+_KIND_NAMES = ("box", "sphere", "cylinder", "quad", "triangle")
+_KEYS_EAGER = tuple(_chunk_keys(k) for k in range(5))
+_KEYS = _KEYS_EAGER
 
 
 def use_compiled_kernels(enabled: bool = True) -> None:
-    """Run the ray-primitive tests of the hot loop through ``torch.compile`` (opt-in).
+    """Run the hot loop of the ray caster through ``torch.compile`` (opt-in).
 
-    Inductor fuses each intersection test into one loop (C++ on CPU, Triton on CUDA): about
-    6x faster per test on CPU here, at the price of a one-off compilation of roughly 30-60 s per
-    primitive kind (cached on disk by torch afterwards). Needs a working C++ compiler on CPU.
-    Results are unchanged up to float rounding of fused arithmetic.
+    Inductor fuses, per primitive kind, the gather of a chunk's rays, the intersection test and
+    the packing of the (distance, primitive) keys into one loop (C++ on CPU, Triton on CUDA),
+    at the price of a one-off compilation of roughly 30-60 s per primitive kind (cached on disk
+    by torch afterwards). Needs a working C++ compiler on CPU. The nearest hit's distance and
+    normal are recomputed eagerly, so results are unchanged except where fused float rounding
+    flips which of two surfaces at the same distance (an edge) wins.
     """
-    global _ISECT
+    global _KEYS
     if enabled:
-        _ISECT = tuple(torch.compile(f, dynamic=True) for f in _ISECT_EAGER)
+        _KEYS = tuple(torch.compile(f, dynamic=True) for f in _KEYS_EAGER)
     else:
-        _ISECT = _ISECT_EAGER
+        _KEYS = _KEYS_EAGER
 
 
 # ---------------------------------------------------------------------- core
@@ -255,6 +273,12 @@ def _pack(t: Tensor, gid: Tensor) -> Tensor:
     """int64 key ordering hits by (float32 t, primitive index); misses (t = inf) sort after every hit."""
     bits = t.to(torch.float32).contiguous().view(torch.int32).to(torch.int64)
     return (bits << 32) | gid
+
+
+def _rows_contiguous(x: Tensor) -> Tensor:
+    """``x`` with unit stride along its first dimension, so the (P, 1) parameter columns the
+    intersection tests slice out are contiguous (same values, faster elementwise kernels)."""
+    return x.movedim(0, -1).contiguous().movedim(-1, 0)
 
 
 def _check_scene(scene: Scene, ref: Tensor) -> Scene:
@@ -280,14 +304,14 @@ def _cast_tiles(scene: Scene, origin: Tensor, dirs: Tensor, pairs_tile: Tensor, 
     for k in range(5):
         if off[k + 1] == off[k]:
             continue
-        sel = kinds == k
+        sel = torch.nonzero(kinds == k).squeeze(1)
+        if sel.numel() == 0:
+            continue
         tk, pk = pairs_tile[sel], pairs_prim[sel]
+        prm = _params(scene, k, pk - off[k])  # gathered once per kind, sliced per chunk
         for s in range(0, tk.shape[0], chunk):
             tc, pc = tk[s:s + chunk], pk[s:s + chunk]
-            d = dc[:, tc]
-            o = oc[:, 0] if shared else oc[:, tc]
-            t = _ISECT[k](tuple(o), tuple(d), near, *_params(scene, k, pc - off[k]))
-            key = _pack(t, pc[:, None].expand_as(t))
+            key = _KEYS[k](oc, dc, tc, pc, shared, near, *(x[s:s + chunk] for x in prm))
             best.scatter_reduce_(0, tc[:, None].expand_as(key), key, "amin")
     best = best.reshape(-1)
     hit = (best >> 32) < _INF_BITS
@@ -307,7 +331,8 @@ def _cast_tiles(scene: Scene, origin: Tensor, dirs: Tensor, pairs_tile: Tensor, 
             rk = rays[m]
             d = dflat[:, rk, None]  # (3, M, 1)
             o = oc[:, 0] if shared else oflat[:, rk, None]
-            t, n = _ISECT_EAGER[k](tuple(o), tuple(d), near, *_params(scene, k, pr[m] - off[k]), normals=True)
+            prm = (_rows_contiguous(x) for x in _params(scene, k, pr[m] - off[k]))
+            t, n = _ISECT[k](tuple(o), tuple(d), near, *prm, normals=True)
             t_out[rk] = t[:, 0]
             n_out[rk] = torch.stack([x[:, 0] for x in n], 1)
         # a ray whose float64 recomputation disagrees with the float32 key (grazing edge) stays a hit
@@ -387,7 +412,7 @@ def _cull_pairs(scene: Scene, origin: Tensor, dirs: Tensor, views: Tensor, tile_
 
 
 def cast_tiles(scene: Scene, origin: Tensor, dirs: Tensor, views: Tensor, tile_view: Tensor, *,
-               near: float = 1e-6, budget: int = 1 << 14) -> RayHits:
+               near: float = 1e-6, budget: int = 1 << 16) -> RayHits:
     """Cast coherent tiles of rays from one origin (internal fast path of the sensors).
 
     Args:
@@ -437,7 +462,7 @@ def _check_rays(origins, directions) -> tuple[Tensor, Tensor]:
 
 
 def raycast(scene: Scene, origins: Tensor, directions: Tensor, *, near: float = 1e-6, tile: int = 256,
-            budget: int = 1 << 14) -> RayHits:
+            budget: int = 1 << 16) -> RayHits:
     """Nearest intersection of each ray with the scene (torch, device and dtype follow ``directions``).
 
     Args:

@@ -76,28 +76,31 @@ def _hash_noise(p: Tensor) -> Tensor:
 
 
 def _albedo(scene: Scene, prim: Tensor, p: Tensor) -> Tensor:
-    """(M, 3) textured albedo at world points ``p`` (M, 3) on primitives ``prim`` (M,)."""
+    """(M, 3) textured albedo at world points ``p`` (M, 3) on primitives ``prim`` (M,).
+
+    The pattern of each material is evaluated only on the points of that material."""
     base = scene.albedo[prim].to(p.dtype)
     mat = scene.material[prim]
-    n = _hash_noise(p)[:, None]
-    x, y, z = p[:, 0], p[:, 1], p[:, 2]
-    out = base * (0.88 + 0.24 * n)
-    road = mat == MATERIALS["road"]
-    if bool(road.any()):
-        centre = (y.abs() < 0.07) & (torch.remainder(x, 6.0) < 3.0)
-        edge = ((y.abs() - LANE_HALF_WIDTH).abs() < 0.07)
-        mark = road & (centre | edge)
-        out = torch.where(mark[:, None], torch.full_like(out, 0.85) * (0.95 + 0.05 * n), out)
-    fac = mat == MATERIALS["facade"]
-    if bool(fac.any()):
-        h = x + y
-        win = fac & (z > 1.0) & (torch.remainder(z - 0.15, 3.2) > 1.0) & (torch.remainder(z - 0.15, 3.2) < 2.4) \
-            & (torch.remainder(h, 2.6) > 0.7) & (torch.remainder(h, 2.6) < 1.9)
-        out = torch.where(win[:, None], torch.tensor([0.12, 0.16, 0.22], dtype=p.dtype, device=p.device) + 0.1 * n, out)
-    fol = mat == MATERIALS["foliage"]
-    if bool(fol.any()):
-        out = torch.where(fol[:, None], base * (0.5 + 1.0 * n), out)
-    return out.clamp(0, 1)
+    n = _hash_noise(p)
+    out = base * (0.88 + 0.24 * n[:, None])
+    road = torch.nonzero(mat == MATERIALS["road"]).squeeze(1)
+    if road.numel():
+        x, ay, nr = p[road, 0], p[road, 1].abs(), n[road]
+        mark = ((ay < 0.07) & (torch.remainder(x, 6.0) < 3.0)) | ((ay - LANE_HALF_WIDTH).abs() < 0.07)
+        paint = (0.85 * (0.95 + 0.05 * nr))[:, None].expand(-1, 3)
+        out[road] = torch.where(mark[:, None], paint, out[road])
+    fac = torch.nonzero(mat == MATERIALS["facade"]).squeeze(1)
+    if fac.numel():
+        pf = p[fac]
+        z, h = pf[:, 2], pf[:, 0] + pf[:, 1]
+        rz, rh = torch.remainder(z - 0.15, 3.2), torch.remainder(h, 2.6)
+        win = (z > 1.0) & (rz > 1.0) & (rz < 2.4) & (rh > 0.7) & (rh < 1.9)
+        glass = torch.tensor([0.12, 0.16, 0.22], dtype=p.dtype, device=p.device) + 0.1 * n[fac, None]
+        out[fac] = torch.where(win[:, None], glass, out[fac])
+    fol = torch.nonzero(mat == MATERIALS["foliage"]).squeeze(1)
+    if fol.numel():
+        out[fol] = base[fol] * (0.5 + 1.0 * n[fol, None])
+    return out.clamp_(0, 1)
 
 
 def _rigid(T: Tensor, dtype, device) -> tuple[Tensor, Tensor]:
@@ -121,7 +124,7 @@ def ego_world_from_lidar(s: float, *, height: float = KITTI_LIDAR_HEIGHT) -> Ten
 # ---------------------------------------------------------------------- sensors
 def render_camera(scene: Scene, world_from_cam: Tensor, camera: PinholeCamera, *, device=None,
                   dtype=torch.float32, tile: tuple[int, int] = (16, 16), sun=_SUN, ambient: float = _AMBIENT,
-                  near: float = 0.05, budget: int = 1 << 14) -> CameraRender:
+                  near: float = 0.05, budget: int = 1 << 16) -> CameraRender:
     """Ray cast one ray per pixel centre: RGB (Lambert + ambient, sky gradient) and exact depth.
 
     Args:
@@ -157,12 +160,16 @@ def render_camera(scene: Scene, world_from_cam: Tensor, camera: PinholeCamera, *
 
 def _shade(scene: Scene, o: Tensor, d: Tensor, hits: RayHits, sun, ambient: float) -> Tensor:
     dt = d.dtype
-    dn = d / d.norm(dim=-1, keepdim=True)
-    e = dn[:, 2].clamp(0, 1)[:, None]
-    horizon = torch.tensor([0.80, 0.86, 0.93], dtype=dt, device=d.device)
-    zenith = torch.tensor([0.32, 0.52, 0.85], dtype=dt, device=d.device)
-    rgb = horizon + (zenith - horizon) * (e * 2.5).clamp(max=1.0)
-    hit = torch.nonzero(hits.prim >= 0).squeeze(1)
+    rgb = torch.empty(d.shape, dtype=dt, device=d.device)
+    hit = hits.prim >= 0
+    sky = torch.nonzero(~hit).squeeze(1)
+    if sky.numel():
+        ds = d[sky]
+        e = (ds[:, 2] / ds.norm(dim=-1)).clamp(0, 1)[:, None]
+        horizon = torch.tensor([0.80, 0.86, 0.93], dtype=dt, device=d.device)
+        zenith = torch.tensor([0.32, 0.52, 0.85], dtype=dt, device=d.device)
+        rgb[sky] = horizon + (zenith - horizon) * (e * 2.5).clamp(max=1.0)
+    hit = torch.nonzero(hit).squeeze(1)
     if hit.numel():
         p = o + hits.t[hit, None] * d[hit]
         alb = _albedo(scene, hits.prim[hit], p)
@@ -175,7 +182,7 @@ def _shade(scene: Scene, o: Tensor, d: Tensor, hits: RayHits, sun, ambient: floa
 
 def scan_lidar(scene: Scene, world_from_lidar: Tensor, spec: LidarSpec | str = "hdl64", *, noise: bool = True,
                generator: torch.Generator | None = None, device=None, dtype=torch.float32,
-               tile: tuple[int, int] = (8, 32), near: float = 0.3, budget: int = 1 << 14) -> LidarScan:
+               tile: tuple[int, int] = (8, 32), near: float = 0.3, budget: int = 1 << 16) -> LidarScan:
     """One revolution of a spinning LiDAR (no motion distortion: the scan is instantaneous).
 
     Args:
