@@ -169,6 +169,42 @@ def cmd_view(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------- fuse
+def cmd_fuse(args) -> int:
+    from tqdm import tqdm
+
+    from . import complete
+    from .io import list_kitti_dc_frames, load_kitti_dc_frame, read_poses_txt
+    from .recon import export_mesh, fuse_tsdf
+
+    root = Path(args.frames)
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise CLIError(f"refusing to overwrite {out}; pass --overwrite")
+    entries = list_kitti_dc_frames(root)
+    poses = read_poses_txt(args.poses or root / "poses.txt")
+    if len(poses) != len(entries):
+        raise CLIError(f"{len(entries)} frames but {len(poses)} poses")
+    if args.max_frames:
+        entries, poses = entries[: args.max_frames], poses[: args.max_frames]
+    results = []
+    for e in tqdm(entries, desc="completing", unit="frame"):
+        frame = load_kitti_dc_frame(e)
+        if args.use_gt:
+            if frame.gt_depth is None:
+                raise CLIError(f"{e['name']} has no ground truth")
+            results.append((frame.gt_depth, frame.camera, frame.image))
+        else:
+            res = complete(frame, method=args.method, device=args.device, use_points=False)
+            results.append((res.depth.detach().cpu(), frame.camera, frame.image))
+    depths, cams, images = zip(*results)
+    mesh = fuse_tsdf(list(depths), list(cams), poses, images=list(images), voxel_length=args.voxel,
+                     depth_max=args.depth_max)
+    export_mesh(mesh, out, overwrite=True)
+    print(f"fused {len(depths)} frames into {out}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces")
+    return 0
+
+
 # ---------------------------------------------------------------------------------- bench
 BENCHES = {"classical": "bm_classical", "methods": "bm_methods", "knn": "bm_knn", "aggregate": "bm_aggregate",
            "sim": "bm_sim"}
@@ -267,6 +303,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="offscreen renderer: Open3D (headless Vulkan/EGL) or the numpy point splatter")
     v.add_argument("--overwrite", action="store_true")
     v.set_defaults(fn=cmd_view)
+
+    f = sub.add_parser("fuse", help="complete every frame of a posed KITTI-layout folder and fuse them into a mesh")
+    f.add_argument("--frames", required=True, help="KITTI depth-completion folder (e.g. from `geodepth sim`)")
+    f.add_argument("--poses", default=None, help="world_from_cam per frame, 12 numbers a line (default FRAMES/poses.txt)")
+    f.add_argument("--out", required=True, help="mesh file (.ply, .obj, ...)")
+    f.add_argument("--method", default=None)
+    f.add_argument("--device", default=None)
+    f.add_argument("--voxel", type=float, default=0.1, help="voxel edge in metres (default 0.1)")
+    f.add_argument("--depth-max", type=float, default=40.0, help="ignore depths beyond this (m, default 40)")
+    f.add_argument("--max-frames", type=int, default=None)
+    f.add_argument("--use-gt", action="store_true", help="fuse the ground-truth depth instead of completions")
+    f.add_argument("--overwrite", action="store_true")
+    f.set_defaults(fn=cmd_fuse)
 
     b = sub.add_parser("bench", help="run benchmarks against the anchors on this machine (source checkout)")
     b.add_argument("name", nargs="?", default="all", help="classical, methods, knn, aggregate, sim, ops, all")

@@ -23,6 +23,7 @@ from .loaders import (
 )
 from .mesh import read_mesh, write_mesh
 from .pointcloud import read_ply, read_point_cloud, write_ply
+from .poses import read_poses_txt
 from .velodyne import read_velodyne_bin, write_velodyne_bin
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "read_nyu_depth_png",
     "read_ply",
     "read_point_cloud",
+    "read_poses_txt",
     "read_velodyne_bin",
     "write_calib_file",
     "write_depth_png",
