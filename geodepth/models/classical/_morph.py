@@ -22,9 +22,39 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["bilateral_filter", "dilate", "erode", "gaussian_blur5", "median_blur5", "morph_close"]
+__all__ = ["bilateral_filter", "compiled_enabled", "dilate", "erode", "gaussian_blur5", "median_blur5", "morph_close",
+           "set_compiled"]
 
 _NEG_INF = float("-inf")
+
+
+# ------------------------------------------------------------------------ optional compilation
+_COMPILE = {"on": False}
+_COMPILED: dict = {}
+
+
+def set_compiled(enabled: bool) -> bool:
+    """Switch the CPU median, Gaussian and bilateral steps to ``torch.compile``d versions
+    (inductor C++; needs a C++ compiler). Results are bit-identical to the eager ones. The
+    first call per image size compiles (seconds). Returns the previous setting."""
+    prev = _COMPILE["on"]
+    _COMPILE["on"] = bool(enabled)
+    return prev
+
+
+def compiled_enabled() -> bool:
+    """Whether :func:`set_compiled` switched compilation on."""
+    return _COMPILE["on"]
+
+
+def _compiled(name: str, fn):
+    """The compiled ``fn`` when compilation is on (built once per name), else None."""
+    if not _COMPILE["on"]:
+        return None
+    c = _COMPILED.get(name)
+    if c is None:
+        c = _COMPILED[name] = torch.compile(fn, dynamic=False)
+    return c
 
 
 # ----------------------------------------------------------------------------------- kernels
@@ -182,11 +212,14 @@ def _selection_plan(n: int, want: tuple[int, ...]):
     return plan
 
 
-def _select(wires: list[torch.Tensor], want: tuple[int, ...]) -> list[torch.Tensor]:
+def _select(wires: list[torch.Tensor], want: tuple[int, ...], plan=None) -> list[torch.Tensor]:
     """Elementwise order statistics: for each position in ``want``, the plane holding the
-    ``want[k]``-th smallest (0-based) of ``wires``, computed with a pruned sorting network."""
+    ``want[k]``-th smallest (0-based) of ``wires``, computed with a pruned sorting network
+    (``plan``: ``_selection_plan(len(wires), want)``, looked up when not given)."""
     w = list(wires)
-    for i, j, nmin, nmax in _selection_plan(len(w), tuple(want)):
+    if plan is None:
+        plan = _selection_plan(len(w), tuple(want))
+    for i, j, nmin, nmax in plan:
         a, b = w[i], w[j]
         if nmin:
             w[i] = torch.minimum(a, b)
@@ -197,6 +230,16 @@ def _select(wires: list[torch.Tensor], want: tuple[int, ...]) -> list[torch.Tens
 
 # candidate cells of a 5x5 matrix sorted along rows and columns that can hold its median
 _MED_CANDIDATES = {0: (3, 4), 1: (2, 3, 4), 2: (1, 2, 3), 3: (0, 1, 2), 4: (0, 1)}
+# the networks of the median, built once (plain lists, so torch.compile traces them as constants)
+_MED_COL_PLAN = list(_selection_plan(5, (0, 1, 2, 3, 4)))
+_MED_LEVEL_PLANS = {level: list(_selection_plan(5, keep)) for level, keep in _MED_CANDIDATES.items()}
+_MED_FINAL_PLAN = list(_selection_plan(13, (6,)))
+
+
+# rows per strip of the CPU median and Gaussian: each strip's intermediate planes then stay in
+# the L2 cache instead of streaming whole-image planes through memory (2x faster on KITTI)
+_MEDIAN_STRIP_ROWS = 32
+_STRIP_ROWS = 64
 
 
 def median_blur5(x: torch.Tensor) -> torch.Tensor:
@@ -206,14 +249,30 @@ def median_blur5(x: torch.Tensor) -> torch.Tensor:
         return _median5_unfold(x)
     H, W = x.shape
     p = F.pad(x[None, None], (2, 2, 2, 2), mode="replicate")[0, 0]
-    # CPU: sort each vertical 5-run once (shared by the 5 windows that use it), then sort the
-    # levels across the 5 columns only as far as needed, then take the 7th of 13 candidates
-    cols = _select([p[r:r + H] for r in range(5)], (0, 1, 2, 3, 4))
+    compiled = _compiled("median", _median5_padded)
+    if compiled is not None and x.dtype in (torch.float32, torch.int16):
+        # inductor vectorises float32 min/max, not int16: ranks (< 2**15) convert exactly
+        return compiled(p.float()).to(x.dtype) if x.dtype == torch.int16 else compiled(p)
+    if H <= _MEDIAN_STRIP_ROWS:
+        return _median5_padded(p)
+    out = torch.empty_like(x)
+    for s in range(0, H, _MEDIAN_STRIP_ROWS):
+        e = min(s + _MEDIAN_STRIP_ROWS, H)
+        out[s:e] = _median5_padded(p[s:e + 4])
+    return out
+
+
+def _median5_padded(p: torch.Tensor) -> torch.Tensor:
+    """Median of every 5x5 window of the padded image ``p`` (h + 4, w + 4) -> (h, w)."""
+    H, W = p.shape[0] - 4, p.shape[1] - 4
+    # sort each vertical 5-run once (shared by the 5 windows that use it), then sort the levels
+    # across the 5 columns only as far as needed, then take the 7th of 13 candidates
+    cols = _select([p[r:r + H] for r in range(5)], (0, 1, 2, 3, 4), _MED_COL_PLAN)
     cand = []
     for level, keep in _MED_CANDIDATES.items():
         c = cols[level]
-        cand += _select([c[:, d:d + W] for d in range(5)], keep)
-    return _select(cand, (6,))[0]
+        cand += _select([c[:, d:d + W] for d in range(5)], keep, _MED_LEVEL_PLANS[level])
+    return _select(cand, (6,), _MED_FINAL_PLAN)[0]
 
 
 def _median5_unfold(x: torch.Tensor) -> torch.Tensor:
@@ -244,13 +303,32 @@ def _reflect101(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
 def gaussian_blur5(x: torch.Tensor) -> torch.Tensor:
     """``cv2.GaussianBlur(x, (5, 5), 0)`` on float32 ``x`` (H, W): separable [1, 4, 6, 4, 1] / 16,
     rows first, reflect-101 border, same float32 summation order as OpenCV."""
-    k0, k1, k2 = 0.375, 0.25, 0.0625
+    if x.device.type != "cpu":
+        return _gaussian_blur5(x)
+    compiled = _compiled("gaussian", _gaussian_blur5)
+    if compiled is not None:
+        return compiled(x)
+    # CPU eager: pad once, then filter strips of rows that stay in the L2 cache (same values)
+    H, W = x.shape
+    p = _reflect101(_reflect101(x, 2, -1), 2, -2)
+    out = torch.empty_like(x)
+    for s in range(0, H, _STRIP_ROWS):
+        e = min(s + _STRIP_ROWS, H)
+        horiz = _binomial5([p[s:e + 4, i:i + W] for i in range(5)])
+        out[s:e] = _binomial5([horiz[i:i + e - s] for i in range(5)])
+    return out
 
+
+def _binomial5(s: list[torch.Tensor]) -> torch.Tensor:
+    """[1, 4, 6, 4, 1] / 16 of five shifted planes, in OpenCV's float32 summation order."""
+    return s[2] * 0.375 + (s[1] + s[3]) * 0.25 + (s[0] + s[4]) * 0.0625
+
+
+def _gaussian_blur5(x: torch.Tensor) -> torch.Tensor:
     def one(y, dim):
         p = _reflect101(y, 2, dim)
         n = y.shape[dim]
-        s = [p.narrow(dim, i, n) for i in range(5)]
-        return s[2] * k0 + (s[1] + s[3]) * k1 + (s[0] + s[4]) * k2
+        return _binomial5([p.narrow(dim, i, n) for i in range(5)])
 
     return one(one(x, -1), -2)
 
@@ -272,6 +350,11 @@ def bilateral_filter(x: torch.Tensor, d: int, sigma_color: float, sigma_space: f
     r = max(r, 1)
     if float(x.max() - x.min()) < 1.1920929e-07:
         return x.clone()
+    compiled = _compiled("bilateral", _bilateral) if x.device.type == "cpu" else None
+    return (compiled or _bilateral)(x, r, sigma_color, sigma_space)
+
+
+def _bilateral(x: torch.Tensor, r: int, sigma_color: float, sigma_space: float) -> torch.Tensor:
     H, W = x.shape
     # float64 inside: the closest we get to OpenCV/IPP's result (which rounds differently in
     # float32); the output is rounded to the input dtype once, at the end

@@ -22,7 +22,7 @@ import collections
 import torch
 
 from ._threads import cpu_single_threaded
-from ._morph import bilateral_filter, dilate, gaussian_blur5, median_blur5, morph_close
+from ._morph import bilateral_filter, dilate, gaussian_blur5, median_blur5, morph_close, set_compiled
 
 __all__ = [
     "CROSS_KERNEL_3",
@@ -37,7 +37,24 @@ __all__ = [
     "FULL_KERNEL_9",
     "fill_in_fast",
     "fill_in_multiscale",
+    "use_compiled",
 ]
+
+
+def use_compiled(enabled: bool = True) -> bool:
+    """Opt in (process-wide) to ``torch.compile`` for the CPU fills' median, Gaussian and
+    bilateral steps. Results stay bit-identical; the steady-state time per frame drops (see
+    ``benchmarks/bm_classical.py --compiled``), but the first call for each image size compiles
+    C++ with inductor (needs a C++ compiler such as gcc; ~10-30 s cold, a few s with a warm
+    inductor cache), so it pays off only for many frames of one size. GPU paths are unaffected.
+    Returns the previous setting.
+
+    Example:
+        >>> prev = use_compiled(False)  # the default: eager torch
+        >>> use_compiled(prev)
+        False
+    """
+    return set_compiled(enabled)
 
 
 def _full(n: int) -> torch.Tensor:
@@ -97,9 +114,8 @@ def _check_blur(blur_type: str) -> None:
 
 def _top_rows(valid: torch.Tensor) -> torch.Tensor:
     """Per column, the first row where ``valid`` (H, W) is true; 0 where none (numpy argmax)."""
-    H = valid.shape[0]
-    first = torch.where(valid, torch.arange(H, device=valid.device)[:, None], H).amin(dim=0)
-    return torch.where(first == H, torch.zeros_like(first), first)
+    # torch's argmax returns the first maximal index, and 0 for an all-false column
+    return valid.to(torch.uint8).argmax(dim=0)
 
 
 def _invert(d: torch.Tensor, max_depth: float) -> torch.Tensor:

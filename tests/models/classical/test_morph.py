@@ -15,7 +15,7 @@ EVEN = np.array([[1, 1], [0, 1]], np.uint8)
 RECT = np.ones((3, 7), np.uint8)
 KERNELS = {"diamond5": DIAMOND_KERNEL_5.numpy(), "cross7": CROSS_KERNEL_7.numpy(), "full31": FULL_KERNEL_31.numpy(),
            "odd": ODD, "even": EVEN, "rect3x7": RECT}
-SIZES = [(1, 1), (2, 3), (5, 4), (17, 29), (64, 80)]
+SIZES = [(1, 1), (2, 3), (5, 4), (17, 29), (64, 80), (150, 41)]  # 150 rows: several CPU strips
 
 
 def sparse_image(h, w, seed):
@@ -50,6 +50,17 @@ def test_median_with_ties():
     g = np.random.default_rng(3)
     x = g.integers(0, 4, (40, 50)).astype(np.float32)  # many equal values
     np.testing.assert_array_equal(M.median_blur5(torch.from_numpy(x)).numpy(), cv2.medianBlur(x, 5))
+
+
+def test_strip_paths_equal_whole_image():
+    # the CPU median and Gaussian run in strips of rows; the whole-image formulas (used on GPUs
+    # and under torch.compile) must give the same bits, on float values and on int16 ranks
+    x = torch.from_numpy(sparse_image(203, 57, seed=5))
+    p = torch.nn.functional.pad(x[None, None], (2, 2, 2, 2), mode="replicate")[0, 0]
+    assert torch.equal(M.median_blur5(x), M._median5_padded(p))
+    assert torch.equal(M.gaussian_blur5(x), M._gaussian_blur5(x))
+    uniq, ranks = torch.unique(x, return_inverse=True)
+    assert torch.equal(uniq[M.median_blur5(ranks.to(torch.int16)).long()], M.median_blur5(x))
 
 
 @pytest.mark.parametrize(("d", "sc", "ss"), [(5, 1.5, 2.0), (5, 0.5, 2.0), (7, 3.0, 1.0)])
