@@ -1,19 +1,14 @@
 """ops.aggregate: CPU path and Triton kernels (interpreted) vs the loop reference twin."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 import torch
+from triton_interp import run_interpreted
 
 from geodepth.ops._reference import aggregate_reference
 from geodepth.ops.aggregate import aggregate
 
-REPO = Path(__file__).resolve().parents[2]
 TOL = {torch.float64: (1e-10, 1e-8), torch.float32: (1e-5, 1e-4)}
 
 
@@ -165,14 +160,6 @@ for dt in (torch.float32, torch.float64):
     assert a.shape == (0, C)
 print("OK")
 """
-
-
-def run_interpreted(code: str) -> None:
-    """Run ``code`` in a fresh interpreter with TRITON_INTERPRET=1 (read when kernels are built)."""
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(REPO))
-    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
-                       timeout=120, cwd=REPO)
-    assert r.returncode == 0 and r.stdout.strip().endswith("OK"), r.stdout + r.stderr
 
 
 def test_triton_kernels_interpreted():

@@ -1,20 +1,15 @@
 """ops.scored_aggregate / ops.continuous_conv vs the unfused reference (per-edge kernels)."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from triton_interp import run_interpreted
 
 from geodepth.ops._reference import continuous_conv_reference, scored_aggregate_reference
 from geodepth.ops.contconv import continuous_conv, scored_aggregate
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def brute_knn(q, p, k, pad_frac=0.2, seed=0):
@@ -174,10 +169,7 @@ print("OK")
 
 def test_triton_kernels_interpreted():
     pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(REPO))
-    r = subprocess.run([sys.executable, "-c", textwrap.dedent(_INTERP)], env=env, capture_output=True, text=True,
-                       timeout=120, cwd=REPO)
-    assert r.returncode == 0 and r.stdout.strip().endswith("OK"), r.stdout + r.stderr
+    run_interpreted(_INTERP)
 
 
 @pytest.mark.cuda

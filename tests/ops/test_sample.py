@@ -1,20 +1,15 @@
 """ops.sample: CPU path and Triton kernels (interpreted) vs the loop reference twin and grid_sample."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 import torch
+from triton_interp import run_interpreted
 import torch.nn.functional as F
 
 from geodepth.ops._reference import sample_reference
 from geodepth.ops.sample import sample
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def make(B=2, C=3, H=5, W=7, N=40, dtype=torch.float64, seed=0):
@@ -123,10 +118,7 @@ print("OK")
 
 def test_triton_kernels_interpreted():
     pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(REPO))
-    r = subprocess.run([sys.executable, "-c", textwrap.dedent(_INTERP)], env=env, capture_output=True, text=True,
-                       timeout=120, cwd=REPO)
-    assert r.returncode == 0 and r.stdout.strip().endswith("OK"), r.stdout + r.stderr
+    run_interpreted(_INTERP)
 
 
 def test_errors():

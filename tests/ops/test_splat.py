@@ -1,20 +1,15 @@
 """ops.splat: CPU path and Triton kernels (interpreted) vs the loop reference twin and a peer z-buffer."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from triton_interp import run_interpreted
 
 from geodepth.ops._reference import splat_reference
 from geodepth.ops.splat import splat
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def make(N=60, C=3, H=5, W=7, dtype=torch.float64, seed=0, ties=True):
@@ -159,10 +154,7 @@ print("OK")
 
 def test_triton_kernels_interpreted():
     pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(REPO))
-    r = subprocess.run([sys.executable, "-c", textwrap.dedent(_INTERP)], env=env, capture_output=True, text=True,
-                       timeout=120, cwd=REPO)
-    assert r.returncode == 0 and r.stdout.strip().endswith("OK"), r.stdout + r.stderr
+    run_interpreted(_INTERP)
 
 
 def test_errors():
