@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from geodepth.ops import _reference
 from geodepth.ops._cpu import knn_kdtree
 from geodepth.ops._reference import knn_reference
 from geodepth.ops.knn import KNN, knn
