@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-naive", action="store_true", help="skip the (slow) naive torch anchor on CPU")
     ap.add_argument("--naive-full", action="store_true", help="also run the naive CPU anchor on the full scan (minutes)")
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/knn_<device>.json)")
+    ap.add_argument("--repeats", type=int, default=None, help="override every case's repeat count")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device", file=sys.stderr)
@@ -108,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, p in sets.items():
         naive = not args.no_naive and (name == "front" or args.naive_full)
         cases += cuda_cases(name, p) if args.device == "cuda" else cpu_cases(name, p, naive=naive)
+    if args.repeats:
+        for c in cases:
+            c.repeats = args.repeats
     run_cases("knn", cases, out=args.out)
     if args.device == "cuda":
         # identity check on the full scan, same run (the benchmark refuses to report a wrong kernel)

@@ -226,7 +226,10 @@ def cmd_bench(args) -> int:
         spec = importlib.util.spec_from_file_location(BENCHES[n], bdir / f"{BENCHES[n]}.py")
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
-        argv = ["--device", args.device] + (["--repeats", str(args.repeats)] if args.repeats else [])
+        if n == "methods":  # a quality table on the CPU: no device or repeat options
+            argv = []
+        else:
+            argv = ["--device", args.device] + (["--repeats", str(args.repeats)] if args.repeats else [])
         mod.main(argv)
     return 0
 
