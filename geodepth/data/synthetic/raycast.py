@@ -25,7 +25,7 @@ from torch import Tensor
 
 from .scene import Scene
 
-__all__ = ["RayHits", "cast_tiles", "raycast", "raycast_open3d", "raycast_reference", "use_compiled_kernels"]
+__all__ = ["RayHits", "cast_tiles", "compiled_kernels_enabled", "raycast", "raycast_open3d", "raycast_reference", "use_compiled_kernels"]
 
 _SENTINEL = torch.iinfo(torch.int64).max
 _TINY = 1e-30
@@ -229,26 +229,67 @@ def _params(scene: Scene, kind: int, idx: Tensor) -> tuple:
     return (scene.tri[idx],)
 
 
-_ISECT = (_isect_box, _isect_sphere, _isect_cylinder, _isect_quad, _isect_triangle)
 
 
-def _chunk_keys(k: int):
-    """The hot loop's body for primitive kind ``k``: gather the tiles' rays, test, pack the keys."""
-    isect = _ISECT[k]
-
-    def keys(oc: Tensor, dc: Tensor, tc: Tensor, pc: Tensor, shared: bool, near: float, *params) -> Tensor:
-        d = dc[:, tc]  # (3, C, S)
-        o = oc[:, 0] if shared else oc[:, tc]
-        t = isect(tuple(o), tuple(d), near, *params)
-        return _pack(t, pc[:, None].expand_as(t))
-
-    keys.__name__ = f"_keys_{_KIND_NAMES[k]}"
-    return keys
+def _keys(isect, oc: Tensor, dc: Tensor, tc: Tensor, pc: Tensor, shared: bool, near: float, params) -> Tensor:
+    """The hot loop's body: gather the rays of tiles ``tc``, test them against primitives
+    ``pc`` (parameters ``params``), pack (distance, primitive) keys (C, S)."""
+    d = dc[:, tc]  # (3, C, S)
+    o = oc[:, 0] if shared else oc[:, tc]
+    t = isect(tuple(o), tuple(d), near, *params)
+    return _pack(t, pc[:, None].expand_as(t))
 
 
-_KIND_NAMES = ("box", "sphere", "cylinder", "quad", "triangle")
-_KEYS_EAGER = tuple(_chunk_keys(k) for k in range(5))
+# one function (code object) per kind, so that torch.compile caches each kind's graphs separately
+def _keys_box(oc, dc, tc, pc, shared, near, *params):
+    return _keys(_isect_box, oc, dc, tc, pc, shared, near, params)
+
+
+def _keys_sphere(oc, dc, tc, pc, shared, near, *params):
+    return _keys(_isect_sphere, oc, dc, tc, pc, shared, near, params)
+
+
+def _keys_cylinder(oc, dc, tc, pc, shared, near, *params):
+    return _keys(_isect_cylinder, oc, dc, tc, pc, shared, near, params)
+
+
+def _keys_quad(oc, dc, tc, pc, shared, near, *params):
+    return _keys(_isect_quad, oc, dc, tc, pc, shared, near, params)
+
+
+def _keys_triangle(oc, dc, tc, pc, shared, near, *params):
+    return _keys(_isect_triangle, oc, dc, tc, pc, shared, near, params)
+
+
+def _hit_box(o, d, near, *params):
+    return _isect_box(o, d, near, *params, normals=True)
+
+
+def _hit_sphere(o, d, near, *params):
+    return _isect_sphere(o, d, near, *params, normals=True)
+
+
+def _hit_cylinder(o, d, near, *params):
+    return _isect_cylinder(o, d, near, *params, normals=True)
+
+
+def _hit_quad(o, d, near, *params):
+    return _isect_quad(o, d, near, *params, normals=True)
+
+
+def _hit_triangle(o, d, near, *params):
+    return _isect_triangle(o, d, near, *params, normals=True)
+
+
+_KEYS_EAGER = (_keys_box, _keys_sphere, _keys_cylinder, _keys_quad, _keys_triangle)
 _KEYS = _KEYS_EAGER
+_HITS_EAGER = (_hit_box, _hit_sphere, _hit_cylinder, _hit_quad, _hit_triangle)
+_HITS = _HITS_EAGER
+
+
+def compiled_kernels_enabled() -> bool:
+    """Whether :func:`use_compiled_kernels` is on."""
+    return _KEYS is not _KEYS_EAGER
 
 
 def use_compiled_kernels(enabled: bool = True) -> None:
@@ -261,11 +302,12 @@ def use_compiled_kernels(enabled: bool = True) -> None:
     normal are recomputed eagerly, so results are unchanged except where fused float rounding
     flips which of two surfaces at the same distance (an edge) wins.
     """
-    global _KEYS
+    global _KEYS, _HITS
     if enabled:
         _KEYS = tuple(torch.compile(f, dynamic=True) for f in _KEYS_EAGER)
+        _HITS = tuple(torch.compile(f, dynamic=True) for f in _HITS_EAGER)
     else:
-        _KEYS = _KEYS_EAGER
+        _KEYS, _HITS = _KEYS_EAGER, _HITS_EAGER
 
 
 # ---------------------------------------------------------------------- core
@@ -275,10 +317,19 @@ def _pack(t: Tensor, gid: Tensor) -> Tensor:
     return (bits << 32) | gid
 
 
-def _rows_contiguous(x: Tensor) -> Tensor:
-    """``x`` with unit stride along its first dimension, so the (P, 1) parameter columns the
-    intersection tests slice out are contiguous (same values, faster elementwise kernels)."""
-    return x.movedim(0, -1).contiguous().movedim(-1, 0)
+def _params_rows(scene: Scene, kind: int, idx: Tensor) -> tuple:
+    """:func:`_params` of ``idx`` laid out with unit stride along the first dimension, so the
+    (M, 1) parameter columns the intersection tests slice out are contiguous (same values, one
+    gather of a (F, N_kind) table instead of one per parameter, faster elementwise kernels)."""
+    full = _params(scene, kind, slice(None))
+    table = torch.cat([x.reshape(x.shape[0], -1) for x in full], 1).T.contiguous()  # (F, N_kind)
+    g = table.index_select(1, idx)  # (F, M)
+    out, f = [], 0
+    for x in full:
+        w = x[0].numel()
+        out.append(g[f:f + w].T.reshape(idx.numel(), *x.shape[1:]))
+        f += w
+    return tuple(out)
 
 
 def _check_scene(scene: Scene, ref: Tensor) -> Scene:
@@ -324,18 +375,20 @@ def _cast_tiles(scene: Scene, origin: Tensor, dirs: Tensor, pairs_tile: Tensor, 
         kr = scene.kind_of(pr)
         dflat = dc.reshape(3, -1)
         oflat = None if shared else oc.reshape(3, -1)
+        n3 = torch.zeros((3, T * S), dtype=dirs.dtype, device=dirs.device)  # component-major normals
         for k in range(5):
-            m = kr == k
-            if not bool(m.any()):
+            m = torch.nonzero(kr == k).squeeze(1)
+            if m.numel() == 0:
                 continue
             rk = rays[m]
             d = dflat[:, rk, None]  # (3, M, 1)
             o = oc[:, 0] if shared else oflat[:, rk, None]
-            prm = (_rows_contiguous(x) for x in _params(scene, k, pr[m] - off[k]))
-            t, n = _ISECT[k](tuple(o), tuple(d), near, *prm, normals=True)
+            t, n = _HITS[k](tuple(o), tuple(d), near, *_params_rows(scene, k, pr[m] - off[k]))
             t_out[rk] = t[:, 0]
-            n_out[rk] = torch.stack([x[:, 0] for x in n], 1)
-        # a ray whose float64 recomputation disagrees with the float32 key (grazing edge) stays a hit
+            for i in range(3):
+                n3[i, rk] = n[i][:, 0]
+        n_out = n3.T.contiguous()
+        # a ray whose recomputation (float64: exact) misses where the float32 key hit (grazing edge) is a miss
         bad = ~torch.isfinite(t_out[rays])
         if bool(bad.any()):
             prim[rays[bad]] = -1

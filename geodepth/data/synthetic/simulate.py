@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ...geometry.camera import PinholeCamera
 from ...io.frame import Frame
-from .raycast import RayHits, cast_tiles
+from .raycast import RayHits, cast_tiles, compiled_kernels_enabled
 from .scene import MATERIALS, Scene
 from .sensors import KITTI_LIDAR_HEIGHT, SENSORS, LidarSpec, kitti_camera, kitti_T_cam_from_lidar, lidar_directions
 from .street import EGO_LANE_Y, LANE_HALF_WIDTH, make_street_scene
@@ -121,6 +121,59 @@ def ego_world_from_lidar(s: float, *, height: float = KITTI_LIDAR_HEIGHT) -> Ten
     return T
 
 
+_CACHE: dict = {}
+_CACHE_SIZE = 16
+
+
+def _cached(key, make):
+    """Small cache of per-sensor ray tables (directions depend only on the intrinsics/beam table)."""
+    if key not in _CACHE:
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = make()
+    return _CACHE[key]
+
+
+def _camera_tiles(camera: PinholeCamera, th: int, tw: int, dtype, device) -> Tensor:
+    """(T, th*tw, 3) camera-frame directions ``(x, y, 1)`` through the pixel centres, tiled (cached)."""
+    H, W = camera.height, camera.width
+    K = camera.K.detach().to("cpu", torch.float64)
+
+    def make():
+        u = (torch.arange(W, dtype=torch.float64) + 0.5 - K[0, 2]) / K[0, 0]
+        v = (torch.arange(H, dtype=torch.float64) + 0.5 - K[1, 2]) / K[1, 1]
+        # general K with skew: x = (u - cx - s*(v - cy)/fy) / fx
+        u_grid = u[None, :].expand(H, W) - K[0, 1] * v[:, None] / K[0, 0]
+        d_cam = torch.stack([u_grid, v[:, None].expand(H, W), torch.ones(H, W, dtype=torch.float64)], -1)
+        return _tile(d_cam.to(dtype=dtype, device=device), th, tw)
+
+    return _cached(("camera", tuple(K.flatten().tolist()), H, W, th, tw, dtype, str(device)), make)
+
+
+def _lidar_tiles(spec: LidarSpec, tile: tuple[int, int], dtype, device) -> tuple:
+    """LiDAR-frame ray tables of one revolution (cached): ``dirs`` (B, A, 3); ``tiles`` (T, S, 3)
+    of four 90-degree azimuth sectors; ``R_lv`` (4, 3, 3) lidar_from_view of each sector;
+    ``tile_view`` (T,); ``cols``: the azimuth columns of each sector."""
+    def make():
+        dirs, _, az = lidar_directions(spec, dtype=dtype, device=device)
+        sector = torch.floor(torch.remainder(az.double() + math.pi / 4, 2 * math.pi) / (math.pi / 2)).long().clamp(max=3)
+        th, tw = tile
+        tiles, views, tview, cols = [], [], [], []
+        for s in range(4):
+            cs = torch.nonzero(sector == s).squeeze(1)
+            if cs.numel() == 0:
+                continue
+            a = s * math.pi / 2
+            views.append(torch.tensor([[math.sin(a), 0.0, math.cos(a)], [-math.cos(a), 0.0, math.sin(a)],
+                                       [0.0, -1.0, 0.0]], dtype=dtype, device=device))
+            tiles.append(_tile(dirs[:, cs], th, tw))
+            tview.append(torch.full((tiles[-1].shape[0],), len(views) - 1, dtype=torch.int64, device=device))
+            cols.append(cs)
+        return dirs, torch.cat(tiles), torch.stack(views), torch.cat(tview), cols
+
+    return _cached(("lidar", spec, tuple(tile), dtype, str(device)), make)
+
+
 # ---------------------------------------------------------------------- sensors
 def render_camera(scene: Scene, world_from_cam: Tensor, camera: PinholeCamera, *, device=None,
                   dtype=torch.float32, tile: tuple[int, int] = (16, 16), sun=_SUN, ambient: float = _AMBIENT,
@@ -140,20 +193,13 @@ def render_camera(scene: Scene, world_from_cam: Tensor, camera: PinholeCamera, *
         raise ValueError(f"render_camera needs a single camera, got K {tuple(camera.K.shape)}")
     H, W = camera.height, camera.width
     R, o = _rigid(world_from_cam, dtype, device)
-    K = camera.K.to(torch.float64)
-    u = (torch.arange(W, dtype=torch.float64) + 0.5 - K[0, 2]) / K[0, 0]
-    v = (torch.arange(H, dtype=torch.float64) + 0.5 - K[1, 2]) / K[1, 1]
-    # general K with skew: x = (u - cx - s*(v - cy)/fy) / fx
-    u_grid = u[None, :].expand(H, W) - K[0, 1] * v[:, None] / K[0, 0]
-    d_cam = torch.stack([u_grid, v[:, None].expand(H, W), torch.ones(H, W, dtype=torch.float64)], -1)
-    d_cam = d_cam.to(dtype=dtype, device=device)
     th, tw = tile
-    tiles = _tile(d_cam, th, tw) @ R.T  # world directions, z_cam = 1 so t = depth
+    tiles = _camera_tiles(camera, th, tw, dtype, device) @ R.T  # world directions, z_cam = 1 so t = depth
     hits = cast_tiles(scene, o, tiles, R[None], torch.zeros(tiles.shape[0], dtype=torch.int64, device=device),
                       near=near, budget=budget)
     depth = torch.where(torch.isfinite(hits.t), hits.t, torch.zeros_like(hits.t))
     d_flat = tiles.reshape(-1, 3)
-    rgb = _shade(scene, o, d_flat, hits, sun, ambient)
+    rgb = _shade_fast(scene, o, d_flat, hits, sun, ambient)
     return CameraRender(_untile(rgb, H, W, th, tw).permute(2, 0, 1).contiguous(),
                         _untile(depth, H, W, th, tw)[None].contiguous(), _untile(hits.prim, H, W, th, tw).contiguous())
 
@@ -180,6 +226,53 @@ def _shade(scene: Scene, o: Tensor, d: Tensor, hits: RayHits, sun, ambient: floa
     return rgb
 
 
+def _shade_dense(o: Tensor, d: Tensor, t: Tensor, prim: Tensor, normal: Tensor, albedo: Tensor, material: Tensor,
+                 sun: Tensor, ambient: float) -> Tensor:
+    """(R, 3) RGB of every ray, the formulas of :func:`_shade` and :func:`_albedo` evaluated for
+    all rays and materials with ``torch.where`` (no subsets): one fused loop under ``torch.compile``.
+    ``sun``: (3,) unit vector; ``albedo`` (N, 3) and ``material`` (N,) per primitive."""
+    hit = prim >= 0
+    pi = prim.clamp_min(0)
+    e = (d[:, 2] / d.norm(dim=-1)).clamp(0, 1)[:, None]
+    horizon = torch.tensor([0.80, 0.86, 0.93], dtype=d.dtype, device=d.device)
+    zenith = torch.tensor([0.32, 0.52, 0.85], dtype=d.dtype, device=d.device)
+    sky = horizon + (zenith - horizon) * (e * 2.5).clamp(max=1.0)
+    p = o + torch.where(hit, t, torch.zeros_like(t))[:, None] * d
+    base = albedo[pi].to(d.dtype)
+    mat = material[pi]
+    n = _hash_noise(p)
+    nc = n[:, None]
+    out = base * (0.88 + 0.24 * nc)
+    x, y, z = p[:, 0], p[:, 1], p[:, 2]
+    ay = y.abs()
+    mark = (mat == MATERIALS["road"]) & (((ay < 0.07) & (torch.remainder(x, 6.0) < 3.0))
+                                         | ((ay - LANE_HALF_WIDTH).abs() < 0.07))
+    out = torch.where(mark[:, None], 0.85 * (0.95 + 0.05 * nc), out)
+    rz, rh = torch.remainder(z - 0.15, 3.2), torch.remainder(x + y, 2.6)
+    win = (mat == MATERIALS["facade"]) & (z > 1.0) & (rz > 1.0) & (rz < 2.4) & (rh > 0.7) & (rh < 1.9)
+    glass = torch.tensor([0.12, 0.16, 0.22], dtype=d.dtype, device=d.device) + 0.1 * nc
+    out = torch.where(win[:, None], glass, out)
+    out = torch.where((mat == MATERIALS["foliage"])[:, None], base * (0.5 + 1.0 * nc), out)
+    lam = (normal[:, 0] * sun[0] + normal[:, 1] * sun[1] + normal[:, 2] * sun[2]).clamp_min(0)[:, None]
+    shaded = (out.clamp(0, 1) * (ambient + (1 - ambient) * lam)).clamp(0, 1)
+    return torch.where(hit[:, None], shaded, sky)
+
+
+_SHADE_COMPILED = None
+
+
+def _shade_fast(scene: Scene, o: Tensor, d: Tensor, hits: RayHits, sun, ambient: float) -> Tensor:
+    """:func:`_shade`, or its fused twin when :func:`use_compiled_kernels` is on."""
+    global _SHADE_COMPILED
+    if not compiled_kernels_enabled():
+        return _shade(scene, o, d, hits, sun, ambient)
+    if _SHADE_COMPILED is None:
+        _SHADE_COMPILED = torch.compile(_shade_dense, dynamic=True)
+    s = torch.tensor(sun, dtype=d.dtype, device=d.device)
+    return _SHADE_COMPILED(o, d, hits.t, hits.prim, hits.normal, scene.albedo, scene.material, s / s.norm(),
+                           float(ambient))
+
+
 def scan_lidar(scene: Scene, world_from_lidar: Tensor, spec: LidarSpec | str = "hdl64", *, noise: bool = True,
                generator: torch.Generator | None = None, device=None, dtype=torch.float32,
                tile: tuple[int, int] = (8, 32), near: float = 0.3, budget: int = 1 << 16) -> LidarScan:
@@ -198,32 +291,19 @@ def scan_lidar(scene: Scene, world_from_lidar: Tensor, spec: LidarSpec | str = "
     spec = _spec(spec)
     device = scene.device if device is None else torch.device(device)
     R, o = _rigid(world_from_lidar, dtype, device)
-    dirs, _, az = lidar_directions(spec, dtype=dtype, device=device)
+    dirs, tiles_l, R_lv, tview, cols = _lidar_tiles(spec, tile, dtype, device)
     B, A = dirs.shape[:2]
-    sector = torch.floor(torch.remainder(az.double() + math.pi / 4, 2 * math.pi) / (math.pi / 2)).long().clamp(max=3)
     th, tw = tile
-    all_tiles, views, tview, cols = [], [], [], []
-    for s in range(4):
-        cs = torch.nonzero(sector == s).squeeze(1)
-        if cs.numel() == 0:
-            continue
-        a = s * math.pi / 2
-        R_lv = torch.tensor([[math.sin(a), 0.0, math.cos(a)], [-math.cos(a), 0.0, math.sin(a)], [0.0, -1.0, 0.0]],
-                            dtype=dtype, device=device)
-        t = _tile(dirs[:, cs], th, tw) @ R.T
-        views.append(R @ R_lv)
-        tview.append(torch.full((t.shape[0],), len(views) - 1, dtype=torch.int64, device=device))
-        all_tiles.append(t)
-        cols.append(cs)
-    tiles = torch.cat(all_tiles)
-    hits = cast_tiles(scene, o, tiles, torch.stack(views), torch.cat(tview), near=near, budget=budget)
+    tiles = tiles_l @ R.T
+    views = R @ R_lv
+    hits = cast_tiles(scene, o, tiles, views, tview, near=near, budget=budget)
     # back to (B, A)
     t_grid = torch.empty(B, A, dtype=dtype, device=device)
     p_grid = torch.empty(B, A, dtype=torch.int64, device=device)
     n_grid = torch.empty(B, A, 3, dtype=dtype, device=device)
     start = 0
-    for cs, tl in zip(cols, all_tiles):
-        n = tl.shape[0] * tl.shape[1]
+    for cs in cols:
+        n = (-(-B // th) * th) * (-(-cs.numel() // tw) * tw)
         sl = slice(start, start + n)
         t_grid[:, cs] = _untile(hits.t[sl], B, cs.numel(), th, tw)
         p_grid[:, cs] = _untile(hits.prim[sl], B, cs.numel(), th, tw)
