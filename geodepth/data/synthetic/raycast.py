@@ -11,7 +11,9 @@ a primitive is tested only against the tiles whose bounding rectangle overlaps t
 rectangle of its projected hull corners. The test is conservative, so the result is the
 exact nearest hit. Per-tile minima are reduced with one ``scatter_reduce`` over a packed
 (float32 distance bits, primitive index) key; the winning primitive is then recomputed
-for each ray in the working dtype (float64 gives exact distances).
+for each ray in the working dtype (float64 gives exact distances), with its normal. The
+parameters of the tested primitives are gathered once per primitive kind, and the rays of a
+chunk with ``index_select``; :func:`use_compiled_kernels` fuses each kind's chunk into one loop.
 
 :func:`raycast_open3d` does the same for a triangle mesh with Open3D's ``RaycastingScene``
 (lazy import; float32, CPU).
@@ -217,16 +219,19 @@ def _isect_triangle(o, d, near, tri, normals=False):
     return t, _face(tuple(x.expand_as(t) for x in n), d)
 
 
-def _params(scene: Scene, kind: int, idx: Tensor) -> tuple:
+def _params(scene: Scene, kind: int, idx: Tensor | None) -> tuple:
+    """Parameters of primitives ``idx`` (indices within the kind; None = all) of one kind."""
     if kind == 0:
-        return scene.box_center[idx], scene.box_rot[idx], scene.box_half[idx]
-    if kind == 1:
-        return scene.sphere_center[idx], scene.sphere_radius[idx]
-    if kind == 2:
-        return scene.cyl_center[idx], scene.cyl_axis[idx], scene.cyl_radius[idx], scene.cyl_half[idx]
-    if kind == 3:
-        return scene.quad_center[idx], scene.quad_u[idx], scene.quad_v[idx], scene.quad_half[idx]
-    return (scene.tri[idx],)
+        full = scene.box_center, scene.box_rot, scene.box_half
+    elif kind == 1:
+        full = scene.sphere_center, scene.sphere_radius
+    elif kind == 2:
+        full = scene.cyl_center, scene.cyl_axis, scene.cyl_radius, scene.cyl_half
+    elif kind == 3:
+        full = scene.quad_center, scene.quad_u, scene.quad_v, scene.quad_half
+    else:
+        full = (scene.tri,)
+    return full if idx is None else tuple(x.index_select(0, idx) for x in full)
 
 
 
@@ -234,8 +239,8 @@ def _params(scene: Scene, kind: int, idx: Tensor) -> tuple:
 def _keys(isect, oc: Tensor, dc: Tensor, tc: Tensor, pc: Tensor, shared: bool, near: float, params) -> Tensor:
     """The hot loop's body: gather the rays of tiles ``tc``, test them against primitives
     ``pc`` (parameters ``params``), pack (distance, primitive) keys (C, S)."""
-    d = dc[:, tc]  # (3, C, S)
-    o = oc[:, 0] if shared else oc[:, tc]
+    d = dc.index_select(1, tc)  # (3, C, S)
+    o = oc[:, 0] if shared else oc.index_select(1, tc)
     t = isect(tuple(o), tuple(d), near, *params)
     return _pack(t, pc[:, None].expand_as(t))
 
@@ -293,14 +298,16 @@ def compiled_kernels_enabled() -> bool:
 
 
 def use_compiled_kernels(enabled: bool = True) -> None:
-    """Run the hot loop of the ray caster through ``torch.compile`` (opt-in).
+    """Run the hot loops of the simulator through ``torch.compile`` (opt-in).
 
-    Inductor fuses, per primitive kind, the gather of a chunk's rays, the intersection test and
-    the packing of the (distance, primitive) keys into one loop (C++ on CPU, Triton on CUDA),
-    at the price of a one-off compilation of roughly 30-60 s per primitive kind (cached on disk
-    by torch afterwards). Needs a working C++ compiler on CPU. The nearest hit's distance and
-    normal are recomputed eagerly, so results are unchanged except where fused float rounding
-    flips which of two surfaces at the same distance (an edge) wins.
+    Inductor fuses, per primitive kind, (1) the gather of a chunk's rays, the intersection test
+    and the packing of the (distance, primitive) keys, (2) the recomputation of each ray's nearest
+    hit with its normal, and (3) the camera's shading and textures, each into one loop (C++ on
+    CPU, Triton on CUDA): about 1.7x the eager frame rate on CPU here, at the price of a one-off
+    compilation of roughly 15-60 s (cached on disk by torch afterwards). Needs a working C++
+    compiler on CPU. Fused float rounding can flip the winner between two surfaces at the same
+    distance (an edge pixel) and the texture noise of a few hundred pixels per image; exact
+    tests run on the eager path.
     """
     global _KEYS, _HITS
     if enabled:
@@ -321,7 +328,7 @@ def _params_rows(scene: Scene, kind: int, idx: Tensor) -> tuple:
     """:func:`_params` of ``idx`` laid out with unit stride along the first dimension, so the
     (M, 1) parameter columns the intersection tests slice out are contiguous (same values, one
     gather of a (F, N_kind) table instead of one per parameter, faster elementwise kernels)."""
-    full = _params(scene, kind, slice(None))
+    full = _params(scene, kind, None)
     table = torch.cat([x.reshape(x.shape[0], -1) for x in full], 1).T.contiguous()  # (F, N_kind)
     g = table.index_select(1, idx)  # (F, M)
     out, f = [], 0
@@ -358,7 +365,7 @@ def _cast_tiles(scene: Scene, origin: Tensor, dirs: Tensor, pairs_tile: Tensor, 
         sel = torch.nonzero(kinds == k).squeeze(1)
         if sel.numel() == 0:
             continue
-        tk, pk = pairs_tile[sel], pairs_prim[sel]
+        tk, pk = pairs_tile.index_select(0, sel), pairs_prim.index_select(0, sel)
         prm = _params(scene, k, pk - off[k])  # gathered once per kind, sliced per chunk
         for s in range(0, tk.shape[0], chunk):
             tc, pc = tk[s:s + chunk], pk[s:s + chunk]
@@ -371,7 +378,7 @@ def _cast_tiles(scene: Scene, origin: Tensor, dirs: Tensor, pairs_tile: Tensor, 
     n_out = torch.zeros((T * S, 3), dtype=dirs.dtype, device=dirs.device)
     rays = torch.nonzero(hit).squeeze(1)
     if rays.numel():
-        pr = prim[rays]
+        pr = prim.index_select(0, rays)
         kr = scene.kind_of(pr)
         dflat = dc.reshape(3, -1)
         oflat = None if shared else oc.reshape(3, -1)
@@ -380,16 +387,16 @@ def _cast_tiles(scene: Scene, origin: Tensor, dirs: Tensor, pairs_tile: Tensor, 
             m = torch.nonzero(kr == k).squeeze(1)
             if m.numel() == 0:
                 continue
-            rk = rays[m]
-            d = dflat[:, rk, None]  # (3, M, 1)
-            o = oc[:, 0] if shared else oflat[:, rk, None]
-            t, n = _HITS[k](tuple(o), tuple(d), near, *_params_rows(scene, k, pr[m] - off[k]))
-            t_out[rk] = t[:, 0]
+            rk = rays.index_select(0, m)
+            d = dflat.index_select(1, rk)[:, :, None]  # (3, M, 1)
+            o = oc[:, 0] if shared else oflat.index_select(1, rk)[:, :, None]
+            t, n = _HITS[k](tuple(o), tuple(d), near, *_params_rows(scene, k, pr.index_select(0, m) - off[k]))
+            t_out.index_copy_(0, rk, t[:, 0])
             for i in range(3):
-                n3[i, rk] = n[i][:, 0]
+                n3[i].index_copy_(0, rk, n[i][:, 0])
         n_out = n3.T.contiguous()
         # a ray whose recomputation (float64: exact) misses where the float32 key hit (grazing edge) is a miss
-        bad = ~torch.isfinite(t_out[rays])
+        bad = ~torch.isfinite(t_out.index_select(0, rays))
         if bool(bad.any()):
             prim[rays[bad]] = -1
             n_out[rays[bad]] = 0

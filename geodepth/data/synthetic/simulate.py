@@ -79,27 +79,28 @@ def _albedo(scene: Scene, prim: Tensor, p: Tensor) -> Tensor:
     """(M, 3) textured albedo at world points ``p`` (M, 3) on primitives ``prim`` (M,).
 
     The pattern of each material is evaluated only on the points of that material."""
-    base = scene.albedo[prim].to(p.dtype)
-    mat = scene.material[prim]
+    base = scene.albedo.index_select(0, prim).to(p.dtype)
+    mat = scene.material.index_select(0, prim)
     n = _hash_noise(p)
     out = base * (0.88 + 0.24 * n[:, None])
     road = torch.nonzero(mat == MATERIALS["road"]).squeeze(1)
     if road.numel():
-        x, ay, nr = p[road, 0], p[road, 1].abs(), n[road]
+        pr, nr = p.index_select(0, road), n.index_select(0, road)
+        x, ay = pr[:, 0], pr[:, 1].abs()
         mark = ((ay < 0.07) & (torch.remainder(x, 6.0) < 3.0)) | ((ay - LANE_HALF_WIDTH).abs() < 0.07)
         paint = (0.85 * (0.95 + 0.05 * nr))[:, None].expand(-1, 3)
-        out[road] = torch.where(mark[:, None], paint, out[road])
+        out.index_copy_(0, road, torch.where(mark[:, None], paint, out.index_select(0, road)))
     fac = torch.nonzero(mat == MATERIALS["facade"]).squeeze(1)
     if fac.numel():
-        pf = p[fac]
+        pf, nf = p.index_select(0, fac), n.index_select(0, fac)
         z, h = pf[:, 2], pf[:, 0] + pf[:, 1]
         rz, rh = torch.remainder(z - 0.15, 3.2), torch.remainder(h, 2.6)
         win = (z > 1.0) & (rz > 1.0) & (rz < 2.4) & (rh > 0.7) & (rh < 1.9)
-        glass = torch.tensor([0.12, 0.16, 0.22], dtype=p.dtype, device=p.device) + 0.1 * n[fac, None]
-        out[fac] = torch.where(win[:, None], glass, out[fac])
+        glass = torch.tensor([0.12, 0.16, 0.22], dtype=p.dtype, device=p.device) + 0.1 * nf[:, None]
+        out.index_copy_(0, fac, torch.where(win[:, None], glass, out.index_select(0, fac)))
     fol = torch.nonzero(mat == MATERIALS["foliage"]).squeeze(1)
     if fol.numel():
-        out[fol] = base[fol] * (0.5 + 1.0 * n[fol, None])
+        out.index_copy_(0, fol, base.index_select(0, fol) * (0.5 + 1.0 * n.index_select(0, fol)[:, None]))
     return out.clamp_(0, 1)
 
 
@@ -210,19 +211,19 @@ def _shade(scene: Scene, o: Tensor, d: Tensor, hits: RayHits, sun, ambient: floa
     hit = hits.prim >= 0
     sky = torch.nonzero(~hit).squeeze(1)
     if sky.numel():
-        ds = d[sky]
+        ds = d.index_select(0, sky)
         e = (ds[:, 2] / ds.norm(dim=-1)).clamp(0, 1)[:, None]
         horizon = torch.tensor([0.80, 0.86, 0.93], dtype=dt, device=d.device)
         zenith = torch.tensor([0.32, 0.52, 0.85], dtype=dt, device=d.device)
-        rgb[sky] = horizon + (zenith - horizon) * (e * 2.5).clamp(max=1.0)
+        rgb.index_copy_(0, sky, horizon + (zenith - horizon) * (e * 2.5).clamp(max=1.0))
     hit = torch.nonzero(hit).squeeze(1)
     if hit.numel():
-        p = o + hits.t[hit, None] * d[hit]
-        alb = _albedo(scene, hits.prim[hit], p)
+        p = o + hits.t.index_select(0, hit)[:, None] * d.index_select(0, hit)
+        alb = _albedo(scene, hits.prim.index_select(0, hit), p)
         s = torch.tensor(sun, dtype=dt, device=d.device)
         s = s / s.norm()
-        lam = (hits.normal[hit] @ s).clamp_min(0)[:, None]
-        rgb[hit] = (alb * (ambient + (1 - ambient) * lam)).clamp(0, 1)
+        lam = (hits.normal.index_select(0, hit) @ s).clamp_min(0)[:, None]
+        rgb.index_copy_(0, hit, (alb * (ambient + (1 - ambient) * lam)).clamp(0, 1))
     return rgb
 
 
@@ -321,14 +322,15 @@ def scan_lidar(scene: Scene, world_from_lidar: Tensor, spec: LidarSpec | str = "
         if spec.dropout > 0:
             keep &= torch.rand(r.shape, generator=generator, device=device, dtype=dtype) >= spec.dropout
     idx = torch.nonzero(keep).squeeze(1)
-    pts = dl[idx] * r_meas[idx, None]
+    dli, ri, pi = dl.index_select(0, idx), r.index_select(0, idx), prim.index_select(0, idx)
+    pts = dli * r_meas.index_select(0, idx)[:, None]
     # intensity: textured albedo times the cosine of incidence (markings and plates come out bright)
-    dw = dl[idx] @ R.T
-    pw = o + r[idx, None] * dw
-    alb = _albedo(scene, prim[idx], pw).mean(1)
-    cos = (n_grid.reshape(-1, 3)[idx] * dw).sum(1).abs()
+    dw = dli @ R.T
+    pw = o + ri[:, None] * dw
+    alb = _albedo(scene, pi, pw).mean(1)
+    cos = (n_grid.reshape(-1, 3).index_select(0, idx) * dw).sum(1).abs()
     inten = (alb * (0.35 + 0.65 * cos)).clamp(0, 1)
-    return LidarScan(pts, inten, ring[idx], prim[idx], r[idx])
+    return LidarScan(pts, inten, ring.index_select(0, idx), pi, ri)
 
 
 def _spec(spec) -> LidarSpec:
@@ -400,13 +402,12 @@ def simulate_frame(scene: Scene | None = None, *, seed: int = 0, sensor: LidarSp
     cam = render_camera(scene_t, w_c, camera, device=device, dtype=dtype)
     scan = scan_lidar(scene_t, w_l, spec, noise=noise, generator=gen, device=device, dtype=dtype)
     cam_d = camera.to(device)
-    pts_cam = _transform(T_cl, scan.points_lidar.to(torch.float64))
-    sparse = (lidar_to_depth(scan.points_lidar, T_cl.to(device), cam_d) if pts_cam.shape[0]
+    sparse = (lidar_to_depth(scan.points_lidar, T_cl.to(device), cam_d) if scan.points_lidar.shape[0]
               else torch.zeros(1, camera.height, camera.width, dtype=dtype, device=device))
     if gt == "dense":
         gt_depth = cam.depth
     else:
-        acc = [pts_cam]
+        acc = [_transform(T_cl, scan.points_lidar.to(torch.float64))]
         c_w = torch.linalg.inv(w_c)
         for k in range(-semidense_frames, semidense_frames + 1):
             if k == 0:
