@@ -5,12 +5,18 @@ composed from OpenCV calls exactly as ``kujason/ip_basic`` does, timed in the sa
 skipped (with a note) where OpenCV is not installed. Ratios are anchor time / method time
 (> 1 = faster than OpenCV on the CPU).
 
-    python benchmarks/bm_classical.py [--device cpu|cuda] [--repeats N] [--threads N]
+With ``--compiled`` (CPU) the IP-Basic methods are also timed with
+``geodepth.models.classical.ipbasic.use_compiled(True)`` (torch.compile of the median / blur
+steps): each compiled output is first checked to equal the eager one bit for bit, and the
+first call (which compiles) is timed separately and reported in the row's note and extra.
+
+    python benchmarks/bm_classical.py [--device cpu|cuda] [--repeats N] [--threads N] [--compiled]
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +30,7 @@ from harness import Case, run_cases  # noqa: E402
 
 from geodepth.io.depth import read_depth_png  # noqa: E402
 from geodepth.models.classical import METHODS, complete_classical  # noqa: E402
+from geodepth.models.classical.ipbasic import use_compiled  # noqa: E402
 
 CANDIDATES = [REPO / "geodepth" / "_data" / "kitti_sample" / "velodyne_raw_02.png",
               REPO.parent / "shared" / "data" / "kitti_depth" / "2011_09_26_drive_0001_sync_0000000005" / "velodyne_raw_02.png"]
@@ -62,7 +69,27 @@ def opencv_fast_fill(cv2, depth: np.ndarray) -> np.ndarray:
     return d
 
 
-def build_cases(device: str, repeats: int) -> list[Case]:
+def compiled_case(group: str, name: str, depth: torch.Tensor, repeats: int) -> Case:
+    """The method ``name`` with ``use_compiled(True)``; compiles (first call, timed) and checks
+    the result against the eager path before returning the case."""
+    def run():
+        prev = use_compiled(True)
+        try:
+            return complete_classical(name, depth)["depth"]
+        finally:
+            use_compiled(prev)
+
+    eager = complete_classical(name, depth)["depth"]
+    t0 = time.perf_counter()
+    out = run()
+    first_s = time.perf_counter() - t0
+    if not torch.equal(out, eager):
+        raise AssertionError(f"{name}: compiled output differs from eager on {int((out != eager).sum())} pixels")
+    return Case(group, f"geodepth {name} [compiled]", run, device="cpu", repeats=repeats,
+                note=f"torch.compile (inductor C++), bit-identical to eager; first call {first_s:.1f} s")
+
+
+def build_cases(device: str, repeats: int, compiled: bool = False) -> list[Case]:
     depth = load_frame().to(device)
     group = f"kitti_{depth.shape[-1]}x{depth.shape[-2]}"
     cases = []
@@ -82,6 +109,8 @@ def build_cases(device: str, repeats: int) -> list[Case]:
         reps = repeats if not name.startswith(("knn", "nearest")) or device != "cpu" else max(3, repeats // 5)
         cases.append(Case(group, f"geodepth {name}", fn, device=device, repeats=reps,
                           note=f"torch {torch.get_num_threads()} threads" if device == "cpu" else ""))
+        if compiled and device == "cpu" and name.startswith("ipbasic"):
+            cases.append(compiled_case(group, name, depth, repeats))
     return cases
 
 
@@ -90,6 +119,8 @@ def main(argv: list[str] | None = None):
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--compiled", action="store_true",
+                    help="also time the IP-Basic methods under torch.compile (CPU; needs a C++ compiler)")
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/classical_<device>.json)")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -97,7 +128,7 @@ def main(argv: list[str] | None = None):
     if args.threads:
         torch.set_num_threads(args.threads)
     with torch.inference_mode():
-        return run_cases("classical", build_cases(args.device, args.repeats), out=args.out)
+        return run_cases("classical", build_cases(args.device, args.repeats, args.compiled), out=args.out)
 
 
 if __name__ == "__main__":

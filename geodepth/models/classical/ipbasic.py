@@ -18,11 +18,15 @@ blur work on int16 ranks of the depth values (exact: they only pick values).
 from __future__ import annotations
 
 import collections
+import math
 
 import torch
 
 from ._threads import cpu_single_threaded
-from ._morph import bilateral_filter, dilate, gaussian_blur5, median_blur5, morph_close, set_compiled
+import torch.nn.functional as F
+
+from ._morph import (_compiled, _gaussian_blur5, _median5_padded, bilateral_filter, dilate, gaussian_blur5,
+                     median_blur5, morph_close, set_compiled)
 
 __all__ = [
     "CROSS_KERNEL_3",
@@ -100,10 +104,11 @@ def _as_depth(depth: torch.Tensor, name: str = "depth") -> torch.Tensor:
         raise ValueError(f"{name} must be a floating-point tensor in metres, got {depth.dtype}")
     if depth.shape[0] == 0 or depth.shape[1] == 0:
         raise ValueError(f"{name} must be non-empty, got {tuple(depth.shape)}")
-    if not bool(torch.isfinite(depth).all()):
+    lo, hi = (float(v) for v in torch.aminmax(depth))  # one pass; NaN propagates to both
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError(f"{name} must be finite (0 = no value), found NaN or inf")
-    if bool((depth < 0).any()):
-        raise ValueError(f"{name} must be non-negative (0 = no value), min is {float(depth.min())}")
+    if lo < 0:
+        raise ValueError(f"{name} must be non-negative (0 = no value), min is {lo}")
     return depth.to(torch.float32)
 
 
@@ -163,8 +168,14 @@ def fill_in_fast(
         # ranks (int16: half the memory traffic of float32) and map back afterwards
         v, uniq = ranked
         lo, hi = _rank_thresholds(uniq)
-        v = _fast_order_steps(v, custom_kernel, extrapolate, lambda t: t < lo, lambda t: t >= hi)
+        # compiled mode, Gaussian: median, blur and inversion as one compiled graph on values
+        # (the median commutes with the increasing map rank -> value, so the bits are the same)
+        tail = _compiled("fast_gauss_tail", _fast_gauss_tail) if blur_type == "gaussian" else None
+        v = _fast_order_steps(v, custom_kernel, extrapolate, lambda t: t < lo, lambda t: t >= hi,
+                              median=tail is None)
         d = uniq[v.long()]
+        if tail is not None:
+            return tail(F.pad(d[None, None], (2, 2, 2, 2), mode="replicate")[0, 0], float(max_depth))[None]
     else:
         d = _fast_order_steps(d, custom_kernel, extrapolate, lambda t: t < 0.1, lambda t: t > 0.1)
     if blur_type == "bilateral":
@@ -174,16 +185,25 @@ def fill_in_fast(
     return _invert(d, max_depth)[None]
 
 
-def _fast_order_steps(d, kernel, extrapolate, empty, valid):
-    """fill_in_fast up to and including the median: only order statistics and threshold tests
-    (``empty(t)`` is ``t < 0.1``, ``valid(t)`` is ``t > 0.1`` in the value domain)."""
+def _fast_gauss_tail(p: torch.Tensor, max_depth: float) -> torch.Tensor:
+    """fill_in_fast after the fills, Gaussian variant, from the replicate-padded (H+4, W+4)
+    inverted depths: median, Gaussian at valid pixels, inversion (compiled as one graph)."""
+    d = _median5_padded(p)
+    d = torch.where(d > 0.1, _gaussian_blur5(d), d)
+    return _invert(d, max_depth)
+
+
+def _fast_order_steps(d, kernel, extrapolate, empty, valid, median=True):
+    """fill_in_fast up to and including the median (unless ``median`` is false): only order
+    statistics and threshold tests (``empty(t)`` is ``t < 0.1``, ``valid(t)`` is ``t > 0.1``
+    in the value domain)."""
     d = dilate(d, kernel)
     d = morph_close(d, FULL_KERNEL_5)
     d = torch.where(empty(d), dilate(d, FULL_KERNEL_7), d)
     if extrapolate:
         d = _extend_to_top(d, valid)
         d = torch.where(empty(d), dilate(d, FULL_KERNEL_31), d)
-    return median_blur5(d)
+    return median_blur5(d) if median else d
 
 
 def _rank_thresholds(uniq: torch.Tensor) -> tuple[int, int]:
