@@ -173,8 +173,9 @@ def morph_close(x: torch.Tensor, kernel) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------- median 5x5
-def _batcher_pairs(n: int) -> list[tuple[int, int]]:
-    """Comparators of Batcher's odd-even merge sort on ``n`` wires (n a power of two)."""
+def _batcher_pairs(n: int, with_stage: bool = False) -> list[tuple[int, ...]]:
+    """Comparators ``(i, j)`` of Batcher's odd-even merge sort on ``n`` wires (n a power of
+    two); ``(p, i, j)`` with ``with_stage``, where stage ``p`` merges sorted blocks of ``p``."""
     pairs = []
     p = 1
     while p < n:
@@ -183,7 +184,7 @@ def _batcher_pairs(n: int) -> list[tuple[int, int]]:
             for j in range(k % p, n - k, 2 * k):
                 for i in range(min(k, n - j - k)):
                     if (i + j) // (2 * p) == (i + j + k) // (2 * p):
-                        pairs.append((i + j, i + j + k))
+                        pairs.append((p, i + j, i + j + k) if with_stage else (i + j, i + j + k))
             k //= 2
         p *= 2
     return pairs
@@ -233,7 +234,67 @@ _MED_CANDIDATES = {0: (3, 4), 1: (2, 3, 4), 2: (1, 2, 3), 3: (0, 1, 2), 4: (0, 1
 # the networks of the median, built once (plain lists, so torch.compile traces them as constants)
 _MED_COL_PLAN = list(_selection_plan(5, (0, 1, 2, 3, 4)))
 _MED_LEVEL_PLANS = {level: list(_selection_plan(5, keep)) for level, keep in _MED_CANDIDATES.items()}
-_MED_FINAL_PLAN = list(_selection_plan(13, (6,)))
+
+
+def _median13_plan():
+    """Network for the 7th smallest of the 13 candidates, using that they come in sorted runs
+    (row levels 1, 2, 3 keep three sorted cells, levels 0 and 4 two each).
+
+    The candidates sit on 16 Batcher wires in blocks of four: levels 1, 2, 3 each padded with
+    +inf (already sorted blocks), then levels 0 and 4 (two sorted pairs). Batcher's stages 1
+    and 2 only sort within blocks of four, so they are no-ops except the stage-2 merge of the
+    last block. +inf pads are resolved statically (a comparator with +inf is a no-op or a
+    swap), then the network is pruned backwards to what position 6 needs.
+    Returns ``(slots, ops)``: candidate index per wire (-1 = +inf) and ops ``(kind, i, j,
+    need_min, need_max)`` with kind ``'swap'`` (relabel) or ``'cmp'``."""
+    slots = [2, 3, 4, -1, 5, 6, 7, -1, 8, 9, 10, -1, 0, 1, 11, 12]
+    inf = {w for w, c in enumerate(slots) if c < 0}
+    ops = []
+    for stage, i, j in _batcher_pairs(16, with_stage=True):
+        if stage == 1 or (stage == 2 and i < 12) or j in inf:
+            continue
+        if i in inf:  # min(inf, b) = b goes to i, inf to j
+            inf.discard(i)
+            inf.add(j)
+            ops.append(("swap", i, j))
+        else:
+            ops.append(("cmp", i, j))
+    needed = {6}
+    plan = []
+    for kind, i, j in reversed(ops):
+        if kind == "swap":
+            ni, nj = i in needed, j in needed
+            needed.discard(i)
+            needed.discard(j)
+            if ni:
+                needed.add(j)
+            if nj:
+                needed.add(i)
+            plan.append((kind, i, j, True, True))
+            continue
+        nmin, nmax = i in needed, j in needed
+        if nmin or nmax:
+            plan.append((kind, i, j, nmin, nmax))
+            needed.update((i, j))
+    plan.reverse()
+    return slots, plan
+
+
+_MED_SLOTS, _MED_FINAL_PLAN = _median13_plan()
+
+
+def _median_of_candidates(cand: list[torch.Tensor]) -> torch.Tensor:
+    w = [cand[c] if c >= 0 else None for c in _MED_SLOTS]
+    for kind, i, j, nmin, nmax in _MED_FINAL_PLAN:
+        if kind == "swap":
+            w[i], w[j] = w[j], w[i]
+            continue
+        a, b = w[i], w[j]
+        if nmin:
+            w[i] = torch.minimum(a, b)
+        if nmax:
+            w[j] = torch.maximum(a, b)
+    return w[6]
 
 
 # rows per strip of the CPU median and Gaussian: each strip's intermediate planes then stay in
@@ -272,7 +333,7 @@ def _median5_padded(p: torch.Tensor) -> torch.Tensor:
     for level, keep in _MED_CANDIDATES.items():
         c = cols[level]
         cand += _select([c[:, d:d + W] for d in range(5)], keep, _MED_LEVEL_PLANS[level])
-    return _select(cand, (6,), _MED_FINAL_PLAN)[0]
+    return _median_of_candidates(cand)
 
 
 def _median5_unfold(x: torch.Tensor) -> torch.Tensor:
