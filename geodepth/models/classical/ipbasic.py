@@ -23,9 +23,7 @@ import math
 import torch
 
 from ._threads import cpu_single_threaded
-import torch.nn.functional as F
-
-from ._morph import (_compiled, _gaussian_blur5, _median5_padded, bilateral_filter, dilate, gaussian_blur5,
+from ._morph import (_compiled, _gaussian_blur5, bilateral_filter, dilate, gaussian_blur5,
                      median_blur5, morph_close, set_compiled)
 
 __all__ = [
@@ -168,14 +166,14 @@ def fill_in_fast(
         # ranks (int16: half the memory traffic of float32) and map back afterwards
         v, uniq = ranked
         lo, hi = _rank_thresholds(uniq)
-        # compiled mode, Gaussian: median, blur and inversion as one compiled graph on values
-        # (the median commutes with the increasing map rank -> value, so the bits are the same)
+        # compiled mode, Gaussian: median on values (it commutes with the increasing map
+        # rank -> value, so the bits are the same), then blur and inversion as one graph
         tail = _compiled("fast_gauss_tail", _fast_gauss_tail) if blur_type == "gaussian" else None
         v = _fast_order_steps(v, custom_kernel, extrapolate, lambda t: t < lo, lambda t: t >= hi,
                               median=tail is None)
         d = uniq[v.long()]
         if tail is not None:
-            return tail(F.pad(d[None, None], (2, 2, 2, 2), mode="replicate")[0, 0], float(max_depth))[None]
+            return tail(median_blur5(d), float(max_depth))[None]
     else:
         d = _fast_order_steps(d, custom_kernel, extrapolate, lambda t: t < 0.1, lambda t: t > 0.1)
     if blur_type == "bilateral":
@@ -185,10 +183,9 @@ def fill_in_fast(
     return _invert(d, max_depth)[None]
 
 
-def _fast_gauss_tail(p: torch.Tensor, max_depth: float) -> torch.Tensor:
-    """fill_in_fast after the fills, Gaussian variant, from the replicate-padded (H+4, W+4)
-    inverted depths: median, Gaussian at valid pixels, inversion (compiled as one graph)."""
-    d = _median5_padded(p)
+def _fast_gauss_tail(d: torch.Tensor, max_depth: float) -> torch.Tensor:
+    """fill_in_fast after the median, Gaussian variant: blur at valid pixels, inversion
+    (compiled as one graph)."""
     d = torch.where(d > 0.1, _gaussian_blur5(d), d)
     return _invert(d, max_depth)
 
