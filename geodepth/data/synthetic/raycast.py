@@ -384,16 +384,16 @@ def _cast_tiles(scene: Scene, origin: Tensor, dirs: Tensor, pairs_tile: Tensor, 
         oflat = None if shared else oc.reshape(3, -1)
         n3 = torch.zeros((3, T * S), dtype=dirs.dtype, device=dirs.device)  # component-major normals
         for k in range(5):
-            m = torch.nonzero(kr == k).squeeze(1)
-            if m.numel() == 0:
-                continue
-            rk = rays.index_select(0, m)
-            d = dflat.index_select(1, rk)[:, :, None]  # (3, M, 1)
-            o = oc[:, 0] if shared else oflat.index_select(1, rk)[:, :, None]
-            t, n = _HITS[k](tuple(o), tuple(d), near, *_params_rows(scene, k, pr.index_select(0, m) - off[k]))
-            t_out.index_copy_(0, rk, t[:, 0])
-            for i in range(3):
-                n3[i].index_copy_(0, rk, n[i][:, 0])
+            mk = torch.nonzero(kr == k).squeeze(1)
+            for s in range(0, mk.shape[0], budget):  # cache-sized pieces
+                m = mk[s:s + budget]
+                rk = rays.index_select(0, m)
+                d = dflat.index_select(1, rk)[:, :, None]  # (3, M, 1)
+                o = oc[:, 0] if shared else oflat.index_select(1, rk)[:, :, None]
+                t, n = _HITS[k](tuple(o), tuple(d), near, *_params_rows(scene, k, pr.index_select(0, m) - off[k]))
+                t_out.index_copy_(0, rk, t[:, 0])
+                for i in range(3):
+                    n3[i].index_copy_(0, rk, n[i][:, 0])
         n_out = n3.T.contiguous()
         # a ray whose recomputation (float64: exact) misses where the float32 key hit (grazing edge) is a miss
         bad = ~torch.isfinite(t_out.index_select(0, rays))

@@ -205,7 +205,7 @@ def render_camera(scene: Scene, world_from_cam: Tensor, camera: PinholeCamera, *
                         _untile(depth, H, W, th, tw)[None].contiguous(), _untile(hits.prim, H, W, th, tw).contiguous())
 
 
-def _shade(scene: Scene, o: Tensor, d: Tensor, hits: RayHits, sun, ambient: float) -> Tensor:
+def _shade(scene: Scene, o: Tensor, d: Tensor, hits: RayHits, sun, ambient: float, chunk: int = 1 << 16) -> Tensor:
     dt = d.dtype
     rgb = torch.empty(d.shape, dtype=dt, device=d.device)
     hit = hits.prim >= 0
@@ -216,12 +216,13 @@ def _shade(scene: Scene, o: Tensor, d: Tensor, hits: RayHits, sun, ambient: floa
         horizon = torch.tensor([0.80, 0.86, 0.93], dtype=dt, device=d.device)
         zenith = torch.tensor([0.32, 0.52, 0.85], dtype=dt, device=d.device)
         rgb.index_copy_(0, sky, horizon + (zenith - horizon) * (e * 2.5).clamp(max=1.0))
-    hit = torch.nonzero(hit).squeeze(1)
-    if hit.numel():
+    hits_idx = torch.nonzero(hit).squeeze(1)
+    s = torch.tensor(sun, dtype=dt, device=d.device)
+    s = s / s.norm()
+    for c in range(0, hits_idx.shape[0], chunk):  # cache-sized pieces
+        hit = hits_idx[c:c + chunk]
         p = o + hits.t.index_select(0, hit)[:, None] * d.index_select(0, hit)
         alb = _albedo(scene, hits.prim.index_select(0, hit), p)
-        s = torch.tensor(sun, dtype=dt, device=d.device)
-        s = s / s.norm()
         lam = (hits.normal.index_select(0, hit) @ s).clamp_min(0)[:, None]
         rgb.index_copy_(0, hit, (alb * (ambient + (1 - ambient) * lam)).clamp(0, 1))
     return rgb
