@@ -22,9 +22,17 @@ import math
 
 import torch
 
+from ._morph import (
+    _compiled,
+    _gaussian_blur5,
+    bilateral_filter,
+    dilate,
+    gaussian_blur5,
+    median_blur5,
+    morph_close,
+    set_compiled,
+)
 from ._threads import cpu_single_threaded
-from ._morph import (_compiled, _gaussian_blur5, bilateral_filter, dilate, gaussian_blur5,
-                     median_blur5, morph_close, set_compiled)
 
 __all__ = [
     "CROSS_KERNEL_3",
@@ -33,10 +41,10 @@ __all__ = [
     "DIAMOND_KERNEL_5",
     "DIAMOND_KERNEL_7",
     "FULL_KERNEL_3",
-    "FULL_KERNEL_31",
     "FULL_KERNEL_5",
     "FULL_KERNEL_7",
     "FULL_KERNEL_9",
+    "FULL_KERNEL_31",
     "fill_in_fast",
     "fill_in_multiscale",
     "use_compiled",

@@ -9,7 +9,11 @@ import pytest
 import torch
 from _classical_data import encode, load_input, read_png16, to_depth
 
-from geodepth.models.classical.ipbasic import fill_in_fast, fill_in_multiscale, use_compiled
+from geodepth.models.classical.ipbasic import (
+    fill_in_fast,
+    fill_in_multiscale,
+    use_compiled,
+)
 
 NAME = "tk_image02_full1242x375"  # the benchmark frame: the inductor cache is shared with it
 
