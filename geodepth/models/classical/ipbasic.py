@@ -14,6 +14,8 @@ configurations and on all but a few hundred pixels (1/256 m apart) for the bilat
 Unlike the original, inputs are never modified in place and the device follows the input.
 On the CPU the fills run single-threaded (see :mod:`._threads`) and the steps before the
 blur work on int16 ranks of the depth values (exact: they only pick values).
+:func:`use_compiled` opts in to ``torch.compile`` for the median and blur steps on the CPU
+(same bits, ~15-25 % faster per frame after a one-off compile of seconds).
 """
 from __future__ import annotations
 
