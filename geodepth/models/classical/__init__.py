@@ -22,11 +22,11 @@ from typing import Callable
 
 import torch
 
-from .ipbasic import _as_depth, fill_in_fast, fill_in_multiscale
+from .ipbasic import _as_depth, fill_in_fast, fill_in_multiscale, use_compiled
 from .knn_fill import knn_fill
 from .nearest import nearest_fill
 
-__all__ = ["METHODS", "complete_classical", "fill_in_fast", "fill_in_multiscale", "knn_fill", "nearest_fill"]
+__all__ = ["METHODS", "complete_classical", "fill_in_fast", "fill_in_multiscale", "knn_fill", "nearest_fill", "use_compiled"]
 
 
 def _points_uvz(points_uvz, points_cam, camera):
