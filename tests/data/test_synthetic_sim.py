@@ -206,3 +206,29 @@ def test_simulate_to_folder_roundtrip(tmp_path):
     simulate_to_folder(out, frames=1, sensor="vlp16", progress=False, camera=cam, overwrite=True)
     with pytest.raises(ValueError, match="sensor"):
         simulate_to_folder(tmp_path / "x", frames=1, sensor="hdl32")
+
+
+def test_fused_shading_twin_matches_eager_shading():
+    # the where-over-all-materials twin that use_compiled_kernels() compiles, run eagerly, against the
+    # per-material eager shading on the same hits (float64, so only summation order can differ)
+    from geodepth.data.synthetic.raycast import raycast
+    from geodepth.data.synthetic.scene import MATERIALS
+    from geodepth.data.synthetic.simulate import _AMBIENT, _SUN, _shade, _shade_dense
+
+    scene = make_street_scene(2).to(dtype=torch.float64)
+    cam = kitti_camera(311, 94)
+    w_c = ego_world_from_lidar(5.0) @ torch.linalg.inv(kitti_T_cam_from_lidar())
+    K = cam.K
+    v, u = torch.meshgrid(torch.arange(94, dtype=torch.float64) + 0.5, torch.arange(311, dtype=torch.float64) + 0.5,
+                          indexing="ij")
+    d = torch.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], torch.ones_like(u)], -1).reshape(-1, 3)
+    d = d @ w_c[:3, :3].T
+    o = w_c[:3, 3]
+    hits = raycast(scene, o, d, near=0.05)
+    assert 0.02 < (hits.prim < 0).double().mean() < 0.5  # sky and surfaces
+    mats = scene.material[hits.prim[hits.prim >= 0]].unique().tolist()
+    assert {MATERIALS["road"], MATERIALS["facade"]}.issubset(mats)  # the textures are exercised
+    a = _shade(scene, o, d, hits, _SUN, _AMBIENT, chunk=4096)  # several pieces
+    s = torch.tensor(_SUN, dtype=torch.float64)
+    b = _shade_dense(o, d, hits.t, hits.prim, hits.normal, scene.albedo, scene.material, s / s.norm(), _AMBIENT)
+    torch.testing.assert_close(b, a, rtol=0, atol=1e-12)
