@@ -15,6 +15,8 @@ extras = {
     "test": ["pytest>=7", "trimesh>=4", "scipy>=1.10"],
     "bench": ["opencv-python-headless>=4.8", "pykdtree>=1.3", "scipy>=1.10"],
     "gpu": ["triton>=3.0"],
+    # faster exact CPU paths: k-d tree KNN (pykdtree, else scipy), numba-compiled IP-Basic
+    "cpu": ["pykdtree>=1.3", "scipy>=1.10", "numba>=0.60"],
 }
 extras["all"] = sorted({d for k, v in extras.items() if k != "viz" for d in v})
 
