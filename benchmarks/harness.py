@@ -117,6 +117,9 @@ def _sync(device: str) -> None:
 
 def time_case(case: Case) -> Result:
     cuda = case.device.startswith("cuda")
+    # CPU memory first, before warm-up: once the allocator holds freed pages, a call can reuse
+    # them without growing the resident set
+    cpu_peak = None if cuda else _cpu_rss_growth(case.fn)
     for _ in range(case.warmup):
         case.fn()
     _sync(case.device)
@@ -136,7 +139,7 @@ def time_case(case: Case) -> Result:
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20
         kind = "cuda_max_allocated"
     else:
-        peak = _cpu_rss_growth(case.fn)
+        peak = cpu_peak
         kind = "cpu_rss_growth"
     return Result(case.group, case.name, case.device, case.anchor, statistics.median(times), min(times),
                   case.repeats, peak, case.note, extra={"peak_mem_kind": kind})
