@@ -73,8 +73,9 @@ class Completion:
             return None
         from ..geometry import invert_transform, transform_points
 
-        T = invert_transform(self.T_cam_from_lidar.to(torch.float64))
-        return transform_points(T, self.points_cam.to(torch.float64)).to(torch.float32)
+        pc = self.points_cam
+        T = invert_transform(self.T_cam_from_lidar.to(pc.device, torch.float64))
+        return transform_points(T, pc.to(torch.float64)).to(torch.float32)
 
     # ------------------------------------------------------------------ output
     def save(self, out_dir: str | Path, *, overwrite: bool = False, ply: bool = True) -> dict[str, Path]:
@@ -225,5 +226,5 @@ def complete(
     if sparse.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    return Completion(depth=out["depth"], confidence=out.get("confidence"), camera=camera, image=image,
+    return Completion(depth=out["depth"], confidence=out.get("confidence"), camera=camera.to(sparse.device), image=image,
                       T_cam_from_lidar=T_cam_from_lidar, sparse_depth=sparse, method=method, seconds=seconds)

@@ -123,3 +123,14 @@ def test_default_method_follows_the_image():
     assert torch.equal(without.depth, complete_classical("knn_idw", sparse)["depth"])
     with pytest.raises(ValueError, match="needs the RGB image"):
         complete(sparse_depth=sparse, camera=_cam(), method="knn_bilateral")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("method", ["ipbasic_fast", "nearest", "knn_idw"])
+def test_complete_on_cuda_matches_cpu(method):
+    frame = load_frame(geodepth.sample_dir())
+    cpu = complete(frame, method=method)
+    gpu = complete(frame, method=method, device="cuda")
+    assert gpu.depth.is_cuda
+    assert torch.allclose(gpu.depth.cpu(), cpu.depth, atol=1e-3)
+    assert torch.allclose(gpu.points_lidar.cpu(), cpu.points_lidar, atol=1e-3)
