@@ -10,7 +10,14 @@ With ``--compiled`` (CPU) the IP-Basic methods are also timed with
 steps): each compiled output is first checked to equal the eager one bit for bit, and the
 first call (which compiles) is timed separately and reported in the row's note and extra.
 
+On the CPU, ``fill_in_fast`` (``ipbasic_fast*``) runs on its numba backend when numba is
+installed (``backend="auto"``); those methods get a ``[torch]`` row (the pure-torch path) and
+a ``[numba, N threads]`` row (``--numba-threads``, default 2) beside the default row, each
+checked to equal the default's output bit for bit. The note of the default row gives the
+in-process first call (numba JIT, or loading its on-disk cache).
+
     python benchmarks/bm_classical.py [--device cpu|cuda] [--repeats N] [--threads N] [--compiled]
+                                      [--numba-threads N]
 """
 from __future__ import annotations
 
@@ -69,17 +76,24 @@ def opencv_fast_fill(cv2, depth: np.ndarray) -> np.ndarray:
     return d
 
 
+def _torch_opts(name: str) -> dict:
+    """Options that pin the pure-torch path (fill_in_fast defaults to numba on the CPU)."""
+    return {"backend": "torch"} if name.startswith("ipbasic_fast") else {}
+
+
 def compiled_case(group: str, name: str, depth: torch.Tensor, repeats: int) -> Case:
     """The method ``name`` with ``use_compiled(True)``; compiles (first call, timed) and checks
     the result against the eager path before returning the case."""
+    opts = _torch_opts(name)
+
     def run():
         prev = use_compiled(True)
         try:
-            return complete_classical(name, depth)["depth"]
+            return complete_classical(name, depth, **opts)["depth"]
         finally:
             use_compiled(prev)
 
-    eager = complete_classical(name, depth)["depth"]
+    eager = complete_classical(name, depth, **opts)["depth"]
     t0 = time.perf_counter()
     out = run()
     first_s = time.perf_counter() - t0
@@ -89,7 +103,35 @@ def compiled_case(group: str, name: str, depth: torch.Tensor, repeats: int) -> C
                 note=f"torch.compile (inductor C++), bit-identical to eager; first call {first_s:.1f} s")
 
 
-def build_cases(device: str, repeats: int, compiled: bool = False) -> list[Case]:
+def numba_cases(group: str, name: str, depth: torch.Tensor, repeats: int, threads: int) -> tuple[str, list[Case]]:
+    """For ``ipbasic_fast*`` on the CPU: the first-call note of the default (numba) row, a
+    ``[torch]`` row and a ``[numba, threads]`` row, all checked bit for bit first."""
+    from geodepth.models.classical import _numba_ipbasic as nb
+
+    t0 = time.perf_counter()
+    default = complete_classical(name, depth)["depth"]
+    first_s = time.perf_counter() - t0
+    ref = complete_classical(name, depth, backend="torch")["depth"]
+    if not torch.equal(default, ref):
+        raise AssertionError(f"{name}: numba output differs from torch on {int((default != ref).sum())} pixels")
+
+    def threaded():
+        prev, nb.THREADS = nb.THREADS, threads
+        try:
+            return complete_classical(name, depth, backend="numba")["depth"]
+        finally:
+            nb.THREADS = prev
+
+    if not torch.equal(threaded(), ref):
+        raise AssertionError(f"{name}: numba ({threads} threads) differs from torch")
+    cases = [Case(group, f"geodepth {name} [torch]", lambda: complete_classical(name, depth, backend="torch"),
+                  device="cpu", repeats=repeats, note=f"pure torch, {torch.get_num_threads()} threads"),
+             Case(group, f"geodepth {name} [numba, {threads} threads]", threaded, device="cpu", repeats=repeats,
+                  note="bit-identical to torch")]
+    return f"numba {nb.THREADS} thread(s), bit-identical to torch; first call {first_s:.2f} s", cases
+
+
+def build_cases(device: str, repeats: int, compiled: bool = False, numba_threads: int = 2) -> list[Case]:
     depth = load_frame().to(device)
     group = f"kitti_{depth.shape[-1]}x{depth.shape[-2]}"
     cases = []
@@ -107,11 +149,23 @@ def build_cases(device: str, repeats: int, compiled: bool = False) -> list[Case]
         def fn(name=name):
             return complete_classical(name, depth)
         reps = repeats if not name.startswith(("knn", "nearest")) or device != "cpu" else max(3, repeats // 5)
-        cases.append(Case(group, f"geodepth {name}", fn, device=device, repeats=reps,
-                          note=f"torch {torch.get_num_threads()} threads" if device == "cpu" else ""))
+        note, extra = (f"torch {torch.get_num_threads()} threads" if device == "cpu" else ""), []
+        if device == "cpu" and name.startswith("ipbasic_fast") and _numba_ok():
+            note, extra = numba_cases(group, name, depth, repeats, numba_threads)
+        cases.append(Case(group, f"geodepth {name}", fn, device=device, repeats=reps, note=note))
+        cases += extra
         if compiled and device == "cpu" and name.startswith("ipbasic"):
             cases.append(compiled_case(group, name, depth, repeats))
     return cases
+
+
+def _numba_ok() -> bool:
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        print("numba not installed: fill_in_fast runs on torch, no numba rows", file=sys.stderr)
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None):
@@ -121,6 +175,8 @@ def main(argv: list[str] | None = None):
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--compiled", action="store_true",
                     help="also time the IP-Basic methods under torch.compile (CPU; needs a C++ compiler)")
+    ap.add_argument("--numba-threads", type=int, default=2,
+                    help="threads of the extra [numba, N threads] rows (the default rows use 1)")
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/classical_<device>.json)")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -128,7 +184,7 @@ def main(argv: list[str] | None = None):
     if args.threads:
         torch.set_num_threads(args.threads)
     with torch.inference_mode():
-        return run_cases("classical", build_cases(args.device, args.repeats, args.compiled), out=args.out)
+        return run_cases("classical", build_cases(args.device, args.repeats, args.compiled, args.numba_threads), out=args.out)
 
 
 if __name__ == "__main__":
