@@ -176,6 +176,7 @@ def test_kdtree_scipy_and_recomputed_paths(monkeypatch):
     _same(knn(p, p, 9, backend="kdtree"), ref)
     monkeypatch.setattr(knn_kdtree, "_is_canonical", lambda lib, dtype: False)
     _same(knn(p, p, 9, backend="kdtree"), ref)
+    pytest.importorskip("pykdtree")
     monkeypatch.setattr(knn_kdtree, "_library", lambda: "pykdtree")
     _same(knn(p, p, 9, backend="kdtree"), ref)
 
