@@ -103,3 +103,12 @@ def test_backend_argument():
     assert torch.equal(fill_in_fast(d, backend="auto"), fill_in_fast(d, backend="torch"))
     with pytest.raises(ValueError, match="backend"):
         fill_in_fast(d, backend="cython")
+
+
+def test_two_numba_threads_same_bits(kitti_dir, ref_dir, monkeypatch):
+    from geodepth.models.classical import _numba_ipbasic
+
+    monkeypatch.setattr(_numba_ipbasic, "THREADS", 2)
+    depth = to_depth(load_input("tk_image03_full1242x375", kitti_dir, ref_dir))
+    nb, tc = both(depth, extrapolate=True, blur_type="gaussian")
+    assert torch.equal(nb, tc)
