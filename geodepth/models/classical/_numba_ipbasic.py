@@ -2,8 +2,9 @@
 
 The same algorithm as the torch path of :func:`.ipbasic.fill_in_fast`, step for step, with the
 same float32 arithmetic, compiled by numba into row-parallel loops over cache-resident rows:
-inversion, dilation by a union of centred rectangles (separable running maxima, pixels outside
-the image ignored) or by shifts for any other kernel, 5x5 close, 7x7 and 31x31 hole fills, the
+inversion, dilation by a union of centred rectangles (per output row: maxima down the columns,
+then along the row, on row buffers; pixels outside the image ignored) or by shifts for any
+other kernel, 5x5 close, 7x7 and 31x31 hole fills, the
 extension to the top of the frame, the exact 5x5 median (replicated border; each column's
 vertical 5-run sorted once, then a pruned sorting network per pixel, the network of
 :mod:`._morph`) and the Gaussian blur ([1, 4, 6, 4, 1] / 16, rows first, reflect-101 border,
@@ -110,13 +111,13 @@ def _morph_row(x, y, hs, ws, rmax, sgn, fill, o):
             for j in range(W):
                 a = sgn * q[j]
                 b = c[j]
-                c[j] = a if a > b else b  # branch-free: compiles to a vector max
+                c[j] = a if a > b else b  # noqa: FURB136 - branch-free: compiles to a vector max
         for k in range(rmax - r, rmax + r + 1):
             s = col[k:k + W]
             for j in range(W):
                 a = s[j]
                 b = acc[j]
-                acc[j] = a if a > b else b
+                acc[j] = a if a > b else b  # noqa: FURB136
     if fill:
         xy = x[y]
         for j in range(W):
@@ -147,7 +148,7 @@ def _dilate_shifts(x, offs, ay, ax, kh, kw):
             for j in range(W):
                 a = q[j + c]
                 b = o[j]
-                o[j] = a if a > b else b
+                o[j] = a if a > b else b  # noqa: FURB136
     return out
 
 
@@ -171,7 +172,11 @@ def _extend_to_top(d):
 
 @njit(cache=True, parallel=True)
 def _median5(d):
-    """Exact median of every 5x5 window, border replicated (``cv2.medianBlur(d, 5)``)."""
+    """Exact median of every 5x5 window, border replicated (``cv2.medianBlur(d, 5)``).
+
+    The straight-line min/max code below was generated from ``_morph._MED_COL_PLAN``,
+    ``_MED_LEVEL_PLANS`` and ``_MED_FINAL_PLAN`` (the torch path's pruned networks): regenerate
+    it rather than editing it by hand."""
     H, W = d.shape
     out = np.empty_like(d)
     for y in prange(H):

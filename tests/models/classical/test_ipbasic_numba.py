@@ -38,7 +38,7 @@ def both(depth, **kw):
 def test_reference_inputs_bit_identical(name, config, kitti_dir, ref_dir):
     depth = to_depth(load_input(name, kitti_dir, ref_dir))
     gauss = "gauss" in config
-    kw = dict(extrapolate=config.endswith("_extrap"), blur_type="gaussian" if gauss else "bilateral")
+    kw = {"extrapolate": config.endswith("_extrap"), "blur_type": "gaussian" if gauss else "bilateral"}
     nb, tc = both(depth, **kw)
     assert nb.dtype == torch.float32 and nb.shape == (1,) + depth.shape
     assert torch.equal(nb, tc), f"{int((nb != tc).sum())} pixels differ from the torch path"
@@ -85,7 +85,8 @@ def test_random_images_match_torch(kind):
         for blur in ("gaussian", "bilateral"):
             for extrapolate in (False, True):
                 max_depth = [100.0, 80.3][(i + extrapolate) % 2]
-                kw = dict(custom_kernel=KERNELS[name], extrapolate=extrapolate, blur_type=blur, max_depth=max_depth)
+                kw = {"custom_kernel": KERNELS[name], "extrapolate": extrapolate, "blur_type": blur,
+                      "max_depth": max_depth}
                 nb, tc = both(depth, **kw)
                 assert torch.equal(nb, tc), (kind, (h, w), name, blur, extrapolate, int((nb != tc).sum()))
 
