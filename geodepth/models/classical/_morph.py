@@ -136,6 +136,8 @@ def dilate(x: torch.Tensor, kernel) -> torch.Tensor:
     rects = _decompose(*key)
     if rects is None:
         return _dilate_shifts(x, key)
+    if not rects:  # all-zero kernel: identity, as the shifts path (cv2 5.0 returns -FLT_MAX/shifted values)
+        return x.clone()
     out = None
     rows = {}
     for h, w in rects:

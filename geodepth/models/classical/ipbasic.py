@@ -240,7 +240,7 @@ def _fill_in_fast_numba(d, max_depth, kernel, extrapolate, blur_type) -> torch.T
         shifts = (np.asarray(offs, dtype=np.int64).reshape(-1, 2), kh // 2, kw // 2, kh, kw)
         if not offs:
             rects, shifts = ((1, 1),), None
-    elif not rects:  # all-zero kernel: OpenCV uses a 1x1 kernel
+    elif not rects:  # all-zero kernel: identity, as the torch path
         rects = ((1, 1),)
     out = fill_in_fast_numba(np.ascontiguousarray(d.numpy()), float(max_depth), rects, shifts,
                              bool(extrapolate), blur_type == "gaussian")

@@ -71,7 +71,8 @@ KERNELS = {
     "wide1x7": torch.ones(1, 7, dtype=torch.uint8),
     "ring3": torch.tensor([[1, 1, 1], [1, 0, 1], [1, 1, 1]], dtype=torch.uint8),  # not centred rectangles
     "even2x4": torch.tensor([[0, 1, 1, 0], [1, 0, 0, 1]], dtype=torch.uint8),   # even: anchor (1, 2)
-    "zero4x4": torch.zeros(4, 4, dtype=torch.uint8),                             # OpenCV: 1x1
+    "zero4x4": torch.zeros(4, 4, dtype=torch.uint8),                             # identity in both
+    "zero3x3": torch.zeros(3, 3, dtype=torch.uint8),
 }
 
 
