@@ -18,9 +18,17 @@ fastmath (which would reorder float sums).
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
-from numba import njit, prange
+
+try:
+    import numba
+    from numba import njit, prange
+except ImportError:  # optional dependency: keep the module importable (doctest collection)
+    numba = None
+    prange = range
+
+    def njit(*args, **kwargs):
+        return lambda fn: fn
 
 __all__ = ["THREADS", "fill_in_fast_numba"]
 
