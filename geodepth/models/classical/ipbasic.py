@@ -242,7 +242,7 @@ def _fill_in_fast_numba(d, max_depth, kernel, extrapolate, blur_type) -> torch.T
             rects, shifts = ((1, 1),), None
     elif not rects:  # all-zero kernel: identity, as the torch path
         rects = ((1, 1),)
-    out = fill_in_fast_numba(np.ascontiguousarray(d.numpy()), float(max_depth), rects, shifts,
+    out = fill_in_fast_numba(np.ascontiguousarray(d.detach().numpy()), float(max_depth), rects, shifts,
                              bool(extrapolate), blur_type == "gaussian")
     out = torch.from_numpy(out)
     if blur_type == "bilateral":
