@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from neighbours import brute_knn
 from triton_interp import run_interpreted
 
 from geodepth.ops._reference import aggregate_reference
 from geodepth.ops.aggregate import aggregate
 
 TOL = {torch.float64: (1e-10, 1e-8), torch.float32: (1e-5, 1e-4)}
-
-
-def brute_knn(q: torch.Tensor, p: torch.Tensor, k: int, pad_frac: float = 0.2, seed: int = 0) -> torch.Tensor:
-    """cdist + topk neighbours, with a random share of entries (and the last row) set to -1."""
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.cdist(q.double(), p.double()).topk(min(k, p.shape[0]), largest=False).indices
-    if idx.shape[1] < k:
-        idx = torch.cat([idx, idx.new_full((idx.shape[0], k - idx.shape[1]), -1)], 1)
-    idx[torch.rand(idx.shape, generator=g) < pad_frac] = -1
-    if idx.shape[0]:
-        idx[-1] = -1
-    return idx
 
 
 def make(M=17, N=23, k=6, C=5, wmode="none", dtype=torch.float64, seed=0):

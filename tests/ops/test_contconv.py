@@ -5,22 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from neighbours import brute_knn
 from triton_interp import run_interpreted
 
 from geodepth.ops._reference import continuous_conv_reference, scored_aggregate_reference
 from geodepth.ops.contconv import continuous_conv, scored_aggregate
-
-
-
-def brute_knn(q, p, k, pad_frac=0.2, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.cdist(q.double(), p.double()).topk(min(k, p.shape[0]), largest=False).indices
-    if idx.shape[1] < k:
-        idx = torch.cat([idx, idx.new_full((idx.shape[0], k - idx.shape[1]), -1)], 1)
-    idx[torch.rand(idx.shape, generator=g) < pad_frac] = -1
-    if idx.shape[0]:
-        idx[-1] = -1
-    return idx
 
 
 class MLP(torch.nn.Module):
