@@ -33,6 +33,7 @@ from torch import Tensor
 from ..geometry.calib import kitti_rectified_camera
 from ..geometry.camera import PinholeCamera
 from ..geometry.transforms import check_rigid
+from ._paths import refuse_overwrite
 
 __all__ = [
     "parse_calib_dict",
@@ -300,8 +301,7 @@ def write_calib_file(path, camera: PinholeCamera, T_cam_from_lidar: Tensor | Non
     path = Path(path)
     if path.suffix.lower() not in (".yaml", ".yml", ".json"):
         raise ValueError(f"calibration path must end in .yaml, .yml or .json, got {path.name}")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    refuse_overwrite(path, overwrite)
     if camera.K.dim() != 2:
         raise ValueError(f"write_calib_file needs a single camera (K (3, 3)), got K {tuple(camera.K.shape)}")
     d: dict[str, Any] = {

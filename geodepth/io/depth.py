@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._paths import refuse_overwrite
+
 __all__ = ["KITTI_DEPTH_SCALE", "NYU_DEPTH_SCALE", "read_depth_png", "read_nyu_depth_png", "write_depth_png"]
 
 #: KITTI depth PNGs store ``round(depth_m * 256)``
@@ -82,8 +84,7 @@ def write_depth_png(path, depth: Tensor, scale: float = KITTI_DEPTH_SCALE, *, ov
         overwrite: replace an existing file (otherwise ``FileExistsError``).
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    refuse_overwrite(path, overwrite)
     if not scale > 0:
         raise ValueError(f"scale must be positive, got {scale}")
     if not isinstance(depth, Tensor):

@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._paths import refuse_overwrite
+
 __all__ = ["read_image", "write_image"]
 
 
@@ -40,8 +42,7 @@ def write_image(path, image: Tensor, *, overwrite: bool = False) -> Path:
     from PIL import Image
 
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    refuse_overwrite(path, overwrite)
     if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] not in (1, 3):
         raise ValueError(f"image must be (3, H, W) or (1, H, W), got {tuple(getattr(image, 'shape', ()))}")
     if image.dtype == torch.uint8:  # already 8-bit (e.g. from geodepth.viz.colorize_depth)

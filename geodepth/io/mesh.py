@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._paths import refuse_overwrite
+
 __all__ = ["read_mesh", "write_mesh"]
 
 
@@ -52,8 +54,7 @@ def write_mesh(path, vertices: Tensor, faces: Tensor, vertex_colors: Tensor | No
         overwrite: replace an existing file (otherwise ``FileExistsError``).
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    refuse_overwrite(path, overwrite)
     v = torch.as_tensor(vertices).detach().cpu()
     f = torch.as_tensor(faces).detach().cpu()
     if v.dim() != 2 or v.shape[1] != 3:

@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._paths import refuse_overwrite
+
 __all__ = ["read_ply", "read_point_cloud", "write_ply"]
 
 _PLY_TYPES = {
@@ -39,8 +41,7 @@ def write_ply(path, points: Tensor, colors: Tensor | None = None, *, overwrite: 
         overwrite: replace an existing file (otherwise ``FileExistsError``).
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    refuse_overwrite(path, overwrite)
     p = torch.as_tensor(points).detach().cpu()
     if p.dim() != 2 or p.shape[1] != 3:
         raise ValueError(f"points must be (N, 3), got {tuple(p.shape)}")

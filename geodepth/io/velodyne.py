@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._paths import refuse_overwrite
+
 __all__ = ["read_velodyne_bin", "write_velodyne_bin"]
 
 
@@ -40,8 +42,7 @@ def read_velodyne_bin(path) -> tuple[Tensor, Tensor]:
 def write_velodyne_bin(path, points: Tensor, intensity: Tensor | None = None, *, overwrite: bool = False) -> Path:
     """Write (N, 3) points (metres, LiDAR frame) and optional (N,) reflectance (0 if None) as a KITTI ``.bin``."""
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    refuse_overwrite(path, overwrite)
     p = torch.as_tensor(points).detach().cpu()
     if p.dim() != 2 or p.shape[1] != 3:
         raise ValueError(f"points must be (N, 3), got {tuple(p.shape)}")

@@ -20,6 +20,8 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
+from ..io._paths import refuse_overwrite
+
 __all__ = ["Mesh", "export_mesh", "fuse_tsdf", "to_open3d_mesh", "to_trimesh"]
 
 
@@ -261,8 +263,7 @@ def export_mesh(mesh: Any, path: str | os.PathLike, overwrite: bool = False) -> 
     suffix = path.suffix.lower()
     if suffix not in (".ply", ".obj", ".stl", ".off", ".glb"):
         raise ValueError(f"unsupported mesh format {suffix!r} (use .ply, .obj, .stl, .off or .glb): {path}")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    refuse_overwrite(path, overwrite)
     m = _as_mesh(mesh)
     if m.vertices.ndim != 2 or m.vertices.shape[1] != 3:
         raise ValueError(f"vertices must be (V, 3), got {tuple(m.vertices.shape)}")

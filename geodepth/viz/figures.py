@@ -12,6 +12,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
+from ..io._paths import refuse_overwrite
 from .colormap import _to_numpy, colorize_depth, colorize_error
 
 __all__ = ["PanelBox", "comparison_figure", "completion_figure", "dilate_sparse"]
@@ -138,8 +139,7 @@ def comparison_figure(
         path = Path(path)
         if path.suffix.lower() != ".png":
             raise ValueError(f"path must end in .png, got {path}")
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        refuse_overwrite(path, overwrite)
     for item in panels:
         if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str)):
             raise ValueError(f"each panel must be (title, image), got {type(item).__name__}")

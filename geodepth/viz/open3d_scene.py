@@ -23,6 +23,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
+from ..io._paths import refuse_overwrite
 from .render import _K_wh, look_at, points_to_numpy, render_points_image
 
 __all__ = ["Render", "open3d_can_render", "render_offscreen", "resolve_view", "show", "to_o3d_point_cloud"]
@@ -232,8 +233,7 @@ def render_offscreen(
         path = Path(path)
         if path.suffix.lower() != ".png":
             raise ValueError(f"path must end in .png, got {path}")
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        refuse_overwrite(path, overwrite)
     p, c = points_to_numpy(points, colors)
     if c is None:
         c = np.ones_like(p)
