@@ -31,7 +31,7 @@ setup(
     python_requires=">=3.10",
     # torch is deliberately unpinned: users keep whatever (CPU or CUDA) build they have.
     install_requires=["torch>=2.3", "numpy>=1.24", "pillow>=9", "pyyaml>=6", "tqdm>=4.60",
-                      "torch-geometric>=2.4", "safetensors>=0.4"],
+                      "torch-geometric>=2.4"],
     extras_require=extras,
     entry_points={"console_scripts": ["geodepth=geodepth.cli:main"]},
     license="MIT",
