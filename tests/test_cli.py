@@ -170,3 +170,22 @@ def test_fuse_mesh_lies_on_the_simulated_surfaces(tmp_path):
         assert seen.sum() > 1000
         err = (z[inside][seen] - d[seen]).abs()
         assert float(err.median()) < tol, (flag, float(err.median()))
+
+
+def test_complete_with_plain_yaml_calibration(tmp_path, object_dir, ref_dir):
+    """The plain YAML calibration (written from KITTI's object calibration) projects the scan
+    exactly as KITTI's own file does: the completed map keeps the reference sparse depths."""
+    from geodepth.io import read_kitti_object_calib, write_calib_file
+
+    cam, T = read_kitti_object_calib(object_dir / "calib" / "000114.txt", camera=2,
+                                     width=Image.open(object_dir / "image_2" / "000114.png").width,
+                                     height=Image.open(object_dir / "image_2" / "000114.png").height)
+    write_calib_file(tmp_path / "rig.yaml", cam, T)
+    out = tmp_path / "c"
+    assert main(["complete", "--image", str(object_dir / "image_2" / "000114.png"),
+                 "--lidar", str(object_dir / "velodyne" / "000114.bin"), "--calib-file", str(tmp_path / "rig.yaml"),
+                 "--method", "nearest", "--out", str(out)]) == 0
+    dense = _png16(out / "depth.png")
+    sparse_ref = _png16(ref_dir / "sparse_from_scan" / "cvml_000114_sparse_depth.png")
+    valid = sparse_ref > 0
+    assert np.abs(dense[valid] - sparse_ref[valid]).max() <= 1
