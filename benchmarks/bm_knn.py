@@ -1,6 +1,7 @@
 """KNN on the real KITTI scan (full 121,948 points and the front half x > |y|), k = 16, self-query.
 
-``python benchmarks/bm_knn.py --device cpu|cuda`` times geodepth.ops.knn against every anchor
+``python benchmarks/bm_knn.py --device cpu|cuda`` times geodepth.ops.knn (CPU: "auto" and the
+"kdtree" and "grid" backends) against every anchor
 importable here, in the same run (CPU: pykdtree, scipy cKDTree(workers=-1), Open3D-ML
 knn_search, torch-cluster, naive chunked cdist+topk; CUDA: naive torch, torch-cluster), prints
 ratios and writes ``benchmarks/results/knn_<device>.json``.
@@ -47,7 +48,14 @@ def naive_torch(p: torch.Tensor, k: int = K, chunk: int = 4096):
 def cpu_cases(name: str, p: torch.Tensor, naive: bool) -> list[Case]:
     g = f"knn_{name}_k{K}"
     pn = p.numpy()
-    cases = [Case(g, "geodepth.knn (cpu)", lambda: knn(p, p, K), anchor=False, repeats=7)]
+    cases = [Case(g, "geodepth.knn (cpu)", lambda: knn(p, p, K), anchor=False, repeats=7),
+             Case(g, "geodepth.knn backend=kdtree", lambda: knn(p, p, K, backend="kdtree"), repeats=7)]
+    try:
+        import numba  # noqa: F401
+
+        cases.append(Case(g, "geodepth.knn backend=grid (numba)", lambda: knn(p, p, K, backend="grid"), repeats=7))
+    except ImportError:
+        pass
     try:
         from pykdtree.kdtree import KDTree
 

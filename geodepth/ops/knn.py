@@ -24,7 +24,7 @@ from torch import Tensor
 
 __all__ = ["KNN", "knn", "validate_offsets"]
 
-_BACKENDS = ("auto", "kdtree", "torch", "triton")
+_BACKENDS = ("auto", "grid", "kdtree", "torch", "triton")
 MAX_K = 64
 
 
@@ -115,6 +115,12 @@ def _run_backend(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[
         from geodepth.ops._triton.knn_grid import knn_grid
 
         return knn_grid(query.contiguous(), points.contiguous(), k, qo, po)
+    if backend == "grid":
+        if query.device.type != "cpu":
+            raise ValueError(f"backend='grid' needs CPU tensors, got {query.device}")
+        from geodepth.ops._cpu.knn_grid_numba import grid_knn
+
+        return grid_knn(query, points, k, qo, po)
     if backend == "kdtree":
         if query.device.type != "cpu":
             raise ValueError(f"backend='kdtree' needs CPU tensors, got {query.device}")
@@ -153,7 +159,8 @@ def knn(query: Tensor, points: Tensor, k: int, *, query_offsets: Tensor | None =
         query_offsets, points_offsets: (B+1,) int64 row splits of packed batches (both or
             neither); query batch b searches only points batch b. Empty batches are allowed.
         backend: "auto" (CUDA float32 -> Triton kernel; CPU -> k-d tree if pykdtree or scipy is
-            importable, else torch), or force "triton", "kdtree" or "torch" (brute force).
+            importable, else torch), or force "triton", "grid" (numba cell list, CPU),
+            "kdtree" or "torch" (brute force).
 
     Returns:
         :class:`KNN` ``(sqdist, idx)``: ``sqdist`` (M, k) in the input dtype, squared units,
