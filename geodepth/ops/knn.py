@@ -5,8 +5,9 @@ Three layers (as PyTorch3D's ``ops/knn.py``): the public :func:`knn` validates a
 dispatches to a backend:
 
 * CUDA float32: our Triton cell-list kernel (:mod:`geodepth.ops._triton.knn_grid`);
-* CPU: a k-d tree (pykdtree, else scipy) made exact under our conventions
-  (:mod:`geodepth.ops._cpu.knn_kdtree`), else chunked brute force in torch;
+* CPU: from 30k points on, if numba is importable, a compiled cell-list search
+  (:mod:`geodepth.ops._cpu.knn_grid_numba`); else a k-d tree (pykdtree, else scipy) made exact
+  under our conventions (:mod:`geodepth.ops._cpu.knn_kdtree`); else chunked brute force in torch;
 * anything else (e.g. CUDA float64): chunked brute force in torch.
 
 All backends give bitwise identical results: squared distances are computed as
@@ -26,6 +27,9 @@ __all__ = ["KNN", "knn", "validate_offsets"]
 
 _BACKENDS = ("auto", "grid", "kdtree", "torch", "triton")
 MAX_K = 64
+# "auto" on CPU takes the numba grid from this many points on (below, numba's parallel start-up and
+# the k-d tree's cheaper setup win; measured on KITTI subsets)
+GRID_MIN_POINTS = 30_000
 
 
 class KNN(NamedTuple):
@@ -102,9 +106,13 @@ def _run_backend(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[
         if query.is_cuda and query.dtype == torch.float32:
             backend = "triton"
         elif query.device.type == "cpu":
+            from geodepth.ops._cpu.knn_grid_numba import grid_available
             from geodepth.ops._cpu.knn_kdtree import kdtree_available
 
-            backend = "kdtree" if kdtree_available() else "torch"
+            if points.shape[0] >= GRID_MIN_POINTS and grid_available():
+                backend = "grid"  # benchmarks/bm_knn.py: faster than pykdtree on both KITTI sets
+            else:
+                backend = "kdtree" if kdtree_available() else "torch"
         else:
             backend = "torch"
     if backend == "triton":
@@ -158,9 +166,9 @@ def knn(query: Tensor, points: Tensor, k: int, *, query_offsets: Tensor | None =
         k: neighbours per query, 1 <= k <= 64.
         query_offsets, points_offsets: (B+1,) int64 row splits of packed batches (both or
             neither); query batch b searches only points batch b. Empty batches are allowed.
-        backend: "auto" (CUDA float32 -> Triton kernel; CPU -> k-d tree if pykdtree or scipy is
-            importable, else torch), or force "triton", "grid" (numba cell list, CPU),
-            "kdtree" or "torch" (brute force).
+        backend: "auto" (CUDA float32 -> Triton kernel; CPU -> numba grid for >= 30k points if
+            numba is importable, else k-d tree if pykdtree or scipy is importable, else torch),
+            or force "triton", "grid" (numba cell list, CPU), "kdtree" or "torch" (brute force).
 
     Returns:
         :class:`KNN` ``(sqdist, idx)``: ``sqdist`` (M, k) in the input dtype, squared units,
