@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._paths import refuse_overwrite
+from ._paths import open_image, refuse_overwrite
 
 __all__ = ["KITTI_DEPTH_SCALE", "NYU_DEPTH_SCALE", "read_depth_png", "read_nyu_depth_png", "write_depth_png"]
 
@@ -15,19 +15,6 @@ __all__ = ["KITTI_DEPTH_SCALE", "NYU_DEPTH_SCALE", "read_depth_png", "read_nyu_d
 KITTI_DEPTH_SCALE = 256.0
 #: NYU Depth v2 PNGs store millimetres
 NYU_DEPTH_SCALE = 1000.0
-
-
-def _open_png(path: Path):
-    from PIL import Image, UnidentifiedImageError
-
-    if not path.exists():
-        raise FileNotFoundError(f"depth PNG not found: {path}")
-    try:
-        im = Image.open(path)
-        im.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"{path}: cannot read as an image (corrupt or truncated?): {e}") from None
-    return im
 
 
 def read_depth_png(path, scale: float = KITTI_DEPTH_SCALE) -> Tensor:
@@ -47,7 +34,7 @@ def read_depth_png(path, scale: float = KITTI_DEPTH_SCALE) -> Tensor:
     path = Path(path)
     if not scale > 0:
         raise ValueError(f"scale must be positive, got {scale}")
-    im = _open_png(path)
+    im = open_image(path, "depth PNG")
     if im.mode in ("I;16", "I;16L", "I;16B", "I;16N"):
         arr = np.asarray(im).astype(np.uint16)
     elif im.mode == "I":

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._paths import refuse_overwrite
+from ._paths import open_image, refuse_overwrite
 
 __all__ = ["read_image", "write_image"]
 
@@ -18,16 +18,8 @@ def read_image(path) -> Tensor:
     Grayscale images are repeated to 3 channels, alpha is dropped, 16-bit images are
     scaled by 1/65535.
     """
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"image not found: {path}")
-    try:
-        im = Image.open(path)
-        im.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"{path}: cannot read as an image (corrupt or truncated?): {e}") from None
+    im = open_image(path, "image")
     if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         arr = np.asarray(im).astype(np.float32) / 65535.0
         arr = np.repeat(arr[None], 3, axis=0)
