@@ -1,8 +1,9 @@
 """Exact k nearest neighbours on the GPU: a uniform grid (cell list) with ring expansion, in Triton.
 
-Host side (torch): points are binned into cubic cells of one size ``h`` over the bounding box
-(batch number is the slowest key, so batches never mix), sorted by cell (counting sort:
-``bincount`` + ``cumsum``), and queries are sorted by cell too so neighbouring lanes of a
+Host side (torch, one device->host sync per call): points are binned into cubic cells of one
+size ``h`` over the bounding box (batch number is the slowest key, so batches never mix) and
+sorted by cell; ``cell_start`` (the row splits of the sorted points per cell) comes from a
+binary search of the sorted keys. Queries are sorted by cell too, so neighbouring lanes of a
 program walk the same cells.
 
 Kernel: each lane owns one query and a k-list (``K`` = next power of two >= k, in registers).
@@ -12,38 +13,48 @@ stops when its k-th distance is below the distance from the query to the faces o
 cube (faces on the grid border do not count: nothing lies beyond them), i.e. when no unseen
 point can enter the list. Candidates replace the current worst entry under the order
 (sqdist, index), so ties go to the smaller index and the result does not depend on the scan
-order.
+order. The epilogue sorts each list in registers (one 64-bit key per entry: the float bits of
+the distance, then the index), turns empty slots into ``inf`` / ``-1`` and writes the rows in
+the caller's query order, so no torch pass follows the kernel.
 
 Squared distances are ``((dx*dx + dy*dy) + dz*dz)`` in float32 and the kernel is launched
 with ``enable_fp_fusion=False`` (no FMA contraction), so they are bitwise equal to the torch
 and CPU paths.
 
 Cell size: LiDAR density falls off with range, so ``h`` is set from the point-weighted mean
-cell occupancy measured on a first grid (surface scaling, occupancy ~ h^2) to about ``k / 2``
-points per cell, so that ring 1 (3x3x3 cells) usually suffices; the grid is capped at
-``max(CELLS_PER_POINT * N, 2^16)`` cells (dense cell-start array).
+cell occupancy (surface scaling, occupancy ~ h^2) to about ``k * TARGET_OCCUPANCY_PER_K``
+points per cell, so that ring 1 (3x3x3 cells) usually suffices. The occupancy is measured on
+a ladder of cell sizes at once (spatial hash counts, no sync), fetched with the bounding box
+in the call's single sync, and interpolated in log-log between the two rungs around the
+target. The grid is capped at ``max(CELLS_PER_POINT * N, 2^16)`` cells (dense cell-start
+array).
 """
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-__all__ = ["CELLS_PER_POINT", "TARGET_OCCUPANCY_PER_K", "knn_grid"]
+__all__ = ["CELLS_PER_POINT", "LAUNCH", "TARGET_OCCUPANCY_PER_K", "GridPlan", "knn_grid", "plan_knn_grid", "run_knn_grid"]
 
 _BIG = 2**31 - 1
 #: tuning knobs of the cell size (see the module docstring); tune with benchmarks/bm_knn.py on a GPU
 CELLS_PER_POINT = 16
 TARGET_OCCUPANCY_PER_K = 0.5
+#: launch shape (BLOCK queries per program, num_warps) per list width K: the shapes that build for
+#: sm_90 without register spills and with the fewest registers per list entry
+#: (benchmarks/sm90_report.py; K = 64 at BLOCK 32 needs 240 registers per thread, at 16 114)
+LAUNCH = {1: (32, 2), 2: (32, 2), 4: (32, 2), 8: (32, 2), 16: (32, 2), 32: (32, 2), 64: (16, 2)}
 
 
 @triton.jit
 def _scan_segment(start, n, x, y, z, px, py, pz, pidx, best_d, best_i, worst_d, worst_i):
     maxn = tl.max(n, axis=0)
-    for j in range(0, maxn):
+    for j in range(maxn):
         m = j < n
         pos = start + j
         cx = tl.load(px + pos, mask=m, other=0.0)
@@ -64,8 +75,8 @@ def _scan_segment(start, n, x, y, z, px, py, pz, pidx, best_d, best_i, worst_d, 
 
 
 @triton.jit
-def _knn_grid_kernel(qx, qy, qz, qcx, qcy, qcz, qb, px, py, pz, pidx, cell_start, bbox, out_d, out_i,
-                     M, GX, GY, GZ, lox, loy, loz, h, slack,
+def _knn_grid_kernel(qx, qy, qz, qcx, qcy, qcz, qb, qrow, px, py, pz, pidx, cell_start, bbox, out_d, out_i,
+                     M, N, k, GX, GY, GZ, lox, loy, loz, h, slack,
                      K: tl.constexpr, BLOCK: tl.constexpr, BIG: tl.constexpr):
     pid = tl.program_id(0)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
@@ -140,126 +151,207 @@ def _knn_grid_kernel(qx, qy, qz, qcx, qcy, qcz, qb, px, py, pz, pidx, cell_start
         active = active & not_covered & not_final
         r += 1
         n_active = tl.sum(active.to(tl.int32), axis=0)
-    out_offs = offs[:, None] * K + kr[None, :]
-    tl.store(out_d + out_offs, best_d, mask=qm[:, None])
-    tl.store(out_i + out_offs, best_i, mask=qm[:, None])
+    # epilogue: sort each list by (distance, index) as one 64-bit key (non-negative float bits keep
+    # their order as integers; inf too), mark empty slots, write row qrow[lane] of the (M, k) output
+    key = (best_d.to(tl.int32, bitcast=True).to(tl.int64) << 32) | best_i.to(tl.int64)
+    key = tl.sort(key, dim=1)
+    idx = (key & 0xFFFFFFFF).to(tl.int32)
+    dist = (key >> 32).to(tl.int32).to(tl.float32, bitcast=True)
+    empty = idx >= N  # the BIG - j placeholders
+    row = tl.load(qrow + offs, mask=qm, other=0).to(tl.int64)
+    out_offs = row[:, None] * k + kr[None, :]
+    om = qm[:, None] & (kr[None, :] < k)
+    tl.store(out_d + out_offs, tl.where(empty, float("inf"), dist), mask=om)
+    tl.store(out_i + out_offs, tl.where(empty, -1, idx.to(tl.int64)), mask=om)
 
 
 def _same_tensor(a: Tensor, b: Tensor) -> bool:
     return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
 
 
-def _batch_ids(offsets: list[int], device) -> Tensor:
-    counts = torch.tensor([offsets[i + 1] - offsets[i] for i in range(len(offsets) - 1)], device=device)
-    return torch.repeat_interleave(torch.arange(len(counts), device=device, dtype=torch.int32), counts)
+# cell sizes tried at once, as multiples of the volume-per-point edge h0 (powers of two: LiDAR
+# needs from ~h0/30 near the sensor-dense scans to > h0 for uniform clouds)
+_LADDER = tuple(2.0 ** e for e in range(-6, 5))
+_HASH = (73856093, 19349663, 83492791, 2654435761)  # spatial-hash multipliers (x, y, z, batch)
 
 
-def _cells(p: Tensor, lo: Tensor, h: float, dims: Tensor) -> Tensor:
-    c = torch.floor((p - lo) / h).to(torch.int32)
-    return torch.minimum(torch.clamp(c, min=0), dims - 1)
+def _upload(values: list[int], dev: torch.device) -> Tensor:
+    """A small int64 host list on ``dev`` without a sync (pinned staging on CUDA)."""
+    t = torch.tensor(values, dtype=torch.int64)
+    return t.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else t.to(dev)
 
 
-def _occupancy(p: Tensor, lo: Tensor, ext: Tensor, h: float) -> float:
-    """Point-weighted mean number of points in a point's cell for cell size ``h``."""
-    dims = torch.clamp(torch.ceil(ext / h), min=1).to(torch.int32)
-    c = _cells(p, lo, h, dims).to(torch.int64)
-    key = (c[:, 2] * int(dims[1]) + c[:, 1]) * int(dims[0]) + c[:, 0]
-    counts = torch.bincount(key)
-    return float((counts.double() ** 2).sum()) / p.shape[0]
+def _batch_ids(off: list[int], n: int, dev: torch.device) -> Tensor:
+    """Batch number (int32) of each of ``n`` packed rows; no device sync."""
+    if len(off) == 2:
+        return torch.zeros(n, dtype=torch.int32, device=dev)
+    t = _upload(off[1:], dev)
+    return torch.searchsorted(t, torch.arange(n, device=dev), right=True, out_int32=True)
 
 
-def _choose_cell(p: Tensor, lo: Tensor, ext: Tensor, nb: int, k: int) -> float:
+def _cells(p: Tensor, lo: Tensor, h: Tensor | float, dims: Tensor) -> Tensor:
+    """Integer cell coordinates (.., 3) clamped into ``[0, dims)`` (NaN lands in cell 0, no crash)."""
+    c = torch.floor((p - lo) / h).clamp(min=0).to(torch.int64)
+    return torch.minimum(c, dims - 1)
+
+
+def _ladder_occupancy(p: Tensor, pb: Tensor, lo: Tensor, ext: Tensor) -> tuple[Tensor, Tensor]:
+    """(h0, occupancy per ladder rung) on the device: the point-weighted mean number of points in a
+    point's cell for cell sizes ``h0 * _LADDER``, counted in a spatial hash (collisions can only
+    raise a count, by a few percent near the target occupancy)."""
     n = p.shape[0]
-    emax = max(float(ext.max()), 1e-6)
-    flat = [float(e) for e in ext.tolist() if float(e) > 1e-3 * emax]  # axes with real extent
-    vol = math.prod(flat) if flat else emax
-    h = h0 = max((vol / n) ** (1.0 / max(len(flat), 1)), emax * 1e-4, 1e-6)
-    ext = torch.clamp(ext, min=1e-6)
-    cap = max(CELLS_PER_POINT * n, 1 << 16) / max(nb, 1)
-    target = max(2.0, k * TARGET_OCCUPANCY_PER_K)
-    for _ in range(3):  # occupancy ~ h^2 on surfaces: a few fixed-point steps
-        occ = _occupancy(p, lo, ext, h)
-        step = min(max(math.sqrt(target / max(occ, 1e-9)), 0.25), 4.0)
-        h = min(max(h * step, h0 / 64), h0 * 16)
-        if abs(step - 1.0) < 0.15:
+    emax = ext.max().clamp(min=1e-6)
+    flat = ext > 1e-3 * emax  # axes with real extent
+    nflat = flat.sum().clamp(min=1)
+    vol = torch.where(flat, ext, torch.ones_like(ext)).prod()
+    h0 = torch.maximum((vol / n) ** (1.0 / nflat), emax * 1e-4).clamp(min=1e-6)
+    hs = h0 * torch.tensor(_LADDER, dtype=p.dtype, device=p.device)  # (L,)
+    dims = torch.ceil(ext.clamp(min=1e-6)[None, :] / hs[:, None]).clamp(min=1, max=2**40).to(torch.int64)
+    c = _cells(p[None], lo, hs[:, None, None], dims[:, None, :])  # (L, n, 3)
+    mult = torch.tensor(_HASH[:3], dtype=torch.int64, device=p.device)
+    key = (c * mult).unbind(-1)
+    key = key[0] ^ key[1] ^ key[2] ^ (pb.to(torch.int64) * _HASH[3])[None]
+    size = 1 << max(12, (4 * n - 1).bit_length())  # table of >= 4n slots per rung
+    slot = (key & (size - 1)) + torch.arange(len(_LADDER), device=p.device)[:, None] * size
+    counts = torch.zeros(len(_LADDER) * size, dtype=torch.int32, device=p.device)
+    counts.index_add_(0, slot.reshape(-1), torch.ones(slot.numel(), dtype=torch.int32, device=p.device))
+    occ = counts[slot].to(torch.float64).mean(1)  # mean over points of their cell's count
+    return h0, occ
+
+
+def _pick_cell(h0: float, occ: list[float], ext: list[float], n: int, nb: int, k: int,
+               target_per_k: float, cells_per_point: float) -> float:
+    """Cell edge for ``target_per_k * k`` points per cell (log-log interpolation on the ladder),
+    grown until the grid holds at most ``max(CELLS_PER_POINT * n, 2^16)`` cells."""
+    target = max(2.0, k * target_per_k)
+    hs = [h0 * f for f in _LADDER]
+    h = hs[-1]
+    for i in range(len(hs) - 1):
+        if occ[i + 1] >= target:
+            a, b = occ[i], occ[i + 1]
+            t = 0.0 if b <= a else (math.log(target) - math.log(max(a, 1e-9))) / (math.log(b) - math.log(max(a, 1e-9)))
+            h = hs[i] * (hs[i + 1] / hs[i]) ** min(max(t, 0.0), 1.0)
             break
-    while float(torch.clamp(torch.ceil(ext / h), min=1).prod()) > cap:
+    if not math.isfinite(h) or h <= 0:  # overflowing volume (coordinates near float32's range)
+        h = max(max(ext), 1e-6)
+    cap = max(cells_per_point * n, 1 << 16) / max(nb, 1)
+    while math.prod(max(math.ceil(max(e, 1e-6) / h), 1) for e in ext) > cap:
         h *= 1.25
     return h
 
 
-def knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int], *,
-             block: int = 32, num_warps: int = 2) -> tuple[Tensor, Tensor]:
-    """Exact KNN of float32 tensors (D = 2 or 3) with validated row splits; returns (sqdist, idx)."""
+class GridPlan(NamedTuple):
+    """Everything the kernel reads (sorted points and queries, cell table, grid geometry)."""
+
+    args: tuple
+    M: int
+    N: int
+    k: int
+    K: int
+    h: float
+
+
+def plan_knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int], *,
+                  target_per_k: float | None = None, cells_per_point: float | None = None) -> GridPlan | None:
+    """Bin and sort the clouds (float32, D = 2 or 3, validated row splits); None when either is empty.
+
+    ``target_per_k`` and ``cells_per_point`` override the module's tuning knobs (benchmarks).
+
+    Raises ValueError if a coordinate is NaN or inf (checked in the plan's one device sync).
+    """
     dev = query.device
     M, N, D = query.shape[0], points.shape[0], query.shape[1]
-    sq = torch.full((M, k), float("inf"), dtype=torch.float32, device=dev)
-    ix = torch.full((M, k), -1, dtype=torch.int64, device=dev)
     if M == 0 or N == 0:
-        return sq, ix
+        for name, x in (("query", query), ("points", points)):
+            if x.numel() and not bool(torch.isfinite(x).all()):
+                raise ValueError(f"{name} contains NaN or inf")
+        return None
+    same = (query is points or _same_tensor(query, points)) and qo == po
     if D == 2:
-        same = _same_tensor(query, points)
         points = torch.cat([points, points.new_zeros(N, 1)], 1)
         query = points if same else torch.cat([query, query.new_zeros(M, 1)], 1)
     nb = len(po) - 1
-    K = max(1, triton.next_power_of_2(k))
-    lo = points.min(0).values
-    ext = points.max(0).values - lo
-    h = _choose_cell(points, lo, ext, nb, k)
-    dims = torch.clamp(torch.ceil(torch.clamp(ext, min=1e-6) / h), min=1).to(torch.int32)
-    GX, GY, GZ = (int(v) for v in dims.tolist())
+    lo, hi = points.amin(0), points.amax(0)
+    ext = hi - lo
+    pb = _batch_ids(po, N, dev)
+    h0, occ = _ladder_occupancy(points, pb, lo, ext)
+    pabs = points.abs().amax()
+    qabs = pabs if same else query.abs().amax()
+    stats = torch.cat([lo.double(), ext.double(), pabs.double()[None], qabs.double()[None],
+                       h0.double()[None], occ]).tolist()  # the one device -> host sync
+    lo_h, ext_h, pmax, qmax, h0_h, occ_h = stats[:3], stats[3:6], stats[6], stats[7], stats[8], stats[9:]
+    if not all(map(math.isfinite, lo_h + ext_h + [pmax])):
+        raise ValueError("points contains NaN or inf")
+    if not math.isfinite(qmax):
+        raise ValueError("query contains NaN or inf")
+    h = _pick_cell(h0_h, occ_h, ext_h, N, nb, k, TARGET_OCCUPANCY_PER_K if target_per_k is None else target_per_k,
+                   CELLS_PER_POINT if cells_per_point is None else cells_per_point)
+    G = [max(math.ceil(max(e, 1e-6) / h), 1) for e in ext_h]
+    GX, GY, GZ = G
     ncells = nb * GX * GY * GZ
+    dims = _upload(G, dev)
 
-    pb = _batch_ids(po, dev)
     pc = _cells(points, lo, h, dims)
     pkey = ((pb.to(torch.int64) * GZ + pc[:, 2]) * GY + pc[:, 1]) * GX + pc[:, 0]
-    porder = torch.argsort(pkey)
-    cell_start = torch.zeros(ncells + 1, dtype=torch.int32, device=dev)
-    cell_start[1:] = torch.cumsum(torch.bincount(pkey, minlength=ncells), 0).to(torch.int32)
-    big = torch.iinfo(torch.int32).max
-    bbox = torch.empty((nb, 6), dtype=torch.int32, device=dev)
-    bbox[:, :3] = big
+    skey, porder = torch.sort(pkey)
+    cell_start = torch.searchsorted(skey, torch.arange(ncells + 1, device=dev), out_int32=True)
+    bbox = torch.empty((nb, 6), dtype=torch.int64, device=dev)
+    bbox[:, :3] = 2**62
     bbox[:, 3:] = -1
-    pb64 = pb.to(torch.int64)[:, None].expand(-1, 3)
-    bbox[:, :3] = bbox[:, :3].scatter_reduce(0, pb64, pc, reduce="amin")
-    bbox[:, 3:] = bbox[:, 3:].scatter_reduce(0, pb64, pc, reduce="amax")
-    ps = points[porder]
-    pxyz = ps.t().contiguous()
+    pb3 = pb.to(torch.int64)[:, None].expand(-1, 3)
+    bbox[:, :3] = bbox[:, :3].scatter_reduce(0, pb3, pc, reduce="amin")
+    bbox[:, 3:] = bbox[:, 3:].scatter_reduce(0, pb3, pc, reduce="amax")
+    bbox = bbox.clamp(max=2**31 - 1).to(torch.int32)
+    pxyz = points[porder].t().contiguous()
     pidx = porder.to(torch.int32)
-
-    if (query is points or _same_tensor(query, points)) and qo == po:
-        qb, qc, qorder, qs = pb, pc, porder, pxyz  # self-KNN: the points' sort serves the queries
+    pc32 = pc.to(torch.int32)
+    if same:
+        qb, qc, qorder, qs = pb, pc32, porder, pxyz  # self-KNN: the points' sort serves the queries
     else:
-        qb = _batch_ids(qo, dev)
+        qb = _batch_ids(qo, M, dev)
         qc = _cells(query, lo, h, dims)
         qkey = ((qb.to(torch.int64) * GZ + qc[:, 2]) * GY + qc[:, 1]) * GX + qc[:, 0]
         qorder = torch.argsort(qkey)
         qs = query[qorder].t().contiguous()
+        qc = qc.to(torch.int32)
     qcs = qc[qorder].t().contiguous()
     qbs = qb[qorder].contiguous()
-
-    out_d = torch.empty((M, K), dtype=torch.float32, device=dev)
-    out_i = torch.empty((M, K), dtype=torch.int32, device=dev)
-    max_abs = float(torch.maximum(points.abs().max(), query.abs().max()))
-    slack = 1e-5 * h + 4e-6 * max_abs
-    grid = (triton.cdiv(M, block),)
-    _knn_grid_kernel[grid](qs[0], qs[1], qs[2], qcs[0], qcs[1], qcs[2], qbs, pxyz[0], pxyz[1], pxyz[2], pidx,
-                           cell_start, bbox, out_d, out_i, M, GX, GY, GZ, float(lo[0]), float(lo[1]), float(lo[2]),
-                           float(h), float(slack), K=K, BLOCK=block, BIG=_BIG, num_warps=num_warps,
-                           enable_fp_fusion=False)
-    i64 = out_i.to(torch.int64)
-    d, i64 = _sort_pairs(out_d, i64)
-    d, i64 = d[:, :k], i64[:, :k]
-    pad = i64 >= N
-    i64 = i64.masked_fill(pad, -1)
-    d = d.masked_fill(pad, float("inf"))
-    sq[qorder] = d
-    ix[qorder] = i64
-    return sq, ix
+    qrow = qorder.to(torch.int32)
+    slack = 1e-5 * h + 4e-6 * max(pmax, qmax)
+    args = (qs[0], qs[1], qs[2], qcs[0], qcs[1], qcs[2], qbs, qrow, pxyz[0], pxyz[1], pxyz[2], pidx, cell_start,
+            bbox, GX, GY, GZ, lo_h[0], lo_h[1], lo_h[2], h, slack)
+    return GridPlan(args, M, N, k, max(1, triton.next_power_of_2(k)), h)
 
 
-def _sort_pairs(d: Tensor, i: Tensor) -> tuple[Tensor, Tensor]:
-    i, o = torch.sort(i, dim=1, stable=True)
-    d = d.gather(1, o)
-    d, o = torch.sort(d, dim=1, stable=True)
-    return d, i.gather(1, o)
+def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | None = None,
+                 out: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    """Launch the kernel of a plan: (sqdist (M, k) float32, idx (M, k) int64), rows in query order.
+
+    ``block`` / ``num_warps`` default to ``LAUNCH[plan.K]``."""
+    a = plan.args
+    block = LAUNCH[plan.K][0] if block is None else block
+    num_warps = LAUNCH[plan.K][1] if num_warps is None else num_warps
+    dev = a[0].device
+    if out is None:
+        out = (torch.empty((plan.M, plan.k), dtype=torch.float32, device=dev),
+               torch.empty((plan.M, plan.k), dtype=torch.int64, device=dev))
+    grid = (triton.cdiv(plan.M, block),)
+    _knn_grid_kernel[grid](*a[:14], out[0], out[1], plan.M, plan.N, plan.k, *a[14:], K=plan.K, BLOCK=block,
+                           BIG=_BIG, num_warps=num_warps, enable_fp_fusion=False)
+    return out
+
+
+def knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int], *,
+             block: int | None = None, num_warps: int | None = None,
+             target_per_k: float | None = None) -> tuple[Tensor, Tensor]:
+    """Exact KNN of float32 tensors (D = 2 or 3) with validated row splits; returns (sqdist, idx).
+
+    One device -> host sync (the grid geometry); everything else is queued on the stream.
+    """
+    plan = plan_knn_grid(query, points, k, qo, po, target_per_k=target_per_k)
+    if plan is None:
+        dev = query.device
+        M = query.shape[0]
+        return (torch.full((M, k), float("inf"), dtype=torch.float32, device=dev),
+                torch.full((M, k), -1, dtype=torch.int64, device=dev))
+    return run_knn_grid(plan, block=block, num_warps=num_warps)

@@ -1,0 +1,77 @@
+"""Static report of our Triton kernels built for Hopper (sm_90) without a GPU.
+
+``python benchmarks/sm90_report.py`` compiles each kernel ahead of time for compute
+capability 9.0 over a grid of launch shapes (``BLOCK``, ``num_warps``, ``K``), assembles the
+PTX with Triton's own ``ptxas -v`` and records registers per thread, spill stores/loads and
+stack bytes, plus whether the PTX holds FMA instructions (the KNN kernel must not).
+It measures no time: it tells which launch shapes are safe to time on the GPU machine
+(spilling shapes are slow there). Writes ``benchmarks/results/sm90_report.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from geodepth.ops._triton.aot import KNN_TYPES, build, ptxas_report
+
+RESULTS = Path(os.environ.get("GEODEPTH_BENCH_OUT") or Path(__file__).resolve().parent / "results")
+
+
+def knn_rows() -> list[dict]:
+    from geodepth.ops._triton.knn_grid import _BIG, LAUNCH, _knn_grid_kernel
+
+    rows = []
+    for K in (16, 32, 64):
+        for block in (16, 32, 64):
+            for warps in (1, 2, 4):
+                c = build(_knn_grid_kernel, KNN_TYPES, {"K": K, "BLOCK": block, "BIG": _BIG}, num_warps=warps,
+                          fp_fusion=False)
+                ptx = c.asm["ptx"]
+                rows.append({"kernel": "knn_grid", "K": K, "BLOCK": block, "num_warps": warps,
+                             "default": LAUNCH[K] == (block, warps), "fma_in_ptx": "fma.rn.f32" in ptx,
+                             **ptxas_report(ptx)})
+                print(rows[-1], flush=True)
+    return rows
+
+
+def scored_rows() -> list[dict]:
+    """The fused gather of continuous convolution (forward) at the block shapes the wrapper picks."""
+    from geodepth.ops._triton.aggregate import _scored_blocks, _scored_fwd_kernel
+
+    types = {n: "i32" for n in ("M", "K", "C", "B")}
+    types.update({"feat_ptr": "*fp32", "idx_ptr": "*i64", "s_ptr": "*fp32", "out_ptr": "*fp32"})
+    rows = []
+    for B, C in ((8, 32), (8, 64), (16, 64)):
+        bm, bb, bc = _scored_blocks(B, C)
+        for warps in (4, 8):
+            import triton.language as tl
+
+            c = build(_scored_fwd_kernel, types, {"ACC": tl.float32, "BLOCK_M": bm, "BLOCK_B": bb, "BLOCK_C": bc},
+                      num_warps=warps, fp_fusion=True)
+            rows.append({"kernel": "scored_aggregate_fwd", "B": B, "C": C, "BLOCK_M": bm, "BLOCK_B": bb,
+                         "BLOCK_C": bc, "num_warps": warps, **ptxas_report(c.asm["ptx"])})
+            print(rows[-1], flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(RESULTS / "sm90_report.json"))
+    args = ap.parse_args(argv)
+    import triton
+
+    rows = knn_rows() + scored_rows()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"triton": triton.__version__, "target": "cuda sm_90", "rows": rows},
+                                         indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
