@@ -196,6 +196,28 @@ def op_cases(pts: np.ndarray, device: str, repeats: int) -> list[Case]:
     return cases
 
 
+def scored_warps_cases(pts: np.ndarray, repeats: int) -> list[Case]:
+    """The fused gather of ContinuousConv 64->64 (B = 8) alone at 4 and 8 warps per program
+    (the register report says 8; this times it). Anchor: the default."""
+    from geodepth.ops._triton import aggregate as tri
+
+    idx = knn_idx(pts[:, :3]).cuda()
+    x = torch.randn(idx.shape[0], 64, device="cuda")
+    s = torch.rand(idx.shape[0], idx.shape[1], 8, device="cuda")
+    group = "scored_aggregate B=8 C=64 full scan (kernel)"
+    cases = []
+    for warps in (4, 8):
+        def run(w=warps):
+            old, tri.SCORED_NUM_WARPS = tri.SCORED_NUM_WARPS, w
+            try:
+                return tri.scored_aggregate_forward_triton(x, idx, s)
+            finally:
+                tri.SCORED_NUM_WARPS = old
+        cases.append(Case(group, f"num_warps={warps}", run, "cuda", anchor=warps == tri.SCORED_NUM_WARPS,
+                          repeats=repeats))
+    return cases
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
@@ -223,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         cases += contconv_cases(scan, 64, "cuda", "full scan", reps)
         cases += contconv_cases(scan, 32, "cuda", "full scan", reps)
         cases += op_cases(scan, "cuda", args.repeats or 20)
+        cases += scored_warps_cases(scan, args.repeats or 20)
     if args.only:
         keys = args.only.split(",")
         cases = [c for c in cases if any(k in c.group for k in keys)]

@@ -88,9 +88,17 @@ def cpu_cases(name: str, p: torch.Tensor, naive: bool) -> list[Case]:
 
 
 def cuda_cases(name: str, p: torch.Tensor) -> list[Case]:
+    from geodepth.ops._triton.knn_grid import plan_knn_grid, run_knn_grid
+
     g = f"knn_{name}_k{K}"
     pc = p.cuda()
+    off = [0, pc.shape[0]]
+    plan = plan_knn_grid(pc, pc, K, off, off)
     cases = [Case(g, "geodepth.knn (triton)", lambda: knn(pc, pc, K), device="cuda", repeats=50, warmup=5),
+             Case(g, "  of which: plan (bin, sort, 1 sync)", lambda: plan_knn_grid(pc, pc, K, off, off),
+                  device="cuda", repeats=50, warmup=5),
+             Case(g, "  of which: kernel (prepared plan)", lambda: run_knn_grid(plan), device="cuda", repeats=50,
+                  warmup=5, note=f"cell {plan.h:.3f} m, grid {plan.args[14:17]}"),
              Case(g, "naive cdist+topk", lambda: naive_torch(pc), device="cuda", anchor=True, repeats=5)]
     try:
         import torch_cluster
@@ -101,6 +109,35 @@ def cuda_cases(name: str, p: torch.Tensor) -> list[Case]:
     return cases
 
 
+def sweep_cases(sets: dict[str, torch.Tensor]) -> list[Case]:
+    """Tuning grid of the Triton kernel (kernel time on a prepared plan): launch shapes at the
+    default cell size, then cell sizes (target occupancy x cell cap) at the default shape. Anchor:
+    the defaults. Every configuration is checked equal to the CPU path before it is timed."""
+    from geodepth.ops._triton import knn_grid as kg
+
+    cases = []
+    for name, p in sets.items():
+        pc = p.cuda()
+        off = [0, pc.shape[0]]
+        want = knn(p, p, K)
+        block0, warps0 = kg.LAUNCH[16]
+        configs = [(b, w, None, None) for b in (16, 32, 64) for w in (1, 2, 4)]
+        configs += [(block0, warps0, t, c) for t in (0.25, 0.5, 1.0, 2.0) for c in (16, 64, 256)]
+        for block, warps, target, cells in configs:
+            plan = kg.plan_knn_grid(pc, pc, K, off, off, target_per_k=target, cells_per_point=cells)
+            d, i = kg.run_knn_grid(plan, block=block, num_warps=warps)
+            if not (torch.equal(i.cpu(), want.idx) and torch.equal(d.cpu(), want.sqdist)):
+                print(f"sweep {name} {block}/{warps}/{target}/{cells}: WRONG RESULT, not timed")
+                continue
+            default = (block, warps, target, cells) == (block0, warps0, None, None)
+            label = f"BLOCK={block} warps={warps} occ/k={target or kg.TARGET_OCCUPANCY_PER_K} " \
+                    f"cells/pt={cells or kg.CELLS_PER_POINT}"
+            cases.append(Case(f"knn sweep {name}", label, lambda pl=plan, b=block, w=warps: kg.run_knn_grid(
+                pl, block=b, num_warps=w), device="cuda", anchor=default, repeats=30, warmup=3,
+                note=f"cell {plan.h:.3f} m"))
+    return cases
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -108,11 +145,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--naive-full", action="store_true", help="also run the naive CPU anchor on the full scan (minutes)")
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/knn_<device>.json)")
     ap.add_argument("--repeats", type=int, default=None, help="override every case's repeat count")
+    ap.add_argument("--sweep", action="store_true", help="CUDA: time the kernel's tuning grid instead")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device", file=sys.stderr)
         return 1
     sets = load_sets()
+    if args.sweep:
+        if args.device != "cuda":
+            print("--sweep needs --device cuda", file=sys.stderr)
+            return 1
+        run_cases("knn_sweep", sweep_cases(sets), out=args.out)
+        return 0
     cases = []
     for name, p in sets.items():
         naive = not args.no_naive and (name == "front" or args.naive_full)

@@ -43,6 +43,8 @@ def scored_rows() -> list[dict]:
     """The fused gather of continuous convolution (forward) at the block shapes the wrapper picks."""
     from geodepth.ops._triton.aggregate import _scored_blocks, _scored_fwd_kernel
 
+    from geodepth.ops._triton.aggregate import SCORED_NUM_WARPS
+
     types = {n: "i32" for n in ("M", "K", "C", "B")}
     types.update({"feat_ptr": "*fp32", "idx_ptr": "*i64", "s_ptr": "*fp32", "out_ptr": "*fp32"})
     rows = []
@@ -54,7 +56,8 @@ def scored_rows() -> list[dict]:
             c = build(_scored_fwd_kernel, types, {"ACC": tl.float32, "BLOCK_M": bm, "BLOCK_B": bb, "BLOCK_C": bc},
                       num_warps=warps, fp_fusion=True)
             rows.append({"kernel": "scored_aggregate_fwd", "B": B, "C": C, "BLOCK_M": bm, "BLOCK_B": bb,
-                         "BLOCK_C": bc, "num_warps": warps, **ptxas_report(c.asm["ptx"])})
+                         "BLOCK_C": bc, "num_warps": warps, "default": warps == SCORED_NUM_WARPS,
+                         **ptxas_report(c.asm["ptx"])})
             print(rows[-1], flush=True)
     return rows
 

@@ -216,6 +216,12 @@ def _scored_bwd_kernel(grad_ptr, feat_ptr, idx_ptr, s_ptr, dfeat_ptr, ds_ptr, M,
             tl.atomic_add(ds_ptr + (rm * K + j)[:, None] * B + rb[None, :], d, mask=ms)
 
 
+#: warps per program of the scored kernels: with 4, the (BLOCK_M, BLOCK_B, BLOCK_C) = 8192-entry
+#: accumulator takes 212-254 registers per thread on sm_90, with 8 98-108 and no spills
+#: (benchmarks/sm90_report.py), so twice the warps stay resident to hide the gathers' latency
+SCORED_NUM_WARPS = 8
+
+
 def _scored_blocks(B: int, C: int) -> tuple[int, int, int]:
     BLOCK_B = max(1, triton.next_power_of_2(max(B, 1)))
     BLOCK_C = max(16, min(64 if BLOCK_B <= 4 else 32, triton.next_power_of_2(max(C, 1))))
@@ -235,7 +241,7 @@ def scored_aggregate_forward_triton(features: Tensor, idx: Tensor, scores: Tenso
     BLOCK_M, BLOCK_B, BLOCK_C = _scored_blocks(B, C)
     grid = (triton.cdiv(M, BLOCK_M), triton.cdiv(C, BLOCK_C))
     _scored_fwd_kernel[grid](features.contiguous(), idx.contiguous(), scores.contiguous(), out, M, K, C, B,
-                             ACC=acc, BLOCK_M=BLOCK_M, BLOCK_B=BLOCK_B, BLOCK_C=BLOCK_C)
+                             ACC=acc, BLOCK_M=BLOCK_M, BLOCK_B=BLOCK_B, BLOCK_C=BLOCK_C, num_warps=SCORED_NUM_WARPS)
     return out
 
 
@@ -255,5 +261,5 @@ def scored_aggregate_backward_triton(grad: Tensor, features: Tensor, idx: Tensor
     _scored_bwd_kernel[grid](grad.contiguous(), features.contiguous(), idx.contiguous(), scores.contiguous(),
                              dfeat if need_features else features, ds if need_scores else features,
                              M, K, C, B, NEED_F=need_features, NEED_S=need_scores, ACC=acc,
-                             BLOCK_M=BLOCK_M, BLOCK_B=BLOCK_B, BLOCK_C=BLOCK_C)
+                             BLOCK_M=BLOCK_M, BLOCK_B=BLOCK_B, BLOCK_C=BLOCK_C, num_warps=SCORED_NUM_WARPS)
     return dfeat.to(features.dtype), ds.to(scores.dtype)
