@@ -87,6 +87,46 @@ def cpu_cases(name: str, p: torch.Tensor, naive: bool) -> list[Case]:
     return cases
 
 
+R, CAP = 0.5, 32  # radius case: a 0.5 m ball, at most 32 neighbours (a typical point-conv setting)
+
+
+def radius_cases(p: torch.Tensor, device: str) -> list[Case]:
+    """Ball query: our bounded cell-list search vs the unbounded k-list then a filter (what radius
+    did before), and pykdtree with distance_upper_bound (CPU) / torch-cluster (either)."""
+    from geodepth.ops.knn import _knn
+    from geodepth.ops.radius import radius
+
+    g = f"radius_full_r{R}_cap{CAP}"
+    pc = p.to(device)
+
+    def knn_then_filter():
+        out = _knn(pc, pc, CAP, None, None, "auto")
+        far = out.sqdist > R * R
+        return out.sqdist.masked_fill(far, float("inf")), out.idx.masked_fill(far, -1)
+
+    cases = [Case(g, "geodepth.radius (bounded search)", lambda: radius(pc, pc, R, max_neighbors=CAP), device=device,
+                  repeats=7),
+             Case(g, "geodepth knn k=32 + filter", knn_then_filter, device=device, repeats=7,
+                  anchor=device == "cuda")]
+    if device == "cpu":
+        try:
+            from pykdtree.kdtree import KDTree
+
+            pn = p.numpy()
+            cases.append(Case(g, "pykdtree k=32 distance_upper_bound", lambda: KDTree(pn).query(
+                pn, k=CAP, distance_upper_bound=R, sqr_dists=True), anchor=True, repeats=7))
+        except ImportError:
+            cases[1].anchor = True
+    try:
+        import torch_cluster
+
+        cases.append(Case(g, "torch_cluster.radius", lambda: torch_cluster.radius(pc, pc, R, max_num_neighbors=CAP),
+                          device=device, repeats=3))
+    except ImportError:
+        pass
+    return cases
+
+
 def cuda_cases(name: str, p: torch.Tensor) -> list[Case]:
     from geodepth.ops._triton.knn_grid import plan_knn_grid, run_knn_grid
 
@@ -161,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, p in sets.items():
         naive = not args.no_naive and (name == "front" or args.naive_full)
         cases += cuda_cases(name, p) if args.device == "cuda" else cpu_cases(name, p, naive=naive)
+    cases += radius_cases(sets["full"], args.device)
     if args.repeats:
         for c in cases:
             c.repeats = args.repeats

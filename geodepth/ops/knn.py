@@ -110,7 +110,19 @@ def _offsets_tensor(off: list[int]) -> Tensor:
     return torch.tensor(off, dtype=torch.int64)
 
 
-def _run_backend(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int], backend: str):
+def _run_backend(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int], backend: str,
+                 max_sqdist: float = float("inf")):
+    """Dispatch; ``max_sqdist`` (inclusive, rounded to the input dtype) bounds the search where the
+    backend supports it (Triton, numba grid) and filters the k nearest elsewhere: same result."""
+    sq, ix = _dispatch(query, points, k, qo, po, backend, max_sqdist)
+    if max_sqdist != float("inf"):
+        far = sq > torch.tensor(max_sqdist, dtype=sq.dtype).to(sq.device)
+        sq, ix = sq.masked_fill(far, float("inf")), ix.masked_fill(far, -1)
+    return sq, ix
+
+
+def _dispatch(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int], backend: str,
+              max_sqdist: float):
     if backend == "auto":
         if query.is_cuda and query.dtype == torch.float32:
             backend = "triton"
@@ -131,13 +143,13 @@ def _run_backend(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[
             raise ValueError(f"backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1), got {query.device}")
         from geodepth.ops._triton.knn_grid import knn_grid
 
-        return knn_grid(query.contiguous(), points.contiguous(), k, qo, po)
+        return knn_grid(query.contiguous(), points.contiguous(), k, qo, po, max_sqdist=max_sqdist)
     if backend == "grid":
         if query.device.type != "cpu":
             raise ValueError(f"backend='grid' needs CPU tensors, got {query.device}")
         from geodepth.ops._cpu.knn_grid_numba import grid_knn
 
-        return grid_knn(query, points, k, qo, po)
+        return grid_knn(query, points, k, qo, po, max_sqdist)
     if backend == "kdtree":
         if query.device.type != "cpu":
             raise ValueError(f"backend='kdtree' needs CPU tensors, got {query.device}")
@@ -151,15 +163,15 @@ def _run_backend(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[
 
 @torch.library.custom_op("geodepth::knn", mutates_args=())
 def _knn_op(query: Tensor, points: Tensor, k: int, query_offsets: Tensor, points_offsets: Tensor,
-            backend: str) -> tuple[Tensor, Tensor]:
+            backend: str, max_sqdist: float) -> tuple[Tensor, Tensor]:
     qo = [int(v) for v in query_offsets.tolist()]
     po = [int(v) for v in points_offsets.tolist()]
-    sq, ix = _run_backend(query, points, k, qo, po, backend)
+    sq, ix = _run_backend(query, points, k, qo, po, backend, max_sqdist)
     return sq, ix
 
 
 @_knn_op.register_fake
-def _knn_fake(query, points, k, query_offsets, points_offsets, backend):
+def _knn_fake(query, points, k, query_offsets, points_offsets, backend, max_sqdist):
     m = query.shape[0]
     return query.new_empty((m, k)), query.new_empty((m, k), dtype=torch.int64)
 
@@ -194,7 +206,12 @@ def knn(query: Tensor, points: Tensor, k: int, *, query_offsets: Tensor | None =
         >>> out.idx.tolist(), out.sqdist.tolist()
         ([[0, 1], [1, 0], [2, 1]], [[0.0, 1.0], [0.0, 1.0], [0.0, 4.0]])
     """
+    return _knn(query, points, k, query_offsets, points_offsets, backend)
+
+
+def _knn(query, points, k, query_offsets, points_offsets, backend, max_sqdist: float = float("inf")) -> KNN:
+    """:func:`knn` with an optional inclusive bound on the squared distance (what ``radius`` uses)."""
     qo, po = _validate(query, points, k, query_offsets, points_offsets, backend)
     sq, ix = torch.ops.geodepth.knn(query.detach(), points.detach(), k, _offsets_tensor(qo), _offsets_tensor(po),
-                                    backend)
+                                    backend, max_sqdist)
     return KNN(sq, ix)

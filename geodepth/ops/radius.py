@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from geodepth.ops.knn import KNN, MAX_K, knn
+from geodepth.ops.knn import KNN, MAX_K, _knn
 
 __all__ = ["radius"]
 
@@ -13,9 +13,10 @@ def radius(query: Tensor, points: Tensor, r: float, *, max_neighbors: int = 32, 
            points_offsets: Tensor | None = None, backend: str = "auto") -> KNN:
     """The nearest ``max_neighbors`` points within distance ``r`` of each query (exact, sorted).
 
-    Built on :func:`geodepth.ops.knn` with ``k = max_neighbors``: neighbours with
-    ``sqdist > r**2`` (``r**2`` rounded to the input dtype) are dropped, so results are identical
-    on every backend.
+    The search of :func:`geodepth.ops.knn` with ``k = max_neighbors``, bounded by ``r``: points
+    with ``sqdist > r**2`` (``r**2`` rounded to the input dtype) never enter a list. The cell-list
+    backends (Triton, numba grid) stop searching once the ball is covered; the others filter
+    the k nearest. Results are identical on every backend.
 
     Args:
         query: (M, D) float32/float64, D in {2, 3}, same units and frame as ``points``.
@@ -38,8 +39,4 @@ def radius(query: Tensor, points: Tensor, r: float, *, max_neighbors: int = 32, 
         raise ValueError(f"r must be a finite number >= 0, got {r!r}")
     if isinstance(max_neighbors, bool) or not isinstance(max_neighbors, int) or not 1 <= max_neighbors <= MAX_K:
         raise ValueError(f"max_neighbors must be an int in [1, {MAX_K}], got {max_neighbors!r}")
-    out = knn(query, points, max_neighbors, query_offsets=query_offsets, points_offsets=points_offsets,
-              backend=backend)
-    r2 = torch.tensor(float(r) ** 2, dtype=query.dtype).to(query.device)
-    far = out.sqdist > r2
-    return KNN(out.sqdist.masked_fill(far, float("inf")), out.idx.masked_fill(far, -1))
+    return _knn(query, points, max_neighbors, query_offsets, points_offsets, backend, float(r) ** 2)

@@ -313,14 +313,15 @@ def test_knn_opcheck():
     q, p = torch.rand(20, 3, generator=g), torch.rand(30, 3, generator=g)
     off_q, off_p = _offsets(8, 12), _offsets(10, 20)
     for backend in ("auto", "torch"):
-        torch.library.opcheck(torch.ops.geodepth.knn.default, (q, p, 4, off_q, off_p, backend))
+        for bound in (float("inf"), 0.05):
+            torch.library.opcheck(torch.ops.geodepth.knn.default, (q, p, 4, off_q, off_p, backend, bound))
 
 
 def test_knn_under_torch_compile():
     p = torch.rand(50, 3, generator=torch.Generator().manual_seed(4))
 
     def f(x):
-        out = torch.ops.geodepth.knn(x, x, 3, _offsets(50), _offsets(50), "auto")
+        out = torch.ops.geodepth.knn(x, x, 3, _offsets(50), _offsets(50), "auto", float("inf"))
         return out[0].sum(1)
 
     compiled = torch.compile(f, backend="eager", fullgraph=True)

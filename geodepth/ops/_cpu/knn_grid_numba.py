@@ -202,7 +202,7 @@ def _visit(cx, cy, cz, G, start, ps, pid, q0, q1, q2, qd0, qd1, qd2, lo, h, slac
 
 
 @njit(cache=True, parallel=True)
-def _query(qs, qorder, qcid, G, start, ps, pid, lo, h, slack, k, od_all, oi_all, maxc):
+def _query(qs, qorder, qcid, G, start, ps, pid, lo, h, slack, k, od_all, oi_all, maxc, bound):
     inv_h = 1.0 / h
     m = qorder.shape[0]
     nblocks = (m + _BLOCK - 1) // _BLOCK
@@ -244,7 +244,11 @@ def _query(qs, qorder, qcid, G, start, ps, pid, lo, h, slack, k, od_all, oi_all,
                 # full of (T, _SENTINEL) entries; k real points displace them all (T >= their distance,
                 # _SENTINEL > their index), and cells beyond T are skipped from the start
                 R0 = np.sqrt(pk * (1.0 + _REL)) + dq
-                od[:] = R0 * R0 * (1.0 + 3.0 * _REL) + slack
+                T = R0 * R0 * (1.0 + 3.0 * _REL) + slack
+                if T < bound:
+                    od[:] = T
+                else:  # the radius bound is tighter (fewer than k points may lie within it)
+                    od[:] = bound
                 oi[:] = _SENTINEL
                 _visit(cx, cy, cz, G, start, ps, pid, q0, q1, q2, qd0, qd1, qd2, lo, h, slack, od, oi, k, buf)
                 x0 = cx
@@ -255,8 +259,8 @@ def _query(qs, qorder, qcid, G, start, ps, pid, lo, h, slack, k, od_all, oi_all,
                 z1 = cz
                 Rw = np.sqrt(np.float64(od[k - 1]) * (1.0 + _REL)) + slack
             else:
-                od[:] = np.inf
-                oi[:] = -1
+                od[:] = bound  # inf, or a radius bound: (bound, _SENTINEL) entries admit sqdist <= bound
+                oi[:] = -1 if bound == np.inf else _SENTINEL
                 # phase 1: cubic shells around the query's cell until k points are held (or the grid is done)
                 r = 0
                 while True:
@@ -362,8 +366,9 @@ def _grid(p: np.ndarray, k: int):
     return lo, h, shape(h)
 
 
-def _knn_one(q: np.ndarray, p: np.ndarray, k: int, od: np.ndarray, oi: np.ndarray) -> None:
-    """Fill ``od``/``oi`` (m, k) (any contents) with the KNN of ``q`` among ``p`` (both (., 3))."""
+def _knn_one(q: np.ndarray, p: np.ndarray, k: int, od: np.ndarray, oi: np.ndarray, bound: float = np.inf) -> None:
+    """Fill ``od``/``oi`` (m, k) (any contents) with the KNN of ``q`` among ``p`` (both (., 3)), only
+    neighbours with squared distance <= ``bound`` (in the input dtype); the rest -1 / inf."""
     lo, h, G = _grid(p, k)
     ncells = int(np.prod(G))
     inv_h = 1.0 / h
@@ -378,7 +383,11 @@ def _knn_one(q: np.ndarray, p: np.ndarray, k: int, od: np.ndarray, oi: np.ndarra
     else:
         qc = _cell_ids(q, lo, inv_h, G)
         qorder, _ = _counting_sort(qc, ncells)
-    _query(q, qorder, qc, G, start, ps, order, lo, h, slack, k, od, oi, maxc)
+    _query(q, qorder, qc, G, start, ps, order, lo, h, slack, k, od, oi, maxc, od.dtype.type(bound))
+    if bound != np.inf:
+        empty = oi == _SENTINEL
+        oi[empty] = -1
+        od[empty] = np.inf
 
 
 def _as3(x: np.ndarray) -> np.ndarray:
@@ -389,8 +398,11 @@ def _as3(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def grid_knn(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int]) -> tuple[Tensor, Tensor]:
-    """Exact KNN of CPU tensors (float32/float64, D in {2, 3}) with validated row splits ``qo``/``po``."""
+def grid_knn(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int],
+             max_sqdist: float = float("inf")) -> tuple[Tensor, Tensor]:
+    """Exact KNN of CPU tensors (float32/float64, D in {2, 3}) with validated row splits ``qo``/``po``;
+    neighbours beyond ``max_sqdist`` (rounded to the input dtype, inclusive) are never searched
+    for and come back as -1 / inf."""
     if not grid_available():
         raise RuntimeError("backend='grid' needs numba (pip install numba)")
     M = query.shape[0]
@@ -401,7 +413,7 @@ def grid_knn(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int]
     if len(qo) == 2 and M and pn.shape[0]:  # one cloud: the kernel writes every row
         sq = np.empty((M, k), dtype=qn.dtype)
         ix = np.empty((M, k), dtype=np.int64)
-        _knn_one(qn if not same else pn, pn, k, sq, ix)
+        _knn_one(qn if not same else pn, pn, k, sq, ix, max_sqdist)
         return torch.from_numpy(sq), torch.from_numpy(ix)
     sq = np.full((M, k), np.inf, dtype=qn.dtype)
     ix = np.full((M, k), -1, dtype=np.int64)
@@ -412,7 +424,7 @@ def grid_knn(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int]
         if same and qo[b] == po[b] and qo[b + 1] == po[b + 1]:
             q = p
         d, i = sq[qo[b]:qo[b + 1]], ix[qo[b]:qo[b + 1]]
-        _knn_one(q, p, k, d, i)
+        _knn_one(q, p, k, d, i, max_sqdist)
         if po[b]:
             i[i >= 0] += po[b]
     return torch.from_numpy(sq), torch.from_numpy(ix)

@@ -19,7 +19,7 @@ __all__ = ["KNN_TYPES", "build", "ptxas_report"]
 KNN_TYPES = {**{n: "i32" for n in ("M", "N", "k", "GX", "GY", "GZ")},
              **{n: "*fp32" for n in ("qx", "qy", "qz", "px", "py", "pz", "out_d")},
              **{n: "*i32" for n in ("qcx", "qcy", "qcz", "qb", "qrow", "pidx", "cell_start", "bbox")},
-             "out_i": "*i64", **{n: "fp32" for n in ("lox", "loy", "loz", "h", "slack")}}
+             "out_i": "*i64", **{n: "fp32" for n in ("lox", "loy", "loz", "h", "slack", "bound")}}
 
 
 def build(fn, types: dict, consts: dict, *, num_warps: int, fp_fusion: bool):

@@ -76,7 +76,7 @@ def _scan_segment(start, n, x, y, z, px, py, pz, pidx, best_d, best_i, worst_d, 
 
 @triton.jit
 def _knn_grid_kernel(qx, qy, qz, qcx, qcy, qcz, qb, qrow, px, py, pz, pidx, cell_start, bbox, out_d, out_i,
-                     M, N, k, GX, GY, GZ, lox, loy, loz, h, slack,
+                     M, N, k, GX, GY, GZ, lox, loy, loz, h, slack, bound,
                      K: tl.constexpr, BLOCK: tl.constexpr, BIG: tl.constexpr):
     pid = tl.program_id(0)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
@@ -96,7 +96,8 @@ def _knn_grid_kernel(qx, qy, qz, qcx, qcy, qcz, qb, qrow, px, py, pz, pidx, cell
     by1 = tl.load(bbox + b * 6 + 4, mask=qm, other=-1)
     bz1 = tl.load(bbox + b * 6 + 5, mask=qm, other=-1)
     kr = tl.arange(0, K)
-    best_d = tl.full((BLOCK, K), float("inf"), tl.float32)
+    # start from K placeholders at the bound (inf, or a radius**2): a point enters only if sqdist <= bound
+    best_d = tl.zeros((BLOCK, K), tl.float32) + bound
     best_i = tl.zeros((BLOCK, K), tl.int32) + (BIG - kr)[None, :]  # distinct empty slots
     worst_d = tl.max(best_d, axis=1)
     worst_i = tl.max(best_i, axis=1)
@@ -319,15 +320,17 @@ def plan_knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list
     qrow = qorder.to(torch.int32)
     slack = 1e-5 * h + 4e-6 * max(pmax, qmax)
     args = (qs[0], qs[1], qs[2], qcs[0], qcs[1], qcs[2], qbs, qrow, pxyz[0], pxyz[1], pxyz[2], pidx, cell_start,
-            bbox, GX, GY, GZ, lo_h[0], lo_h[1], lo_h[2], h, slack)
+            bbox, GX, GY, GZ, lo_h[0], lo_h[1], lo_h[2], h, slack)  # + the bound, given at launch
     return GridPlan(args, M, N, k, max(1, triton.next_power_of_2(k)), h)
 
 
 def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | None = None,
-                 out: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+                 out: tuple[Tensor, Tensor] | None = None, max_sqdist: float = float("inf")) -> tuple[Tensor, Tensor]:
     """Launch the kernel of a plan: (sqdist (M, k) float32, idx (M, k) int64), rows in query order.
 
-    ``block`` / ``num_warps`` default to ``LAUNCH[plan.K]``."""
+    ``block`` / ``num_warps`` default to ``LAUNCH[plan.K]``. ``max_sqdist`` (rounded to float32,
+    inclusive) bounds the search: farther neighbours come back as -1 / inf, and a lane stops as
+    soon as its visited cube covers the bound."""
     a = plan.args
     block = LAUNCH[plan.K][0] if block is None else block
     num_warps = LAUNCH[plan.K][1] if num_warps is None else num_warps
@@ -336,14 +339,15 @@ def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | N
         out = (torch.empty((plan.M, plan.k), dtype=torch.float32, device=dev),
                torch.empty((plan.M, plan.k), dtype=torch.int64, device=dev))
     grid = (triton.cdiv(plan.M, block),)
-    _knn_grid_kernel[grid](*a[:14], out[0], out[1], plan.M, plan.N, plan.k, *a[14:], K=plan.K, BLOCK=block,
+    bound = float(torch.tensor(max_sqdist, dtype=torch.float32))
+    _knn_grid_kernel[grid](*a[:14], out[0], out[1], plan.M, plan.N, plan.k, *a[14:], bound, K=plan.K, BLOCK=block,
                            BIG=_BIG, num_warps=num_warps, enable_fp_fusion=False)
     return out
 
 
 def knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int], *,
-             block: int | None = None, num_warps: int | None = None,
-             target_per_k: float | None = None) -> tuple[Tensor, Tensor]:
+             block: int | None = None, num_warps: int | None = None, target_per_k: float | None = None,
+             max_sqdist: float = float("inf")) -> tuple[Tensor, Tensor]:
     """Exact KNN of float32 tensors (D = 2 or 3) with validated row splits; returns (sqdist, idx).
 
     One device -> host sync (the grid geometry); everything else is queued on the stream.
@@ -354,4 +358,4 @@ def knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int]
         M = query.shape[0]
         return (torch.full((M, k), float("inf"), dtype=torch.float32, device=dev),
                 torch.full((M, k), -1, dtype=torch.int64, device=dev))
-    return run_knn_grid(plan, block=block, num_warps=num_warps)
+    return run_knn_grid(plan, block=block, num_warps=num_warps, max_sqdist=max_sqdist)
