@@ -31,7 +31,7 @@ def _check_K(K: Tensor) -> Tensor:
     return K
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PinholeCamera:
     """A pinhole camera: intrinsics ``K`` and the image size it is valid for.
 
@@ -154,6 +154,24 @@ class PinholeCamera:
         if self.has_distortion:
             return unproject_points(uv, z, self.K, distortion=self.distortion, distortion_model=self.distortion_model)
         return unproject_points(uv, z, self.K)
+
+    def __eq__(self, other: object) -> bool:
+        """Same size, distortion model and values of ``K`` and the distortion coefficients
+        (compared as float64 on the CPU, so dtype and device do not matter)."""
+        if not isinstance(other, PinholeCamera):
+            return NotImplemented
+        if (self.width, self.height, self.distortion_model) != (other.width, other.height, other.distortion_model):
+            return False
+        if (self.distortion is None) != (other.distortion is None):
+            return False
+        pairs = [(self.K, other.K)] + ([] if self.distortion is None else [(self.distortion, other.distortion)])
+        return all(a.shape == b.shape and torch.equal(a.detach().cpu().double(), b.detach().cpu().double())
+                   for a, b in pairs)
+
+    def __hash__(self) -> int:
+        dist = None if self.distortion is None else tuple(self.distortion.detach().cpu().double().flatten().tolist())
+        return hash((self.width, self.height, self.distortion_model,
+                     tuple(self.K.detach().cpu().double().flatten().tolist()), dist))
 
     def __repr__(self) -> str:
         if self.K.dim() == 2:

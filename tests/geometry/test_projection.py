@@ -251,3 +251,21 @@ def test_points_to_depth_packed_batch_matches_per_frame(batched_K):
         points_to_depth(packed, cam, offsets=torch.tensor([0, 10, 300]))
     with pytest.raises(ValueError, match="needs offsets="):
         points_to_depth(packed, bcam if batched_K else PinholeCamera(cam.K.expand(3, 3, 3), cam.width, cam.height))
+
+
+def test_camera_equality_and_hash():
+    """Cameras compare by value (K, size, distortion), across dtypes, and work as dict keys."""
+    from geodepth.geometry.camera import PinholeCamera
+
+    K = torch.tensor([[721.5377, 0.0, 609.5593], [0.0, 721.5377, 172.854], [0.0, 0.0, 1.0]])
+    a = PinholeCamera(K, 1242, 375)
+    assert a == PinholeCamera(K.clone().double(), 1242, 375)
+    assert a != PinholeCamera(K, 1216, 375)
+    K2 = K.clone()
+    K2[0, 2] += 0.5
+    assert a != PinholeCamera(K2, 1242, 375)
+    d = torch.tensor([-0.1, 0.01, 0.0, 0.0, 0.0])
+    assert a != PinholeCamera(K, 1242, 375, distortion=d)
+    assert PinholeCamera(K, 1242, 375, distortion=d) == PinholeCamera(K, 1242, 375, distortion=d.clone())
+    assert a != "camera" and a.crop(left=0, top=0, width=1242, height=375) == a
+    assert {a: 1}[PinholeCamera(K.clone(), 1242, 375)] == 1
