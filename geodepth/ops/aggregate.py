@@ -13,13 +13,15 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ._dispatch import use_triton
+
 __all__ = ["aggregate"]
 
 _REDUCES = ("sum", "mean", "max")
 
 
 def _on_triton(t: Tensor) -> bool:
-    return t.is_cuda
+    return use_triton(t)
 
 
 @torch.library.custom_op("geodepth::aggregate", mutates_args=())

@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from ._dispatch import use_triton
 from .aggregate import _check_features, _check_idx
 
 __all__ = ["continuous_conv", "scored_aggregate"]
@@ -29,7 +30,7 @@ __all__ = ["continuous_conv", "scored_aggregate"]
 
 @torch.library.custom_op("geodepth::scored_aggregate", mutates_args=())
 def _scored_op(features: Tensor, idx: Tensor, scores: Tensor) -> Tensor:
-    if features.is_cuda:
+    if use_triton(features):
         from ._triton.aggregate import scored_aggregate_forward_triton
 
         return scored_aggregate_forward_triton(features, idx, scores)
@@ -46,7 +47,7 @@ def _(features, idx, scores):
 @torch.library.custom_op("geodepth::scored_aggregate_backward", mutates_args=())
 def _scored_backward_op(grad: Tensor, features: Tensor, idx: Tensor, scores: Tensor, need_features: bool,
                         need_scores: bool) -> tuple[Tensor, Tensor]:
-    if features.is_cuda:
+    if use_triton(features):
         from ._triton.aggregate import scored_aggregate_backward_triton
 
         return scored_aggregate_backward_triton(grad, features, idx, scores, need_features, need_scores)

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from geodepth.ops._dispatch import triton_available, use_triton
+
 __all__ = ["KNN", "knn", "validate_offsets"]
 
 _BACKENDS = ("auto", "grid", "kdtree", "torch", "triton")
@@ -124,7 +126,7 @@ def _run_backend(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[
 def _dispatch(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int], backend: str,
               max_sqdist: float):
     if backend == "auto":
-        if query.is_cuda and query.dtype == torch.float32:
+        if query.dtype == torch.float32 and use_triton(query):
             backend = "triton"
         elif query.device.type == "cpu":
             from geodepth.ops._cpu.knn_grid_numba import grid_available
@@ -139,6 +141,8 @@ def _dispatch(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int
     if backend == "triton":
         if query.dtype != torch.float32:
             raise ValueError(f"backend='triton' needs float32, got {query.dtype}")
+        if not triton_available():
+            raise ValueError("backend='triton' needs triton (pip install triton)")
         if not query.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
             raise ValueError(f"backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1), got {query.device}")
         from geodepth.ops._triton.knn_grid import knn_grid

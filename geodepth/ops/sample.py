@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ._dispatch import use_triton
+
 __all__ = ["sample"]
 
 _MODES = ("bilinear", "nearest")
@@ -19,7 +21,7 @@ _PADDINGS = ("zeros", "border")
 
 @torch.library.custom_op("geodepth::sample", mutates_args=())
 def _sample_op(fmap: Tensor, uv: Tensor, bidx: Tensor, mode: str, padding: str) -> Tensor:
-    if fmap.is_cuda:
+    if use_triton(fmap):
         from ._triton.sample import sample_forward_triton
 
         return sample_forward_triton(fmap, uv, bidx, mode, padding)
@@ -36,7 +38,7 @@ def _(fmap, uv, bidx, mode, padding):
 @torch.library.custom_op("geodepth::sample_backward", mutates_args=())
 def _sample_backward_op(grad: Tensor, fmap: Tensor, uv: Tensor, bidx: Tensor, mode: str, padding: str,
                         need_fmap: bool, need_uv: bool) -> tuple[Tensor, Tensor]:
-    if fmap.is_cuda:
+    if use_triton(fmap):
         from ._triton.sample import sample_backward_triton
 
         return sample_backward_triton(grad, fmap, uv, bidx, mode, padding, need_fmap, need_uv)

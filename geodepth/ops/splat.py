@@ -14,6 +14,8 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
+from ._dispatch import use_triton
+
 __all__ = ["Splat", "splat"]
 
 _REDUCES = ("min", "sum", "mean", "max")
@@ -34,7 +36,7 @@ class Splat(NamedTuple):
 
 
 def _use_triton(values: Tensor, depth: Optional[Tensor], reduce: str) -> bool:
-    if not values.is_cuda:
+    if not use_triton(values):
         return False
     if reduce in ("min", "max"):  # packed keys compare in float32: exact for 16/32-bit keys only
         key = depth if depth is not None else values

@@ -308,6 +308,15 @@ def test_knn_errors(bad, match):
             points_offsets=args["points_offsets"], backend=args.get("backend", "auto"))
 
 
+def test_triton_backend_without_triton(monkeypatch):
+    """A torch without Triton (e.g. Windows CUDA wheels): forcing the kernel says what is missing."""
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("geodepth.ops.knn"), "triton_available", lambda: False)
+    with pytest.raises(ValueError, match="needs triton"):
+        knn(torch.zeros(3, 3), torch.rand(5, 3), 2, backend="triton")
+
+
 def test_knn_opcheck():
     g = torch.Generator().manual_seed(0)
     q, p = torch.rand(20, 3, generator=g), torch.rand(30, 3, generator=g)
