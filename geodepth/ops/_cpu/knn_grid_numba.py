@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._ragged import run_ragged
+
 try:
     from numba import njit, prange
 except ImportError:  # optional dependency: keep the module importable (doctest collection)
@@ -415,16 +417,11 @@ def grid_knn(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int]
         ix = np.empty((M, k), dtype=np.int64)
         _knn_one(qn if not same else pn, pn, k, sq, ix, max_sqdist)
         return torch.from_numpy(sq), torch.from_numpy(ix)
-    sq = np.full((M, k), np.inf, dtype=qn.dtype)
-    ix = np.full((M, k), -1, dtype=np.int64)
-    for b in range(len(qo) - 1):
-        q, p = qn[qo[b]:qo[b + 1]], pn[po[b]:po[b + 1]]
-        if p.shape[0] == 0 or q.shape[0] == 0:
-            continue
-        if same and qo[b] == po[b] and qo[b + 1] == po[b + 1]:
-            q = p
-        d, i = sq[qo[b]:qo[b + 1]], ix[qo[b]:qo[b + 1]]
+
+    def solve(q: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        d = np.empty((q.shape[0], k), dtype=qn.dtype)
+        i = np.empty((q.shape[0], k), dtype=np.int64)
         _knn_one(q, p, k, d, i, max_sqdist)
-        if po[b]:
-            i[i >= 0] += po[b]
-    return torch.from_numpy(sq), torch.from_numpy(ix)
+        return d, i
+
+    return run_ragged(qn, pn, k, qo, po, solve)

@@ -17,6 +17,8 @@ from torch import Tensor
 
 from geodepth.ops._cpu.knn_torch import canonical_sqdist, sort_rows_by_dist_then_index
 
+from ._ragged import run_ragged
+
 __all__ = ["kdtree_available", "kdtree_knn"]
 
 _CANONICAL: dict[tuple[str, str], bool] = {}
@@ -140,13 +142,4 @@ def kdtree_knn(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[in
     if len(qo) == 2 and pn.shape[0] >= k and M:  # one cloud, no padding: no copies
         d, i = _knn_one(_Tree(lib, pn), qn, pn, k, canonical, tol)
         return torch.from_numpy(d), torch.from_numpy(i)
-    sq = np.full((M, k), np.inf, dtype=qn.dtype)
-    ix = np.full((M, k), -1, dtype=np.int64)
-    for b in range(len(qo) - 1):
-        q, p = qn[qo[b]:qo[b + 1]], pn[po[b]:po[b + 1]]
-        if p.shape[0] == 0 or q.shape[0] == 0:
-            continue
-        d, i = _knn_one(_Tree(lib, p), q, p, k, canonical, tol)
-        sq[qo[b]:qo[b + 1], :d.shape[1]] = d
-        ix[qo[b]:qo[b + 1], :d.shape[1]] = i + po[b]
-    return torch.from_numpy(sq), torch.from_numpy(ix)
+    return run_ragged(qn, pn, k, qo, po, lambda q, p: _knn_one(_Tree(lib, p), q, p, k, canonical, tol))
