@@ -42,8 +42,12 @@ from torch import Tensor
 __all__ = ["CELLS_PER_POINT", "LAUNCH", "TARGET_OCCUPANCY_PER_K", "GridPlan", "knn_grid", "plan_knn_grid", "run_knn_grid"]
 
 _BIG = 2**31 - 1
-#: tuning knobs of the cell size (see the module docstring); tune with benchmarks/bm_knn.py on a GPU
-CELLS_PER_POINT = 16
+#: tuning knobs of the cell size (see the module docstring); time them with
+#: ``benchmarks/bm_knn.py --device cuda --sweep``. Until then they follow the work model
+#: (benchmarks/knn_work_model.py, KITTI scan, k = 16): a cap of 16 cells per point forced a
+#: 0.44 m cell (285 ring-1 candidates per query); 64 lets the full scan reach 0.25 m (102) and
+#: the front half 0.2 m (63), for a 30 MB / 9 MB cell table
+CELLS_PER_POINT = 64
 TARGET_OCCUPANCY_PER_K = 0.5
 #: launch shape (BLOCK queries per program, num_warps) per list width K: the shapes that build for
 #: sm_90 without register spills and with the fewest registers per list entry
