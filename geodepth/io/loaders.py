@@ -235,6 +235,10 @@ def _camera_from_intrinsics_arg(intrinsics, width: int, height: int) -> PinholeC
             K = K.reshape(3, 3)
         else:
             raise ValueError(f"intrinsics must be a path, a 3x3 K or (fx, fy, cx, cy), got {K.numel()} numbers")
+    cx, cy = float(K[0, 2]), float(K[1, 2])
+    if not (0 < cx < width and 0 < cy < height):
+        raise ValueError(f"intrinsics: the principal point (cx, cy) = ({cx:g}, {cy:g}) lies outside the "
+                         f"{width}x{height} image; this K belongs to another image size or crop")
     return PinholeCamera(K, width, height)
 
 

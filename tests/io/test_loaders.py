@@ -73,7 +73,13 @@ def test_files_frame(kitti_dir, tmp_path):
     with pytest.raises(ValueError, match="image .*image_02.png is 1242x375 but the camera .* is 1216x352"):
         load_files_frame(image=kitti_dir / "image_02.png", calib_file=_cropped_calib(kitti_dir, tmp_path))
     with pytest.raises(ValueError, match="needs extrinsics"):
-        load_files_frame(image=kitti_dir / "image_02.png", lidar=kitti_dir / "velodyne.bin", intrinsics=np.eye(3))
+        load_files_frame(image=kitti_dir / "image_02.png", lidar=kitti_dir / "velodyne.bin",
+                         intrinsics=[721.5377, 721.5377, 609.5593, 172.854])
+    # a K for another image size: principal point off the image (here: of a 3x upsampled image)
+    with pytest.raises(ValueError, match=r"principal point \(cx, cy\) = \(1828.68, 518.562\) lies outside the "
+                                         r"1242x375 image"):
+        load_files_frame(image=kitti_dir / "image_02.png", sparse_depth=kitti_dir / "velodyne_raw_02.png",
+                         intrinsics=[2164.61, 2164.61, 1828.68, 518.562])
     with pytest.raises(ValueError, match="exactly one of"):
         load_files_frame(image=kitti_dir / "image_02.png")
     with pytest.raises(FileNotFoundError):
