@@ -57,7 +57,7 @@ def model(p: np.ndarray, h: float, dk: np.ndarray) -> dict:
             "ring1_candidates_per_query": float(block[inv].mean()), "ring2_share": float((dk >= face).mean())}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     raw = np.fromfile(SCAN, dtype=np.float32).reshape(-1, 4)
     full = raw[:, :3].astype(np.float64)
     sets = {"full": full, "front": full[full[:, 0] > np.abs(full[:, 1])]}

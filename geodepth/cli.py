@@ -216,7 +216,8 @@ def cmd_fuse(args) -> int:
 
 # ---------------------------------------------------------------------------------- bench
 BENCHES = {"classical": "bm_classical", "methods": "bm_methods", "knn": "bm_knn", "aggregate": "bm_aggregate",
-           "sim": "bm_sim"}
+           "sim": "bm_sim", "sm90": "sm90_report", "knn-model": "knn_work_model"}
+NO_DEVICE = {"methods", "sm90", "knn-model"}  # CPU-only reports: no --device / --repeats
 GROUPS = {"ops": ["knn", "aggregate"], "all": ["classical", "knn", "aggregate", "sim"]}
 
 
@@ -235,7 +236,7 @@ def cmd_bench(args) -> int:
         spec = importlib.util.spec_from_file_location(BENCHES[n], bdir / f"{BENCHES[n]}.py")
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
-        if n == "methods":  # a quality table on the CPU: no device or repeat options
+        if n in NO_DEVICE:  # quality table / static reports on the CPU: no device or repeat options
             argv = []
         else:
             argv = ["--device", args.device] + (["--repeats", str(args.repeats)] if args.repeats else [])
@@ -334,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(fn=cmd_fuse)
 
     b = sub.add_parser("bench", help="run benchmarks against the anchors on this machine (source checkout)")
-    b.add_argument("name", nargs="?", default="all", help="classical, methods, knn, aggregate, sim, ops, all")
+    b.add_argument("name", nargs="?", default="all", help="classical, methods, knn, aggregate, sim, sm90 (static "
+                   "sm_90 build report), knn-model (KNN work per cell size), ops, all")
     b.add_argument("--device", default="cpu")
     b.add_argument("--repeats", type=int, default=None)
     b.set_defaults(fn=cmd_bench)

@@ -189,3 +189,9 @@ def test_complete_with_plain_yaml_calibration(tmp_path, object_dir, ref_dir):
     sparse_ref = _png16(ref_dir / "sparse_from_scan" / "cvml_000114_sparse_depth.png")
     valid = sparse_ref > 0
     assert np.abs(dense[valid] - sparse_ref[valid]).max() <= 1
+
+
+def test_bench_unknown_name_lists_the_choices(capsys):
+    assert main(["bench", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown benchmark 'nope'" in err and "sm90" in err and "knn-model" in err
