@@ -138,7 +138,7 @@ def cuda_cases(name: str, p: torch.Tensor) -> list[Case]:
              Case(g, "  of which: plan (bin, sort, 1 sync)", lambda: plan_knn_grid(pc, pc, K, off, off),
                   device="cuda", repeats=50, warmup=5),
              Case(g, "  of which: kernel (prepared plan)", lambda: run_knn_grid(plan), device="cuda", repeats=50,
-                  warmup=5, note=f"cell {plan.h:.3f} m, grid {plan.args[14:17]}"),
+                  warmup=5, note=f"cell {plan.h:.3f} m, grid {plan.grid}"),
              Case(g, "naive cdist+topk", lambda: naive_torch(pc), device="cuda", anchor=True, repeats=5)]
     try:
         import torch_cluster

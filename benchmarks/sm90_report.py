@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from geodepth.ops._triton.aot import KNN_TYPES, build, ptxas_report
+from geodepth.ops._triton.aot import KNN_HELPERS, KNN_TYPES, build, ptxas_report  # noqa: E402
 
 RESULTS = Path(os.environ.get("GEODEPTH_BENCH_OUT") or Path(__file__).resolve().parent / "results")
 
@@ -36,6 +36,16 @@ def knn_rows() -> list[dict]:
                              "default": LAUNCH[K] == (block, warps), "fma_in_ptx": "fma.rn.f32" in ptx,
                              **ptxas_report(ptx)})
                 print(rows[-1], flush=True)
+    return rows
+
+
+def helper_rows() -> list[dict]:
+    """The KNN plan's binning kernels (occupancy ladder, binning, gather), 4 warps."""
+    rows = []
+    for name, fn, types, consts in KNN_HELPERS():
+        c = build(fn, types, consts, num_warps=4, fp_fusion=True)
+        rows.append({"kernel": f"knn_plan_{name}", "num_warps": 4, **ptxas_report(c.asm["ptx"])})
+        print(rows[-1], flush=True)
     return rows
 
 
@@ -68,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import triton
 
-    rows = knn_rows() + scored_rows()
+    rows = knn_rows() + helper_rows() + scored_rows()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"triton": triton.__version__, "target": "cuda sm_90", "rows": rows},
                                          indent=1))

@@ -13,13 +13,33 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["KNN_TYPES", "build", "ptxas_report"]
+__all__ = ["KNN_HELPERS", "KNN_TYPES", "build", "ptxas_report"]
 
 #: argument types of ``_knn_grid_kernel`` (the constexprs are given per build)
 KNN_TYPES = {**{n: "i32" for n in ("M", "N", "k", "GX", "GY", "GZ")},
              **{n: "*fp32" for n in ("qx", "qy", "qz", "px", "py", "pz", "out_d")},
-             **{n: "*i32" for n in ("qcx", "qcy", "qcz", "qb", "qrow", "pidx", "cell_start", "bbox")},
-             "out_i": "*i64", **{n: "fp32" for n in ("lox", "loy", "loz", "h", "slack", "bound")}}
+             **{n: "*i32" for n in ("pidx", "cell_start", "bbox")},
+             "qkey": "*i64", "qrow": "*i64", "out_i": "*i64", **{n: "fp32" for n in ("lox", "loy", "loz", "h", "slack", "bound")}}
+
+
+def KNN_HELPERS():  # noqa: N802 - a table, built lazily (imports Triton)
+    """(name, kernel, argument types, constexprs) of the KNN plan's kernels, for sm_90 builds."""
+    from geodepth.ops._triton import knn_grid as kg
+
+    pts = {"pts": "*fp32", "batch_off": "*i64", "n": "i32", "NB": "i32"}
+    return [
+        ("ladder_count", kg._ladder_kernel, {**pts, "stats": "*fp64", "table": "*i32"},
+         {"T": 1 << 18, "L": kg._LADDER_N, "LADDER_LO": kg._LADDER_LO, "PASS": 0, "D": 3, "LOG_NB": 2,
+          "BLOCK": kg._BIN_BLOCK}),
+        ("ladder_sum", kg._ladder_kernel, {**pts, "stats": "*fp64", "table": "*i32"},
+         {"T": 1 << 18, "L": kg._LADDER_N, "LADDER_LO": kg._LADDER_LO, "PASS": 1, "D": 3, "LOG_NB": 2,
+          "BLOCK": kg._BIN_BLOCK}),
+        ("bin", kg._bin_kernel, {**pts, "key_out": "*i64", "bbox": "*i32", "GX": "i32", "GY": "i32", "GZ": "i32",
+                                 "lox": "fp32", "loy": "fp32", "loz": "fp32", "h": "fp32"},
+         {"D": 3, "LOG_NB": 2, "BBOX": True, "BLOCK": kg._BIN_BLOCK}),
+        ("gather", kg._gather_kernel, {"pts": "*fp32", "order": "*i64", "out": "*fp32", "idx_out": "*i32", "n": "i32"},
+         {"D": 3, "WITH_IDX": True, "BLOCK": kg._BIN_BLOCK}),
+    ]
 
 
 def build(fn, types: dict, consts: dict, *, num_warps: int, fp_fusion: bool):

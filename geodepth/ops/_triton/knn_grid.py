@@ -1,10 +1,14 @@
 """Exact k nearest neighbours on the GPU: a uniform grid (cell list) with ring expansion, in Triton.
 
-Host side (torch, one device->host sync per call): points are binned into cubic cells of one
-size ``h`` over the bounding box (batch number is the slowest key, so batches never mix) and
-sorted by cell; ``cell_start`` (the row splits of the sorted points per cell) comes from a
-binary search of the sorted keys. Queries are sorted by cell too, so neighbouring lanes of a
-program walk the same cells.
+Host side (one device->host sync and about a dozen launches per call): ``aminmax`` gives the
+bounding box, two passes of ``_ladder_kernel`` count the occupancy of a ladder of cell sizes
+in a spatial hash, and one read brings both to the host, which picks the cell edge ``h``.
+``_bin_kernel`` gives every point its sort key (batch number slowest, so batches never mix;
+with ragged batches it also finds each batch's occupied cell range by atomics), ``torch.sort``
+sorts, ``_gather_kernel`` writes the sorted coordinates, and ``cell_start`` (the row splits of
+the sorted points per cell) comes from a binary search of the sorted keys. Queries are sorted
+by cell too, so neighbouring lanes of a program walk the same cells; the search kernel reads
+each query's cell and batch back from its key.
 
 Kernel: each lane owns one query and a k-list (``K`` = next power of two >= k, in registers).
 Ring ``r`` visits the cells at Chebyshev distance ``r`` from the query's cell, row by row
@@ -79,7 +83,7 @@ def _scan_segment(start, n, x, y, z, px, py, pz, pidx, best_d, best_i, worst_d, 
 
 
 @triton.jit
-def _knn_grid_kernel(qx, qy, qz, qcx, qcy, qcz, qb, qrow, px, py, pz, pidx, cell_start, bbox, out_d, out_i,
+def _knn_grid_kernel(qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start, bbox, out_d, out_i,
                      M, N, k, GX, GY, GZ, lox, loy, loz, h, slack, bound,
                      K: tl.constexpr, BLOCK: tl.constexpr, BIG: tl.constexpr):
     pid = tl.program_id(0)
@@ -88,10 +92,14 @@ def _knn_grid_kernel(qx, qy, qz, qcx, qcy, qcz, qb, qrow, px, py, pz, pidx, cell
     x = tl.load(qx + offs, mask=qm, other=0.0)
     y = tl.load(qy + offs, mask=qm, other=0.0)
     z = tl.load(qz + offs, mask=qm, other=0.0)
-    cx = tl.load(qcx + offs, mask=qm, other=0)
-    cy = tl.load(qcy + offs, mask=qm, other=0)
-    cz = tl.load(qcz + offs, mask=qm, other=0)
-    b = tl.load(qb + offs, mask=qm, other=0)
+    # the query's cell and batch from its sort key ((b * GZ + cz) * GY + cy) * GX + cx
+    key = tl.load(qkey + offs, mask=qm, other=0)
+    cx = (key % GX).to(tl.int32)
+    key = key // GX
+    cy = (key % GY).to(tl.int32)
+    key = key // GY
+    cz = (key % GZ).to(tl.int32)
+    b = (key // GZ).to(tl.int32)
     # occupied cell range of this query's batch: faces beyond it bound nothing, rows beyond are empty
     bx0 = tl.load(bbox + b * 6 + 0, mask=qm, other=0)
     by0 = tl.load(bbox + b * 6 + 1, mask=qm, other=0)
@@ -163,7 +171,7 @@ def _knn_grid_kernel(qx, qy, qz, qcx, qcy, qcz, qb, qrow, px, py, pz, pidx, cell
     idx = (key & 0xFFFFFFFF).to(tl.int32)
     dist = (key >> 32).to(tl.int32).to(tl.float32, bitcast=True)
     empty = idx >= N  # the BIG - j placeholders
-    row = tl.load(qrow + offs, mask=qm, other=0).to(tl.int64)
+    row = tl.load(qrow + offs, mask=qm, other=0)
     out_offs = row[:, None] * k + kr[None, :]
     om = qm[:, None] & (kr[None, :] < k)
     tl.store(out_d + out_offs, tl.where(empty, float("inf"), dist), mask=om)
@@ -176,58 +184,151 @@ def _same_tensor(a: Tensor, b: Tensor) -> bool:
 
 # cell sizes tried at once, as multiples of the volume-per-point edge h0 (powers of two: LiDAR
 # needs from ~h0/30 near the sensor-dense scans to > h0 for uniform clouds)
-_LADDER = tuple(2.0 ** e for e in range(-6, 5))
-_HASH = (73856093, 19349663, 83492791, 2654435761)  # spatial-hash multipliers (x, y, z, batch)
+_LADDER_LO, _LADDER_N = -6, 11
+_LADDER = tuple(2.0 ** e for e in range(_LADDER_LO, _LADDER_LO + _LADDER_N))
+_BIN_BLOCK = 256
 
 
-def _upload(values: list[int], dev: torch.device) -> Tensor:
-    """A small int64 host list on ``dev`` without a sync (pinned staging on CUDA)."""
-    t = torch.tensor(values, dtype=torch.int64)
+@triton.jit
+def _load_xyz(src, offs, m, D: tl.constexpr):
+    x = tl.load(src + offs * D, mask=m, other=0.0)
+    y = tl.load(src + offs * D + 1, mask=m, other=0.0)
+    if D == 3:
+        z = tl.load(src + offs * D + 2, mask=m, other=0.0)
+    else:
+        z = x * 0.0
+    return x, y, z
+
+
+@triton.jit
+def _batch_of(offs, batch_off, NB, LOG_NB: tl.constexpr):
+    """Batch number of packed rows ``offs``: binary search in the row splits (B + 1,)."""
+    lo = offs * 0
+    hi = offs * 0 + NB  # invariant: batch_off[lo] <= row < batch_off[hi]
+    for _ in tl.static_range(LOG_NB):
+        mid = (lo + hi) // 2
+        go = tl.load(batch_off + mid) <= offs
+        lo = tl.where(go & (mid > lo), mid, lo)
+        hi = tl.where(go, hi, mid)
+    return lo
+
+
+@triton.jit
+def _h0(stats, n):
+    """The volume-per-point edge of the bounding box in ``stats`` (lo xyz, hi xyz), as the host's
+    ``_h0_host`` computes it."""
+    ex = tl.load(stats + 3) - tl.load(stats + 0)
+    ey = tl.load(stats + 4) - tl.load(stats + 1)
+    ez = tl.load(stats + 5) - tl.load(stats + 2)
+    emax = tl.maximum(tl.maximum(tl.maximum(ex, ey), ez), 1e-6)
+    fx = ex > 1e-3 * emax
+    fy = ey > 1e-3 * emax
+    fz = ez > 1e-3 * emax
+    vol = tl.where(fx, ex, 1.0) * tl.where(fy, ey, 1.0) * tl.where(fz, ez, 1.0)
+    nflat = tl.maximum(fx.to(tl.float64) + fy.to(tl.float64) + fz.to(tl.float64), 1.0)
+    h0 = tl.exp(tl.log(vol / n) / nflat)
+    return tl.maximum(tl.maximum(h0, emax * 1e-4), 1e-6), ex, ey, ez
+
+
+@triton.jit
+def _ladder_kernel(pts, stats, batch_off, table, n, NB, T: tl.constexpr, L: tl.constexpr, LADDER_LO: tl.constexpr,
+                   PASS: tl.constexpr, D: tl.constexpr, LOG_NB: tl.constexpr, BLOCK: tl.constexpr):
+    """PASS 0: count the points of every hashed cell, for every rung of the ladder. PASS 1: add each
+    point's count (its cell's occupancy) into ``stats[12 + rung]`` (float64, exact for integers)."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < n
+    x, y, z = _load_xyz(pts, offs, m, D)
+    x = x.to(tl.float64)
+    y = y.to(tl.float64)
+    z = z.to(tl.float64)
+    b = _batch_of(offs, batch_off, NB, LOG_NB).to(tl.int64)
+    h0, ex, ey, ez = _h0(stats, n * 1.0)
+    lx = tl.load(stats + 0)
+    ly = tl.load(stats + 1)
+    lz = tl.load(stats + 2)
+    for r in tl.static_range(L):
+        h = h0 * tl.exp2((r + LADDER_LO) * 1.0)
+        cx = tl.minimum(tl.maximum(tl.floor((x - lx) / h), 0.0), tl.maximum(tl.ceil(ex / h) - 1.0, 0.0)).to(tl.int64)
+        cy = tl.minimum(tl.maximum(tl.floor((y - ly) / h), 0.0), tl.maximum(tl.ceil(ey / h) - 1.0, 0.0)).to(tl.int64)
+        cz = tl.minimum(tl.maximum(tl.floor((z - lz) / h), 0.0), tl.maximum(tl.ceil(ez / h) - 1.0, 0.0)).to(tl.int64)
+        key = (cx * 73856093) ^ (cy * 19349663) ^ (cz * 83492791) ^ (b * 2654435761)
+        slot = r * T + (key & (T - 1))
+        if PASS == 0:
+            tl.atomic_add(table + slot, 1, mask=m)
+        else:
+            cnt = tl.load(table + slot, mask=m, other=0).to(tl.float64)
+            tl.atomic_add(stats + 12 + r, tl.sum(cnt, axis=0))
+
+
+@triton.jit
+def _bin_kernel(pts, batch_off, key_out, bbox, n, NB, GX, GY, GZ, lox, loy, loz, h,
+                D: tl.constexpr, LOG_NB: tl.constexpr, BBOX: tl.constexpr, BLOCK: tl.constexpr):
+    """Sort key ((b * GZ + cz) * GY + cy) * GX + cx of every row; with BBOX, also the occupied cell
+    range of every batch (atomic min / max; one atomic per program for its first row's batch)."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < n
+    x, y, z = _load_xyz(pts, offs, m, D)
+    cx = tl.minimum(tl.maximum(tl.floor((x - lox) / h), 0.0), GX - 1.0).to(tl.int32)
+    cy = tl.minimum(tl.maximum(tl.floor((y - loy) / h), 0.0), GY - 1.0).to(tl.int32)
+    cz = tl.minimum(tl.maximum(tl.floor((z - loz) / h), 0.0), GZ - 1.0).to(tl.int32)
+    b = _batch_of(offs, batch_off, NB, LOG_NB)
+    key = ((b.to(tl.int64) * GZ + cz) * GY + cy) * GX + cx
+    tl.store(key_out + offs, key, mask=m)
+    if BBOX:
+        b0 = tl.min(tl.where(m, b, NB), axis=0)
+        same = m & (b == b0)
+        big = 2**31 - 1
+        tl.atomic_min(bbox + b0 * 6 + 0, tl.min(tl.where(same, cx, big), axis=0))
+        tl.atomic_min(bbox + b0 * 6 + 1, tl.min(tl.where(same, cy, big), axis=0))
+        tl.atomic_min(bbox + b0 * 6 + 2, tl.min(tl.where(same, cz, big), axis=0))
+        tl.atomic_max(bbox + b0 * 6 + 3, tl.max(tl.where(same, cx, -1), axis=0))
+        tl.atomic_max(bbox + b0 * 6 + 4, tl.max(tl.where(same, cy, -1), axis=0))
+        tl.atomic_max(bbox + b0 * 6 + 5, tl.max(tl.where(same, cz, -1), axis=0))
+        rest = m & (b != b0)  # rows of later batches in this program (short batches, boundaries)
+        tl.atomic_min(bbox + b * 6 + 0, cx, mask=rest)
+        tl.atomic_min(bbox + b * 6 + 1, cy, mask=rest)
+        tl.atomic_min(bbox + b * 6 + 2, cz, mask=rest)
+        tl.atomic_max(bbox + b * 6 + 3, cx, mask=rest)
+        tl.atomic_max(bbox + b * 6 + 4, cy, mask=rest)
+        tl.atomic_max(bbox + b * 6 + 5, cz, mask=rest)
+
+
+@triton.jit
+def _gather_kernel(pts, order, out, idx_out, n, D: tl.constexpr, WITH_IDX: tl.constexpr, BLOCK: tl.constexpr):
+    """``out`` (3, n) = rows ``order`` of ``pts`` (n, D), transposed (z = 0 in 2D); ``idx_out`` = order (int32)."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < n
+    src = tl.load(order + offs, mask=m, other=0)
+    x, y, z = _load_xyz(pts, src, m, D)
+    tl.store(out + offs, x, mask=m)
+    tl.store(out + n + offs, y, mask=m)
+    tl.store(out + 2 * n + offs, z, mask=m)
+    if WITH_IDX:
+        tl.store(idx_out + offs, src.to(tl.int32), mask=m)
+
+
+def _same_tensor(a: Tensor, b: Tensor) -> bool:
+    return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
+
+
+def _upload(values: list[int], dev: torch.device, dtype: torch.dtype = torch.int64) -> Tensor:
+    """A small host list on ``dev`` without a sync (pinned staging on CUDA)."""
+    t = torch.tensor(values, dtype=dtype)
     return t.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else t.to(dev)
 
 
-def _batch_ids(off: list[int], n: int, dev: torch.device) -> Tensor:
-    """Batch number (int32) of each of ``n`` packed rows; no device sync."""
-    if len(off) == 2:
-        return torch.zeros(n, dtype=torch.int32, device=dev)
-    t = _upload(off[1:], dev)
-    return torch.searchsorted(t, torch.arange(n, device=dev), right=True, out_int32=True)
-
-
-def _cells(p: Tensor, lo: Tensor, h: Tensor | float, dims: Tensor) -> Tensor:
-    """Integer cell coordinates (.., 3) clamped into ``[0, dims)`` (NaN lands in cell 0, no crash)."""
-    c = torch.floor((p - lo) / h).clamp(min=0).to(torch.int64)
-    return torch.minimum(c, dims - 1)
-
-
-def _ladder_occupancy(p: Tensor, pb: Tensor, lo: Tensor, ext: Tensor) -> tuple[Tensor, Tensor]:
-    """(h0, occupancy per ladder rung) on the device: the point-weighted mean number of points in a
-    point's cell for cell sizes ``h0 * _LADDER``, counted in a spatial hash (collisions can only
-    raise a count, by a few percent near the target occupancy)."""
-    n = p.shape[0]
-    emax = ext.max().clamp(min=1e-6)
-    flat = ext > 1e-3 * emax  # axes with real extent
-    nflat = flat.sum().clamp(min=1)
-    vol = torch.where(flat, ext, torch.ones_like(ext)).prod()
-    h0 = torch.maximum((vol / n) ** (1.0 / nflat), emax * 1e-4).clamp(min=1e-6)
-    hs = h0 * torch.tensor(_LADDER, dtype=p.dtype, device=p.device)  # (L,)
-    dims = torch.ceil(ext.clamp(min=1e-6)[None, :] / hs[:, None]).clamp(min=1, max=2**40).to(torch.int64)
-    c = _cells(p[None], lo, hs[:, None, None], dims[:, None, :])  # (L, n, 3)
-    mult = torch.tensor(_HASH[:3], dtype=torch.int64, device=p.device)
-    key = (c * mult).unbind(-1)
-    key = key[0] ^ key[1] ^ key[2] ^ (pb.to(torch.int64) * _HASH[3])[None]
-    size = 1 << max(12, (4 * n - 1).bit_length())  # table of >= 4n slots per rung
-    slot = (key & (size - 1)) + torch.arange(len(_LADDER), device=p.device)[:, None] * size
-    counts = torch.zeros(len(_LADDER) * size, dtype=torch.int32, device=p.device)
-    counts.index_add_(0, slot.reshape(-1), torch.ones(slot.numel(), dtype=torch.int32, device=p.device))
-    occ = counts[slot].to(torch.float64).mean(1)  # mean over points of their cell's count
-    return h0, occ
+def _h0_host(lo: list[float], hi: list[float], n: int) -> float:
+    ext = [b - a for a, b in zip(lo, hi)]
+    emax = max(max(ext), 1e-6)
+    flat = [e for e in ext if e > 1e-3 * emax]
+    vol = math.prod(flat) if flat else 1.0
+    return max(math.exp(math.log(vol / n) / max(len(flat), 1)), emax * 1e-4, 1e-6)
 
 
 def _pick_cell(h0: float, occ: list[float], ext: list[float], n: int, nb: int, k: int,
                target_per_k: float, cells_per_point: float) -> float:
     """Cell edge for ``target_per_k * k`` points per cell (log-log interpolation on the ladder),
-    grown until the grid holds at most ``max(CELLS_PER_POINT * n, 2^16)`` cells."""
+    grown until the grid holds at most ``max(cells_per_point * n, 2^16)`` cells."""
     target = max(2.0, k * target_per_k)
     hs = [h0 * f for f in _LADDER]
     h = hs[-1]
@@ -254,6 +355,11 @@ class GridPlan(NamedTuple):
     k: int
     K: int
     h: float
+    grid: tuple[int, int, int]
+
+
+def _grid1(n: int, block: int = _BIN_BLOCK) -> tuple[int]:
+    return (triton.cdiv(n, block),)
 
 
 def plan_knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int], *,
@@ -261,8 +367,9 @@ def plan_knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list
     """Bin and sort the clouds (float32, D = 2 or 3, validated row splits); None when either is empty.
 
     ``target_per_k`` and ``cells_per_point`` override the module's tuning knobs (benchmarks).
-
-    Raises ValueError if a coordinate is NaN or inf (checked in the plan's one device sync).
+    One device -> host sync (bounding boxes and the occupancy ladder, read together) and about a
+    dozen launches (three Triton kernels, the sorts, one binary search).
+    Raises ValueError if a coordinate is NaN or inf (checked at the sync).
     """
     dev = query.device
     M, N, D = query.shape[0], points.shape[0], query.shape[1]
@@ -272,60 +379,70 @@ def plan_knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list
                 raise ValueError(f"{name} contains NaN or inf")
         return None
     same = (query is points or _same_tensor(query, points)) and qo == po
-    if D == 2:
-        points = torch.cat([points, points.new_zeros(N, 1)], 1)
-        query = points if same else torch.cat([query, query.new_zeros(M, 1)], 1)
+    points = points.contiguous()  # the kernels read rows of D packed floats
+    query = points if same else query.contiguous()
     nb = len(po) - 1
-    lo, hi = points.amin(0), points.amax(0)
-    ext = hi - lo
-    pb = _batch_ids(po, N, dev)
-    h0, occ = _ladder_occupancy(points, pb, lo, ext)
-    pabs = points.abs().amax()
-    qabs = pabs if same else query.abs().amax()
-    stats = torch.cat([lo.double(), ext.double(), pabs.double()[None], qabs.double()[None],
-                       h0.double()[None], occ]).tolist()  # the one device -> host sync
-    lo_h, ext_h, pmax, qmax, h0_h, occ_h = stats[:3], stats[3:6], stats[6], stats[7], stats[8], stats[9:]
-    if not all(map(math.isfinite, lo_h + ext_h + [pmax])):
+    log_nb = max(1, (nb).bit_length())
+    # stats (float64): lo xyz, hi xyz of the points, of the query, then the ladder's occupancy sums
+    L = _LADDER_N
+    T = 1 << max(12, (2 * N - 1).bit_length())  # hash slots per rung: >= 2N
+    scratch = torch.zeros(12 + L + (L * T) // 2, dtype=torch.int64, device=dev)
+    stats = scratch[:12 + L].view(torch.float64)
+    table = scratch[12 + L:].view(torch.int32)
+    lo, hi = torch.aminmax(points, dim=0)
+    stats[0:D].copy_(lo)
+    stats[3:3 + D].copy_(hi)
+    if not same:  # (self-KNN: the host reuses the points' box)
+        qlo, qhi = torch.aminmax(query, dim=0)
+        stats[6:6 + D].copy_(qlo)
+        stats[9:9 + D].copy_(qhi)
+    poff = _upload(po, dev) if nb > 1 else scratch  # (unused when there is one batch)
+    for pas in (0, 1):
+        _ladder_kernel[_grid1(N)](points, stats, poff, table, N, nb, T=T, L=L, LADDER_LO=_LADDER_LO, PASS=pas, D=D,
+                                  LOG_NB=log_nb if nb > 1 else 0, BLOCK=_BIN_BLOCK)
+    st = stats.tolist()  # the one device -> host sync
+    plo, phi, occ = st[0:3], st[3:6], [v / N for v in st[12:]]
+    qlo_h, qhi_h = (plo, phi) if same else (st[6:9], st[9:12])
+    if not all(map(math.isfinite, plo + phi)):
         raise ValueError("points contains NaN or inf")
-    if not math.isfinite(qmax):
+    if not all(map(math.isfinite, qlo_h + qhi_h)):
         raise ValueError("query contains NaN or inf")
-    h = _pick_cell(h0_h, occ_h, ext_h, N, nb, k, TARGET_OCCUPANCY_PER_K if target_per_k is None else target_per_k,
+    ext = [b - a for a, b in zip(plo, phi)]
+    h = _pick_cell(_h0_host(plo, phi, N), occ, ext, N, nb, k,
+                   TARGET_OCCUPANCY_PER_K if target_per_k is None else target_per_k,
                    CELLS_PER_POINT if cells_per_point is None else cells_per_point)
-    G = [max(math.ceil(max(e, 1e-6) / h), 1) for e in ext_h]
-    GX, GY, GZ = G
+    # the kernels work in float32: the grid's origin is the float32 minimum itself
+    GX, GY, GZ = (max(math.ceil(max(e, 1e-6) / h), 1) for e in ext)
     ncells = nb * GX * GY * GZ
-    dims = _upload(G, dev)
+    pmax = max(abs(v) for v in plo + phi + qlo_h + qhi_h)
+    slack = 1e-5 * h + 4e-6 * pmax
+    geo = (GX, GY, GZ, plo[0], plo[1], plo[2], h)
 
-    pc = _cells(points, lo, h, dims)
-    pkey = ((pb.to(torch.int64) * GZ + pc[:, 2]) * GY + pc[:, 1]) * GX + pc[:, 0]
+    if nb > 1:  # per-batch occupied cell ranges, found while binning
+        bbox = _upload(([2**31 - 1] * 3 + [-1] * 3) * nb, dev, torch.int32)
+    else:  # one batch: the whole grid
+        bbox = _upload([0, 0, 0, GX - 1, GY - 1, GZ - 1], dev, torch.int32)
+    pkey = torch.empty(N, dtype=torch.int64, device=dev)
+    _bin_kernel[_grid1(N)](points, poff, pkey, bbox, N, nb, *geo, D=D, LOG_NB=log_nb if nb > 1 else 0,
+                           BBOX=nb > 1, BLOCK=_BIN_BLOCK)
     skey, porder = torch.sort(pkey)
     cell_start = torch.searchsorted(skey, torch.arange(ncells + 1, device=dev), out_int32=True)
-    bbox = torch.empty((nb, 6), dtype=torch.int64, device=dev)
-    bbox[:, :3] = 2**62
-    bbox[:, 3:] = -1
-    pb3 = pb.to(torch.int64)[:, None].expand(-1, 3)
-    bbox[:, :3] = bbox[:, :3].scatter_reduce(0, pb3, pc, reduce="amin")
-    bbox[:, 3:] = bbox[:, 3:].scatter_reduce(0, pb3, pc, reduce="amax")
-    bbox = bbox.clamp(max=2**31 - 1).to(torch.int32)
-    pxyz = points[porder].t().contiguous()
-    pidx = porder.to(torch.int32)
-    pc32 = pc.to(torch.int32)
+    pxyz = torch.empty((3, N), dtype=torch.float32, device=dev)
+    pidx = torch.empty(N, dtype=torch.int32, device=dev)
+    _gather_kernel[_grid1(N)](points, porder, pxyz, pidx, N, D=D, WITH_IDX=True, BLOCK=_BIN_BLOCK)
     if same:
-        qb, qc, qorder, qs = pb, pc32, porder, pxyz  # self-KNN: the points' sort serves the queries
+        qkey, qorder, qxyz = skey, porder, pxyz  # self-KNN: the points' sort serves the queries
     else:
-        qb = _batch_ids(qo, M, dev)
-        qc = _cells(query, lo, h, dims)
-        qkey = ((qb.to(torch.int64) * GZ + qc[:, 2]) * GY + qc[:, 1]) * GX + qc[:, 0]
-        qorder = torch.argsort(qkey)
-        qs = query[qorder].t().contiguous()
-        qc = qc.to(torch.int32)
-    qcs = qc[qorder].t().contiguous()
-    qbs = qb[qorder].contiguous()
-    qrow = qorder.to(torch.int32)
-    slack = 1e-5 * h + 4e-6 * max(pmax, qmax)
-    args = (qs[0], qs[1], qs[2], qcs[0], qcs[1], qcs[2], qbs, qrow, pxyz[0], pxyz[1], pxyz[2], pidx, cell_start,
-            bbox, GX, GY, GZ, lo_h[0], lo_h[1], lo_h[2], h, slack)  # + the bound, given at launch
-    return GridPlan(args, M, N, k, max(1, triton.next_power_of_2(k)), h)
+        qoff = _upload(qo, dev) if nb > 1 else scratch
+        qkey = torch.empty(M, dtype=torch.int64, device=dev)
+        _bin_kernel[_grid1(M)](query, qoff, qkey, bbox, M, nb, *geo, D=D, LOG_NB=log_nb if nb > 1 else 0,
+                               BBOX=False, BLOCK=_BIN_BLOCK)
+        qkey, qorder = torch.sort(qkey)
+        qxyz = torch.empty((3, M), dtype=torch.float32, device=dev)
+        _gather_kernel[_grid1(M)](query, qorder, qxyz, qxyz, M, D=D, WITH_IDX=False, BLOCK=_BIN_BLOCK)
+    args = (qkey, qxyz[0], qxyz[1], qxyz[2], qorder, pxyz[0], pxyz[1], pxyz[2], pidx, cell_start, bbox,
+            GX, GY, GZ, plo[0], plo[1], plo[2], h, slack)  # + the bound, given at launch
+    return GridPlan(args, M, N, k, max(1, triton.next_power_of_2(k)), h, (GX, GY, GZ))
 
 
 def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | None = None,
@@ -344,7 +461,7 @@ def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | N
                torch.empty((plan.M, plan.k), dtype=torch.int64, device=dev))
     grid = (triton.cdiv(plan.M, block),)
     bound = float(torch.tensor(max_sqdist, dtype=torch.float32))
-    _knn_grid_kernel[grid](*a[:14], out[0], out[1], plan.M, plan.N, plan.k, *a[14:], bound, K=plan.K, BLOCK=block,
+    _knn_grid_kernel[grid](*a[:11], out[0], out[1], plan.M, plan.N, plan.k, *a[11:], bound, K=plan.K, BLOCK=block,
                            BIG=_BIG, num_warps=num_warps, enable_fp_fusion=False)
     return out
 
