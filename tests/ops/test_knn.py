@@ -35,6 +35,11 @@ def _interp_cases(kitti_points: torch.Tensor | None) -> dict:
     q = p[torch.randint(0, 70, (70,), generator=g)] + 0.5 * (torch.arange(70) % 2)[:, None]
     cases["ties_ragged_empty"] = (q, p, 8, _offsets(20, 0, 30, 20), _offsets(25, 10, 0, 35))
     cases["self_ragged_2d"] = (q[:, :2], q[:, :2], 8, _offsets(20, 0, 50), _offsets(20, 0, 50))
+    cases["one_point"] = (torch.rand(5, 3, generator=g), torch.rand(1, 3, generator=g), 3, None, None)
+    cases["all_equal"] = (torch.ones(30, 3), torch.ones(40, 3), 8, None, None)
+    cases["k64"] = (torch.rand(70, 3, generator=g), torch.rand(90, 3, generator=g), 64, None, None)
+    cases["far_from_origin"] = (torch.rand(40, 3, generator=g) + 1e5, torch.rand(80, 3, generator=g) + 1e5, 6,
+                                None, None)
     if kitti_points is not None:
         pts = kitti_points
         crop = pts[(pts[:, 0] > 6) & (pts[:, 0] < 7.5) & (pts[:, 1].abs() < 1.2)][:160].contiguous()
@@ -190,7 +195,8 @@ def test_auto_without_tree_libraries(monkeypatch):
 
 # ------------------------------------------------------------------ Triton kernel (interpreter)
 
-@pytest.mark.parametrize("name", ["random_3d", "2d_k_above_n", "ties_ragged_empty", "self_ragged_2d"])
+@pytest.mark.parametrize("name", ["random_3d", "2d_k_above_n", "ties_ragged_empty", "self_ragged_2d", "one_point",
+                                  "all_equal", "k64", "far_from_origin"])
 def test_triton_interpreter_vs_reference(interp_results, name):
     (q, p, k, qo, po), out = interp_results[name]
     _same(out, knn_reference(q, p, k, query_offsets=qo, points_offsets=po))
