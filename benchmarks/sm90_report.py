@@ -26,7 +26,7 @@ def knn_rows() -> list[dict]:
     from geodepth.ops._triton.knn_grid import _BIG, LAUNCH, _knn_grid_kernel
 
     rows = []
-    for K in (16, 32, 64):
+    for K in (2, 16, 32, 64):
         for block in (16, 32, 64):
             for warps in (1, 2, 4):
                 c = build(_knn_grid_kernel, KNN_TYPES, {"K": K, "BLOCK": block, "BIG": _BIG}, num_warps=warps,
