@@ -55,7 +55,7 @@ CELLS_PER_POINT = 64
 TARGET_OCCUPANCY_PER_K = 0.5
 #: launch shape (BLOCK queries per program, num_warps) per list width K: the shapes that build for
 #: sm_90 without register spills and with the fewest registers per list entry
-#: (benchmarks/sm90_report.py; K = 64 at BLOCK 32 needs 240 registers per thread, at 16 126;
+#: (benchmarks/sm90_report.py; K = 64 at BLOCK 32 spills at 168 registers per thread, at 16 takes 126;
 #: K = 2 spills 20 bytes at 32 x 2, none at 64 x 2)
 LAUNCH = {1: (32, 2), 2: (64, 2), 4: (32, 2), 8: (32, 2), 16: (32, 2), 32: (32, 2), 64: (16, 2)}
 
