@@ -38,6 +38,7 @@ def _interp_cases(kitti_points: torch.Tensor | None) -> dict:
     cases["one_point"] = (torch.rand(5, 3, generator=g), torch.rand(1, 3, generator=g), 3, None, None)
     cases["all_equal"] = (torch.ones(30, 3), torch.ones(40, 3), 8, None, None)
     cases["k64"] = (torch.rand(70, 3, generator=g), torch.rand(90, 3, generator=g), 64, None, None)
+    cases["k2"] = (torch.rand(70, 3, generator=g), torch.rand(90, 3, generator=g), 2, None, None)  # 64-query programs
     cases["far_from_origin"] = (torch.rand(40, 3, generator=g) + 1e5, torch.rand(80, 3, generator=g) + 1e5, 6,
                                 None, None)
     if kitti_points is not None:
@@ -196,7 +197,7 @@ def test_auto_without_tree_libraries(monkeypatch):
 # ------------------------------------------------------------------ Triton kernel (interpreter)
 
 @pytest.mark.parametrize("name", ["random_3d", "2d_k_above_n", "ties_ragged_empty", "self_ragged_2d", "one_point",
-                                  "all_equal", "k64", "far_from_origin"])
+                                  "all_equal", "k64", "k2", "far_from_origin"])
 def test_triton_interpreter_vs_reference(interp_results, name):
     (q, p, k, qo, po), out = interp_results[name]
     _same(out, knn_reference(q, p, k, query_offsets=qo, points_offsets=po))
