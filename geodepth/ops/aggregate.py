@@ -87,7 +87,7 @@ def _check_idx(idx: Tensor, n: int, m: int | None = None, name: str = "idx") -> 
     if m is not None and idx.shape[0] != m:
         raise ValueError(f"{name} must have {m} rows, got {tuple(idx.shape)}")
     if idx.numel() and not torch.compiler.is_compiling():
-        lo, hi = (int(v) for v in torch.aminmax(idx))
+        lo, hi = torch.stack(torch.aminmax(idx)).tolist()  # one device sync on CUDA
         if lo < -1 or hi >= n:
             raise ValueError(f"{name} values must be in [-1, {n}) (-1 = no neighbour), got range [{lo}, {hi}]")
 
