@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     dispatch.triton_available.cache_clear()
     for mod in ("geodepth.ops.contconv", "geodepth.ops.aggregate"):
         __import__(mod)
-        setattr(sys.modules[mod], "use_triton", lambda t: True)  # the CUDA dispatch, on CPU tensors
+        sys.modules[mod].use_triton = lambda t: True  # the CUDA dispatch, on CPU tensors
     from geodepth.nn import ContinuousConv
 
     scan = load_scan()[:args.points]

@@ -51,9 +51,11 @@ def helper_rows() -> list[dict]:
 
 def scored_rows() -> list[dict]:
     """The fused gather of continuous convolution (forward) at the block shapes the wrapper picks."""
-    from geodepth.ops._triton.aggregate import _scored_blocks, _scored_fwd_kernel
-
-    from geodepth.ops._triton.aggregate import SCORED_NUM_WARPS
+    from geodepth.ops._triton.aggregate import (
+        SCORED_NUM_WARPS,
+        _scored_blocks,
+        _scored_fwd_kernel,
+    )
 
     types = {n: "i32" for n in ("M", "K", "C", "B")}
     types.update({"feat_ptr": "*fp32", "idx_ptr": "*i64", "s_ptr": "*fp32", "out_ptr": "*fp32"})

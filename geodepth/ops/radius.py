@@ -1,7 +1,7 @@
 """Ball query with a neighbour cap: ``radius(query, points, r, max_neighbors=32) -> KNN(sqdist, idx)``."""
 from __future__ import annotations
 
-import torch
+import torch  # noqa: F401 - the doctest uses it
 from torch import Tensor
 
 from geodepth.ops.knn import KNN, MAX_K, _knn
