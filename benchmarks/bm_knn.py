@@ -127,6 +127,31 @@ def radius_cases(p: torch.Tensor, device: str) -> list[Case]:
     return cases
 
 
+def pixel_cases(k: int = 8) -> list[Case]:
+    """knn_fill's search on CPU: every pixel centre of the KITTI frame (465,750 2-D queries) among
+    the frame's projected LiDAR pixels (19,154), k = 8: many queries over few points, most far."""
+    import geodepth
+
+    f = geodepth.load_frame(geodepth.sample_dir())
+    d = f.sparse_depth.reshape(f.sparse_depth.shape[-2:])
+    r, c = torch.nonzero(d > 0, as_tuple=True)
+    pts = torch.stack([c + 0.5, r + 0.5], 1).float().contiguous()
+    rr, cc = torch.meshgrid(torch.arange(d.shape[0]), torch.arange(d.shape[1]), indexing="ij")
+    q = torch.stack([cc.reshape(-1) + 0.5, rr.reshape(-1) + 0.5], 1).float().contiguous()
+    g = f"knn_pixels_2d_k{k}"
+    note = f"{q.shape[0]} queries, {pts.shape[0]} points"
+    cases = [Case(g, "geodepth.knn backend=grid (numba)", lambda: knn(q, pts, k, backend="grid"), repeats=5,
+                  note=note)]
+    try:
+        from pykdtree.kdtree import KDTree
+
+        cases.append(Case(g, "pykdtree", lambda: KDTree(pts.numpy()).query(q.numpy(), k=k, sqr_dists=True),
+                          anchor=True, repeats=5))
+    except ImportError:
+        cases[0].anchor = True
+    return cases
+
+
 def cuda_cases(name: str, p: torch.Tensor) -> list[Case]:
     from geodepth.ops._triton.knn_grid import plan_knn_grid, run_knn_grid
 
@@ -202,6 +227,11 @@ def main(argv: list[str] | None = None) -> int:
         naive = not args.no_naive and (name == "front" or args.naive_full)
         cases += cuda_cases(name, p) if args.device == "cuda" else cpu_cases(name, p, naive=naive)
     cases += radius_cases(sets["full"], args.device)
+    if args.device == "cpu":
+        cases += pixel_cases()
+    # radius first and the naive anchors last: timed after the KNN cases, the radius cases ran
+    # 1.2-1.4x slower than alone (allocator state after the 30-60 MB outputs), all three alike
+    cases.sort(key=lambda c: (not c.group.startswith("radius"), c.name.startswith("naive")))
     if args.repeats:
         for c in cases:
             c.repeats = args.repeats

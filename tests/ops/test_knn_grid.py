@@ -46,6 +46,28 @@ def test_grid_uneven_density_and_far_queries(dtype):
         _same(knn(far, p, k, backend="grid"), knn_reference(far, p, k))
 
 
+@pytest.mark.parametrize("bound", [None, 4.0])
+def test_grid_query_aware_cell_dense_pixel_queries(bound):
+    """knn_fill's situation: a dense grid of 2D pixel queries over sparse points that cover only
+    the bottom of the image, so most queries are far from every point and the cell is grown from
+    a probe of the queries (>= 4x as many queries as points, >= 2048). Exact all the same, with and without a radius bound;
+    on integer-spaced points many distances tie."""
+    from geodepth.ops._reference import radius_reference
+    from geodepth.ops.radius import radius
+
+    g = torch.Generator().manual_seed(12)
+    H, W = 60, 200
+    rows = torch.arange(40, 60, 3).float()  # "LiDAR rows" in the bottom third only
+    cols = torch.randint(0, W, (rows.numel(), 60), generator=g).float()
+    p = torch.stack([cols.reshape(-1) + 0.5, rows.repeat_interleave(60) + 0.5], 1)
+    rr, cc = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    q = torch.stack([cc.reshape(-1) + 0.5, rr.reshape(-1) + 0.5], 1).float()
+    if bound is None:
+        _same(knn(q, p, 8, backend="grid"), knn_reference(q, p, 8))
+    else:
+        _same(radius(q, p, bound, max_neighbors=8, backend="grid"), radius_reference(q, p, bound, max_neighbors=8))
+
+
 @pytest.mark.parametrize("case", ["lattice", "duplicates", "all_equal", "flat_2d_lattice"])
 def test_grid_ties_vs_reference(case):
     """Integer lattices, duplicated points and all-equal clouds: every tie resolved by index."""

@@ -41,6 +41,8 @@ _OCCUPANCY = 0.62  # target median points per occupied cell, in units of k, for 
 _OCCUPANCY_PER_DIM = 1.0  # ... plus this much per extra local dimension (3-D uniform: 2.55 k)
 _PROBE = 1.6  # cell edge ratio of the grid that measures the local dimension
 _REL = 1e-5  # relative margin for float32/float64 rounding of the canonical distance
+_QUERY_SAMPLE = 512  # bipartite searches: queries probed to size the cell (see _query_aware_cell)
+_QUERY_GROW = 8.0  # ... which may grow the points' cell at most this much
 
 
 def grid_available() -> bool:
@@ -368,10 +370,9 @@ def _grid(p: np.ndarray, k: int):
     return lo, h, shape(h)
 
 
-def _knn_one(q: np.ndarray, p: np.ndarray, k: int, od: np.ndarray, oi: np.ndarray, bound: float = np.inf) -> None:
-    """Fill ``od``/``oi`` (m, k) (any contents) with the KNN of ``q`` among ``p`` (both (., 3)), only
-    neighbours with squared distance <= ``bound`` (in the input dtype); the rest -1 / inf."""
-    lo, h, G = _grid(p, k)
+def _search(q: np.ndarray, p: np.ndarray, k: int, lo, h: float, G, od: np.ndarray, oi: np.ndarray,
+            bound: float) -> None:
+    """The cell-list search of ``q`` among ``p`` on the grid (lo, h, G); fills ``od``/``oi``."""
     ncells = int(np.prod(G))
     inv_h = 1.0 / h
     slack = 1e-9 * (float(np.abs(lo).max()) + float(G.max()) * h + h)
@@ -386,6 +387,40 @@ def _knn_one(q: np.ndarray, p: np.ndarray, k: int, od: np.ndarray, oi: np.ndarra
         qc = _cell_ids(q, lo, inv_h, G)
         qorder, _ = _counting_sort(qc, ncells)
     _query(q, qorder, qc, G, start, ps, order, lo, h, slack, k, od, oi, maxc, od.dtype.type(bound))
+
+
+def _query_aware_cell(q: np.ndarray, p: np.ndarray, k: int, lo, h: float, G, bound: float):
+    """Grow the cell for queries that lie far from the points (e.g. image pixels above the last
+    LiDAR row): probe a strided sample of ``_QUERY_SAMPLE`` queries on the points' grid and use
+    their mean k-th distance as the cell edge when it is larger (at most ``_QUERY_GROW`` times).
+    Used when the queries outnumber the points 4:1 or more (image pixels over projected LiDAR):
+    on knn_fill's 465k pixel queries among a KITTI frame's 19k points, k = 8 / 16, 1.15x / 1.35x
+    pykdtree instead of 0.63x / 1.00x. Not used for fewer queries: on the KITTI scan with every
+    7th point as query the probe's mean is pulled up by the sparse far returns and the larger
+    cell cost 12 %."""
+    m = q.shape[0]
+    sample = np.ascontiguousarray(q[::m // _QUERY_SAMPLE][:_QUERY_SAMPLE])
+    sd = np.empty((sample.shape[0], k), dtype=q.dtype)
+    si = np.empty((sample.shape[0], k), dtype=np.int64)
+    _search(sample, p, k, lo, h, G, sd, si, bound)
+    kth = sd[:, k - 1].astype(np.float64)
+    kth = np.sqrt(kth[np.isfinite(kth) & (si[:, k - 1] >= 0) & (si[:, k - 1] != _SENTINEL)])
+    if kth.size == 0:
+        return h, G
+    hq = min(float(kth.mean()), _QUERY_GROW * h)
+    if hq <= h:
+        return h, G
+    lo_, hi_ = _bbox(p)
+    return hq, np.floor((hi_ - lo_) / hq).astype(np.int64) + 1
+
+
+def _knn_one(q: np.ndarray, p: np.ndarray, k: int, od: np.ndarray, oi: np.ndarray, bound: float = np.inf) -> None:
+    """Fill ``od``/``oi`` (m, k) (any contents) with the KNN of ``q`` among ``p`` (both (., 3)), only
+    neighbours with squared distance <= ``bound`` (in the input dtype); the rest -1 / inf."""
+    lo, h, G = _grid(p, k)
+    if q is not p and q.shape[0] >= 4 * max(_QUERY_SAMPLE, p.shape[0]):  # many queries over few points
+        h, G = _query_aware_cell(q, p, k, lo, h, G, bound)
+    _search(q, p, k, lo, h, G, od, oi, bound)
     if bound != np.inf:
         empty = oi == _SENTINEL
         oi[empty] = -1
