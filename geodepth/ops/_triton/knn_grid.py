@@ -49,8 +49,8 @@ _BIG = 2**31 - 1
 #: tuning knobs of the cell size (see the module docstring); time them with
 #: ``benchmarks/bm_knn.py --device cuda --sweep``. Until then they follow the work model
 #: (benchmarks/knn_work_model.py, KITTI scan, k = 16): a cap of 16 cells per point forced a
-#: 0.44 m cell (285 ring-1 candidates per query); 64 lets the full scan reach 0.25 m (102) and
-#: the front half 0.2 m (63), for a 30 MB / 9 MB cell table
+#: 0.44 m cell (285 ring-1 candidates per query); with 64 the plan picks 0.28 m on the full scan
+#: (~125) and 0.23 m on the front half (~80), for a 21 MB / 6 MB cell table
 CELLS_PER_POINT = 64
 TARGET_OCCUPANCY_PER_K = 0.5
 #: launch shape (BLOCK queries per program, num_warps) per list width K: the shapes that build for
@@ -177,10 +177,6 @@ def _knn_grid_kernel(qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start, bbox,
     om = qm[:, None] & (kr[None, :] < k)
     tl.store(out_d + out_offs, tl.where(empty, float("inf"), dist), mask=om)
     tl.store(out_i + out_offs, tl.where(empty, -1, idx.to(tl.int64)), mask=om)
-
-
-def _same_tensor(a: Tensor, b: Tensor) -> bool:
-    return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
 
 
 # cell sizes tried at once, as multiples of the volume-per-point edge h0 (powers of two: LiDAR
@@ -318,6 +314,11 @@ def _upload(values: list[int], dev: torch.device, dtype: torch.dtype = torch.int
     return t.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else t.to(dev)
 
 
+def _grid_dims(ext: list[float], h: float) -> list[int]:
+    """Cells per axis of a grid of edge ``h`` over a box of extent ``ext`` (at least one)."""
+    return [max(math.ceil(max(e, 1e-6) / h), 1) for e in ext]
+
+
 def _h0_host(lo: list[float], hi: list[float], n: int) -> float:
     ext = [b - a for a, b in zip(lo, hi)]
     emax = max(max(ext), 1e-6)
@@ -342,7 +343,7 @@ def _pick_cell(h0: float, occ: list[float], ext: list[float], n: int, nb: int, k
     if not math.isfinite(h) or h <= 0:  # overflowing volume (coordinates near float32's range)
         h = max(max(ext), 1e-6)
     cap = max(cells_per_point * n, 1 << 16) / max(nb, 1)
-    while math.prod(max(math.ceil(max(e, 1e-6) / h), 1) for e in ext) > cap:
+    while math.prod(_grid_dims(ext, h)) > cap:
         h *= 1.25
     return h
 
@@ -383,7 +384,7 @@ def plan_knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list
     points = points.contiguous()  # the kernels read rows of D packed floats
     query = points if same else query.contiguous()
     nb = len(po) - 1
-    log_nb = max(1, (nb).bit_length())
+    log_nb = 0 if nb == 1 else nb.bit_length()  # binary-search steps for the batch of a row
     # stats (float64): lo xyz, hi xyz of the points, of the query, then the ladder's occupancy sums
     L = _LADDER_N
     T = 1 << max(12, (2 * N - 1).bit_length())  # hash slots per rung: >= 2N
@@ -400,7 +401,7 @@ def plan_knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list
     poff = _upload(po, dev) if nb > 1 else scratch  # (unused when there is one batch)
     for pas in (0, 1):
         _ladder_kernel[_grid1(N)](points, stats, poff, table, N, nb, T=T, L=L, LADDER_LO=_LADDER_LO, PASS=pas, D=D,
-                                  LOG_NB=log_nb if nb > 1 else 0, BLOCK=_BIN_BLOCK)
+                                  LOG_NB=log_nb, BLOCK=_BIN_BLOCK)
     st = stats.tolist()  # the one device -> host sync
     plo, phi, occ = st[0:3], st[3:6], [v / N for v in st[12:]]
     qlo_h, qhi_h = (plo, phi) if same else (st[6:9], st[9:12])
@@ -413,7 +414,7 @@ def plan_knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list
                    TARGET_OCCUPANCY_PER_K if target_per_k is None else target_per_k,
                    CELLS_PER_POINT if cells_per_point is None else cells_per_point)
     # the kernels work in float32: the grid's origin is the float32 minimum itself
-    GX, GY, GZ = (max(math.ceil(max(e, 1e-6) / h), 1) for e in ext)
+    GX, GY, GZ = _grid_dims(ext, h)
     ncells = nb * GX * GY * GZ
     pmax = max(abs(v) for v in plo + phi + qlo_h + qhi_h)
     slack = 1e-5 * h + 4e-6 * pmax
@@ -424,7 +425,7 @@ def plan_knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list
     else:  # one batch: the whole grid
         bbox = _upload([0, 0, 0, GX - 1, GY - 1, GZ - 1], dev, torch.int32)
     pkey = torch.empty(N, dtype=torch.int64, device=dev)
-    _bin_kernel[_grid1(N)](points, poff, pkey, bbox, N, nb, *geo, D=D, LOG_NB=log_nb if nb > 1 else 0,
+    _bin_kernel[_grid1(N)](points, poff, pkey, bbox, N, nb, *geo, D=D, LOG_NB=log_nb,
                            BBOX=nb > 1, BLOCK=_BIN_BLOCK)
     skey, porder = torch.sort(pkey)
     cell_start = torch.searchsorted(skey, torch.arange(ncells + 1, device=dev), out_int32=True)
@@ -436,7 +437,7 @@ def plan_knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list
     else:
         qoff = _upload(qo, dev) if nb > 1 else scratch
         qkey = torch.empty(M, dtype=torch.int64, device=dev)
-        _bin_kernel[_grid1(M)](query, qoff, qkey, bbox, M, nb, *geo, D=D, LOG_NB=log_nb if nb > 1 else 0,
+        _bin_kernel[_grid1(M)](query, qoff, qkey, bbox, M, nb, *geo, D=D, LOG_NB=log_nb,
                                BBOX=False, BLOCK=_BIN_BLOCK)
         qkey, qorder = torch.sort(qkey)
         qxyz = torch.empty((3, M), dtype=torch.float32, device=dev)
