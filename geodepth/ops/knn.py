@@ -75,8 +75,8 @@ def _check_finite(query: Tensor, points: Tensor, backend: str) -> None:
     one device sync); other CUDA paths pay one sync for both clouds."""
     if query.device.type == "cpu":  # numpy: no intra-op thread start-up for a 0.1 ms check
         finite = [bool(np.isfinite(x.detach().numpy()).all()) for x in (query, points)]
-    elif query.dtype == torch.float32 and backend in ("auto", "triton"):
-        return
+    elif query.dtype == torch.float32 and backend in ("auto", "triton") and use_triton(query):
+        return  # (without triton, "auto" runs the torch path on CUDA: checked here)
     else:
         finite = torch.stack([torch.isfinite(query).all(), torch.isfinite(points).all()]).tolist()
     for ok, name in zip(finite, ("query", "points")):
