@@ -30,14 +30,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from harness import Case, run_cases  # noqa: E402
+from harness import KITTI_FRAME, Case, run_cases  # noqa: E402
 
 from geodepth.nn.contconv import ContinuousConv  # noqa: E402
 from geodepth.ops.aggregate import aggregate  # noqa: E402
 from geodepth.ops.sample import sample  # noqa: E402
 from geodepth.ops.splat import splat  # noqa: E402
 
-DATA = HERE.parent.parent / "shared" / "data" / "kitti_depth" / "2011_09_26_drive_0001_sync_0000000005"
+DATA = KITTI_FRAME
 K = 16
 
 

@@ -33,14 +33,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import Case, run_cases  # noqa: E402
+from harness import KITTI_FRAME, Case, run_cases  # noqa: E402
 
 from geodepth.io.depth import read_depth_png  # noqa: E402
 from geodepth.models.classical import METHODS, complete_classical  # noqa: E402
 from geodepth.models.classical.ipbasic import use_compiled  # noqa: E402
 
 CANDIDATES = [REPO / "geodepth" / "_data" / "kitti_sample" / "velodyne_raw_02.png",
-              REPO.parent / "shared" / "data" / "kitti_depth" / "2011_09_26_drive_0001_sync_0000000005" / "velodyne_raw_02.png"]
+              KITTI_FRAME / "velodyne_raw_02.png"]
 
 
 def load_frame() -> torch.Tensor:

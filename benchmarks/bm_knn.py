@@ -9,7 +9,6 @@ ratios and writes ``benchmarks/results/knn_<device>.json``.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -19,12 +18,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import Case, run_cases  # noqa: E402
+from harness import KITTI_FRAME, Case, run_cases  # noqa: E402
 
 from geodepth.ops.knn import knn  # noqa: E402
 
-SCAN = Path(os.environ.get("GEODEPTH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / \
-    "kitti_depth" / "2011_09_26_drive_0001_sync_0000000005" / "velodyne.bin"
+SCAN = KITTI_FRAME / "velodyne.bin"
 K = 16
 
 

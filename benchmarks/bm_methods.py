@@ -34,13 +34,15 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from harness import DATA, KITTI_FRAME  # noqa: E402
 
 from geodepth.io.depth import read_depth_png  # noqa: E402
 from geodepth.io.image import read_image  # noqa: E402
 from geodepth.models.classical import METHODS, complete_classical  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data"
-KITTI = DATA / "kitti_depth" / "2011_09_26_drive_0001_sync_0000000005"
+KITTI = KITTI_FRAME
 OBJECTS = {"obj_pp_000002": ("pp_000002", "000002"), "obj_pp_000134": ("pp_000134", "000134"),
            "obj_cvml_000114": ("cvml_000114", "000114"), "obj_ddm_0000000001": ("ddm_0000000001", "000001")}
 

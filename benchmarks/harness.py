@@ -22,6 +22,10 @@ import torch
 
 # JSON records go here; GEODEPTH_BENCH_OUT redirects them (e.g. to $OUT on the lent GPU machine)
 RESULTS = Path(os.environ.get("GEODEPTH_BENCH_OUT") or Path(__file__).resolve().parent / "results")
+# the sample data (../shared/data beside the checkout); GEODEPTH_DATA points elsewhere, as the
+# tests' conftest does (e.g. a carried copy on the lent GPU machine, where ../shared is absent)
+DATA = Path(os.environ.get("GEODEPTH_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+KITTI_FRAME = DATA / "kitti_depth" / "2011_09_26_drive_0001_sync_0000000005"
 
 
 @dataclass
