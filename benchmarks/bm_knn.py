@@ -157,11 +157,16 @@ def cuda_cases(name: str, p: torch.Tensor) -> list[Case]:
     pc = p.cuda()
     off = [0, pc.shape[0]]
     plan = plan_knn_grid(pc, pc, K, off, off)
+    st: dict = {}
+    run_knn_grid(plan, stats=st)
     cases = [Case(g, "geodepth.knn (triton)", lambda: knn(pc, pc, K), device="cuda", repeats=50, warmup=5),
              Case(g, "  of which: plan (bin, sort, 1 sync)", lambda: plan_knn_grid(pc, pc, K, off, off),
                   device="cuda", repeats=50, warmup=5),
-             Case(g, "  of which: kernel (prepared plan)", lambda: run_knn_grid(plan), device="cuda", repeats=50,
-                  warmup=5, note=f"cell {plan.h:.3f} m, grid {plan.grid}"),
+             Case(g, "  of which: search (2 levels, 1 sync)", lambda: run_knn_grid(plan), device="cuda", repeats=50,
+                  warmup=5, note=f"cell {plan.h:.3f} m, grid {plan.grid}, {st['leftover']} queries to level 2 "
+                                 f"in {st['chunks']} chunks"),
+             Case(g, "  search, one level (no ring cap)", lambda: run_knn_grid(plan, ring_cap=-1), device="cuda",
+                  repeats=10, warmup=2, note="the first GPU version: isolated points expand ring after ring"),
              Case(g, "naive cdist+topk", lambda: naive_torch(pc), device="cuda", anchor=True, repeats=5)]
     try:
         import torch_cluster
@@ -173,9 +178,9 @@ def cuda_cases(name: str, p: torch.Tensor) -> list[Case]:
 
 
 def sweep_cases(sets: dict[str, torch.Tensor]) -> list[Case]:
-    """Tuning grid of the Triton kernel (kernel time on a prepared plan): launch shapes at the
-    default cell size, then cell sizes (target occupancy x cell cap) at the default shape. Anchor:
-    the defaults. Every configuration is checked equal to the CPU path before it is timed."""
+    """Tuning grid of the Triton search (on a prepared plan): launch shapes, the ring cap of the
+    grid search (-1: one level), then cell sizes (target occupancy x cell cap). Anchor: the
+    defaults. Every configuration is checked equal to the CPU path before it is timed."""
     from geodepth.ops._triton import knn_grid as kg
 
     cases = []
@@ -184,20 +189,24 @@ def sweep_cases(sets: dict[str, torch.Tensor]) -> list[Case]:
         off = [0, pc.shape[0]]
         want = knn(p, p, K)
         block0, warps0 = kg.LAUNCH[16]
-        configs = [(b, w, None, None) for b in (16, 32, 64) for w in (1, 2, 4)]
-        configs += [(block0, warps0, t, c) for t in (0.25, 0.5, 1.0, 2.0) for c in (16, 64, 256)]
-        for block, warps, target, cells in configs:
+        d0 = (block0, warps0, kg.RING_CAP, None, None)
+        configs = [d0] + [(b, w, kg.RING_CAP, None, None) for b, w in ((16, 4), (32, 2), (32, 8), (64, 8))
+                          if (b, w) != (block0, warps0)]
+        configs += [(block0, warps0, rc, None, None) for rc in (1, 2, 4, 6, -1) if rc != kg.RING_CAP]
+        configs += [(block0, warps0, kg.RING_CAP, t, c) for t in (0.25, 0.5, 1.0, 2.0) for c in (16, 64)
+                    if (t, c) != (kg.TARGET_OCCUPANCY_PER_K, kg.CELLS_PER_POINT)]
+        for block, warps, rc, target, cells in configs:
             plan = kg.plan_knn_grid(pc, pc, K, off, off, target_per_k=target, cells_per_point=cells)
-            d, i = kg.run_knn_grid(plan, block=block, num_warps=warps)
+            st: dict = {}
+            d, i = kg.run_knn_grid(plan, block=block, num_warps=warps, ring_cap=rc, stats=st)
+            label = f"B={block} w={warps} cap={rc} occ/k={target or kg.TARGET_OCCUPANCY_PER_K} " \
+                    f"c/pt={cells or kg.CELLS_PER_POINT}"
             if not (torch.equal(i.cpu(), want.idx) and torch.equal(d.cpu(), want.sqdist)):
-                print(f"sweep {name} {block}/{warps}/{target}/{cells}: WRONG RESULT, not timed")
+                print(f"sweep {name} {label}: WRONG RESULT, not timed", flush=True)
                 continue
-            default = (block, warps, target, cells) == (block0, warps0, None, None)
-            label = f"BLOCK={block} warps={warps} occ/k={target or kg.TARGET_OCCUPANCY_PER_K} " \
-                    f"cells/pt={cells or kg.CELLS_PER_POINT}"
-            cases.append(Case(f"knn sweep {name}", label, lambda pl=plan, b=block, w=warps: kg.run_knn_grid(
-                pl, block=b, num_warps=w), device="cuda", anchor=default, repeats=30, warmup=3,
-                note=f"cell {plan.h:.3f} m"))
+            cases.append(Case(f"knn sweep {name}", label, lambda pl=plan, b=block, w=warps, r=rc: kg.run_knn_grid(
+                pl, block=b, num_warps=w, ring_cap=r), device="cuda", anchor=(block, warps, rc, target, cells) == d0,
+                repeats=20, warmup=2, note=f"cell {plan.h:.3f} m, level 2: {st.get('leftover', 0)}"))
     return cases
 
 

@@ -155,6 +155,8 @@ def run_cases(title: str, cases: list[Case], *, out: str | Path | None = None, q
     for c in cases:
         try:
             results.append(time_case(c))
+            if not quiet:  # progress (a run cut short still leaves its rows in the log)
+                print(f"  [{c.group}] {c.name}: {results[-1].median_ms:.3f} ms", file=sys.stderr, flush=True)
         except Exception as e:  # noqa: BLE001 - an anchor that fails is reported, not fatal
             print(f"[{c.group}] {c.name}: failed: {type(e).__name__}: {e}", file=sys.stderr)
     for g in {r.group for r in results}:

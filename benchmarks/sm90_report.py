@@ -17,25 +17,44 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from geodepth.ops._triton.aot import KNN_HELPERS, KNN_TYPES, build, ptxas_report  # noqa: E402
+from geodepth.ops._triton.aot import KNN_HELPERS, KNN_LEVEL2_TYPES, KNN_TYPES, build, ptxas_report  # noqa: E402
 
 RESULTS = Path(os.environ.get("GEODEPTH_BENCH_OUT") or Path(__file__).resolve().parent / "results")
 
 
-def knn_rows() -> list[dict]:
-    from geodepth.ops._triton.knn_grid import _BIG, LAUNCH, _knn_grid_kernel
+def knn_rows(quick: bool = False) -> list[dict]:
+    from geodepth.ops._triton.knn_grid import _BIG, CHUNK, LAUNCH, _knn_grid_kernel
 
     rows = []
     for K in (2, 16, 32, 64):
         for block in (16, 32, 64):
             for warps in (1, 2, 4):
-                c = build(_knn_grid_kernel, KNN_TYPES, {"K": K, "BLOCK": block, "BIG": _BIG}, num_warps=warps,
-                          fp_fusion=False)
+                if quick and (block, warps) != LAUNCH[K]:
+                    continue
+                c = build(_knn_grid_kernel, KNN_TYPES, {"K": K, "W": max(K, CHUNK), "BLOCK": block, "BIG": _BIG},
+                          num_warps=warps, fp_fusion=False)
                 ptx = c.asm["ptx"]
                 rows.append({"kernel": "knn_grid", "K": K, "BLOCK": block, "num_warps": warps,
                              "default": LAUNCH[K] == (block, warps), "fma_in_ptx": "fma.rn.f32" in ptx,
                              **ptxas_report(ptx)})
                 print(rows[-1], flush=True)
+    return rows
+
+
+def level2_rows() -> list[dict]:
+    """The KNN's second level (exhaustive chunks, merge) at its launch shape, per list width."""
+    from geodepth.ops._triton import knn_grid as kg
+
+    rows = []
+    for K in (2, 16, 32, 64):
+        W = max(K, kg.CHUNK)
+        for name, fn in (("knn_level2_chunk", kg._knn_chunk_kernel), ("knn_level2_merge", kg._knn_merge_kernel)):
+            c = build(fn, KNN_LEVEL2_TYPES, {"W": W, "BLOCK": kg.LEVEL2_BLOCK, "BIG": kg._BIG},
+                      num_warps=kg.LEVEL2_WARPS, fp_fusion=False)
+            ptx = c.asm["ptx"]
+            rows.append({"kernel": name, "K": K, "BLOCK": kg.LEVEL2_BLOCK, "num_warps": kg.LEVEL2_WARPS,
+                         "fma_in_ptx": "fma.rn.f32" in ptx, **ptxas_report(ptx)})
+            print(rows[-1], flush=True)
     return rows
 
 
@@ -77,10 +96,11 @@ def scored_rows() -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(RESULTS / "sm90_report.json"))
+    ap.add_argument("--quick", action="store_true", help="KNN kernel at its default launch shapes only")
     args = ap.parse_args(argv)
     import triton
 
-    rows = knn_rows() + helper_rows() + scored_rows()
+    rows = knn_rows(args.quick) + level2_rows() + helper_rows() + scored_rows()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"triton": triton.__version__, "target": "cuda sm_90", "rows": rows},
                                          indent=1))

@@ -58,3 +58,22 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords and not has_cuda():
             item.add_marker(skip_cuda)
+
+
+@pytest.fixture
+def exact_cpu_knn2d(monkeypatch):
+    """knn_fill's CPU search through geodepth.ops.knn (ties at the k-th distance go to the smaller
+    index, as on CUDA) instead of the k-d tree (whose choice among such ties is its own): the CUDA
+    path is then compared with a CPU run on the same neighbours."""
+    import importlib
+
+    from geodepth.ops.knn import knn
+
+    kf = importlib.import_module("geodepth.models.classical.knn_fill")
+
+    def exact(query, points, k):
+        z = lambda a: torch.cat([a, torch.zeros_like(a[:, :1])], 1).float().contiguous()  # noqa: E731
+        r = knn(z(query), z(points), k)
+        return r.sqdist.to(torch.float64), r.idx
+
+    monkeypatch.setattr(kf, "_knn2d_fallback", exact)

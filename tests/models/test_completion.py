@@ -127,7 +127,7 @@ def test_default_method_follows_the_image():
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("method", ["ipbasic_fast", "nearest", "knn_idw"])
-def test_complete_on_cuda_matches_cpu(method):
+def test_complete_on_cuda_matches_cpu(method, exact_cpu_knn2d):
     frame = load_frame(geodepth.sample_dir())
     cpu = complete(frame, method=method)
     gpu = complete(frame, method=method, device="cuda")

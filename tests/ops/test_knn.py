@@ -21,15 +21,19 @@ KITTI_BIN = Path(os.environ.get("GEODEPTH_DATA", REPO.parent / "shared" / "data"
 
 _INTERP_SCRIPT = """
 import sys, torch
-from geodepth.ops._triton.knn_grid import knn_grid
-cases = torch.load(sys.argv[1])
-torch.save([knn_grid(q, p, k, qo, po) for q, p, k, qo, po in cases], sys.argv[2])
+from geodepth.ops._triton import knn_grid as kg
+res = []
+for q, p, k, qo, po, kw in torch.load(sys.argv[1]):
+    plan, st = kg.plan_knn_grid(q, p, k, qo, po), {}
+    out = kg.knn_grid(q, p, k, qo, po, **kw) if plan is None else kg.run_knn_grid(plan, stats=st, **kw)
+    res.append((out, st.get("leftover", 0)))
+torch.save(res, sys.argv[2])
 """
 
 
 def _interp_cases(kitti_points: torch.Tensor | None) -> dict:
     g = torch.Generator().manual_seed(13)
-    cases = {"random_3d": (torch.rand(40, 3, generator=g) * 6, torch.rand(150, 3, generator=g) * 6, 5, None, None),
+    cases = {"random_3d": (torch.rand(32, 3, generator=g) * 6, torch.rand(150, 3, generator=g) * 6, 5, None, None),
              "2d_k_above_n": (torch.rand(30, 2, generator=g), torch.rand(12, 2, generator=g), 16, None, None)}
     p = torch.randint(0, 3, (70, 3), generator=g).float()
     q = p[torch.randint(0, 70, (70,), generator=g)] + 0.5 * (torch.arange(70) % 2)[:, None]
@@ -37,10 +41,16 @@ def _interp_cases(kitti_points: torch.Tensor | None) -> dict:
     cases["self_ragged_2d"] = (q[:, :2], q[:, :2], 8, _offsets(20, 0, 50), _offsets(20, 0, 50))
     cases["one_point"] = (torch.rand(5, 3, generator=g), torch.rand(1, 3, generator=g), 3, None, None)
     cases["all_equal"] = (torch.ones(30, 3), torch.ones(40, 3), 8, None, None)
-    cases["k64"] = (torch.rand(70, 3, generator=g), torch.rand(90, 3, generator=g), 64, None, None)
-    cases["k2"] = (torch.rand(70, 3, generator=g), torch.rand(90, 3, generator=g), 2, None, None)  # 64-query programs
-    cases["far_from_origin"] = (torch.rand(40, 3, generator=g) + 1e5, torch.rand(80, 3, generator=g) + 1e5, 6,
+    cases["k64"] = (torch.rand(24, 3, generator=g), torch.rand(80, 3, generator=g), 64, None, None)
+    cases["k2"] = (torch.rand(40, 3, generator=g), torch.rand(90, 3, generator=g), 2, None, None)
+    cases["far_from_origin"] = (torch.rand(32, 3, generator=g) + 1e5, torch.rand(80, 3, generator=g) + 1e5, 6,
                                 None, None)
+    # the second level (exhaustive chunks + merge): forced with ring_cap=0 (every query whose k-th
+    # neighbour lies beyond its own cell), and reached naturally by outliers of a dense cluster
+    cases["level2_ties_ragged"] = (*cases["ties_ragged_empty"], dict(ring_cap=0, chunk=16))
+    cases["level2_k64"] = (*cases["k64"], dict(ring_cap=0, chunk=32))
+    blob = torch.cat([torch.rand(60, 3, generator=g) * 0.3, torch.rand(4, 3, generator=g) * 20 - 10])
+    cases["level2_outliers"] = (blob, blob, 8, None, None, dict(chunk=16))
     if kitti_points is not None:
         pts = kitti_points
         crop = pts[(pts[:, 0] > 6) & (pts[:, 0] < 7.5) & (pts[:, 1].abs() < 1.2)][:160].contiguous()
@@ -59,10 +69,10 @@ def interp_results(tmp_path_factory):
     kitti = KITTI_BIN if KITTI_BIN.exists() else None
     cases = _interp_cases(_read_bin(kitti) if kitti else None)
     args = []
-    for q, p, k, qo, po in cases.values():
+    for q, p, k, qo, po, *kw in cases.values():
         qo = [0, q.shape[0]] if qo is None else qo.tolist()
         po = [0, p.shape[0]] if po is None else po.tolist()
-        args.append((q, p, k, qo, po))
+        args.append((q, p, k, qo, po, kw[0] if kw else {}))
     tmp = tmp_path_factory.mktemp("knn_interp")
     torch.save(args, tmp / "in.pt")
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(REPO))
@@ -70,7 +80,7 @@ def interp_results(tmp_path_factory):
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     outs = torch.load(tmp / "out.pt")
-    return {name: (case, KNN(*out)) for (name, case), out in zip(cases.items(), outs)}
+    return {name: (case[:5], KNN(*out), left) for (name, case), (out, left) in zip(cases.items(), outs)}
 
 
 def _offsets(*sizes: int) -> torch.Tensor:
@@ -197,15 +207,18 @@ def test_auto_without_tree_libraries(monkeypatch):
 # ------------------------------------------------------------------ Triton kernel (interpreter)
 
 @pytest.mark.parametrize("name", ["random_3d", "2d_k_above_n", "ties_ragged_empty", "self_ragged_2d", "one_point",
-                                  "all_equal", "k64", "k2", "far_from_origin"])
+                                  "all_equal", "k64", "k2", "far_from_origin", "level2_ties_ragged", "level2_k64",
+                                  "level2_outliers"])
 def test_triton_interpreter_vs_reference(interp_results, name):
-    (q, p, k, qo, po), out = interp_results[name]
+    (q, p, k, qo, po), out, leftover = interp_results[name]
     _same(out, knn_reference(q, p, k, query_offsets=qo, points_offsets=po))
+    if name.startswith("level2"):  # the second level did run (and, above, gave the reference's rows)
+        assert 0 < leftover <= q.shape[0]
 
 
 def test_triton_interpreter_kitti_crop(interp_results, kitti_dir):
     """A crop of the real scan (dense near the sensor, ground plane, many z layers empty)."""
-    (q, p, k, _, _), out = interp_results["kitti_crop"]
+    (q, p, k, _, _), out, _ = interp_results["kitti_crop"]
     _same(out, knn_reference(q, p, k))
 
 
@@ -285,10 +298,11 @@ def test_triton_plan_cell_cap_batches_and_nan():
 
 
 def test_triton_knn_launch_count():
-    """Host overhead of the GPU path, counted (under the interpreter): a self-KNN call is at most
-    8 torch ops (each one launch on CUDA) and 5 Triton launches, a bipartite one 12 and 7 (the
-    first version of this path issued 92 torch ops and ~20 syncs). Views are free; ops inside
-    interpreted kernels are not counted."""
+    """Host overhead of the GPU path, counted (under the interpreter): a self-KNN call whose
+    queries the grid search finishes is at most 8 torch ops (each one launch on CUDA) and 5
+    Triton launches, a bipartite one 12 and 7 (the first version of this path issued 92 torch
+    ops and ~20 syncs); the second level adds 2 launches where it runs. Views are free; ops
+    inside interpreted kernels are not counted."""
     pytest.importorskip("triton")
     from triton_interp import run_interpreted
 
@@ -419,8 +433,9 @@ def test_knn_under_torch_compile():
 # ------------------------------------------------------------------ GPU (lent machine)
 
 @pytest.mark.cuda
-def test_cuda_knn_syncs_once(kitti_dir):
-    """The Triton path waits for the device once per call (the grid geometry), ragged or not."""
+def test_cuda_knn_syncs_twice(kitti_dir):
+    """The Triton path waits for the device twice per call (the grid geometry; how many queries
+    the grid search left to the second level), ragged or not."""
     import warnings
 
     pts = _velodyne(kitti_dir).cuda()
@@ -436,7 +451,7 @@ def test_cuda_knn_syncs_once(kitti_dir):
         finally:
             torch.cuda.set_sync_debug_mode("default")
         syncs = [w for w in caught if "synchroniz" in str(w.message)]
-        assert len(syncs) <= 1, [str(w.message) for w in syncs]
+        assert len(syncs) <= 2, [str(w.message) for w in syncs]
 
 
 @pytest.mark.cuda
@@ -464,25 +479,28 @@ def test_cuda_triton_random_ragged_ties():
 
 @pytest.mark.parametrize("K", [1, 2, 4, 8, 16, 32, 64])
 def test_triton_kernel_builds_for_h100_without_fma_or_spills(K):
-    """Ahead-of-time build of the kernel for sm_90 at its launch shape (no GPU needed): the PTX
-    has no fused multiply-add, so squared distances round like the CPU paths (with FP fusion
-    on, the same source does produce FMAs: the check can fail), and ptxas keeps the k-list in
-    registers (no spill bytes)."""
+    """Ahead-of-time build of the search kernels (grid, second-level chunks and merge) for sm_90
+    at their launch shapes (no GPU needed): the PTX has no fused multiply-add, so squared
+    distances round like the CPU paths (with FP fusion on, the same source does produce FMAs:
+    the check can fail), and ptxas keeps the lists in registers (no spill bytes)."""
     pytest.importorskip("triton")
-    from geodepth.ops._triton.aot import KNN_TYPES, build, ptxas_report
-    from geodepth.ops._triton.knn_grid import _BIG, LAUNCH, _knn_grid_kernel
+    from geodepth.ops._triton import knn_grid as kg
+    from geodepth.ops._triton.aot import KNN_LEVEL2_TYPES, KNN_TYPES, build, ptxas_report
 
-    block, warps = LAUNCH[K]
-    try:
-        compiled = build(_knn_grid_kernel, KNN_TYPES, {"K": K, "BLOCK": block, "BIG": _BIG}, num_warps=warps,
-                         fp_fusion=False)
-    except (RuntimeError, FileNotFoundError, ImportError) as e:  # no ptxas / backend in this Triton build
-        pytest.skip(f"cannot build for sm_90 here: {e}")
-    ptx = compiled.asm["ptx"]
-    report = ptxas_report(ptx)
-    assert "ld.global" in ptx and "fma.rn.f32" not in ptx
-    assert report["spill_stores_bytes"] == 0 and report["spill_loads_bytes"] == 0, report
-    assert report["registers"] <= 168, report  # >= 12 warps per SM can stay resident
+    W = max(K, kg.CHUNK)
+    builds = [(kg._knn_grid_kernel, KNN_TYPES, *kg.LAUNCH[K]),
+              (kg._knn_chunk_kernel, KNN_LEVEL2_TYPES, kg.LEVEL2_BLOCK, kg.LEVEL2_WARPS),
+              (kg._knn_merge_kernel, KNN_LEVEL2_TYPES, kg.LEVEL2_BLOCK, kg.LEVEL2_WARPS)]
+    for fn, types, block, warps in builds:
+        try:
+            compiled = build(fn, types, {"K": K, "W": W, "BLOCK": block, "BIG": kg._BIG}, num_warps=warps,
+                             fp_fusion=False)
+        except (RuntimeError, FileNotFoundError, ImportError) as e:  # no ptxas / backend in this Triton build
+            pytest.skip(f"cannot build for sm_90 here: {e}")
+        ptx = compiled.asm["ptx"]
+        report = ptxas_report(ptx)
+        assert "ld.global" in ptx and "fma.rn.f32" not in ptx, fn
+        assert report["spill_stores_bytes"] == 0 and report["spill_loads_bytes"] == 0, (fn, report)
 
 
 def test_triton_plan_kernels_build_for_h100():

@@ -13,13 +13,15 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["KNN_HELPERS", "KNN_TYPES", "build", "ptxas_report"]
+__all__ = ["KNN_HELPERS", "KNN_LEVEL2_TYPES", "KNN_TYPES", "build", "ptxas_report"]
 
 #: argument types of ``_knn_grid_kernel`` (the constexprs are given per build)
-KNN_TYPES = {**{n: "i32" for n in ("M", "N", "k", "GX", "GY", "GZ")},
-             **{n: "*fp32" for n in ("qx", "qy", "qz", "px", "py", "pz", "out_d")},
-             **{n: "*i32" for n in ("pidx", "cell_start", "bbox")},
+KNN_TYPES = {**{n: "i32" for n in ("M", "N", "k", "GX", "GY", "GZ", "ring_cap")},
+             **{n: "*fp32" for n in ("qx", "qy", "qz", "px", "py", "pz", "out_d", "left_bound")},
+             **{n: "*i32" for n in ("pidx", "cell_start", "bbox", "left", "n_left")},
              "qkey": "*i64", "qrow": "*i64", "out_i": "*i64", **{n: "fp32" for n in ("lox", "loy", "loz", "h", "slack", "bound")}}
+#: argument types of the second level's kernels (exhaustive chunks, merge)
+KNN_LEVEL2_TYPES = {**KNN_TYPES, "part": "*i64", "G3": "i32", "CH": "i32", "NCH": "i32"}
 
 
 def KNN_HELPERS():  # noqa: N802 - a table, built lazily (imports Triton)
@@ -43,14 +45,15 @@ def KNN_HELPERS():  # noqa: N802 - a table, built lazily (imports Triton)
 
 
 def build(fn, types: dict, consts: dict, *, num_warps: int, fp_fusion: bool):
-    """Compile ``fn`` for sm_90: arguments not in ``types`` are the constexprs ``consts``."""
+    """Compile ``fn`` for sm_90: arguments not in ``types`` are the constexprs ``consts`` (entries
+    naming no parameter of ``fn`` are ignored)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     names = list(inspect.signature(fn.fn).parameters)
     sig = {n: types.get(n, "constexpr") for n in names}
-    src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(k),): v for k, v in consts.items()})
+    src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(k),): v for k, v in consts.items() if k in names})
     return triton.compile(src, target=GPUTarget("cuda", 90, 32),
                           options={"num_warps": num_warps, "enable_fp_fusion": fp_fusion})
 

@@ -1,6 +1,7 @@
-"""Exact k nearest neighbours on the GPU: a uniform grid (cell list) with ring expansion, in Triton.
+"""Exact k nearest neighbours on the GPU: a uniform grid (cell list) with ring expansion, then an
+exhaustive second level for the queries the grid leaves open, in Triton.
 
-Host side (one device->host sync and about a dozen launches per call): ``aminmax`` gives the
+Host side (two device->host syncs and about a dozen launches per call): ``aminmax`` gives the
 bounding box, two passes of ``_ladder_kernel`` count the occupancy of a ladder of cell sizes
 in a spatial hash, and one read brings both to the host, which picks the cell edge ``h``.
 ``_bin_kernel`` gives every point its sort key (batch number slowest, so batches never mix;
@@ -10,26 +11,36 @@ the sorted points per cell) comes from a binary search of the sorted keys. Queri
 by cell too, so neighbouring lanes of a program walk the same cells; the search kernel reads
 each query's cell and batch back from its key.
 
-Kernel: each lane owns one query and a k-list (``K`` = next power of two >= k, in registers).
-Ring ``r`` visits the cells at Chebyshev distance ``r`` from the query's cell, row by row
-(a row of cells along x is one contiguous range of sorted points). After each ring a lane
-stops when its k-th distance is below the distance from the query to the faces of the visited
-cube (faces on the grid border do not count: nothing lies beyond them), i.e. when no unseen
-point can enter the list. Candidates replace the current worst entry under the order
-(sqdist, index), so ties go to the smaller index and the result does not depend on the scan
-order. The epilogue sorts each list in registers (one 64-bit key per entry: the float bits of
-the distance, then the index), turns empty slots into ``inf`` / ``-1`` and writes the rows in
-the caller's query order, so no torch pass follows the kernel.
+Level 1, ``_knn_grid_kernel``: each lane owns one query and a sorted list of W = max(K, CHUNK)
+64-bit keys (the float bits of the squared distance, then the index: ties go to the smaller
+index, so the result does not depend on the scan order). Ring ``r`` visits the cells at
+Chebyshev distance ``r`` from the query's cell, row by row (a row of cells along x is one
+contiguous range of sorted points), CHUNK candidates per step: their loads are issued together
+and, only if one of them ranks before some lane's k-th entry, one bitonic sort merges them into
+the lists. After each ring a lane stops when its k-th distance is below the distance from the
+query to the faces of the visited cube (faces on the grid border do not count: nothing lies
+beyond them), i.e. when no unseen point can enter the list.
 
-Squared distances are ``((dx*dx + dy*dy) + dz*dz)`` in float32 and the kernel is launched
+The lanes of a program run in lockstep, so one isolated query (a far LiDAR return whose k-th
+neighbour lies metres away, dozens of rings of mostly empty cells) held its whole program, and
+the slowest program set the kernel's time: on the KITTI scan one program visited ~95,000 cell
+rows and the search took 27 ms on an H200, against ~10 rows for a typical program. So the
+grid search stops after ``RING_CAP`` rings; the queries still open (a few percent) are appended
+to a list with their k-th distance so far (an upper bound), the host reads their count (the
+second sync), and level 2 finishes them exhaustively: ``_knn_chunk_kernel`` scans fixed chunks
+of the sorted points for blocks of leftover queries (every lane reads the same candidates, one
+broadcast load each; only the query's batch counts) and ``_knn_merge_kernel`` merges the
+chunks' lists and writes the rows. Both levels compute the same exact lists.
+
+Squared distances are ``((dx*dx + dy*dy) + dz*dz)`` in float32 and the kernels are launched
 with ``enable_fp_fusion=False`` (no FMA contraction), so they are bitwise equal to the torch
-and CPU paths.
+and CPU paths. Each list is written straight into the caller's row of the (M, k) output.
 
 Cell size: LiDAR density falls off with range, so ``h`` is set from the point-weighted mean
 cell occupancy (surface scaling, occupancy ~ h^2) to about ``k * TARGET_OCCUPANCY_PER_K``
 points per cell, so that ring 1 (3x3x3 cells) usually suffices. The occupancy is measured on
 a ladder of cell sizes at once (spatial hash counts, no sync), fetched with the bounding box
-in the call's single sync, and interpolated in log-log between the two rungs around the
+in the call's first sync, and interpolated in log-log between the two rungs around the
 target. The grid is capped at ``max(CELLS_PER_POINT * N, 2^16)`` cells (dense cell-start
 array).
 """
@@ -43,7 +54,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-__all__ = ["CELLS_PER_POINT", "LAUNCH", "TARGET_OCCUPANCY_PER_K", "GridPlan", "knn_grid", "plan_knn_grid", "run_knn_grid"]
+__all__ = ["CELLS_PER_POINT", "CHUNK", "LAUNCH", "RING_CAP", "TARGET_OCCUPANCY_PER_K", "GridPlan", "knn_grid",
+           "plan_knn_grid", "run_knn_grid"]
 
 _BIG = 2**31 - 1
 #: tuning knobs of the cell size (see the module docstring); time them with
@@ -53,40 +65,99 @@ _BIG = 2**31 - 1
 #: (~125) and 0.23 m on the front half (~80), for a 21 MB / 6 MB cell table
 CELLS_PER_POINT = 64
 TARGET_OCCUPANCY_PER_K = 0.5
-#: launch shape (BLOCK queries per program, num_warps) per list width K: the shapes that build for
-#: sm_90 without register spills and with the fewest registers per list entry
-#: (benchmarks/sm90_report.py; K = 64 at BLOCK 32 spills at 168 registers per thread, at 16 takes 126;
-#: K = 2 spills 20 bytes at 32 x 2, none at 64 x 2)
-LAUNCH = {1: (32, 2), 2: (64, 2), 4: (32, 2), 8: (32, 2), 16: (32, 2), 32: (32, 2), 64: (16, 2)}
+#: candidates per step of a scan (and the least list width: W = max(K, CHUNK) entries per lane)
+CHUNK = 16
+#: launch shape (BLOCK queries per program, num_warps) of the grid search per list width K: the
+#: shapes that build for sm_90 without register spills and with the fewest registers per entry
+#: (benchmarks/sm90_report.py, Triton 3.6: K <= 16 at 32 x 4 takes 122 registers, K = 32 at 32 x 8
+#: 128, K = 64 at 16 x 4 244; 32 x 4 spills at K = 32, 32 x 2 / 32 x 4 at K = 64)
+LAUNCH = {1: (32, 4), 2: (32, 4), 4: (32, 4), 8: (32, 4), 16: (32, 4), 32: (32, 8), 64: (16, 4)}
+#: the grid search runs rings 0..RING_CAP; queries still open go to the exhaustive second level
+RING_CAP = 3
+#: second level: queries per program and warps (32 x 8: 63 registers at K <= 16, 184 at K = 64, no
+#: spills), least points per chunk, programs aimed at
+LEVEL2_BLOCK, LEVEL2_WARPS, LEVEL2_MIN_CHUNK, LEVEL2_PROGRAMS = 32, 8, 2048, 4096
+
+
+_MAXKEY = tl.constexpr(2**63 - 1)  # the key of "no candidate"
 
 
 @triton.jit
-def _scan_segment(start, n, x, y, z, px, py, pz, pidx, best_d, best_i, worst_d, worst_i):
+def _keys(d, ci):
+    """64-bit sort keys of (squared distance >= 0, index): the float's bits (non-negative floats, inf
+    too, keep their order as integers) above the index, so keys order by distance, then index."""
+    return (d.to(tl.int32, bitcast=True).to(tl.int64) << 32) | ci.to(tl.int64)
+
+
+@triton.jit
+def _placeholders(bound, BLOCK: tl.constexpr, W: tl.constexpr, BIG: tl.constexpr):
+    """A (BLOCK, W) list of W distinct empty entries at distance ``bound`` (per lane): a point enters
+    only if its squared distance is <= bound (its index is below every ``BIG - j``)."""
+    col = tl.arange(0, W)[None, :]
+    d = tl.zeros((BLOCK, W), tl.float32) + bound[:, None]
+    return _keys(d, (BIG - col) + tl.zeros((BLOCK, W), tl.int32))
+
+
+@triton.jit
+def _merge(best, cand, BLOCK: tl.constexpr, W: tl.constexpr):
+    """The W smallest keys of two (BLOCK, W) tiles, sorted per row (one bitonic sort of 2W keys)."""
+    both = tl.sort(tl.reshape(tl.join(best, cand), (BLOCK, 2 * W)), dim=1)
+    first, _ = tl.split(tl.permute(tl.reshape(both, (BLOCK, 2, W)), (0, 2, 1)))
+    return first
+
+
+@triton.jit
+def _kth(best, k, W: tl.constexpr):
+    """Column k - 1 of a sorted key tile: the current k-th neighbour of each lane."""
+    return tl.max(tl.where(tl.arange(0, W)[None, :] == k - 1, best, -1), axis=1)
+
+
+@triton.jit
+def _dist_of(key):
+    return (key >> 32).to(tl.int32).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _write_rows(best, row, lm, out_d, out_i, N, k, W: tl.constexpr):
+    """Write the first k entries of each lane's sorted list to row ``row`` of the (M, k) outputs;
+    placeholders (index >= N) become inf / -1."""
+    col = tl.arange(0, W)[None, :]
+    idx = (best & 0xFFFFFFFF).to(tl.int32)
+    empty = idx >= N
+    offs = row[:, None] * k + col
+    om = lm[:, None] & (col < k)
+    tl.store(out_d + offs, tl.where(empty, float("inf"), _dist_of(best)), mask=om)
+    tl.store(out_i + offs, tl.where(empty, -1, idx.to(tl.int64)), mask=om)
+
+
+@triton.jit
+def _scan_segment(start, n, x, y, z, px, py, pz, pidx, best, kth, k, BLOCK: tl.constexpr, W: tl.constexpr):
+    """Scan each lane's run [start, start + n) of sorted points, W candidates per step (their loads
+    in flight together); a step whose candidates all rank at or after every lane's k-th entry
+    changes no result and skips the merge."""
+    col = tl.arange(0, W)[None, :]
     maxn = tl.max(n, axis=0)
-    for j in range(maxn):
-        m = j < n
-        pos = start + j
+    for j in range(0, maxn, W):
+        m = (col + j) < n[:, None]
+        pos = start[:, None] + j + col
         cx = tl.load(px + pos, mask=m, other=0.0)
         cy = tl.load(py + pos, mask=m, other=0.0)
         cz = tl.load(pz + pos, mask=m, other=0.0)
         ci = tl.load(pidx + pos, mask=m, other=0)
-        dx = x - cx
-        dy = y - cy
-        dz = z - cz
-        d = (dx * dx + dy * dy) + dz * dz
-        better = m & ((d < worst_d) | ((d == worst_d) & (ci < worst_i)))
-        slot = (best_d == worst_d[:, None]) & (best_i == worst_i[:, None]) & better[:, None]
-        best_d = tl.where(slot, d[:, None], best_d)
-        best_i = tl.where(slot, ci[:, None], best_i)
-        worst_d = tl.max(best_d, axis=1)
-        worst_i = tl.max(tl.where(best_d == worst_d[:, None], best_i, -1), axis=1)
-    return best_d, best_i, worst_d, worst_i
+        dx = x[:, None] - cx
+        dy = y[:, None] - cy
+        dz = z[:, None] - cz
+        cand = tl.where(m, _keys((dx * dx + dy * dy) + dz * dz, ci), _MAXKEY)
+        if tl.max((cand < kth[:, None]).to(tl.int32)) > 0:
+            best = _merge(best, cand, BLOCK, W)
+            kth = _kth(best, k, W)
+    return best, kth
 
 
 @triton.jit
 def _knn_grid_kernel(qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start, bbox, out_d, out_i,
-                     M, N, k, GX, GY, GZ, lox, loy, loz, h, slack, bound,
-                     K: tl.constexpr, BLOCK: tl.constexpr, BIG: tl.constexpr):
+                     left, left_bound, n_left, M, N, k, GX, GY, GZ, lox, loy, loz, h, slack, bound, ring_cap,
+                     K: tl.constexpr, W: tl.constexpr, BLOCK: tl.constexpr, BIG: tl.constexpr):
     pid = tl.program_id(0)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     qm = offs < M
@@ -108,16 +179,14 @@ def _knn_grid_kernel(qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start, bbox,
     bx1 = tl.load(bbox + b * 6 + 3, mask=qm, other=-1)
     by1 = tl.load(bbox + b * 6 + 4, mask=qm, other=-1)
     bz1 = tl.load(bbox + b * 6 + 5, mask=qm, other=-1)
-    kr = tl.arange(0, K)
-    # start from K placeholders at the bound (inf, or a radius**2): a point enters only if sqdist <= bound
-    best_d = tl.zeros((BLOCK, K), tl.float32) + bound
-    best_i = tl.zeros((BLOCK, K), tl.int32) + (BIG - kr)[None, :]  # distinct empty slots
-    worst_d = tl.max(best_d, axis=1)
-    worst_i = tl.max(best_i, axis=1)
+    # the list starts as W placeholders at the bound (inf, or a radius**2)
+    best = _placeholders(x * 0.0 + bound, BLOCK, W, BIG)
+    kth = _kth(best, k, W)
+    worst_d = _dist_of(kth)
     active = qm
     r = pid * 0
     n_active = tl.sum(active.to(tl.int32), axis=0)
-    while n_active > 0:
+    while (n_active > 0) & (r <= ring_cap):
         # offsets beyond the grid's extent are empty for every lane: skip them (LiDAR has few z layers)
         z_lo = tl.maximum(-r, 1 - GZ)
         z_hi = tl.minimum(r, GZ - 1)
@@ -140,15 +209,14 @@ def _knn_grid_kernel(qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start, bbox,
                 ok1 = row_ok & (lo1 <= hi1)
                 s1 = tl.load(cell_start + rowbase + lo1, mask=ok1, other=0)
                 e1 = tl.load(cell_start + rowbase + hi1 + 1, mask=ok1, other=0)
-                best_d, best_i, worst_d, worst_i = _scan_segment(
-                    s1, e1 - s1, x, y, z, px, py, pz, pidx, best_d, best_i, worst_d, worst_i)
+                best, kth = _scan_segment(s1, e1 - s1, x, y, z, px, py, pz, pidx, best, kth, k, BLOCK, W)
                 # segment 2: the right end cell (interior rows of the shell only)
                 a2 = cx + r
                 ok2 = row_ok & ((cx * 0 + inner) > 0) & (a2 <= bx1)
                 s2 = tl.load(cell_start + rowbase + a2, mask=ok2, other=0)
                 e2 = tl.load(cell_start + rowbase + a2 + 1, mask=ok2, other=0)
-                best_d, best_i, worst_d, worst_i = _scan_segment(
-                    s2, e2 - s2, x, y, z, px, py, pz, pidx, best_d, best_i, worst_d, worst_i)
+                best, kth = _scan_segment(s2, e2 - s2, x, y, z, px, py, pz, pidx, best, kth, k, BLOCK, W)
+        worst_d = _dist_of(kth)
         # distance from the query to the faces of the visited cube; border faces bound nothing
         inf = float("inf")
         mx0 = tl.where(cx - r <= bx0, inf, x - (lox + (cx - r).to(tl.float32) * h))
@@ -165,18 +233,79 @@ def _knn_grid_kernel(qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start, bbox,
         active = active & not_covered & not_final
         r += 1
         n_active = tl.sum(active.to(tl.int32), axis=0)
-    # epilogue: sort each list by (distance, index) as one 64-bit key (non-negative float bits keep
-    # their order as integers; inf too), mark empty slots, write row qrow[lane] of the (M, k) output
-    key = (best_d.to(tl.int32, bitcast=True).to(tl.int64) << 32) | best_i.to(tl.int64)
-    key = tl.sort(key, dim=1)
-    idx = (key & 0xFFFFFFFF).to(tl.int32)
-    dist = (key >> 32).to(tl.int32).to(tl.float32, bitcast=True)
-    empty = idx >= N  # the BIG - j placeholders
+    # lanes still open after ring_cap rings (isolated points, far from the dense cells the grid was
+    # sized for) go to the second level: their sorted position and k-th distance so far (an upper
+    # bound on the final one), appended at a per-program slot of ``left``
+    n_mine = tl.sum(active.to(tl.int32), axis=0)
+    base = tl.atomic_add(n_left, n_mine)
+    slot = base + tl.cumsum(active.to(tl.int32), 0) - active.to(tl.int32)
+    tl.store(left + slot, offs, mask=active)
+    tl.store(left_bound + slot, worst_d, mask=active)
     row = tl.load(qrow + offs, mask=qm, other=0)
-    out_offs = row[:, None] * k + kr[None, :]
-    om = qm[:, None] & (kr[None, :] < k)
-    tl.store(out_d + out_offs, tl.where(empty, float("inf"), dist), mask=om)
-    tl.store(out_i + out_offs, tl.where(empty, -1, idx.to(tl.int64)), mask=om)
+    _write_rows(best, row, qm & (active.to(tl.int32) == 0), out_d, out_i, N, k, W)
+
+
+@triton.jit
+def _knn_chunk_kernel(left, left_bound, n_left, qkey, qx, qy, qz, px, py, pz, pidx, cell_start, part,
+                      N, k, G3, CH, NCH, W: tl.constexpr, BLOCK: tl.constexpr, BIG: tl.constexpr):
+    """Second level, exhaustive: program (i, c) scans chunk c (CH sorted points) for leftovers
+    i * BLOCK ..., restricted to each lane's batch, and stores its W best keys in ``part``. The
+    W points of a step are the same for every lane (one load each, broadcast)."""
+    pid = tl.program_id(0)
+    ch = tl.program_id(1)
+    nl = tl.load(n_left)
+    if pid * BLOCK < nl:
+        offs = pid * BLOCK + tl.arange(0, BLOCK)
+        lm = offs < nl
+        s = tl.load(left + offs, mask=lm, other=0)
+        x = tl.load(qx + s, mask=lm, other=0.0)
+        y = tl.load(qy + s, mask=lm, other=0.0)
+        z = tl.load(qz + s, mask=lm, other=0.0)
+        b = tl.load(qkey + s, mask=lm, other=0) // G3
+        c0 = ch * CH
+        c1 = tl.minimum(c0 + CH, N)
+        # this lane's batch occupies sorted points [lo, hi)
+        lo = tl.maximum(tl.load(cell_start + b * G3, mask=lm, other=0), c0)
+        hi = tl.minimum(tl.load(cell_start + (b + 1) * G3, mask=lm, other=0), c1)
+        hi = tl.where(lm, hi, lo)
+        best = _placeholders(tl.load(left_bound + offs, mask=lm, other=0.0), BLOCK, W, BIG)
+        kth = _kth(best, k, W)
+        col = tl.arange(0, W)
+        for j in range(c0, c1, W):
+            pos = j + col
+            pm = pos < c1
+            cx = tl.load(px + pos, mask=pm, other=0.0)[None, :]
+            cy = tl.load(py + pos, mask=pm, other=0.0)[None, :]
+            cz = tl.load(pz + pos, mask=pm, other=0.0)[None, :]
+            ci = tl.load(pidx + pos, mask=pm, other=0)[None, :]
+            dx = x[:, None] - cx
+            dy = y[:, None] - cy
+            dz = z[:, None] - cz
+            m = (pos[None, :] >= lo[:, None]) & (pos[None, :] < hi[:, None])
+            cand = tl.where(m, _keys((dx * dx + dy * dy) + dz * dz, ci), _MAXKEY)
+            if tl.max((cand < kth[:, None]).to(tl.int32)) > 0:
+                best = _merge(best, cand, BLOCK, W)
+                kth = _kth(best, k, W)
+        tl.store(part + (offs.to(tl.int64)[:, None] * NCH + ch) * W + col[None, :], best, mask=lm[:, None])
+
+
+@triton.jit
+def _knn_merge_kernel(left, left_bound, n_left, qrow, part, out_d, out_i, N, k, NCH,
+                      W: tl.constexpr, BLOCK: tl.constexpr, BIG: tl.constexpr):
+    """Second level, final: merge the NCH partial lists of each leftover and write its row."""
+    pid = tl.program_id(0)
+    nl = tl.load(n_left)
+    if pid * BLOCK < nl:
+        offs = pid * BLOCK + tl.arange(0, BLOCK)
+        lm = offs < nl
+        col = tl.arange(0, W)[None, :]
+        best = _placeholders(tl.load(left_bound + offs, mask=lm, other=0.0), BLOCK, W, BIG)
+        for c in range(NCH):
+            cand = tl.load(part + (offs.to(tl.int64)[:, None] * NCH + c) * W + col, mask=lm[:, None], other=_MAXKEY)
+            best = _merge(best, cand, BLOCK, W)
+        s = tl.load(left + offs, mask=lm, other=0)
+        row = tl.load(qrow + s, mask=lm, other=0)
+        _write_rows(best, row, lm, out_d, out_i, N, k, W)
 
 
 # cell sizes tried at once, as multiples of the volume-per-point edge h0 (powers of two: LiDAR
@@ -448,29 +577,62 @@ def plan_knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list
 
 
 def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | None = None,
-                 out: tuple[Tensor, Tensor] | None = None, max_sqdist: float = float("inf")) -> tuple[Tensor, Tensor]:
-    """Launch the kernel of a plan: (sqdist (M, k) float32, idx (M, k) int64), rows in query order.
+                 out: tuple[Tensor, Tensor] | None = None, max_sqdist: float = float("inf"),
+                 ring_cap: int | None = None, chunk: int | None = None,
+                 stats: dict | None = None) -> tuple[Tensor, Tensor]:
+    """Launch the kernels of a plan: (sqdist (M, k) float32, idx (M, k) int64), rows in query order.
 
     ``block`` / ``num_warps`` default to ``LAUNCH[plan.K]``. ``max_sqdist`` (rounded to float32,
     inclusive) bounds the search: farther neighbours come back as -1 / inf, and a lane stops as
-    soon as its visited cube covers the bound."""
+    soon as its visited cube covers the bound. ``ring_cap`` (default ``RING_CAP``; negative: no
+    cap, one level, no second sync) is the last ring the grid search runs; queries still open
+    after it are finished by the exhaustive second level (a device read of their count, then
+    chunks of at least ``chunk`` points, default ``LEVEL2_MIN_CHUNK``). ``stats``, if given,
+    receives the number of such queries and chunks."""
     a = plan.args
     block = LAUNCH[plan.K][0] if block is None else block
     num_warps = LAUNCH[plan.K][1] if num_warps is None else num_warps
+    W = max(plan.K, CHUNK)
     dev = a[0].device
     if out is None:
         out = (torch.empty((plan.M, plan.k), dtype=torch.float32, device=dev),
                torch.empty((plan.M, plan.k), dtype=torch.int64, device=dev))
-    grid = (triton.cdiv(plan.M, block),)
+    ring_cap = RING_CAP if ring_cap is None else ring_cap
+    n_left = torch.zeros(1, dtype=torch.int32, device=dev)
+    left = torch.empty(plan.M, dtype=torch.int32, device=dev)
+    left_bound = torch.empty(plan.M, dtype=torch.float32, device=dev)
     bound = float(torch.tensor(max_sqdist, dtype=torch.float32))
-    _knn_grid_kernel[grid](*a[:11], out[0], out[1], plan.M, plan.N, plan.k, *a[11:], bound, K=plan.K, BLOCK=block,
-                           BIG=_BIG, num_warps=num_warps, enable_fp_fusion=False)
+    _knn_grid_kernel[(triton.cdiv(plan.M, block),)](
+        *a[:11], out[0], out[1], left, left_bound, n_left, plan.M, plan.N, plan.k, *a[11:], bound,
+        _BIG if ring_cap < 0 else ring_cap, K=plan.K, W=W, BLOCK=block, BIG=_BIG, num_warps=num_warps,
+        enable_fp_fusion=False)
+    if ring_cap < 0:
+        return out
+    nl = int(n_left.item())  # the second sync: how many queries the grid left open
+    nch = 0
+    if nl:
+        nblk = triton.cdiv(nl, LEVEL2_BLOCK)
+        min_chunk = max(LEVEL2_MIN_CHUNK if chunk is None else chunk, W)
+        nch = max(1, min(triton.cdiv(plan.N, min_chunk), triton.cdiv(LEVEL2_PROGRAMS, nblk)))
+        ch = triton.cdiv(triton.cdiv(plan.N, nch), W) * W
+        nch = triton.cdiv(plan.N, ch)
+        part = torch.empty(nl * nch * W, dtype=torch.int64, device=dev)
+        gx, gy, gz = plan.grid
+        qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start = a[:10]
+        _knn_chunk_kernel[(nblk, nch)](left, left_bound, n_left, qkey, qx, qy, qz, px, py, pz, pidx, cell_start,
+                                       part, plan.N, plan.k, gx * gy * gz, ch, nch, W=W, BLOCK=LEVEL2_BLOCK,
+                                       BIG=_BIG, num_warps=LEVEL2_WARPS, enable_fp_fusion=False)
+        _knn_merge_kernel[(nblk,)](left, left_bound, n_left, qrow, part, out[0], out[1], plan.N, plan.k, nch,
+                                   W=W, BLOCK=LEVEL2_BLOCK, BIG=_BIG, num_warps=LEVEL2_WARPS)
+    if stats is not None:
+        stats.update(leftover=nl, chunks=nch)
     return out
 
 
 def knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int], *,
              block: int | None = None, num_warps: int | None = None, target_per_k: float | None = None,
-             max_sqdist: float = float("inf")) -> tuple[Tensor, Tensor]:
+             max_sqdist: float = float("inf"), ring_cap: int | None = None,
+             chunk: int | None = None) -> tuple[Tensor, Tensor]:
     """Exact KNN of float32 tensors (D = 2 or 3) with validated row splits; returns (sqdist, idx).
 
     One device -> host sync (the grid geometry); everything else is queued on the stream.
@@ -481,4 +643,5 @@ def knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int]
         M = query.shape[0]
         return (torch.full((M, k), float("inf"), dtype=torch.float32, device=dev),
                 torch.full((M, k), -1, dtype=torch.int64, device=dev))
-    return run_knn_grid(plan, block=block, num_warps=num_warps, max_sqdist=max_sqdist)
+    return run_knn_grid(plan, block=block, num_warps=num_warps, max_sqdist=max_sqdist, ring_cap=ring_cap,
+                        chunk=chunk)
