@@ -8,6 +8,13 @@ Triton kernel waits for the slowest lane of its program, so the ring-2 share dec
 often a whole program pays for ring 2. This guides the defaults of
 ``geodepth/ops/_triton/knn_grid.py`` (``CELLS_PER_POINT``, ``TARGET_OCCUPANCY_PER_K``) until
 ``bm_knn.py --device cuda --sweep`` times them. Writes ``benchmarks/results/knn_work_model.json``.
+
+``--two-level`` models the kernel's lockstep instead (``knn_lockstep_model.json``): the lanes of a
+program (32 queries in cell order) run ring after ring until all are final, so a program costs
+its slowest lane's rings. It counts, exactly, per ring cap: the cell rows of the worst program
+and of all programs, the queries left to the exhaustive second level and its candidate steps
+(16 points x 32 queries each). Calibration: the first H200 run (one level, no cap) took 27.2 ms
+on the full scan, whose worst program visits 94,924 rows here: ~0.29 us per row of one program.
 """
 from __future__ import annotations
 
@@ -57,10 +64,82 @@ def model(p: np.ndarray, h: float, dk: np.ndarray) -> dict:
             "ring1_candidates_per_query": float(block[inv].mean()), "ring2_share": float((dk >= face).mean())}
 
 
+def _rings_needed(p: np.ndarray, kth: np.ndarray, lo: np.ndarray, h: float, G: np.ndarray) -> np.ndarray:
+    """Rings the grid search runs for each query: the first r whose cube's nearest face (border faces
+    excluded, the kernel's slack included) lies beyond the query's exact k-th distance."""
+    c = np.minimum(np.floor((p - lo) / h).astype(np.int64), G - 1)
+    R = np.zeros(len(p), np.int64)
+    open_ = np.ones(len(p), bool)
+    slack = 1e-5 * h
+    r = 0
+    while open_.any():
+        i = np.nonzero(open_)[0]
+        md = np.full(len(i), np.inf)
+        for a in range(3):
+            low = c[i, a] - r > 0
+            md = np.where(low, np.minimum(md, p[i, a] - (lo[a] + (c[i, a] - r) * h)), md)
+            high = c[i, a] + r < G[a] - 1
+            md = np.where(high, np.minimum(md, (lo[a] + (c[i, a] + r + 1) * h) - p[i, a]), md)
+        done = np.isinf(md) | ((md - slack > 0) & (kth[i] ** 2 < (md - slack) ** 2 * 0.999999))
+        R[i[done]] = r
+        open_[i[done]] = False
+        r += 1
+    return R
+
+
+def _rows(r: int, G: np.ndarray) -> int:
+    """Cell rows (dz, dy) of ring r inside the grid's extent."""
+    return min(2 * r + 1, 2 * int(G[2]) - 1) * min(2 * r + 1, 2 * int(G[1]) - 1)
+
+
+def lockstep(p: np.ndarray, h: float, dk: np.ndarray, caps=(1, 2, 3, 4, 5, 6, 8, -1), block: int = 32) -> list[dict]:
+    lo = p.min(0)
+    G = np.maximum(np.ceil((p.max(0) - lo) / h).astype(np.int64), 1)
+    c = np.minimum(np.floor((p - lo) / h).astype(np.int64), G - 1)
+    order = np.argsort((c[:, 2] * G[1] + c[:, 1]) * G[0] + c[:, 0], kind="stable")
+    R = _rings_needed(p[order], dk[order], lo, h, G)
+    n_prog = -(-len(p) // block)
+    Rp = np.array([R[i * block:(i + 1) * block].max() for i in range(n_prog)])
+    cum = np.cumsum([_rows(r, G) for r in range(int(Rp.max()) + 1)])
+    out = []
+    for cap in caps:
+        last = Rp if cap < 0 else np.minimum(Rp, cap)
+        rows = cum[last]
+        left = 0 if cap < 0 else int((R > cap).sum())
+        out.append({"ring_cap": cap, "worst_program_rows": int(rows.max()), "all_rows": int(rows.sum()),
+                    "leftover": left, "leftover_share": left / len(p),
+                    "level2_steps": -(-left // block) * -(-len(p) // 16),
+                    "worst_program_ms_at_0.29us_per_row": float(rows.max()) * 0.29e-3})
+    return out
+
+
+def main_lockstep(sets: dict[str, np.ndarray], cells: dict[str, float]) -> dict:
+    out = {}
+    for name, p in sets.items():
+        dk = kth_distance(p, K)
+        out[name] = {"h": cells[name], "rows": lockstep(p, cells[name], dk)}
+        for r in out[name]["rows"]:
+            print(f"{name:5s} h={cells[name]:.2f} cap {r['ring_cap']:2d}: worst program {r['worst_program_rows']:6d} "
+                  f"rows (~{r['worst_program_ms_at_0.29us_per_row']:.3f} ms), all {r['all_rows']:8d}; level 2: "
+                  f"{r['leftover']:6d} queries ({100 * r['leftover_share']:4.1f} %), {r['level2_steps']:8d} steps")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--two-level", action="store_true", help="the lockstep model of the search per ring cap")
+    args = ap.parse_args(argv)
     raw = np.fromfile(SCAN, dtype=np.float32).reshape(-1, 4)
     full = raw[:, :3].astype(np.float64)
     sets = {"full": full, "front": full[full[:, 0] > np.abs(full[:, 1])]}
+    if args.two_level:  # the cell edges the plan picks at the defaults (bm_knn's note on the H200)
+        res = main_lockstep(sets, {"full": 0.28, "front": 0.23})
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "knn_lockstep_model.json").write_text(json.dumps({"k": K, "block": 32, "sets": res}, indent=1))
+        print(f"wrote {RESULTS / 'knn_lockstep_model.json'}")
+        return 0
     out = {}
     for name, p in sets.items():
         dk = kth_distance(p, K)

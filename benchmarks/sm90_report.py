@@ -28,7 +28,7 @@ def knn_rows(quick: bool = False) -> list[dict]:
     rows = []
     for K in (2, 16, 32, 64):
         for block in (16, 32, 64):
-            for warps in (1, 2, 4):
+            for warps in (2, 4, 8):
                 if quick and (block, warps) != LAUNCH[K]:
                     continue
                 c = build(_knn_grid_kernel, KNN_TYPES, {"K": K, "W": max(K, CHUNK), "BLOCK": block, "BIG": _BIG},
@@ -71,7 +71,7 @@ def helper_rows() -> list[dict]:
 def scored_rows() -> list[dict]:
     """The fused gather of continuous convolution (forward) at the block shapes the wrapper picks."""
     from geodepth.ops._triton.aggregate import (
-        SCORED_NUM_WARPS,
+        SCORED_FWD_NUM_WARPS,
         _scored_blocks,
         _scored_fwd_kernel,
     )
@@ -87,7 +87,7 @@ def scored_rows() -> list[dict]:
             c = build(_scored_fwd_kernel, types, {"ACC": tl.float32, "BLOCK_M": bm, "BLOCK_B": bb, "BLOCK_C": bc},
                       num_warps=warps, fp_fusion=True)
             rows.append({"kernel": "scored_aggregate_fwd", "B": B, "C": C, "BLOCK_M": bm, "BLOCK_B": bb,
-                         "BLOCK_C": bc, "num_warps": warps, "default": warps == SCORED_NUM_WARPS,
+                         "BLOCK_C": bc, "num_warps": warps, "default": warps == SCORED_FWD_NUM_WARPS,
                          **ptxas_report(c.asm["ptx"])})
             print(rows[-1], flush=True)
     return rows

@@ -216,8 +216,9 @@ def cmd_fuse(args) -> int:
 
 # ---------------------------------------------------------------------------------- bench
 BENCHES = {"classical": "bm_classical", "methods": "bm_methods", "knn": "bm_knn", "aggregate": "bm_aggregate",
-           "sim": "bm_sim", "sm90": "sm90_report", "knn-model": "knn_work_model"}
-NO_DEVICE = {"methods", "sm90", "knn-model"}  # CPU-only reports: no --device / --repeats
+           "sim": "bm_sim", "sm90": "sm90_report", "knn-model": "knn_work_model", "knn-lockstep": "knn_work_model"}
+# CPU-only reports (no --device / --repeats), with their own arguments
+NO_DEVICE = {"methods": [], "sm90": [], "knn-model": [], "knn-lockstep": ["--two-level"]}
 GROUPS = {"ops": ["knn", "aggregate"], "all": ["classical", "knn", "aggregate", "sim"]}
 
 
@@ -237,7 +238,7 @@ def cmd_bench(args) -> int:
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
         if n in NO_DEVICE:  # quality table / static reports on the CPU: no device or repeat options
-            argv = []
+            argv = NO_DEVICE[n]
         else:
             argv = ["--device", args.device] + (["--repeats", str(args.repeats)] if args.repeats else [])
         mod.main(argv)
@@ -336,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="run benchmarks against the anchors on this machine (source checkout)")
     b.add_argument("name", nargs="?", default="all", help="classical, methods, knn, aggregate, sim, sm90 (static "
-                   "sm_90 build report), knn-model (KNN work per cell size), ops, all")
+                   "sm_90 build report), knn-model (KNN work per cell size), knn-lockstep (lockstep cost of the GPU "
+                   "KNN search per ring cap), ops, all")
     b.add_argument("--device", default="cpu")
     b.add_argument("--repeats", type=int, default=None)
     b.set_defaults(fn=cmd_bench)

@@ -4,7 +4,8 @@ Three layers (as PyTorch3D's ``ops/knn.py``): the public :func:`knn` validates a
 :class:`KNN`; the registered op ``torch.ops.geodepth.knn`` (works under ``torch.compile``)
 dispatches to a backend:
 
-* CUDA float32: our Triton cell-list kernel (:mod:`geodepth.ops._triton.knn_grid`);
+* CUDA float32: our Triton cell-list search with an exhaustive second level for the queries
+  the grid leaves open (:mod:`geodepth.ops._triton.knn_grid`);
 * CPU: from 30k points on, if numba is importable, a compiled cell-list search
   (:mod:`geodepth.ops._cpu.knn_grid_numba`); else a k-d tree (pykdtree, else scipy) made exact
   under our conventions (:mod:`geodepth.ops._cpu.knn_kdtree`); else chunked brute force in torch;
@@ -71,8 +72,8 @@ def _check_cloud(x: Tensor, name: str) -> None:
 
 
 def _check_finite(query: Tensor, points: Tensor, backend: str) -> None:
-    """NaN / inf rejection. CUDA float32 on the Triton path checks inside the kernel's plan (its
-    one device sync); other CUDA paths pay one sync for both clouds."""
+    """NaN / inf rejection. CUDA float32 on the Triton path checks inside the kernel's plan (at its
+    first device sync); other CUDA paths pay one sync for both clouds."""
     if query.device.type == "cpu":  # numpy: no intra-op thread start-up for a 0.1 ms check
         finite = [bool(np.isfinite(x.detach().numpy()).all()) for x in (query, points)]
     elif query.dtype == torch.float32 and backend in ("auto", "triton") and use_triton(query):

@@ -41,7 +41,7 @@ def _interp_cases(kitti_points: torch.Tensor | None) -> dict:
     cases["self_ragged_2d"] = (q[:, :2], q[:, :2], 8, _offsets(20, 0, 50), _offsets(20, 0, 50))
     cases["one_point"] = (torch.rand(5, 3, generator=g), torch.rand(1, 3, generator=g), 3, None, None)
     cases["all_equal"] = (torch.ones(30, 3), torch.ones(40, 3), 8, None, None)
-    cases["k64"] = (torch.rand(24, 3, generator=g), torch.rand(80, 3, generator=g), 64, None, None)
+    cases["k64"] = (torch.rand(16, 3, generator=g), torch.rand(80, 3, generator=g), 64, None, None)
     cases["k2"] = (torch.rand(40, 3, generator=g), torch.rand(90, 3, generator=g), 2, None, None)
     cases["far_from_origin"] = (torch.rand(32, 3, generator=g) + 1e5, torch.rand(80, 3, generator=g) + 1e5, 6,
                                 None, None)
@@ -50,7 +50,7 @@ def _interp_cases(kitti_points: torch.Tensor | None) -> dict:
     cases["level2_ties_ragged"] = (*cases["ties_ragged_empty"], dict(ring_cap=0, chunk=16))
     cases["level2_k64"] = (*cases["k64"], dict(ring_cap=0, chunk=32))
     blob = torch.cat([torch.rand(60, 3, generator=g) * 0.3, torch.rand(4, 3, generator=g) * 20 - 10])
-    cases["level2_outliers"] = (blob, blob, 8, None, None, dict(chunk=16))
+    cases["level2_outliers"] = (blob, blob, 8, None, None, dict(ring_cap=2, chunk=16))
     if kitti_points is not None:
         pts = kitti_points
         crop = pts[(pts[:, 0] > 6) & (pts[:, 0] < 7.5) & (pts[:, 1].abs() < 1.2)][:160].contiguous()
@@ -336,13 +336,14 @@ def test_triton_knn_launch_count():
                         inside[0] = False
                 return run
 
-        for name in ("_ladder_kernel", "_bin_kernel", "_gather_kernel", "_knn_grid_kernel"):
+        for name in ("_ladder_kernel", "_bin_kernel", "_gather_kernel", "_knn_grid_kernel", "_knn_chunk_kernel",
+                     "_knn_merge_kernel"):
             setattr(kg, name, Launches(getattr(kg, name)))
-        p = torch.rand(300, 3, generator=torch.Generator().manual_seed(0)) * 5
+        p = torch.rand(64, 3, generator=torch.Generator().manual_seed(0)) * 5
         for q, limits in ((p, (8, 5)), (p[::3] + 0.01, (12, 7))):
             ops.clear(); launches.clear()
             with Count():
-                kg.knn_grid(q, p, 16, [0, q.shape[0]], [0, 300])
+                kg.knn_grid(q, p, 16, [0, q.shape[0]], [0, 64])
             n_ops, n_launch = sum(ops.values()), sum(launches.values())
             assert n_ops <= limits[0] and n_launch <= limits[1], (dict(ops), n_launch)
         print("OK")

@@ -216,9 +216,11 @@ def _scored_bwd_kernel(grad_ptr, feat_ptr, idx_ptr, s_ptr, dfeat_ptr, ds_ptr, M,
             tl.atomic_add(ds_ptr + (rm * K + j)[:, None] * B + rb[None, :], d, mask=ms)
 
 
-#: warps per program of the scored kernels: with 4, the (BLOCK_M, BLOCK_B, BLOCK_C) = 8192-entry
-#: accumulator takes 212-254 registers per thread on sm_90, with 8 98-108 and no spills
-#: (benchmarks/sm90_report.py), so twice the warps stay resident to hide the gathers' latency
+#: warps per program of the scored kernels. Forward: 4, measured on an H200 (2026-11-27, B = 8,
+#: C = 64, full KITTI scan): 0.514 ms at 4 warps vs 0.555 at 8 (no spills at either: 223 vs 128
+#: registers with Triton 3.6). Backward: 8 (the register report's pick: with 4 its accumulators take
+#: 212-254 registers per thread on sm_90; not timed against 4 yet)
+SCORED_FWD_NUM_WARPS = 4
 SCORED_NUM_WARPS = 8
 
 
@@ -241,7 +243,7 @@ def scored_aggregate_forward_triton(features: Tensor, idx: Tensor, scores: Tenso
     BLOCK_M, BLOCK_B, BLOCK_C = _scored_blocks(B, C)
     grid = (triton.cdiv(M, BLOCK_M), triton.cdiv(C, BLOCK_C))
     _scored_fwd_kernel[grid](features.contiguous(), idx.contiguous(), scores.contiguous(), out, M, K, C, B,
-                             ACC=acc, BLOCK_M=BLOCK_M, BLOCK_B=BLOCK_B, BLOCK_C=BLOCK_C, num_warps=SCORED_NUM_WARPS)
+                             ACC=acc, BLOCK_M=BLOCK_M, BLOCK_B=BLOCK_B, BLOCK_C=BLOCK_C, num_warps=SCORED_FWD_NUM_WARPS)
     return out
 
 

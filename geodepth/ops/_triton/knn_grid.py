@@ -70,10 +70,15 @@ CHUNK = 16
 #: launch shape (BLOCK queries per program, num_warps) of the grid search per list width K: the
 #: shapes that build for sm_90 without register spills and with the fewest registers per entry
 #: (benchmarks/sm90_report.py, Triton 3.6: K <= 16 at 32 x 4 takes 122 registers, K = 32 at 32 x 8
-#: 128, K = 64 at 16 x 4 244; 32 x 4 spills at K = 32, 32 x 2 / 32 x 4 at K = 64)
-LAUNCH = {1: (32, 4), 2: (32, 4), 4: (32, 4), 8: (32, 4), 16: (32, 4), 32: (32, 8), 64: (16, 4)}
-#: the grid search runs rings 0..RING_CAP; queries still open go to the exhaustive second level
-RING_CAP = 3
+#: 128, K = 64 at 16 x 2 255; 32 x 4 spills at K = 32; at K = 64 the allocation differs between
+#: Triton versions and 16 x 2 is the shape that spills in neither 3.6 nor 3.9)
+LAUNCH = {1: (32, 4), 2: (32, 4), 4: (32, 4), 8: (32, 4), 16: (32, 4), 32: (32, 8), 64: (16, 2)}
+#: the grid search runs rings 0..RING_CAP; queries still open go to the exhaustive second level.
+#: Chosen by the lockstep model (benchmarks/knn_work_model.py --two-level, KITTI scan, k = 16), not
+#: yet timed: cap 6 leaves 1.0 % of the full scan (1.9 % of the front half) to level 2 (282k /
+#: 36k candidate steps) for a worst program of 455 cell rows; cap 3 leaves 4.4 % (1.3M steps) for
+#: 84 rows, cap 8 0.5 % for 969 rows; no cap: 94,924 rows (27 ms measured on an H200)
+RING_CAP = 6
 #: second level: queries per program and warps (32 x 8: 63 registers at K <= 16, 184 at K = 64, no
 #: spills), least points per chunk, programs aimed at
 LEVEL2_BLOCK, LEVEL2_WARPS, LEVEL2_MIN_CHUNK, LEVEL2_PROGRAMS = 32, 8, 2048, 4096

@@ -1,0 +1,42 @@
+"""The lockstep cost model of the GPU KNN search (benchmarks/knn_work_model.py --two-level), which
+set the search's ring cap: its ring counts must be ones at which the search is exact."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _model():
+    pytest.importorskip("scipy")  # the model's k-th distances (pykdtree, else scipy)
+    spec = importlib.util.spec_from_file_location("knn_work_model", REPO / "benchmarks" / "knn_work_model.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_rings_cover_the_exact_neighbours():
+    """Every query's k nearest neighbours (brute force) lie within the cube of cells the model says
+    the search visits (Chebyshev cell distance <= its ring count), on a cloud of a dense cluster
+    and far outliers like LiDAR's; and outliers need many more rings than the cluster."""
+    m = _model()
+    g = np.random.default_rng(5)
+    p = np.concatenate([g.random((600, 3)) * [4.0, 4.0, 0.5], g.random((12, 3)) * 40 - 20])
+    k, h = 8, 0.25
+    d = torch.cdist(torch.from_numpy(p), torch.from_numpy(p))
+    kd, ki = torch.topk(d, k, dim=1, largest=False)
+    lo = p.min(0)
+    G = np.maximum(np.ceil((p.max(0) - lo) / h).astype(np.int64), 1)
+    R = m._rings_needed(p, kd[:, -1].numpy(), lo, h, G)
+    cell = np.minimum(np.floor((p - lo) / h).astype(np.int64), G - 1)
+    cheb = np.abs(cell[ki.numpy()] - cell[:, None, :]).max(axis=(1, 2))
+    assert (cheb <= R).all()
+    assert R[600:].min() > R[:600].max() / 2 and np.median(R[:600]) <= 2
+    rows = m.lockstep(p, h, kd[:, -1].numpy(), caps=(2, -1))
+    assert rows[0]["leftover"] == int((R > 2).sum()) and rows[1]["leftover"] == 0
+    assert rows[1]["worst_program_rows"] > rows[0]["worst_program_rows"]
