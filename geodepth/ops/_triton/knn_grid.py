@@ -136,6 +136,13 @@ def _write_rows(best, row, lm, out_d, out_i, N, k, W: tl.constexpr):
 
 
 @triton.jit
+def _load3(a, b, c, offs, m):
+    """Three coordinate rows (x, y, z of sorted queries or points) at ``offs``."""
+    return (tl.load(a + offs, mask=m, other=0.0), tl.load(b + offs, mask=m, other=0.0),
+            tl.load(c + offs, mask=m, other=0.0))
+
+
+@triton.jit
 def _scan_segment(start, n, x, y, z, px, py, pz, pidx, best, kth, k, BLOCK: tl.constexpr, W: tl.constexpr):
     """Scan each lane's run [start, start + n) of sorted points, W candidates per step (their loads
     in flight together); a step whose candidates all rank at or after every lane's k-th entry
@@ -166,9 +173,7 @@ def _knn_grid_kernel(qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start, bbox,
     pid = tl.program_id(0)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     qm = offs < M
-    x = tl.load(qx + offs, mask=qm, other=0.0)
-    y = tl.load(qy + offs, mask=qm, other=0.0)
-    z = tl.load(qz + offs, mask=qm, other=0.0)
+    x, y, z = _load3(qx, qy, qz, offs, qm)
     # the query's cell and batch from its sort key ((b * GZ + cz) * GY + cy) * GX + cx
     key = tl.load(qkey + offs, mask=qm, other=0)
     cx = (key % GX).to(tl.int32)
@@ -263,9 +268,7 @@ def _knn_chunk_kernel(left, left_bound, n_left, qkey, qx, qy, qz, px, py, pz, pi
         offs = pid * BLOCK + tl.arange(0, BLOCK)
         lm = offs < nl
         s = tl.load(left + offs, mask=lm, other=0)
-        x = tl.load(qx + s, mask=lm, other=0.0)
-        y = tl.load(qy + s, mask=lm, other=0.0)
-        z = tl.load(qz + s, mask=lm, other=0.0)
+        x, y, z = _load3(qx, qy, qz, s, lm)
         b = tl.load(qkey + s, mask=lm, other=0) // G3
         c0 = ch * CH
         c1 = tl.minimum(c0 + CH, N)
