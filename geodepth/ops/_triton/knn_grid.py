@@ -247,10 +247,11 @@ def _knn_grid_kernel(qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start, bbox,
     # sized for) go to the second level: their sorted position and k-th distance so far (an upper
     # bound on the final one), appended at a per-program slot of ``left``
     n_mine = tl.sum(active.to(tl.int32), axis=0)
-    base = tl.atomic_add(n_left, n_mine)
-    slot = base + tl.cumsum(active.to(tl.int32), 0) - active.to(tl.int32)
-    tl.store(left + slot, offs, mask=active)
-    tl.store(left_bound + slot, worst_d, mask=active)
+    if n_mine > 0:  # (most programs have none: no atomic on the shared counter)
+        base = tl.atomic_add(n_left, n_mine)
+        slot = base + tl.cumsum(active.to(tl.int32), 0) - active.to(tl.int32)
+        tl.store(left + slot, offs, mask=active)
+        tl.store(left_bound + slot, worst_d, mask=active)
     row = tl.load(qrow + offs, mask=qm, other=0)
     _write_rows(best, row, qm & (active.to(tl.int32) == 0), out_d, out_i, N, k, W)
 
