@@ -31,7 +31,7 @@ def knn_rows(quick: bool = False) -> list[dict]:
             for warps in (2, 4, 8):
                 if quick and (block, warps) != LAUNCH[K]:
                     continue
-                c = build(_knn_grid_kernel, KNN_TYPES, {"K": K, "W": max(K, CHUNK), "BLOCK": block, "BIG": _BIG},
+                c = build(_knn_grid_kernel, KNN_TYPES, {"W": max(K, CHUNK), "BLOCK": block, "BIG": _BIG},
                           num_warps=warps, fp_fusion=False)
                 ptx = c.asm["ptx"]
                 rows.append({"kernel": "knn_grid", "K": K, "BLOCK": block, "num_warps": warps,

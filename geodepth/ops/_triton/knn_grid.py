@@ -169,7 +169,7 @@ def _scan_segment(start, n, x, y, z, px, py, pz, pidx, best, kth, k, BLOCK: tl.c
 @triton.jit
 def _knn_grid_kernel(qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start, bbox, out_d, out_i,
                      left, left_bound, n_left, M, N, k, GX, GY, GZ, lox, loy, loz, h, slack, bound, ring_cap,
-                     K: tl.constexpr, W: tl.constexpr, BLOCK: tl.constexpr, BIG: tl.constexpr):
+                     W: tl.constexpr, BLOCK: tl.constexpr, BIG: tl.constexpr):
     pid = tl.program_id(0)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     qm = offs < M
@@ -613,7 +613,7 @@ def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | N
     bound = float(torch.tensor(max_sqdist, dtype=torch.float32))
     _knn_grid_kernel[(triton.cdiv(plan.M, block),)](
         *a[:11], out[0], out[1], left, left_bound, n_left, plan.M, plan.N, plan.k, *a[11:], bound,
-        _BIG if ring_cap < 0 else ring_cap, K=plan.K, W=W, BLOCK=block, BIG=_BIG, num_warps=num_warps,
+        _BIG if ring_cap < 0 else ring_cap, W=W, BLOCK=block, BIG=_BIG, num_warps=num_warps,
         enable_fp_fusion=False)
     if ring_cap < 0:
         return out
