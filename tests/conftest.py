@@ -67,13 +67,5 @@ def exact_cpu_knn2d(monkeypatch):
     path is then compared with a CPU run on the same neighbours."""
     import importlib
 
-    from geodepth.ops.knn import knn
-
     kf = importlib.import_module("geodepth.models.classical.knn_fill")
-
-    def exact(query, points, k):
-        z = lambda a: torch.cat([a, torch.zeros_like(a[:, :1])], 1).float().contiguous()  # noqa: E731
-        r = knn(z(query), z(points), k)
-        return r.sqdist.to(torch.float64), r.idx
-
-    monkeypatch.setattr(kf, "_knn2d_fallback", exact)
+    monkeypatch.setattr(kf, "_knn2d_fallback", kf._knn2d_exact)

@@ -143,10 +143,24 @@ def _load3(a, b, c, offs, m):
 
 
 @triton.jit
+def _offer(best, kth, x, y, z, cx, cy, cz, ci, m, k, BLOCK: tl.constexpr, W: tl.constexpr):
+    """Offer a (BLOCK, W) tile of candidates (coordinates, indices, mask) to the lanes' lists: the
+    keys of ``((dx*dx + dy*dy) + dz*dz)``; a tile whose candidates all rank at or after every
+    lane's k-th entry changes no result and skips the merge."""
+    dx = x[:, None] - cx
+    dy = y[:, None] - cy
+    dz = z[:, None] - cz
+    cand = tl.where(m, _keys((dx * dx + dy * dy) + dz * dz, ci), _MAXKEY)
+    if tl.max((cand < kth[:, None]).to(tl.int32)) > 0:
+        best = _merge(best, cand, BLOCK, W)
+        kth = _kth(best, k, W)
+    return best, kth
+
+
+@triton.jit
 def _scan_segment(start, n, x, y, z, px, py, pz, pidx, best, kth, k, BLOCK: tl.constexpr, W: tl.constexpr):
     """Scan each lane's run [start, start + n) of sorted points, W candidates per step (their loads
-    in flight together); a step whose candidates all rank at or after every lane's k-th entry
-    changes no result and skips the merge."""
+    in flight together)."""
     col = tl.arange(0, W)[None, :]
     maxn = tl.max(n, axis=0)
     for j in range(0, maxn, W):
@@ -156,13 +170,7 @@ def _scan_segment(start, n, x, y, z, px, py, pz, pidx, best, kth, k, BLOCK: tl.c
         cy = tl.load(py + pos, mask=m, other=0.0)
         cz = tl.load(pz + pos, mask=m, other=0.0)
         ci = tl.load(pidx + pos, mask=m, other=0)
-        dx = x[:, None] - cx
-        dy = y[:, None] - cy
-        dz = z[:, None] - cz
-        cand = tl.where(m, _keys((dx * dx + dy * dy) + dz * dz, ci), _MAXKEY)
-        if tl.max((cand < kth[:, None]).to(tl.int32)) > 0:
-            best = _merge(best, cand, BLOCK, W)
-            kth = _kth(best, k, W)
+        best, kth = _offer(best, kth, x, y, z, cx, cy, cz, ci, m, k, BLOCK, W)
     return best, kth
 
 
@@ -287,14 +295,8 @@ def _knn_chunk_kernel(left, left_bound, n_left, qkey, qx, qy, qz, px, py, pz, pi
             cy = tl.load(py + pos, mask=pm, other=0.0)[None, :]
             cz = tl.load(pz + pos, mask=pm, other=0.0)[None, :]
             ci = tl.load(pidx + pos, mask=pm, other=0)[None, :]
-            dx = x[:, None] - cx
-            dy = y[:, None] - cy
-            dz = z[:, None] - cz
             m = (pos[None, :] >= lo[:, None]) & (pos[None, :] < hi[:, None])
-            cand = tl.where(m, _keys((dx * dx + dy * dy) + dz * dz, ci), _MAXKEY)
-            if tl.max((cand < kth[:, None]).to(tl.int32)) > 0:
-                best = _merge(best, cand, BLOCK, W)
-                kth = _kth(best, k, W)
+            best, kth = _offer(best, kth, x, y, z, cx, cy, cz, ci, m, k, BLOCK, W)
         tl.store(part + (offs.to(tl.int64)[:, None] * NCH + ch) * W + col[None, :], best, mask=lm[:, None])
 
 
