@@ -14,6 +14,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from geodepth.ops._triton import SIZES
+
 __all__ = [
     "aggregate_backward_triton",
     "aggregate_forward_triton",
@@ -32,7 +34,7 @@ def _blocks_c(C: int) -> int:
     return max(16, min(64, triton.next_power_of_2(max(C, 1))))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=SIZES)
 def _aggregate_fwd_kernel(feat_ptr, idx_ptr, w_ptr, out_ptr, arg_ptr, M, K, C,
                           WMODE: tl.constexpr, REDUCE: tl.constexpr, ACC: tl.constexpr,
                           BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -74,7 +76,7 @@ def _aggregate_fwd_kernel(feat_ptr, idx_ptr, w_ptr, out_ptr, arg_ptr, M, K, C,
     tl.store(out_ptr + rm[:, None] * C + rc[None, :], acc.to(out_ptr.dtype.element_ty), mask=o2)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=SIZES)
 def _aggregate_bwd_kernel(grad_ptr, feat_ptr, idx_ptr, w_ptr, dfeat_ptr, dw_ptr, M, K, C,
                           WMODE: tl.constexpr, MEAN: tl.constexpr, NEED_F: tl.constexpr,
                           NEED_W: tl.constexpr, ACC: tl.constexpr,
@@ -162,7 +164,7 @@ def aggregate_backward_triton(grad: Tensor, features: Tensor, idx: Tensor, weigh
     return dfeat.to(features.dtype), dw.to(features.dtype)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=SIZES)
 def _scored_fwd_kernel(feat_ptr, idx_ptr, s_ptr, out_ptr, M, K, C, B, ACC: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr):
     pid_m = tl.program_id(0)
@@ -186,7 +188,7 @@ def _scored_fwd_kernel(feat_ptr, idx_ptr, s_ptr, out_ptr, M, K, C, B, ACC: tl.co
     tl.store(ptr, acc.to(out_ptr.dtype.element_ty), mask=o3)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=SIZES)
 def _scored_bwd_kernel(grad_ptr, feat_ptr, idx_ptr, s_ptr, dfeat_ptr, ds_ptr, M, K, C, B,
                        NEED_F: tl.constexpr, NEED_S: tl.constexpr, ACC: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr):

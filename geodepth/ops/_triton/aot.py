@@ -39,7 +39,8 @@ def KNN_HELPERS():  # noqa: N802 - a table, built lazily (imports Triton)
         ("bin", kg._bin_kernel, {**pts, "key_out": "*i64", "bbox": "*i32", "GX": "i32", "GY": "i32", "GZ": "i32",
                                  "lox": "fp32", "loy": "fp32", "loz": "fp32", "h": "fp32"},
          {"D": 3, "LOG_NB": 2, "BBOX": True, "BLOCK": kg._BIN_BLOCK}),
-        ("gather", kg._gather_kernel, {"pts": "*fp32", "order": "*i64", "out": "*fp32", "idx_out": "*i32", "n": "i32"},
+        ("gather", kg._gather_kernel, {"pts": "*fp32", "order": "*i64", "out": "*fp32", "idx_out": "*i32", "n": "i32",
+                                       "stride": "i32"},
          {"D": 3, "WITH_IDX": True, "BLOCK": kg._BIN_BLOCK}),
     ]
 

@@ -54,6 +54,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from geodepth.ops._triton import SIZES
+
 __all__ = ["CELLS_PER_POINT", "CHUNK", "LAUNCH", "RING_CAP", "TARGET_OCCUPANCY_PER_K", "GridPlan", "knn_grid",
            "plan_knn_grid", "run_knn_grid"]
 
@@ -174,7 +176,7 @@ def _scan_segment(start, n, x, y, z, px, py, pz, pidx, best, kth, k, BLOCK: tl.c
     return best, kth
 
 
-@triton.jit
+@triton.jit(do_not_specialize=SIZES)
 def _knn_grid_kernel(qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start, bbox, out_d, out_i,
                      left, left_bound, n_left, M, N, k, GX, GY, GZ, lox, loy, loz, h, slack, bound, ring_cap,
                      W: tl.constexpr, BLOCK: tl.constexpr, BIG: tl.constexpr):
@@ -264,7 +266,7 @@ def _knn_grid_kernel(qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start, bbox,
     _write_rows(best, row, qm & (active.to(tl.int32) == 0), out_d, out_i, N, k, W)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=SIZES)
 def _knn_chunk_kernel(left, left_bound, n_left, qkey, qx, qy, qz, px, py, pz, pidx, cell_start, part,
                       N, k, G3, CH, NCH, W: tl.constexpr, BLOCK: tl.constexpr, BIG: tl.constexpr):
     """Second level, exhaustive: program (i, c) scans chunk c (CH sorted points) for leftovers
@@ -300,7 +302,7 @@ def _knn_chunk_kernel(left, left_bound, n_left, qkey, qx, qy, qz, px, py, pz, pi
         tl.store(part + (offs.to(tl.int64)[:, None] * NCH + ch) * W + col[None, :], best, mask=lm[:, None])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=SIZES)
 def _knn_merge_kernel(left, left_bound, n_left, qrow, part, out_d, out_i, N, k, NCH,
                       W: tl.constexpr, BLOCK: tl.constexpr, BIG: tl.constexpr):
     """Second level, final: merge the NCH partial lists of each leftover and write its row."""
@@ -367,7 +369,7 @@ def _h0(stats, n):
     return tl.maximum(tl.maximum(h0, emax * 1e-4), 1e-6), ex, ey, ez
 
 
-@triton.jit
+@triton.jit(do_not_specialize=SIZES)
 def _ladder_kernel(pts, stats, batch_off, table, n, NB, T: tl.constexpr, L: tl.constexpr, LADDER_LO: tl.constexpr,
                    PASS: tl.constexpr, D: tl.constexpr, LOG_NB: tl.constexpr, BLOCK: tl.constexpr):
     """PASS 0: count the points of every hashed cell, for every rung of the ladder. PASS 1: add each
@@ -397,7 +399,7 @@ def _ladder_kernel(pts, stats, batch_off, table, n, NB, T: tl.constexpr, L: tl.c
             tl.atomic_add(stats + 12 + r, tl.sum(cnt, axis=0))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=SIZES)
 def _bin_kernel(pts, batch_off, key_out, bbox, n, NB, GX, GY, GZ, lox, loy, loz, h,
                 D: tl.constexpr, LOG_NB: tl.constexpr, BBOX: tl.constexpr, BLOCK: tl.constexpr):
     """Sort key ((b * GZ + cz) * GY + cy) * GX + cx of every row; with BBOX, also the occupied cell
@@ -430,16 +432,18 @@ def _bin_kernel(pts, batch_off, key_out, bbox, n, NB, GX, GY, GZ, lox, loy, loz,
         tl.atomic_max(bbox + b * 6 + 5, cz, mask=rest)
 
 
-@triton.jit
-def _gather_kernel(pts, order, out, idx_out, n, D: tl.constexpr, WITH_IDX: tl.constexpr, BLOCK: tl.constexpr):
-    """``out`` (3, n) = rows ``order`` of ``pts`` (n, D), transposed (z = 0 in 2D); ``idx_out`` = order (int32)."""
+@triton.jit(do_not_specialize=SIZES)
+def _gather_kernel(pts, order, out, idx_out, n, stride, D: tl.constexpr, WITH_IDX: tl.constexpr,
+                   BLOCK: tl.constexpr):
+    """Rows ``order`` of ``pts`` (n, D), transposed into the three rows of ``out`` (row stride
+    ``stride``; z = 0 in 2D); ``idx_out`` = order (int32)."""
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     m = offs < n
     src = tl.load(order + offs, mask=m, other=0)
     x, y, z = _load_xyz(pts, src, m, D)
     tl.store(out + offs, x, mask=m)
-    tl.store(out + n + offs, y, mask=m)
-    tl.store(out + 2 * n + offs, z, mask=m)
+    tl.store(out + stride + offs, y, mask=m)
+    tl.store(out + 2 * stride + offs, z, mask=m)
     if WITH_IDX:
         tl.store(idx_out + offs, src.to(tl.int32), mask=m)
 
@@ -452,6 +456,12 @@ def _upload(values: list[int], dev: torch.device, dtype: torch.dtype = torch.int
     """A small host list on ``dev`` without a sync (pinned staging on CUDA)."""
     t = torch.tensor(values, dtype=dtype)
     return t.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else t.to(dev)
+
+
+def _xyz_rows(n: int, dev: torch.device) -> Tensor:
+    """An empty (3, n) float32 view whose rows start 16-byte aligned for every ``n`` (the kernels
+    take the rows as separate pointers: an unaligned one would be a new compiled variant)."""
+    return torch.empty((3, triton.cdiv(n, 4) * 4), dtype=torch.float32, device=dev)[:, :n]
 
 
 def _grid_dims(ext: list[float], h: float) -> list[int]:
@@ -569,9 +579,9 @@ def plan_knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list
                            BBOX=nb > 1, BLOCK=_BIN_BLOCK)
     skey, porder = torch.sort(pkey)
     cell_start = torch.searchsorted(skey, torch.arange(ncells + 1, device=dev), out_int32=True)
-    pxyz = torch.empty((3, N), dtype=torch.float32, device=dev)
+    pxyz = _xyz_rows(N, dev)
     pidx = torch.empty(N, dtype=torch.int32, device=dev)
-    _gather_kernel[_grid1(N)](points, porder, pxyz, pidx, N, D=D, WITH_IDX=True, BLOCK=_BIN_BLOCK)
+    _gather_kernel[_grid1(N)](points, porder, pxyz, pidx, N, pxyz.stride(0), D=D, WITH_IDX=True, BLOCK=_BIN_BLOCK)
     if same:
         qkey, qorder, qxyz = skey, porder, pxyz  # self-KNN: the points' sort serves the queries
     else:
@@ -580,8 +590,9 @@ def plan_knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list
         _bin_kernel[_grid1(M)](query, qoff, qkey, bbox, M, nb, *geo, D=D, LOG_NB=log_nb,
                                BBOX=False, BLOCK=_BIN_BLOCK)
         qkey, qorder = torch.sort(qkey)
-        qxyz = torch.empty((3, M), dtype=torch.float32, device=dev)
-        _gather_kernel[_grid1(M)](query, qorder, qxyz, qxyz, M, D=D, WITH_IDX=False, BLOCK=_BIN_BLOCK)
+        qxyz = _xyz_rows(M, dev)
+        _gather_kernel[_grid1(M)](query, qorder, qxyz, qxyz, M, qxyz.stride(0), D=D, WITH_IDX=False,
+                                  BLOCK=_BIN_BLOCK)
     args = (qkey, qxyz[0], qxyz[1], qxyz[2], qorder, pxyz[0], pxyz[1], pxyz[2], pidx, cell_start, bbox,
             GX, GY, GZ, plo[0], plo[1], plo[2], h, slack)  # + the bound, given at launch
     return GridPlan(args, M, N, k, max(1, triton.next_power_of_2(k)), h, (GX, GY, GZ))

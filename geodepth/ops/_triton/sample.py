@@ -11,6 +11,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from geodepth.ops._triton import SIZES
+
 __all__ = ["sample_backward_triton", "sample_forward_triton"]
 
 
@@ -24,7 +26,7 @@ def _tap(x, y, H, W, BORDER: tl.constexpr):
     return yc.to(tl.int64) * W + xc.to(tl.int64), inside
 
 
-@triton.jit
+@triton.jit(do_not_specialize=SIZES)
 def _sample_kernel(fmap_ptr, uv_ptr, b_ptr, out_ptr, grad_ptr, dmap_ptr, duv_ptr, N, C, H, W,
                    BACKWARD: tl.constexpr, NEED_MAP: tl.constexpr, NEED_UV: tl.constexpr,
                    NEAREST: tl.constexpr, BORDER: tl.constexpr, ACC: tl.constexpr,

@@ -13,6 +13,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from geodepth.ops._triton import SIZES
+
 __all__ = ["splat_forward_triton"]
 
 _EMPTY = torch.iinfo(torch.int64).max
@@ -30,7 +32,7 @@ def _pixel(uv_ptr, rn, mn, H, W):
     return rf.to(tl.int64) * W + cf.to(tl.int64), inside
 
 
-@triton.jit
+@triton.jit(do_not_specialize=SIZES)
 def _splat_sum_kernel(uv_ptr, val_ptr, img_ptr, cnt_ptr, N, C, H, W,
                       BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
     rn = (tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
@@ -44,7 +46,7 @@ def _splat_sum_kernel(uv_ptr, val_ptr, img_ptr, cnt_ptr, N, C, H, W,
         tl.atomic_add(img_ptr + rc[None, :] * H * W + pix[:, None], x, mask=m2)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=SIZES)
 def _splat_key_kernel(uv_ptr, key_ptr, best_ptr, N, KC, H, W, LARGEST: tl.constexpr,
                       BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
     rn = (tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
