@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import KITTI_FRAME, Case, run_cases  # noqa: E402
+from harness import KITTI_FRAME, RESULTS, Case, run_cases  # noqa: E402
 
 from geodepth.ops.knn import knn  # noqa: E402
 
@@ -210,6 +210,28 @@ def sweep_cases(sets: dict[str, torch.Tensor]) -> list[Case]:
     return cases
 
 
+def profile_knn(sets: dict[str, torch.Tensor], calls: int = 3) -> None:
+    """CUDA: a torch.profiler trace of ``calls`` KNN calls per set (host calls, launches, kernels and
+    the gaps between them: where the plan's host time goes), written as Chrome traces beside the
+    JSON records, and a per-op table printed."""
+    from torch.profiler import ProfilerActivity, profile
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for name, p in sets.items():
+        pc = p.cuda()
+        for _ in range(5):
+            knn(pc, pc, K)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(calls):
+                knn(pc, pc, K)
+            torch.cuda.synchronize()
+        path = RESULTS / f"knn_profile_{name}_cuda.json"
+        prof.export_chrome_trace(str(path))
+        print(f"== knn {name} ({pc.shape[0]} points, k={K}), {calls} calls: trace {path.name}")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -218,11 +240,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/knn_<device>.json)")
     ap.add_argument("--repeats", type=int, default=None, help="override every case's repeat count")
     ap.add_argument("--sweep", action="store_true", help="CUDA: time the kernel's tuning grid instead")
+    ap.add_argument("--profile", action="store_true", help="CUDA: torch.profiler traces of KNN calls instead")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device", file=sys.stderr)
         return 1
     sets = load_sets()
+    if args.profile:
+        if args.device != "cuda":
+            print("--profile needs --device cuda", file=sys.stderr)
+            return 1
+        profile_knn(sets)
+        return 0
     if args.sweep:
         if args.device != "cuda":
             print("--sweep needs --device cuda", file=sys.stderr)

@@ -24,13 +24,14 @@ declare -A CMD=(
   [cuda_tests]="$PY -m pytest -q -m cuda -p no:cacheprovider --durations=8 tests"
   [bm_knn]="$PY benchmarks/bm_knn.py --device cuda"
   [bm_aggregate]="$PY benchmarks/bm_aggregate.py --device cuda"
+  [bm_knn_profile]="$PY benchmarks/bm_knn.py --device cuda --profile"
   [bm_knn_sweep]="$PY benchmarks/bm_knn.py --device cuda --sweep"
   [bm_classical]="$PY benchmarks/bm_classical.py --device cuda"
   [bm_sim]="$PY benchmarks/bm_sim.py --device cuda"
 )
-declare -A LIMIT=([cuda_tests]=150 [bm_knn]=80 [bm_aggregate]=60 [bm_knn_sweep]=110 [bm_classical]=45 [bm_sim]=45)
+declare -A LIMIT=([cuda_tests]=150 [bm_knn]=80 [bm_aggregate]=60 [bm_knn_profile]=40 [bm_knn_sweep]=110 [bm_classical]=45 [bm_sim]=45)
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(cuda_tests bm_knn bm_aggregate bm_knn_sweep bm_classical bm_sim)
+[ ${#steps[@]} -eq 0 ] && steps=(cuda_tests bm_knn bm_knn_profile bm_aggregate bm_knn_sweep bm_classical bm_sim)
 for name in "${steps[@]}"; do
   [ -n "${CMD[$name]:-}" ] || { echo "unknown step $name" >&2; continue; }
   start=$(date +%s)
