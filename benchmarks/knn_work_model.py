@@ -19,6 +19,7 @@ on the full scan, whose worst program visits 94,924 rows here: ~0.29 us per row 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -67,7 +68,7 @@ def model(p: np.ndarray, h: float, dk: np.ndarray) -> dict:
 def _rings_needed(p: np.ndarray, kth: np.ndarray, lo: np.ndarray, h: float, G: np.ndarray) -> np.ndarray:
     """Rings the grid search runs for each query: the first r whose cube's nearest face (border faces
     excluded, the kernel's slack included) lies beyond the query's exact k-th distance."""
-    c = np.minimum(np.floor((p - lo) / h).astype(np.int64), G - 1)
+    c = np.clip(np.floor((p - lo) / h).astype(np.int64), 0, G - 1)  # (queries outside the grid: its border)
     R = np.zeros(len(p), np.int64)
     open_ = np.ones(len(p), bool)
     slack = 1e-5 * h
@@ -92,13 +93,17 @@ def _rows(r: int, G: np.ndarray) -> int:
     return min(2 * r + 1, 2 * int(G[2]) - 1) * min(2 * r + 1, 2 * int(G[1]) - 1)
 
 
-def lockstep(p: np.ndarray, h: float, dk: np.ndarray, caps=(1, 2, 3, 4, 5, 6, 8, -1), block: int = 32) -> list[dict]:
+def lockstep(p: np.ndarray, h: float, dk: np.ndarray, caps=(1, 2, 3, 4, 5, 6, 8, -1), block: int = 32,
+             query: np.ndarray | None = None) -> list[dict]:
+    """Per ring cap: rows of the worst program and of all, queries left to level 2 and its steps.
+    ``dk``: each query's exact k-th distance (``query`` defaults to the points: self-KNN)."""
+    q = p if query is None else query
     lo = p.min(0)
     G = np.maximum(np.ceil((p.max(0) - lo) / h).astype(np.int64), 1)
-    c = np.minimum(np.floor((p - lo) / h).astype(np.int64), G - 1)
+    c = np.clip(np.floor((q - lo) / h).astype(np.int64), 0, G - 1)
     order = np.argsort((c[:, 2] * G[1] + c[:, 1]) * G[0] + c[:, 0], kind="stable")
-    R = _rings_needed(p[order], dk[order], lo, h, G)
-    n_prog = -(-len(p) // block)
+    R = _rings_needed(q[order], dk[order], lo, h, G)
+    n_prog = -(-len(q) // block)
     Rp = np.array([R[i * block:(i + 1) * block].max() for i in range(n_prog)])
     cum = np.cumsum([_rows(r, G) for r in range(int(Rp.max()) + 1)])
     out = []
@@ -107,7 +112,7 @@ def lockstep(p: np.ndarray, h: float, dk: np.ndarray, caps=(1, 2, 3, 4, 5, 6, 8,
         rows = cum[last]
         left = 0 if cap < 0 else int((R > cap).sum())
         out.append({"ring_cap": cap, "worst_program_rows": int(rows.max()), "all_rows": int(rows.sum()),
-                    "leftover": left, "leftover_share": left / len(p),
+                    "leftover": left, "leftover_share": left / len(q),
                     "level2_steps": -(-left // block) * -(-len(p) // 16),
                     "worst_program_ms_at_0.29us_per_row": float(rows.max()) * 0.29e-3})
     return out
@@ -125,12 +130,59 @@ def main_lockstep(sets: dict[str, np.ndarray], cells: dict[str, float]) -> dict:
     return out
 
 
+def cell_for_occupancy(p: np.ndarray, target: float) -> float:
+    """The cell edge whose exact point-weighted mean occupancy is ``target`` (bisection in log h):
+    the definition the plan's hashed ladder estimates (within 30 %, tests/ops/test_knn.py)."""
+    lo, a, b = p.min(0), 1e-3, 1e4
+    for _ in range(60):
+        h = math.sqrt(a * b)
+        _, cnt = np.unique(np.floor((p - lo) / h).astype(np.int64), axis=0, return_counts=True)
+        a, b = (h, b) if (cnt.astype(np.float64) ** 2).sum() / len(p) < target else (a, h)
+    return math.sqrt(a * b)
+
+
+def main_pixels(k: int = 8, radius_px: float = 50.0) -> dict:
+    """knn_fill's search on the KITTI frame: every pixel centre (465,750) queries the frame's LiDAR
+    pixels (19,154) in 2D (lifted to z = 0), k = 8, unbounded and bounded by its default radius."""
+    from PIL import Image
+
+    from bm_knn import KITTI_FRAME
+
+    d = np.asarray(Image.open(KITTI_FRAME / "velodyne_raw_02.png"))
+    r, c = np.nonzero(d > 0)
+    pts = np.stack([c + 0.5, r + 0.5, np.zeros(len(r))], 1)
+    yy, xx = np.mgrid[0:d.shape[0], 0:d.shape[1]]
+    q = np.stack([xx.ravel() + 0.5, yy.ravel() + 0.5, np.zeros(xx.size)], 1)
+    from pykdtree.kdtree import KDTree
+
+    dk = np.sqrt(KDTree(pts).query(q, k=k, sqr_dists=True)[0][:, -1])
+    h = cell_for_occupancy(pts, k * 0.5)
+    G = np.maximum(np.ceil((pts.max(0) - pts.min(0)) / h).astype(np.int64), 1)
+    caps = (6, 8, 12, 16, 20, -1)
+    out = {"k": k, "points": len(pts), "queries": len(q), "h_px": h, "grid": G.tolist(), "radius_px": radius_px,
+           "unbounded": lockstep(pts, h, dk, caps, query=q),
+           "bounded": lockstep(pts, h, np.minimum(dk, radius_px), caps, query=q)}
+    print(f"knn_fill's search: {len(q)} pixel queries, {len(pts)} LiDAR pixels, k={k}, cell {h:.2f} px, grid {G}")
+    for name in ("unbounded", "bounded"):
+        for row in out[name]:
+            print(f"  {name:9s} cap {row['ring_cap']:3d}: worst program {row['worst_program_rows']:5d} rows, level 2: "
+                  f"{row['leftover']:6d} queries ({100 * row['leftover_share']:4.1f} %), {row['level2_steps']:8d} steps")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--two-level", action="store_true", help="the lockstep model of the search per ring cap")
+    ap.add_argument("--pixels", action="store_true", help="the same for knn_fill's pixel queries (KITTI frame)")
     args = ap.parse_args(argv)
+    if args.pixels:
+        res = main_pixels()
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "knn_fill_lockstep_model.json").write_text(json.dumps(res, indent=1))
+        print(f"wrote {RESULTS / 'knn_fill_lockstep_model.json'}")
+        return 0
     raw = np.fromfile(SCAN, dtype=np.float32).reshape(-1, 4)
     full = raw[:, :3].astype(np.float64)
     sets = {"full": full, "front": full[full[:, 0] > np.abs(full[:, 1])]}

@@ -51,6 +51,14 @@ def _interp_cases(kitti_points: torch.Tensor | None) -> dict:
     cases["level2_k64"] = (*cases["k64"], dict(ring_cap=0, chunk=32))
     blob = torch.cat([torch.rand(60, 3, generator=g) * 0.3, torch.rand(4, 3, generator=g) * 20 - 10])
     cases["level2_outliers"] = (blob, blob, 8, None, None, dict(ring_cap=2, chunk=16))
+    # knn_fill's shape on a 16 x 40 image: the top row's pixel centres query LiDAR-like points in
+    # the bottom 4 rows, 12+ px away. Bounded (knn_fill's radius, 14 px: 9 rings of this cell),
+    # the flat grid's ring cap covers the bound and nothing is left to the second level (under
+    # a cap of 6 rings every one of these queries was)
+    rows, cols = torch.meshgrid(torch.arange(16.0), torch.arange(40.0), indexing="ij")
+    pix = torch.stack([cols.flatten() + 0.5, rows.flatten() + 0.5, torch.zeros(640)], 1)
+    lidar = pix[(pix[:, 1] > 12) & (torch.rand(640, generator=g) < 0.5)]
+    cases["pixels_bounded"] = (pix[:40], lidar, 4, None, None, dict(max_sqdist=14.0**2))
     if kitti_points is not None:
         pts = kitti_points
         crop = pts[(pts[:, 0] > 6) & (pts[:, 0] < 7.5) & (pts[:, 1].abs() < 1.2)][:160].contiguous()
@@ -92,7 +100,8 @@ def interp_results(tmp_path_factory):
                 proc.kill()
     halves = [torch.load(tmp / f"out{part}.pt") for part in range(2)]
     outs = [halves[i % 2][i // 2] for i in range(len(args))]
-    return {name: (case[:5], KNN(*out), left) for (name, case), (out, left) in zip(cases.items(), outs)}
+    return {name: (case[:5], KNN(*out), left, kw) for (name, case), (out, left), (*_, kw) in
+            zip(cases.items(), outs, args)}
 
 
 def _offsets(*sizes: int) -> torch.Tensor:
@@ -222,15 +231,22 @@ def test_auto_without_tree_libraries(monkeypatch):
                                   "all_equal", "k64", "k2", "far_from_origin", "level2_ties_ragged", "level2_k64",
                                   "level2_outliers"])
 def test_triton_interpreter_vs_reference(interp_results, name):
-    (q, p, k, qo, po), out, leftover = interp_results[name]
-    _same(out, knn_reference(q, p, k, query_offsets=qo, points_offsets=po))
+    (q, p, k, qo, po), out, leftover, kw = interp_results[name]
+    ref = knn_reference(q, p, k, query_offsets=qo, points_offsets=po)
+    if "max_sqdist" in kw:  # a bounded search: the k nearest within the bound (inclusive)
+        far = ref.sqdist > kw["max_sqdist"]
+        ref = KNN(ref.sqdist.masked_fill(far, float("inf")), ref.idx.masked_fill(far, -1))
+        assert far.any() and (~far).any()
+    _same(out, ref)
     if name.startswith("level2"):  # the second level did run (and, above, gave the reference's rows)
         assert 0 < leftover <= q.shape[0]
+    if name == "pixels_bounded":  # every query finished within the grid's rings
+        assert leftover == 0
 
 
 def test_triton_interpreter_kitti_crop(interp_results, kitti_dir):
     """A crop of the real scan (dense near the sensor, ground plane, many z layers empty)."""
-    (q, p, k, _, _), out, _ = interp_results["kitti_crop"]
+    (q, p, k, _, _), out, _, _ = interp_results["kitti_crop"]
     _same(out, knn_reference(q, p, k))
 
 
@@ -307,6 +323,30 @@ def test_triton_plan_cell_cap_batches_and_nan():
                 assert f"{name} contains NaN or inf" in str(e), e
         print("OK")
     """)
+
+
+def test_ring_cap_keeps_the_row_budget():
+    """``rows_through`` counts the cell rows the search kernel's loops visit (its dz / dy ranges,
+    iterated here as the kernel writes them), and ``ring_cap_for`` gives every grid shape the
+    most rings whose rows fit the budget of ``RING_CAP`` rings on a deep grid: the KITTI scans'
+    grids keep 6 rings, a flat (2D) grid gets 20."""
+    pytest.importorskip("triton")
+    from geodepth.ops._triton import knn_grid as kg
+
+    def loops(r, gy, gz):
+        return sum(1 for i in range(r + 1) for dz in range(max(-i, 1 - gz), min(i, gz - 1) + 1)
+                   for dy in range(max(-i, 1 - gy), min(i, gy - 1) + 1))
+
+    for gy, gz in ((1, 1), (2, 1), (39, 1), (329, 29), (7, 7), (5, 3)):
+        for r in range(12):
+            assert kg.rows_through(r, gy, gz) == loops(r, gy, gz), (r, gy, gz)
+    budget = loops(kg.RING_CAP, 100, 100)
+    for grid in ((561, 329, 29), (335, 208, 21), (192, 39, 1), (100, 100, 3), (25, 2, 1), (900, 900, 900)):
+        cap = kg.ring_cap_for(grid)
+        assert cap >= kg.RING_CAP and loops(cap, grid[1], grid[2]) <= budget, grid
+        assert loops(cap + 1, grid[1], grid[2]) > budget or cap >= 4 * max(grid), grid
+    assert kg.ring_cap_for((561, 329, 29)) == kg.ring_cap_for((335, 208, 21)) == kg.RING_CAP  # the KITTI scans
+    assert kg.ring_cap_for((192, 39, 1)) == 20  # knn_fill's pixel grid on the KITTI frame
 
 
 def test_triton_knn_launch_count():

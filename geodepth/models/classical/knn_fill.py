@@ -27,12 +27,17 @@ __all__ = ["knn_fill"]
 _WEIGHTINGS = ("idw", "bilateral")
 
 
-def _knn2d(query: torch.Tensor, points: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _knn2d(query: torch.Tensor, points: torch.Tensor, k: int,
+           max_sqdist: float = float("inf")) -> tuple[torch.Tensor, torch.Tensor]:
     """K nearest ``points`` (N, 2) float for each ``query`` (M, 2): ``(sqdist (M, k), idx
     (M, k) int64)``, ascending, -1 / inf where fewer than k points. CUDA: ``geodepth.ops.knn``
     (Triton) when present, else chunked ``torch.cdist``; CPU: pykdtree or scipy's cKDTree, else chunked
     ``torch.cdist``. Among points exactly as far as the k-th, which ones are kept is up to
-    the backend (the weights of such ties are equal, so only the set can differ)."""
+    the backend (the weights of such ties are equal, so only the set can differ).
+    ``max_sqdist``: the caller drops neighbours beyond it; the Triton search uses it as its
+    bound (a pixel far from every point stops once its cells cover the bound instead of
+    searching on), other backends return the unbounded lists (the caller's mask makes them
+    equal)."""
     M, N = query.shape[0], points.shape[0]
     dev = query.device
     kk = min(k, N)
@@ -42,7 +47,7 @@ def _knn2d(query: torch.Tensor, points: torch.Tensor, k: int) -> tuple[torch.Ten
         except ImportError:
             _ops_knn = None
         if _ops_knn is not None:
-            sq, idx = _knn2d_exact(query, points, kk)
+            sq, idx = _knn2d_exact(query, points, kk, max_sqdist)
         else:
             sq, idx = _knn2d_fallback(query, points, kk)
     elif kk > 0:
@@ -59,13 +64,19 @@ def _knn2d(query: torch.Tensor, points: torch.Tensor, k: int) -> tuple[torch.Ten
     return sq, idx
 
 
-def _knn2d_exact(query: torch.Tensor, points: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _knn2d_exact(query: torch.Tensor, points: torch.Tensor, k: int,
+                 max_sqdist: float = float("inf")) -> tuple[torch.Tensor, torch.Tensor]:
     """``geodepth.ops.knn`` on the points lifted to z = 0: exact, ties at the k-th distance to the
-    smaller index, the same on every device."""
-    from geodepth.ops.knn import knn
+    smaller index, the same on every device. Neighbours farther than ``max_sqdist`` may come
+    back as -1 / inf (the search is bounded by the float32 at or above it: nothing within
+    ``max_sqdist`` is lost to rounding)."""
+    from geodepth.ops.knn import _knn
 
+    bound = np.float32(max_sqdist)
+    if float(bound) < max_sqdist:
+        bound = np.nextafter(bound, np.float32(np.inf))
     z = lambda a: torch.cat([a, torch.zeros_like(a[:, :1])], dim=1).float().contiguous()  # noqa: E731
-    res = knn(z(query), z(points), k)
+    res = _knn(z(query), z(points), k, None, None, "auto", float(bound))
     return res.sqdist.to(torch.float64), res.idx
 
 
@@ -186,7 +197,7 @@ def knn_fill(
         return out[None], conf[None]
     rr, cc = torch.meshgrid(torch.arange(H, device=dev), torch.arange(W, device=dev), indexing="ij")
     query = torch.stack([cc.flatten(), rr.flatten()], 1).to(torch.float64) + 0.5
-    sq, idx = _knn2d(query, uv, k)
+    sq, idx = _knn2d(query, uv, k, float("inf") if max_radius_px is None else max_radius_px * max_radius_px)
     sq, idx = sq.to(dev), idx.to(dev)
     ok = idx >= 0
     if max_radius_px is not None:

@@ -57,7 +57,7 @@ from torch import Tensor
 from geodepth.ops._triton import SIZES
 
 __all__ = ["CELLS_PER_POINT", "CHUNK", "LAUNCH", "RING_CAP", "TARGET_OCCUPANCY_PER_K", "GridPlan", "knn_grid",
-           "plan_knn_grid", "run_knn_grid"]
+           "plan_knn_grid", "ring_cap_for", "rows_through", "run_knn_grid"]
 
 _BIG = 2**31 - 1
 #: tuning knobs of the cell size (see the module docstring); time them with
@@ -75,11 +75,14 @@ CHUNK = 16
 #: 128, K = 64 at 16 x 2 255; 32 x 4 spills at K = 32; at K = 64 the allocation differs between
 #: Triton versions and 16 x 2 is the shape that spills in neither 3.6 nor 3.9)
 LAUNCH = {1: (32, 4), 2: (32, 4), 4: (32, 4), 8: (32, 4), 16: (32, 4), 32: (32, 8), 64: (16, 2)}
-#: the grid search runs rings 0..RING_CAP; queries still open go to the exhaustive second level.
-#: Chosen by the lockstep model (benchmarks/knn_work_model.py --two-level, KITTI scan, k = 16), not
-#: yet timed: cap 6 leaves 1.0 % of the full scan (1.9 % of the front half) to level 2 (282k /
-#: 36k candidate steps) for a worst program of 455 cell rows; cap 3 leaves 4.4 % (1.3M steps) for
-#: 84 rows, cap 8 0.5 % for 969 rows; no cap: 94,924 rows (27 ms measured on an H200)
+#: the grid search runs rings 0..RING_CAP on a grid at least 7 cells deep in y and z; queries still
+#: open go to the exhaustive second level. Chosen by the lockstep model (benchmarks/knn_work_model.py
+#: --two-level, KITTI scan, k = 16), not yet timed: cap 6 leaves 1.0 % of the full scan (1.9 % of
+#: the front half) to level 2 (282k / 36k candidate steps) for a worst program of 455 cell rows;
+#: cap 3 leaves 4.4 % (1.3M steps) for 84 rows, cap 8 0.5 % for 969 rows; no cap: 94,924 rows (27 ms
+#: measured on an H200). What is bounded is the rows a program visits (its lockstep cost), so a
+#: flatter grid, whose rings have fewer rows (2D: 2r + 1), runs as many rings as fit the same
+#: row budget (2D: 20 rings); see ``ring_cap_for``
 RING_CAP = 6
 #: second level: queries per program and warps (32 x 8: 63 registers at K <= 16, 184 at K = 64, no
 #: spills), least points per chunk, programs aimed at
@@ -510,6 +513,22 @@ class GridPlan(NamedTuple):
     grid: tuple[int, int, int]
 
 
+def rows_through(r: int, gy: int, gz: int) -> int:
+    """Cell rows the grid search visits in rings 0..r on a grid gy x gz cells deep in y and z (ring
+    ``i`` runs the rows dz, dy in [-i, i] inside the grid: min(2i + 1, 2g - 1) values each)."""
+    return sum(min(2 * i + 1, 2 * gz - 1) * min(2 * i + 1, 2 * gy - 1) for i in range(r + 1))
+
+
+def ring_cap_for(grid: tuple[int, int, int]) -> int:
+    """The last ring of the grid search on a grid of ``grid`` cells: the most rings whose rows fit
+    the budget of ``RING_CAP`` rings on a deep grid (455 rows at 6), at least ``RING_CAP``."""
+    budget = rows_through(RING_CAP, RING_CAP + 1, RING_CAP + 1)
+    r = RING_CAP
+    while r < 4 * max(grid) and rows_through(r + 1, grid[1], grid[2]) <= budget:
+        r += 1
+    return r
+
+
 def _grid1(n: int, block: int = _BIN_BLOCK) -> tuple[int]:
     return (triton.cdiv(n, block),)
 
@@ -606,11 +625,13 @@ def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | N
 
     ``block`` / ``num_warps`` default to ``LAUNCH[plan.K]``. ``max_sqdist`` (rounded to float32,
     inclusive) bounds the search: farther neighbours come back as -1 / inf, and a lane stops as
-    soon as its visited cube covers the bound. ``ring_cap`` (default ``RING_CAP``; negative: no
-    cap, one level, no second sync) is the last ring the grid search runs; queries still open
-    after it are finished by the exhaustive second level (a device read of their count, then
-    chunks of at least ``chunk`` points, default ``LEVEL2_MIN_CHUNK``). ``stats``, if given,
-    receives the number of such queries and chunks."""
+    soon as its visited cube covers the bound (so a bound that ``ring_cap`` rings cover leaves
+    nothing to the second level). ``ring_cap`` (default ``ring_cap_for(plan.grid)``: ``RING_CAP``
+    on a deep grid, more on a flat one; negative: no cap, one level, no second sync) is the last
+    ring the grid search runs; queries still open after it are finished by the exhaustive second
+    level (a device read of their count, then chunks of at least ``chunk`` points, default
+    ``LEVEL2_MIN_CHUNK``). ``stats``, if given, receives the ring cap and the number of such
+    queries and chunks."""
     a = plan.args
     block = LAUNCH[plan.K][0] if block is None else block
     num_warps = LAUNCH[plan.K][1] if num_warps is None else num_warps
@@ -619,7 +640,7 @@ def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | N
     if out is None:
         out = (torch.empty((plan.M, plan.k), dtype=torch.float32, device=dev),
                torch.empty((plan.M, plan.k), dtype=torch.int64, device=dev))
-    ring_cap = RING_CAP if ring_cap is None else ring_cap
+    ring_cap = ring_cap_for(plan.grid) if ring_cap is None else ring_cap
     n_left = torch.zeros(1, dtype=torch.int32, device=dev)
     left = torch.empty(plan.M, dtype=torch.int32, device=dev)
     left_bound = torch.empty(plan.M, dtype=torch.float32, device=dev)
@@ -647,7 +668,7 @@ def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | N
         _knn_merge_kernel[(nblk,)](left, left_bound, n_left, qrow, part, out[0], out[1], plan.N, plan.k, nch,
                                    W=W, BLOCK=LEVEL2_BLOCK, BIG=_BIG, num_warps=LEVEL2_WARPS)
     if stats is not None:
-        stats.update(leftover=nl, chunks=nch)
+        stats.update(ring_cap=ring_cap, leftover=nl, chunks=nch)
     return out
 
 
