@@ -75,7 +75,8 @@ def work(n):
     sample_backward_triton(torch.ones(n, 8), fmap, uv, b, "bilinear", "zeros", True, True)
 
 runs = []
-for n in (155, 160, 171, 176):  # sizes, query counts (n + 5) and grid dimensions hit 16 | x and not
+for n in (155, 160, 171, 176, 2100):  # sizes, query counts (n + 5) and grid dimensions hit 16 | x and
+    # not; 2100 points double the hash table of the cell-size ladder
     log.clear()
     work(n)
     runs.append(list(log))

@@ -30,11 +30,11 @@ def KNN_HELPERS():  # noqa: N802 - a table, built lazily (imports Triton)
 
     pts = {"pts": "*fp32", "batch_off": "*i64", "n": "i32", "NB": "i32"}
     return [
-        ("ladder_count", kg._ladder_kernel, {**pts, "stats": "*fp64", "table": "*i32"},
-         {"T": 1 << 18, "L": kg._LADDER_N, "LADDER_LO": kg._LADDER_LO, "PASS": 0, "D": 3, "LOG_NB": 2,
+        ("ladder_count", kg._ladder_kernel, {**pts, "stats": "*fp64", "table": "*i32", "T": "i32"},
+         {"L": kg._LADDER_N, "LADDER_LO": kg._LADDER_LO, "PASS": 0, "D": 3, "LOG_NB": 2,
           "BLOCK": kg._BIN_BLOCK}),
-        ("ladder_sum", kg._ladder_kernel, {**pts, "stats": "*fp64", "table": "*i32"},
-         {"T": 1 << 18, "L": kg._LADDER_N, "LADDER_LO": kg._LADDER_LO, "PASS": 1, "D": 3, "LOG_NB": 2,
+        ("ladder_sum", kg._ladder_kernel, {**pts, "stats": "*fp64", "table": "*i32", "T": "i32"},
+         {"L": kg._LADDER_N, "LADDER_LO": kg._LADDER_LO, "PASS": 1, "D": 3, "LOG_NB": 2,
           "BLOCK": kg._BIN_BLOCK}),
         ("bin", kg._bin_kernel, {**pts, "key_out": "*i64", "bbox": "*i32", "GX": "i32", "GY": "i32", "GZ": "i32",
                                  "lox": "fp32", "loy": "fp32", "loz": "fp32", "h": "fp32"},

@@ -373,7 +373,7 @@ def _h0(stats, n):
 
 
 @triton.jit(do_not_specialize=SIZES)
-def _ladder_kernel(pts, stats, batch_off, table, n, NB, T: tl.constexpr, L: tl.constexpr, LADDER_LO: tl.constexpr,
+def _ladder_kernel(pts, stats, batch_off, table, n, NB, T, L: tl.constexpr, LADDER_LO: tl.constexpr,
                    PASS: tl.constexpr, D: tl.constexpr, LOG_NB: tl.constexpr, BLOCK: tl.constexpr):
     """PASS 0: count the points of every hashed cell, for every rung of the ladder. PASS 1: add each
     point's count (its cell's occupancy) into ``stats[12 + rung]`` (float64, exact for integers)."""
@@ -388,13 +388,14 @@ def _ladder_kernel(pts, stats, batch_off, table, n, NB, T: tl.constexpr, L: tl.c
     lx = tl.load(stats + 0)
     ly = tl.load(stats + 1)
     lz = tl.load(stats + 2)
+    T64 = T.to(tl.int64)  # hash slots per rung (a power of two, from the cloud size: not a constexpr)
     for r in tl.static_range(L):
         h = h0 * tl.exp2((r + LADDER_LO) * 1.0)
         cx = tl.minimum(tl.maximum(tl.floor((x - lx) / h), 0.0), tl.maximum(tl.ceil(ex / h) - 1.0, 0.0)).to(tl.int64)
         cy = tl.minimum(tl.maximum(tl.floor((y - ly) / h), 0.0), tl.maximum(tl.ceil(ey / h) - 1.0, 0.0)).to(tl.int64)
         cz = tl.minimum(tl.maximum(tl.floor((z - lz) / h), 0.0), tl.maximum(tl.ceil(ez / h) - 1.0, 0.0)).to(tl.int64)
         key = (cx * 73856093) ^ (cy * 19349663) ^ (cz * 83492791) ^ (b * 2654435761)
-        slot = r * T + (key & (T - 1))
+        slot = r * T64 + (key & (T64 - 1))
         if PASS == 0:
             tl.atomic_add(table + slot, 1, mask=m)
         else:
