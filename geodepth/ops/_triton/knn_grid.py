@@ -679,7 +679,8 @@ def knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int]
              chunk: int | None = None) -> tuple[Tensor, Tensor]:
     """Exact KNN of float32 tensors (D = 2 or 3) with validated row splits; returns (sqdist, idx).
 
-    One device -> host sync (the grid geometry); everything else is queued on the stream.
+    Two device -> host syncs (the grid geometry; the count of queries left to the second level,
+    skipped with a negative ``ring_cap``); everything else is queued on the stream.
     """
     plan = plan_knn_grid(query, points, k, qo, po, target_per_k=target_per_k)
     if plan is None:
