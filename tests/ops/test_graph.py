@@ -90,3 +90,22 @@ def test_offsets_batch_errors():
         batch_to_offsets(torch.tensor([0, 2, 1]))
     with pytest.raises(ValueError, match="non-decreasing"):
         offsets_to_batch(torch.tensor([0, 3, 2]))
+
+
+def test_graphs_equal_torch_cluster():
+    """With torch-cluster installed (an optional peer, not a dependency): our self-KNN graph through
+    ``knn_to_edge_index(self_loops=False)`` is ``torch_cluster.knn_graph(loop=False)``'s graph, and
+    a bipartite ragged ``knn`` lists what ``torch_cluster.knn`` does, per target in distance order
+    (continuous random clouds: no ties)."""
+    tc = pytest.importorskip("torch_cluster")
+    x = torch.rand(300, 3, generator=torch.Generator().manual_seed(5))
+    off = torch.tensor([0, 120, 120, 300])
+    batch = offsets_to_batch(off)
+    ours = knn_to_edge_index(knn(x, x, 7, query_offsets=off, points_offsets=off).idx, self_loops=False)
+    theirs = tc.knn_graph(x, 6, batch=batch, loop=False)  # row 0 neighbours, row 1 centres
+    assert torch.equal(edge_index_to_knn(ours, 300, 6), edge_index_to_knn(theirs, 300, 6))
+    q = torch.rand(90, 3, generator=torch.Generator().manual_seed(6))
+    qoff = torch.tensor([0, 40, 40, 90])
+    nn_ = knn(q, x, 5, query_offsets=qoff, points_offsets=off)
+    row, col = tc.knn(x, q, 5, batch_x=batch, batch_y=offsets_to_batch(qoff))  # row: query, col: point
+    assert torch.equal(edge_index_to_knn(torch.stack([col, row]), 90, 5), nn_.idx)
