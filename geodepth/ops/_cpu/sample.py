@@ -66,9 +66,14 @@ def sample_forward_cpu(fmap: Tensor, uv: Tensor, bidx: Tensor, mode: str, paddin
 
 
 def _rows(fmap: Tensor) -> Tensor:
-    """(B * H * W, C) channels-last rows of the map, so each tap is one contiguous row gather."""
+    """(B * H * W, C) channels-last rows of the map, so each tap is one contiguous row gather.
+
+    Made contiguous explicitly: for B = 1, ``reshape`` of the permuted map is a view with
+    row stride 1 and channel stride H * W, and ``embedding_bag`` gathered from that 16x slower
+    than from the copy (8.4 ms vs 0.5 ms + 1.7 ms for the copy, 64 x 93 x 310 map, 19k points;
+    free when the map is already channels-last)."""
     B, C, H, W = fmap.shape
-    return fmap.permute(0, 2, 3, 1).reshape(B * H * W, C)
+    return fmap.permute(0, 2, 3, 1).contiguous().view(B * H * W, C)
 
 
 def sample_backward_cpu(grad: Tensor, fmap: Tensor, uv: Tensor, bidx: Tensor, mode: str, padding: str,
