@@ -10,7 +10,8 @@ Groups (ratio = anchor time / our time, > 1 is faster):
 - ``splat zbuffer``: ``ops.splat(..., "min", depth=z)`` of the scan projected into image_02
   vs plain torch ``scatter_reduce`` "amin" (depth only, no winner index).
 - ``sample bilinear``: ``ops.sample`` of a 64-channel quarter-resolution map at the projected
-  points vs ``F.grid_sample`` (align_corners=False).
+  points vs ``F.grid_sample`` (align_corners=False); ``... random uv``: as many positions spread
+  at random over the map (no scan-order locality).
 
 CPU: the front half of the scan (x > |y|, 30,681 points), 32 -> 32 channels.
 CUDA: the full scan (121,948 points), 64 -> 64 and 32 -> 32 channels.
@@ -193,6 +194,18 @@ def op_cases(pts: np.ndarray, device: str, repeats: int) -> list[Case]:
 
     cases += [Case("sample bilinear C=64", "torch grid_sample", grid, device, anchor=True, repeats=repeats),
               Case("sample bilinear C=64", "geodepth sample", lambda: sample(fmap, uv4), device, repeats=repeats)]
+    # the same number of positions spread at random over the map (no scan-order locality)
+    g = torch.Generator().manual_seed(0)
+    uvr = (torch.rand(uv4.shape, generator=g) * torch.tensor([W // 4, H // 4])).to(device)
+
+    def grid_random():
+        gr = (2 * uvr / torch.tensor([W // 4, H // 4], device=device) - 1).view(1, 1, -1, 2)
+        return torch.nn.functional.grid_sample(fmap, gr, align_corners=False)[0, :, 0].t()
+
+    cases += [Case("sample bilinear C=64 random uv", "torch grid_sample", grid_random, device, anchor=True,
+                   repeats=repeats),
+              Case("sample bilinear C=64 random uv", "geodepth sample", lambda: sample(fmap, uvr), device,
+                   repeats=repeats)]
     return cases
 
 
