@@ -32,11 +32,13 @@ def load_sets(path: Path = SCAN) -> dict[str, torch.Tensor]:
     return {"full": full, "front": full[full[:, 0] > full[:, 1].abs()].contiguous()}
 
 
-def naive_torch(p: torch.Tensor, k: int = K, chunk: int = 4096):
-    """Chunked torch.cdist + topk: what a torch user writes without a KNN library."""
+def naive_torch(p: torch.Tensor, k: int = K, chunk: int = 4096, query: torch.Tensor | None = None):
+    """Chunked torch.cdist + topk: what a torch user writes without a KNN library (``query``
+    defaults to ``p``)."""
+    q = p if query is None else query
     out_d, out_i = [], []
-    for s in range(0, p.shape[0], chunk):
-        d = torch.cdist(p[s:s + chunk], p)
+    for s in range(0, q.shape[0], chunk):
+        d = torch.cdist(q[s:s + chunk], p)
         v, i = torch.topk(d, k, dim=1, largest=False)
         out_d.append(v * v)
         out_i.append(i)
@@ -125,9 +127,8 @@ def radius_cases(p: torch.Tensor, device: str) -> list[Case]:
     return cases
 
 
-def pixel_cases(k: int = 8) -> list[Case]:
-    """knn_fill's search on CPU: every pixel centre of the KITTI frame (465,750 2-D queries) among
-    the frame's projected LiDAR pixels (19,154), k = 8: many queries over few points, most far."""
+def _pixel_sets() -> tuple[torch.Tensor, torch.Tensor]:
+    """(pixel centres (465,750, 2), LiDAR pixels (19,154, 2)) of the KITTI frame, float32."""
     import geodepth
 
     f = geodepth.load_frame(geodepth.sample_dir())
@@ -136,6 +137,13 @@ def pixel_cases(k: int = 8) -> list[Case]:
     pts = torch.stack([c + 0.5, r + 0.5], 1).float().contiguous()
     rr, cc = torch.meshgrid(torch.arange(d.shape[0]), torch.arange(d.shape[1]), indexing="ij")
     q = torch.stack([cc.reshape(-1) + 0.5, rr.reshape(-1) + 0.5], 1).float().contiguous()
+    return q, pts
+
+
+def pixel_cases(k: int = 8) -> list[Case]:
+    """knn_fill's search on CPU: every pixel centre of the KITTI frame (465,750 2-D queries) among
+    the frame's projected LiDAR pixels (19,154), k = 8: many queries over few points, most far."""
+    q, pts = _pixel_sets()
     g = f"knn_pixels_2d_k{k}"
     note = f"{q.shape[0]} queries, {pts.shape[0]} points"
     cases = [Case(g, "geodepth.knn backend=grid (numba)", lambda: knn(q, pts, k, backend="grid"), repeats=5,
@@ -174,6 +182,29 @@ def cuda_cases(name: str, p: torch.Tensor) -> list[Case]:
         cases.append(Case(g, "torch_cluster.knn", lambda: torch_cluster.knn(pc, pc, K), device="cuda", repeats=5))
     except ImportError:
         pass
+    return cases
+
+
+def pixel_cases_cuda(k: int = 8, radius_px: float = 50.0) -> list[Case]:
+    """knn_fill's search on CUDA (the shape of pixel_cases): the search alone on one plan with the
+    flat grid's default ring cap, bounded by knn_fill's default radius (what CUDA knn_fill runs),
+    and with the 6-ring cap it had before (30 % of the queries to level 2 in the work model)."""
+    from geodepth.ops._triton.knn_grid import plan_knn_grid, run_knn_grid
+
+    q, pts = (t.cuda() for t in _pixel_sets())
+    g = f"knn_pixels_2d_k{k}"
+    plan = plan_knn_grid(q, pts, k, [0, q.shape[0]], [0, pts.shape[0]])
+    bound = radius_px * radius_px
+    runs = {"default cap": {}, f"bounded {radius_px:g} px (knn_fill)": dict(max_sqdist=bound),
+            "6-ring cap (before)": dict(ring_cap=6)}
+    cases = [Case(g, "geodepth.knn (triton)", lambda: knn(q, pts, k), device="cuda", repeats=20, warmup=3,
+                  note=f"{q.shape[0]} queries, {pts.shape[0]} points, cell {plan.h:.2f} px, grid {plan.grid}")]
+    for label, kw in runs.items():
+        st: dict = {}
+        run_knn_grid(plan, stats=st, **kw)
+        cases.append(Case(g, f"  search only, {label}", lambda kw=kw: run_knn_grid(plan, **kw), device="cuda",
+                          repeats=20, warmup=3, note=f"ring cap {st['ring_cap']}, level 2: {st['leftover']} queries"))
+    cases.append(Case(g, "naive cdist+topk", lambda: naive_torch(pts, k, query=q), device="cuda", anchor=True, repeats=3))
     return cases
 
 
@@ -263,8 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         naive = not args.no_naive and (name == "front" or args.naive_full)
         cases += cuda_cases(name, p) if args.device == "cuda" else cpu_cases(name, p, naive=naive)
     cases += radius_cases(sets["full"], args.device)
-    if args.device == "cpu":
-        cases += pixel_cases()
+    cases += pixel_cases() if args.device == "cpu" else pixel_cases_cuda()
     # radius first and the naive anchors last: timed after the KNN cases, the radius cases ran
     # 1.2-1.4x slower than alone (allocator state after the 30-60 MB outputs), all three alike
     cases.sort(key=lambda c: (not c.group.startswith("radius"), c.name.startswith("naive")))
