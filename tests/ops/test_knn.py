@@ -341,10 +341,12 @@ def test_ring_cap_keeps_the_row_budget():
         for r in range(12):
             assert kg.rows_through(r, gy, gz) == loops(r, gy, gz), (r, gy, gz)
     budget = loops(kg.RING_CAP, 100, 100)
-    for grid in ((561, 329, 29), (335, 208, 21), (192, 39, 1), (100, 100, 3), (25, 2, 1), (900, 900, 900)):
+    for grid in ((561, 329, 29), (335, 208, 21), (192, 39, 1), (100, 100, 3), (25, 2, 1), (900, 900, 900),
+                 (100_000, 1, 1), (3, 2, 1)):
         cap = kg.ring_cap_for(grid)
-        assert cap >= kg.RING_CAP and loops(cap, grid[1], grid[2]) <= budget, grid
-        assert loops(cap + 1, grid[1], grid[2]) > budget or cap >= 4 * max(grid), grid
+        assert cap >= kg.RING_CAP and (loops(cap, grid[1], grid[2]) <= budget or cap == kg.RING_CAP), grid
+        assert loops(cap + 1, grid[1], grid[2]) > budget or cap >= max(grid), grid
+    assert kg.ring_cap_for((100_000, 1, 1)) == budget - 1  # a line of cells: one row per ring
     assert kg.ring_cap_for((561, 329, 29)) == kg.ring_cap_for((335, 208, 21)) == kg.RING_CAP  # the KITTI scans
     assert kg.ring_cap_for((192, 39, 1)) == 20  # knn_fill's pixel grid on the KITTI frame
 

@@ -522,11 +522,18 @@ def rows_through(r: int, gy: int, gz: int) -> int:
 
 def ring_cap_for(grid: tuple[int, int, int]) -> int:
     """The last ring of the grid search on a grid of ``grid`` cells: the most rings whose rows fit
-    the budget of ``RING_CAP`` rings on a deep grid (455 rows at 6), at least ``RING_CAP``."""
+    the budget of ``RING_CAP`` rings on a deep grid (455 rows at 6), at least ``RING_CAP``, and no
+    more than ``max(grid)`` (by then every face of the visited cube is on the grid's border)."""
     budget = rows_through(RING_CAP, RING_CAP + 1, RING_CAP + 1)
-    r = RING_CAP
-    while r < 4 * max(grid) and rows_through(r + 1, grid[1], grid[2]) <= budget:
-        r += 1
+    gy, gz = grid[1], grid[2]
+    r, used = RING_CAP, rows_through(RING_CAP, gy, gz)
+    while r < max(grid):
+        ring = min(2 * r + 3, 2 * gz - 1) * min(2 * r + 3, 2 * gy - 1)  # the rows of ring r + 1
+        if 2 * r + 3 >= max(2 * gz - 1, 2 * gy - 1):  # every further ring has as many rows
+            return min(r + (budget - used) // ring, max(grid))
+        if used + ring > budget:
+            break
+        used, r = used + ring, r + 1
     return r
 
 
