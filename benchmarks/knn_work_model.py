@@ -144,16 +144,11 @@ def cell_for_occupancy(p: np.ndarray, target: float) -> float:
 def main_pixels(k: int = 8, radius_px: float = 50.0) -> dict:
     """knn_fill's search on the KITTI frame: every pixel centre (465,750) queries the frame's LiDAR
     pixels (19,154) in 2D (lifted to z = 0), k = 8, unbounded and bounded by its default radius."""
-    from PIL import Image
-
-    from bm_knn import KITTI_FRAME
-
-    d = np.asarray(Image.open(KITTI_FRAME / "velodyne_raw_02.png"))
-    r, c = np.nonzero(d > 0)
-    pts = np.stack([c + 0.5, r + 0.5, np.zeros(len(r))], 1)
-    yy, xx = np.mgrid[0:d.shape[0], 0:d.shape[1]]
-    q = np.stack([xx.ravel() + 0.5, yy.ravel() + 0.5, np.zeros(xx.size)], 1)
     from pykdtree.kdtree import KDTree
+
+    from bm_knn import _pixel_sets
+
+    q, pts = (np.concatenate([t.double().numpy(), np.zeros((t.shape[0], 1))], 1) for t in _pixel_sets())
 
     dk = np.sqrt(KDTree(pts).query(q, k=k, sqr_dists=True)[0][:, -1])
     h = cell_for_occupancy(pts, k * 0.5)

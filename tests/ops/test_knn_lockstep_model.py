@@ -40,3 +40,27 @@ def test_rings_cover_the_exact_neighbours():
     rows = m.lockstep(p, h, kd[:, -1].numpy(), caps=(2, -1))
     assert rows[0]["leftover"] == int((R > 2).sum()) and rows[1]["leftover"] == 0
     assert rows[1]["worst_program_rows"] > rows[0]["worst_program_rows"]
+
+
+def test_rings_cover_the_exact_neighbours_of_queries_outside_the_grid():
+    """knn_fill's shape (``--pixels``): for queries far outside the points' box (pixels above the
+    LiDAR) the model's ring counts, around each query's cell clamped into the grid as the kernel
+    bins it, cover its exact k nearest; a bound (the k-th distance capped) needs fewer rings."""
+    m = _model()
+    g = np.random.default_rng(6)
+    p = np.stack([g.random(400) * 60, 30 + g.random(400) * 10, np.zeros(400)], 1)
+    q = np.stack([g.random(300) * 60, g.random(300) * 40, np.zeros(300)], 1)  # 3/4 above the points
+    k, h = 6, 1.5
+    d = torch.cdist(torch.from_numpy(q), torch.from_numpy(p))
+    kd, ki = torch.topk(d, k, dim=1, largest=False)
+    lo = p.min(0)
+    G = np.maximum(np.ceil((p.max(0) - lo) / h).astype(np.int64), 1)
+    R = m._rings_needed(q, kd[:, -1].numpy(), lo, h, G)
+    qcell = np.clip(np.floor((q - lo) / h).astype(np.int64), 0, G - 1)
+    pcell = np.minimum(np.floor((p - lo) / h).astype(np.int64), G - 1)
+    cheb = np.abs(pcell[ki.numpy()] - qcell[:, None, :]).max(axis=(1, 2))
+    assert (cheb <= R).all() and R.max() > 6
+    Rb = m._rings_needed(q, np.minimum(kd[:, -1].numpy(), 8.0), lo, h, G)
+    assert (Rb <= R).all() and Rb.max() <= 8.0 / h + 1
+    rows = m.lockstep(p, h, kd[:, -1].numpy(), caps=(6, -1), query=q)
+    assert rows[0]["leftover"] == int((R > 6).sum()) > 0 and rows[1]["leftover"] == 0
