@@ -20,6 +20,16 @@ def _model():
     return mod
 
 
+def _exact_and_grid(q: np.ndarray, p: np.ndarray, k: int, h: float):
+    """Brute-force k-th distances and neighbour rows of ``q`` among ``p``; the grid's origin and
+    cells per axis over ``p`` (as the model and the kernel lay it)."""
+    d = torch.cdist(torch.from_numpy(q), torch.from_numpy(p))
+    kd, ki = torch.topk(d, k, dim=1, largest=False)
+    lo = p.min(0)
+    G = np.maximum(np.ceil((p.max(0) - lo) / h).astype(np.int64), 1)
+    return kd[:, -1].numpy(), ki.numpy(), lo, G
+
+
 def test_rings_cover_the_exact_neighbours():
     """Every query's k nearest neighbours (brute force) lie within the cube of cells the model says
     the search visits (Chebyshev cell distance <= its ring count), on a cloud of a dense cluster
@@ -28,16 +38,13 @@ def test_rings_cover_the_exact_neighbours():
     g = np.random.default_rng(5)
     p = np.concatenate([g.random((600, 3)) * [4.0, 4.0, 0.5], g.random((12, 3)) * 40 - 20])
     k, h = 8, 0.25
-    d = torch.cdist(torch.from_numpy(p), torch.from_numpy(p))
-    kd, ki = torch.topk(d, k, dim=1, largest=False)
-    lo = p.min(0)
-    G = np.maximum(np.ceil((p.max(0) - lo) / h).astype(np.int64), 1)
-    R = m._rings_needed(p, kd[:, -1].numpy(), lo, h, G)
+    kth, ki, lo, G = _exact_and_grid(p, p, k, h)
+    R = m._rings_needed(p, kth, lo, h, G)
     cell = np.minimum(np.floor((p - lo) / h).astype(np.int64), G - 1)
-    cheb = np.abs(cell[ki.numpy()] - cell[:, None, :]).max(axis=(1, 2))
+    cheb = np.abs(cell[ki] - cell[:, None, :]).max(axis=(1, 2))
     assert (cheb <= R).all()
     assert R[600:].min() > R[:600].max() / 2 and np.median(R[:600]) <= 2
-    rows = m.lockstep(p, h, kd[:, -1].numpy(), caps=(2, -1))
+    rows = m.lockstep(p, h, kth, caps=(2, -1))
     assert rows[0]["leftover"] == int((R > 2).sum()) and rows[1]["leftover"] == 0
     assert rows[1]["worst_program_rows"] > rows[0]["worst_program_rows"]
 
@@ -51,16 +58,13 @@ def test_rings_cover_the_exact_neighbours_of_queries_outside_the_grid():
     p = np.stack([g.random(400) * 60, 30 + g.random(400) * 10, np.zeros(400)], 1)
     q = np.stack([g.random(300) * 60, g.random(300) * 40, np.zeros(300)], 1)  # 3/4 above the points
     k, h = 6, 1.5
-    d = torch.cdist(torch.from_numpy(q), torch.from_numpy(p))
-    kd, ki = torch.topk(d, k, dim=1, largest=False)
-    lo = p.min(0)
-    G = np.maximum(np.ceil((p.max(0) - lo) / h).astype(np.int64), 1)
-    R = m._rings_needed(q, kd[:, -1].numpy(), lo, h, G)
+    kth, ki, lo, G = _exact_and_grid(q, p, k, h)
+    R = m._rings_needed(q, kth, lo, h, G)
     qcell = np.clip(np.floor((q - lo) / h).astype(np.int64), 0, G - 1)
     pcell = np.minimum(np.floor((p - lo) / h).astype(np.int64), G - 1)
-    cheb = np.abs(pcell[ki.numpy()] - qcell[:, None, :]).max(axis=(1, 2))
+    cheb = np.abs(pcell[ki] - qcell[:, None, :]).max(axis=(1, 2))
     assert (cheb <= R).all() and R.max() > 6
-    Rb = m._rings_needed(q, np.minimum(kd[:, -1].numpy(), 8.0), lo, h, G)
+    Rb = m._rings_needed(q, np.minimum(kth, 8.0), lo, h, G)
     assert (Rb <= R).all() and Rb.max() <= 8.0 / h + 1
-    rows = m.lockstep(p, h, kd[:, -1].numpy(), caps=(6, -1), query=q)
+    rows = m.lockstep(p, h, kth, caps=(6, -1), query=q)
     assert rows[0]["leftover"] == int((R > 6).sum()) > 0 and rows[1]["leftover"] == 0
