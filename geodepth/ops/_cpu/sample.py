@@ -13,14 +13,16 @@ __all__ = ["sample_backward_cpu", "sample_forward_cpu"]
 
 
 def _taps(uv: Tensor, H: int, W: int, mode: str, padding: str):
-    """Per corner: (x index, y index, weight, dweight/du, dweight/dv, inside), each (N,)."""
-    u, v = uv[:, 0], uv[:, 1]
+    """The taps of every point, stacked: (x index, y index, weight, dweight/du, dweight/dv), each
+    (N, T) with T = 4 corners (bilinear; order (x0, y0), (x0+1, y0), (x0, y0+1), (x0+1, y0+1))
+    or T = 1 (nearest)."""
+    u, v = uv[:, :1], uv[:, 1:]
     if mode == "nearest":
         x, y = torch.floor(u), torch.floor(v)
         if padding == "border":
             x, y = x.clamp(0, W - 1), y.clamp(0, H - 1)
         one, zero = torch.ones_like(u), torch.zeros_like(u)
-        return [(x, y, one, zero, zero)]
+        return x, y, one, zero, zero
     x, y = u - 0.5, v - 0.5
     gx = gy = torch.ones_like(u)
     if padding == "border":
@@ -30,12 +32,13 @@ def _taps(uv: Tensor, H: int, W: int, mode: str, padding: str):
     x0, y0 = torch.floor(x), torch.floor(y)
     ax, ay = x - x0, y - y0
     bx, by = 1 - ax, 1 - ay
-    return [
-        (x0, y0, bx * by, -by * gx, -bx * gy),
-        (x0 + 1, y0, ax * by, by * gx, -ax * gy),
-        (x0, y0 + 1, bx * ay, -ay * gx, bx * gy),
-        (x0 + 1, y0 + 1, ax * ay, ay * gx, ax * gy),
-    ]
+    right = torch.tensor([0.0, 1.0, 0.0, 1.0], dtype=u.dtype, device=u.device)  # corner offsets in x
+    down = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=u.dtype, device=u.device)  # and in y
+    wx = torch.where(right > 0, ax, bx)  # (N, 4): the x factor of each corner's weight
+    wy = torch.where(down > 0, ay, by)
+    sx = (2 * right - 1) * gx  # d wx / du
+    sy = (2 * down - 1) * gy
+    return x0 + right, y0 + down, wx * wy, sx * wy, wx * sy
 
 
 def _flat(x: Tensor, y: Tensor, H: int, W: int, padding: str) -> tuple[Tensor, Tensor]:
@@ -51,18 +54,13 @@ def sample_forward_cpu(fmap: Tensor, uv: Tensor, bidx: Tensor, mode: str, paddin
     """(N, C) samples of ``fmap`` (B, C, H, W) at ``uv`` (N, 2) in image ``bidx`` (N,)."""
     B, C, H, W = fmap.shape
     N = uv.shape[0]
-    rows = _rows(fmap)
-    taps = _taps(uv.to(fmap.dtype), H, W, mode, padding)
-    r, w = [], []
-    for x, y, wt, _, _ in taps:
-        pix, inside = _flat(x, y, H, W, padding)
-        r.append(bidx * (H * W) + pix)
-        w.append(wt * inside)
-    T = len(taps)
+    x, y, wt, _, _ = _taps(uv.to(fmap.dtype), H, W, mode, padding)
+    pix, inside = _flat(x, y, H, W, padding)
+    T = pix.shape[1]
     # one fused gather + weighted sum over the T taps of every point
     offsets = torch.arange(0, N * T, T, device=uv.device)
-    return F.embedding_bag(torch.stack(r, 1).view(-1), rows, offsets, mode="sum",
-                           per_sample_weights=torch.stack(w, 1).view(-1))
+    return F.embedding_bag((bidx[:, None] * (H * W) + pix).view(-1), _rows(fmap), offsets, mode="sum",
+                           per_sample_weights=(wt * inside).view(-1))
 
 
 def _rows(fmap: Tensor) -> Tensor:
@@ -85,25 +83,20 @@ def sample_backward_cpu(grad: Tensor, fmap: Tensor, uv: Tensor, bidx: Tensor, mo
     duv = torch.zeros_like(uv) if need_uv else uv.new_empty(0)
     if N == 0 or C == 0:
         return dmap, duv
-    rows = _rows(fmap)
     grad = grad.to(fmap.dtype)
-    r, w, wu, wv = [], [], [], []
-    for x, y, wt, dwu, dwv in _taps(uv.to(fmap.dtype), H, W, mode, padding):
-        pix, inside = _flat(x, y, H, W, padding)
-        m = inside.to(fmap.dtype)
-        r.append(bidx * (H * W) + pix)
-        w.append(wt * m)
-        wu.append(dwu * m)
-        wv.append(dwv * m)
-    T = len(r)
-    r = torch.stack(r, 1)  # (N, T)
+    x, y, wt, dwu, dwv = _taps(uv.to(fmap.dtype), H, W, mode, padding)
+    pix, inside = _flat(x, y, H, W, padding)
+    m = inside.to(fmap.dtype)
+    T = pix.shape[1]
+    r = bidx[:, None] * (H * W) + pix  # (N, T)
     if need_fmap:
         drows = fmap.new_zeros((B * H * W, C))
-        drows.index_add_(0, r.view(-1), (grad.unsqueeze(1) * torch.stack(w, 1).unsqueeze(-1)).view(-1, C))
+        drows.index_add_(0, r.view(-1), (grad.unsqueeze(1) * (wt * m).unsqueeze(-1)).view(-1, C))
     if need_uv and mode == "bilinear":
+        rows = _rows(fmap)
         offsets = torch.arange(0, N * T, T, device=uv.device)
-        for a, wd in enumerate((wu, wv)):  # d out / d u = sum_t (dw_t / du) f_t, fused like the forward
-            df = F.embedding_bag(r.view(-1), rows, offsets, mode="sum", per_sample_weights=torch.stack(wd, 1).view(-1))
+        for a, wd in enumerate((dwu, dwv)):  # d out / d u = sum_t (dw_t / du) f_t, fused like the forward
+            df = F.embedding_bag(r.view(-1), rows, offsets, mode="sum", per_sample_weights=(wd * m).view(-1))
             duv[:, a] = (grad * df).sum(1).to(duv.dtype)
     if need_fmap:
         dmap = drows.view(B, H, W, C).permute(0, 3, 1, 2).contiguous()
