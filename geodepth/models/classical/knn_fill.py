@@ -31,8 +31,8 @@ def _knn2d(query: torch.Tensor, points: torch.Tensor, k: int,
            max_sqdist: float = float("inf")) -> tuple[torch.Tensor, torch.Tensor]:
     """K nearest ``points`` (N, 2) float for each ``query`` (M, 2): ``(sqdist (M, k), idx
     (M, k) int64)``, ascending, -1 / inf where fewer than k points. CUDA: ``geodepth.ops.knn``
-    (Triton) when present, else chunked ``torch.cdist``; CPU: pykdtree or scipy's cKDTree, else chunked
-    ``torch.cdist``. Among points exactly as far as the k-th, which ones are kept is up to
+    (our Triton search; its torch path where Triton is missing); CPU: pykdtree or scipy's cKDTree,
+    else chunked ``torch.cdist``. Among points exactly as far as the k-th, which ones are kept is up to
     the backend (the weights of such ties are equal, so only the set can differ).
     ``max_sqdist``: the caller drops neighbours beyond it; the Triton search uses it as its
     bound (a pixel far from every point stops once its cells cover the bound instead of
@@ -42,14 +42,7 @@ def _knn2d(query: torch.Tensor, points: torch.Tensor, k: int,
     dev = query.device
     kk = min(k, N)
     if kk > 0 and query.is_cuda:
-        try:
-            from geodepth.ops.knn import knn as _ops_knn  # Triton cell-list kernel on CUDA
-        except ImportError:
-            _ops_knn = None
-        if _ops_knn is not None:
-            sq, idx = _knn2d_exact(query, points, kk, max_sqdist)
-        else:
-            sq, idx = _knn2d_fallback(query, points, kk)
+        sq, idx = _knn2d_exact(query, points, kk, max_sqdist)
     elif kk > 0:
         # CPU: a 2-D k-d tree with its own choice among ties at the k-th distance (the exact-tie
         # search, _knn2d_exact, is 1.17x faster on a KITTI frame's 465k pixel queries but moves
