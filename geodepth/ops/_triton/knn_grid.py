@@ -514,10 +514,15 @@ class GridPlan(NamedTuple):
     grid: tuple[int, int, int]
 
 
+def _ring_rows(i: int, gy: int, gz: int) -> int:
+    """Cell rows of ring ``i`` on a grid gy x gz cells deep in y and z: the rows dz, dy in [-i, i]
+    inside the grid, min(2i + 1, 2g - 1) values each."""
+    return min(2 * i + 1, 2 * gz - 1) * min(2 * i + 1, 2 * gy - 1)
+
+
 def rows_through(r: int, gy: int, gz: int) -> int:
-    """Cell rows the grid search visits in rings 0..r on a grid gy x gz cells deep in y and z (ring
-    ``i`` runs the rows dz, dy in [-i, i] inside the grid: min(2i + 1, 2g - 1) values each)."""
-    return sum(min(2 * i + 1, 2 * gz - 1) * min(2 * i + 1, 2 * gy - 1) for i in range(r + 1))
+    """Cell rows the grid search visits in rings 0..r on a grid gy x gz cells deep in y and z."""
+    return sum(_ring_rows(i, gy, gz) for i in range(r + 1))
 
 
 def ring_cap_for(grid: tuple[int, int, int]) -> int:
@@ -528,7 +533,7 @@ def ring_cap_for(grid: tuple[int, int, int]) -> int:
     gy, gz = grid[1], grid[2]
     r, used = RING_CAP, rows_through(RING_CAP, gy, gz)
     while r < max(grid):
-        ring = min(2 * r + 3, 2 * gz - 1) * min(2 * r + 3, 2 * gy - 1)  # the rows of ring r + 1
+        ring = _ring_rows(r + 1, gy, gz)
         if 2 * r + 3 >= max(2 * gz - 1, 2 * gy - 1):  # every further ring has as many rows
             return min(r + (budget - used) // ring, max(grid))
         if used + ring > budget:
