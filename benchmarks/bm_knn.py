@@ -167,11 +167,12 @@ def cuda_cases(name: str, p: torch.Tensor) -> list[Case]:
     plan = plan_knn_grid(pc, pc, K, off, off)
     st: dict = {}
     run_knn_grid(plan, stats=st)
+    geo = plan.geometry()
     cases = [Case(g, "geodepth.knn (triton)", lambda: knn(pc, pc, K), device="cuda", repeats=50, warmup=5),
-             Case(g, "  of which: plan (bin, sort, 1 sync)", lambda: plan_knn_grid(pc, pc, K, off, off),
+             Case(g, "  of which: plan (counting sort, no sync)", lambda: plan_knn_grid(pc, pc, K, off, off),
                   device="cuda", repeats=50, warmup=5),
              Case(g, "  of which: search (2 levels, 1 sync)", lambda: run_knn_grid(plan), device="cuda", repeats=50,
-                  warmup=5, note=f"cell {plan.h:.3f} m, grid {plan.grid}, {st['leftover']} queries to level 2 "
+                  warmup=5, note=f"cell {geo['h']:.3f} m, grid {geo['grid']}, {st['leftover']} queries to level 2 "
                                  f"in {st['chunks']} chunks"),
              Case(g, "  search, one level (no ring cap)", lambda: run_knn_grid(plan, ring_cap=-1), device="cuda",
                   repeats=10, warmup=2, note="the first GPU version: isolated points expand ring after ring"),
@@ -194,11 +195,12 @@ def pixel_cases_cuda(k: int = 8, radius_px: float = 50.0) -> list[Case]:
     q, pts = (t.cuda() for t in _pixel_sets())
     g = f"knn_pixels_2d_k{k}"
     plan = plan_knn_grid(q, pts, k, [0, q.shape[0]], [0, pts.shape[0]])
+    geo = plan.geometry()
     bound = radius_px * radius_px
     runs = {"default cap": {}, f"bounded {radius_px:g} px (knn_fill)": dict(max_sqdist=bound),
             "6-ring cap (before)": dict(ring_cap=6)}
     cases = [Case(g, "geodepth.knn (triton)", lambda: knn(q, pts, k), device="cuda", repeats=20, warmup=3,
-                  note=f"{q.shape[0]} queries, {pts.shape[0]} points, cell {plan.h:.2f} px, grid {plan.grid}")]
+                  note=f"{q.shape[0]} queries, {pts.shape[0]} points, cell {geo['h']:.2f} px, grid {geo['grid']}")]
     for label, kw in runs.items():
         st: dict = {}
         run_knn_grid(plan, stats=st, **kw)
@@ -237,7 +239,7 @@ def sweep_cases(sets: dict[str, torch.Tensor]) -> list[Case]:
                 continue
             cases.append(Case(f"knn sweep {name}", label, lambda pl=plan, b=block, w=warps, r=rc: kg.run_knn_grid(
                 pl, block=b, num_warps=w, ring_cap=r), device="cuda", anchor=(block, warps, rc, target, cells) == d0,
-                repeats=20, warmup=2, note=f"cell {plan.h:.3f} m, level 2: {st.get('leftover', 0)}"))
+                repeats=20, warmup=2, note=f"cell {plan.geometry()['h']:.3f} m, level 2: {st.get('leftover', 0)}"))
     return cases
 
 

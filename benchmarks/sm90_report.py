@@ -3,7 +3,9 @@
 ``python benchmarks/sm90_report.py`` compiles each kernel ahead of time for compute
 capability 9.0 over a grid of launch shapes (``BLOCK``, ``num_warps``, ``K``), assembles the
 PTX with Triton's own ``ptxas -v`` and records registers per thread, spill stores/loads and
-stack bytes, plus whether the PTX holds FMA instructions (the KNN kernel must not).
+stack bytes, plus whether the PTX holds FMA instructions (the KNN kernel must not), and the
+registers and stack of the cubin Triton itself built (``cubin_*``: what runs; the KNN search
+kernels at their register limit ``MAXNREG``).
 It measures no time: it tells which launch shapes are safe to time on the GPU machine
 (spilling shapes are slow there). Writes ``benchmarks/results/sm90_report.json``.
 """
@@ -17,13 +19,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from geodepth.ops._triton.aot import KNN_HELPERS, KNN_LEVEL2_TYPES, KNN_TYPES, build, ptxas_report  # noqa: E402
+from geodepth.ops._triton.aot import (KNN_HELPERS, KNN_LEVEL2_TYPES, KNN_TYPES, build, cubin_usage,  # noqa: E402
+                                      ptxas_report)
 
 RESULTS = Path(os.environ.get("GEODEPTH_BENCH_OUT") or Path(__file__).resolve().parent / "results")
 
 
+def _cubin(c) -> dict:
+    return {f"cubin_{k}": v for k, v in cubin_usage(c).items()}
+
+
 def knn_rows(quick: bool = False) -> list[dict]:
-    from geodepth.ops._triton.knn_grid import _BIG, CHUNK, LAUNCH, _knn_grid_kernel
+    from geodepth.ops._triton.knn_grid import _BIG, CHUNK, LAUNCH, MAXNREG, _knn_grid_kernel
 
     rows = []
     for K in (2, 16, 32, 64):
@@ -32,11 +39,11 @@ def knn_rows(quick: bool = False) -> list[dict]:
                 if quick and (block, warps) != LAUNCH[K]:
                     continue
                 c = build(_knn_grid_kernel, KNN_TYPES, {"W": max(K, CHUNK), "BLOCK": block, "BIG": _BIG},
-                          num_warps=warps, fp_fusion=False)
+                          num_warps=warps, fp_fusion=False, maxnreg=min(MAXNREG[K], 65536 // (32 * warps) - 1))
                 ptx = c.asm["ptx"]
                 rows.append({"kernel": "knn_grid", "K": K, "BLOCK": block, "num_warps": warps,
                              "default": LAUNCH[K] == (block, warps), "fma_in_ptx": "fma.rn.f32" in ptx,
-                             **ptxas_report(ptx)})
+                             **ptxas_report(ptx), **_cubin(c)})
                 print(rows[-1], flush=True)
     return rows
 
@@ -49,11 +56,13 @@ def level2_rows() -> list[dict]:
     for K in (2, 16, 32, 64):
         W = max(K, kg.CHUNK)
         for name, fn in (("knn_level2_chunk", kg._knn_chunk_kernel), ("knn_level2_merge", kg._knn_merge_kernel)):
-            c = build(fn, KNN_LEVEL2_TYPES, {"W": W, "BLOCK": kg.LEVEL2_BLOCK, "BIG": kg._BIG},
-                      num_warps=kg.LEVEL2_WARPS, fp_fusion=False)
+            c = build(fn, KNN_LEVEL2_TYPES, {"W": W, "BLOCK": kg.LEVEL2_BLOCK, "BIG": kg._BIG,
+                                             "PROGRAMS": kg.LEVEL2_PROGRAMS,
+                                             "PART_BLOCKS": kg.LEVEL2_PART // (kg.LEVEL2_BLOCK * W)},
+                      num_warps=kg.LEVEL2_WARPS, fp_fusion=False, maxnreg=kg.MAXNREG[K])
             ptx = c.asm["ptx"]
             rows.append({"kernel": name, "K": K, "BLOCK": kg.LEVEL2_BLOCK, "num_warps": kg.LEVEL2_WARPS,
-                         "fma_in_ptx": "fma.rn.f32" in ptx, **ptxas_report(ptx)})
+                         "fma_in_ptx": "fma.rn.f32" in ptx, **ptxas_report(ptx), **_cubin(c)})
             print(rows[-1], flush=True)
     return rows
 
@@ -63,7 +72,7 @@ def helper_rows() -> list[dict]:
     rows = []
     for name, fn, types, consts in KNN_HELPERS():
         c = build(fn, types, consts, num_warps=4, fp_fusion=True)
-        rows.append({"kernel": f"knn_plan_{name}", "num_warps": 4, **ptxas_report(c.asm["ptx"])})
+        rows.append({"kernel": f"knn_plan_{name}", "num_warps": 4, **ptxas_report(c.asm["ptx"]), **_cubin(c)})
         print(rows[-1], flush=True)
     return rows
 

@@ -83,7 +83,7 @@ for n in (155, 160, 171, 176, 2100):  # sizes, query counts (n + 5) and grid dim
 names = [[name for name, *_ in r] for r in runs]
 assert all(x == names[0] for x in names), names  # the same launches for every size
 kernels = {name for name in names[0]}
-assert {"_knn_grid_kernel", "_knn_chunk_kernel", "_knn_merge_kernel", "_ladder_kernel", "_bin_kernel",
+assert {"_knn_grid_kernel", "_knn_chunk_kernel", "_knn_merge_kernel", "_box_kernel", "_ladder_kernel", "_bin_kernel",
         "_gather_kernel", "_aggregate_fwd_kernel", "_aggregate_bwd_kernel", "_scored_fwd_kernel",
         "_scored_bwd_kernel", "_splat_sum_kernel", "_splat_key_kernel", "_sample_kernel"} <= kernels, kernels
 for site, launches in enumerate(zip(*runs)):
@@ -111,8 +111,8 @@ def test_cuda_frames_of_new_sizes_compile_nothing():
     from geodepth.ops._triton import sample as ts
     from geodepth.ops._triton import splat as tp
 
-    kernels = [tk._knn_grid_kernel, tk._knn_chunk_kernel, tk._knn_merge_kernel, tk._ladder_kernel, tk._bin_kernel,
-               tk._gather_kernel, ta._aggregate_fwd_kernel, ts._sample_kernel, tp._splat_sum_kernel,
+    kernels = [tk._knn_grid_kernel, tk._knn_chunk_kernel, tk._knn_merge_kernel, tk._box_kernel, tk._ladder_kernel,
+               tk._bin_kernel, tk._gather_kernel, ta._aggregate_fwd_kernel, ts._sample_kernel, tp._splat_sum_kernel,
                tp._splat_key_kernel]
     dev = torch.device("cuda")
     g = torch.Generator().manual_seed(0)

@@ -11,5 +11,6 @@ and the kernels' internal buffers are laid out 16-byte aligned for every size.
 
 #: integer kernel arguments that change from call to call: point and query counts, batch
 #: counts, grid dimensions (and the KNN ring cap that follows from them), level-2 chunk counts,
-#: row strides of padded buffers
-SIZES = ("M", "N", "n", "NB", "GX", "GY", "GZ", "G3", "NCH", "stride", "ring_cap")
+#: row strides and offsets of padded buffers, cell-table sizes
+SIZES = ("M", "N", "n", "m", "NB", "GX", "GY", "GZ", "G3", "NCH", "stride", "ring_cap", "npad", "ncap",
+         "min_chunk")

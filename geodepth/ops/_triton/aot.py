@@ -3,7 +3,9 @@
 Used by the test suite (the KNN kernel must build without FMA contraction and without register
 spills at its launch shapes) and by ``benchmarks/sm90_report.py``. ``build`` compiles a
 ``@triton.jit`` function for compute capability 9.0; ``ptxas_report`` assembles the PTX with
-the ptxas Triton itself uses for that target and reads its ``-v`` resource report.
+the ptxas Triton itself uses for that target and reads its ``-v`` resource report;
+``cubin_usage`` reads the registers and stack of the cubin Triton built (with its own ptxas
+flags: the two can differ, and the cubin is what runs).
 """
 from __future__ import annotations
 
@@ -13,41 +15,43 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["KNN_HELPERS", "KNN_LEVEL2_TYPES", "KNN_TYPES", "build", "ptxas_report"]
+__all__ = ["KNN_HELPERS", "KNN_LEVEL2_TYPES", "KNN_TYPES", "build", "cubin_usage", "ptxas_report"]
 
 #: argument types of ``_knn_grid_kernel`` (the constexprs are given per build)
-KNN_TYPES = {**{n: "i32" for n in ("M", "N", "k", "GX", "GY", "GZ", "ring_cap")},
-             **{n: "*fp32" for n in ("qx", "qy", "qz", "px", "py", "pz", "out_d", "left_bound")},
-             **{n: "*i32" for n in ("pidx", "cell_start", "bbox", "left", "n_left")},
-             "qkey": "*i64", "qrow": "*i64", "out_i": "*i64", **{n: "fp32" for n in ("lox", "loy", "loz", "h", "slack", "bound")}}
+KNN_TYPES = {**{n: "i32" for n in ("M", "N", "k", "ring_cap")},
+             **{n: "*fp32" for n in ("qx", "qy", "qz", "px", "py", "pz", "out_d", "left_bound", "geo")},
+             **{n: "*i32" for n in ("pidx", "cell_start", "bbox", "left", "n_left", "geoi")},
+             **{n: "*i64" for n in ("qkey", "qrow", "out_i")}, "bound": "fp32"}
 #: argument types of the second level's kernels (exhaustive chunks, merge)
-KNN_LEVEL2_TYPES = {**KNN_TYPES, "part": "*i64", "G3": "i32", "CH": "i32", "NCH": "i32"}
+KNN_LEVEL2_TYPES = {**KNN_TYPES, "part": "*i64", "min_chunk": "i32"}
 
 
 def KNN_HELPERS():  # noqa: N802 - a table, built lazily (imports Triton)
-    """(name, kernel, argument types, constexprs) of the KNN plan's kernels, for sm_90 builds."""
+    """(name, kernel, argument types, constexprs) of the KNN plan's kernels (bipartite, ragged: the
+    most code), for sm_90 builds."""
     from geodepth.ops._triton import knn_grid as kg
 
-    pts = {"pts": "*fp32", "batch_off": "*i64", "n": "i32", "NB": "i32"}
+    clouds = {"pts": "*fp32", "qry": "*fp32", "poff": "*i64", "qoff": "*i64", "n": "i32", "m": "i32", "NB": "i32"}
+    ladder = {"L": kg._LADDER_N, "LADDER_LO": kg._LADDER_LO}
+    common = {"D": 3, "LOG_NB": 2, "SELF": False, "BLOCK": kg._BIN_BLOCK}
     return [
-        ("ladder_count", kg._ladder_kernel, {**pts, "stats": "*fp64", "table": "*i32", "T": "i32"},
-         {"L": kg._LADDER_N, "LADDER_LO": kg._LADDER_LO, "PASS": 0, "D": 3, "LOG_NB": 2,
-          "BLOCK": kg._BIN_BLOCK}),
-        ("ladder_sum", kg._ladder_kernel, {**pts, "stats": "*fp64", "table": "*i32", "T": "i32"},
-         {"L": kg._LADDER_N, "LADDER_LO": kg._LADDER_LO, "PASS": 1, "D": 3, "LOG_NB": 2,
-          "BLOCK": kg._BIN_BLOCK}),
-        ("bin", kg._bin_kernel, {**pts, "key_out": "*i64", "bbox": "*i32", "GX": "i32", "GY": "i32", "GZ": "i32",
-                                 "lox": "fp32", "loy": "fp32", "loz": "fp32", "h": "fp32"},
-         {"D": 3, "LOG_NB": 2, "BBOX": True, "BLOCK": kg._BIN_BLOCK}),
-        ("gather", kg._gather_kernel, {"pts": "*fp32", "order": "*i64", "out": "*fp32", "idx_out": "*i32", "n": "i32",
-                                       "stride": "i32"},
-         {"D": 3, "WITH_IDX": True, "BLOCK": kg._BIN_BLOCK}),
+        ("box", kg._box_kernel, {**clouds, "box": "*i64"}, {**common, "BATCHES": True}),
+        ("ladder", kg._ladder_kernel, {**clouds, "box": "*i64", "sums": "*i64", "table": "*i32", "T": "i32"},
+         {**common, **ladder}),
+        ("bin", kg._bin_kernel, {**clouds, "box": "*i64", "bbox": "*i32", "sums": "*i64", "geo": "*fp32",
+                                 "geoi": "*i32",
+                                 "counts": "*i32", "key_out": "*i64", "rank_out": "*i32", "ncap": "i32", "k": "i32",
+                                 "target_per_k": "fp32"},
+         {**common, **ladder, "BATCHES": True, "RING_CAP": kg.RING_CAP}),
+        ("gather", kg._gather_kernel, {**clouds, "key_in": "*i64", "rank_in": "*i32", "starts": "*i32",
+                                       "xyz": "*fp32", "skey": "*i64", "srow": "*i64", "pidx": "*i32", "npad": "i32",
+                                       "stride": "i32", "ncap": "i32"}, common),
     ]
 
 
-def build(fn, types: dict, consts: dict, *, num_warps: int, fp_fusion: bool):
+def build(fn, types: dict, consts: dict, *, num_warps: int, fp_fusion: bool, maxnreg: int | None = None):
     """Compile ``fn`` for sm_90: arguments not in ``types`` are the constexprs ``consts`` (entries
-    naming no parameter of ``fn`` are ignored)."""
+    naming no parameter of ``fn`` are ignored); ``maxnreg`` as the launch option."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -55,8 +59,28 @@ def build(fn, types: dict, consts: dict, *, num_warps: int, fp_fusion: bool):
     names = list(inspect.signature(fn.fn).parameters)
     sig = {n: types.get(n, "constexpr") for n in names}
     src = ASTSource(fn=fn, signature=sig, constexprs={(names.index(k),): v for k, v in consts.items() if k in names})
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                          options={"num_warps": num_warps, "enable_fp_fusion": fp_fusion})
+    options = {"num_warps": num_warps, "enable_fp_fusion": fp_fusion}
+    if maxnreg is not None:
+        options["maxnreg"] = maxnreg
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
+
+
+def cubin_usage(compiled) -> dict:
+    """Registers per thread and stack frame bytes of a compiled kernel's cubin (cuobjdump, as
+    shipped with Triton's CUDA backend)."""
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    tool = Path(get_ptxas(90).path).with_name("cuobjdump")
+    if not tool.exists():
+        raise FileNotFoundError(tool)
+    with tempfile.TemporaryDirectory() as d:
+        f = Path(d) / "k.cubin"
+        f.write_bytes(compiled.asm["cubin"])
+        r = subprocess.run([str(tool), "--dump-resource-usage", str(f)], capture_output=True, text=True)
+    m = re.search(r"REG:(\d+)\s+STACK:(\d+)", r.stdout)
+    if r.returncode or m is None:
+        raise RuntimeError(f"cuobjdump failed: {r.stdout[-300:]} {r.stderr[-300:]}")
+    return {"registers": int(m.group(1)), "stack_bytes": int(m.group(2))}
 
 
 def ptxas_report(ptx: str) -> dict:

@@ -1,15 +1,22 @@
 """Exact k nearest neighbours on the GPU: a uniform grid (cell list) with ring expansion, then an
 exhaustive second level for the queries the grid leaves open, in Triton.
 
-Host side (two device->host syncs and about a dozen launches per call): ``aminmax`` gives the
-bounding box, two passes of ``_ladder_kernel`` count the occupancy of a ladder of cell sizes
-in a spatial hash, and one read brings both to the host, which picks the cell edge ``h``.
-``_bin_kernel`` gives every point its sort key (batch number slowest, so batches never mix;
-with ragged batches it also finds each batch's occupied cell range by atomics), ``torch.sort``
-sorts, ``_gather_kernel`` writes the sorted coordinates, and ``cell_start`` (the row splits of
-the sorted points per cell) comes from a binary search of the sorted keys. Queries are sorted
-by cell too, so neighbouring lanes of a program walk the same cells; the search kernel reads
-each query's cell and batch back from its key.
+The plan (no device -> host sync; one zero fill, four Triton launches, one prefix sum):
+``_box_kernel`` finds the bounding boxes of the points, the queries and each batch as atomic
+maxima of order-preserving integer codes of the floats (a zeroed buffer is the identity; NaN codes
+lie beyond +-inf, so a NaN shows in the box). ``_ladder_kernel`` measures, in one pass, the
+occupancy of a ladder of cell sizes in a spatial hash (each point's atomic add returns the count
+it found, and a cell of c points sums 1 + ... + c). ``_bin_kernel`` derives the grid in every
+program from the boxes and the ladder (``_geometry``: the cell edge h, the cells per axis, the
+ring cap; the same values in every program, and program 0 stores them with each batch's occupied
+cell range for the search), then gives every row (points, then queries) its cell key (batch
+number slowest, so batches never mix) and its rank in its cell by an atomic count. One prefix
+sum turns the counts into cell starts, and ``_gather_kernel`` scatters every row to its start +
+rank: a counting sort, in which the points' cell starts are the cell table (``cell_start``) and
+the queries come out sorted by cell too, so neighbouring lanes of a program walk the same cells.
+The order within a cell is the atomics' order; no result depends on it. The host never reads
+the geometry, so nothing waits between launches and the host's launches overlap the device's
+work; the one read is at the end of the run (error bits for NaN / inf, the leftover count).
 
 Level 1, ``_knn_grid_kernel``: each lane owns one query and a sorted list of W = max(K, CHUNK)
 64-bit keys (the float bits of the squared distance, then the index: ties go to the smaller
@@ -25,12 +32,14 @@ The lanes of a program run in lockstep, so one isolated query (a far LiDAR retur
 neighbour lies metres away, dozens of rings of mostly empty cells) held its whole program, and
 the slowest program set the kernel's time: on the KITTI scan one program visited ~95,000 cell
 rows and the search took 27 ms on an H200, against ~10 rows for a typical program. So the
-grid search stops after ``RING_CAP`` rings; the queries still open (a few percent) are appended
-to a list with their k-th distance so far (an upper bound), the host reads their count (the
-second sync), and level 2 finishes them exhaustively: ``_knn_chunk_kernel`` scans fixed chunks
+grid search stops after ``RING_CAP`` rings (more on a flat grid: ``ring_cap_for``); the
+queries still open (a few percent) are appended to a list with their k-th distance so far (an
+upper bound), and level 2 finishes them exhaustively: ``_knn_chunk_kernel`` scans fixed chunks
 of the sorted points for blocks of leftover queries (every lane reads the same candidates, one
 broadcast load each; only the query's batch counts) and ``_knn_merge_kernel`` merges the
-chunks' lists and writes the rows. Both levels compute the same exact lists.
+chunks' lists and writes the rows. Both are launched with a fixed number of programs that read
+the leftover count on the device and stride over the (block, chunk) items, so the host does
+not wait for the count. Both levels compute the same exact lists.
 
 Squared distances are ``((dx*dx + dy*dy) + dz*dz)`` in float32 and the kernels are launched
 with ``enable_fp_fusion=False`` (no FMA contraction), so they are bitwise equal to the torch
@@ -39,10 +48,13 @@ and CPU paths. Each list is written straight into the caller's row of the (M, k)
 Cell size: LiDAR density falls off with range, so ``h`` is set from the point-weighted mean
 cell occupancy (surface scaling, occupancy ~ h^2) to about ``k * TARGET_OCCUPANCY_PER_K``
 points per cell, so that ring 1 (3x3x3 cells) usually suffices. The occupancy is measured on
-a ladder of cell sizes at once (spatial hash counts, no sync), fetched with the bounding box
-in the call's first sync, and interpolated in log-log between the two rungs around the
-target. The grid is capped at ``max(CELLS_PER_POINT * N, 2^16)`` cells (dense cell-start
-array).
+a ladder of cell sizes at once (spatial hash counts) and interpolated in log-log between the
+two rungs around the target, on the device (``_geometry``; its host twin ``_pick_cell`` is what
+the tests compare it with). The grid is capped at ``max(CELLS_PER_POINT * N, 2^16)`` cells:
+the dense cell table is allocated, zeroed and prefix-summed at that size whatever cell the
+device picks (the host does not know it), 256 bytes per point (512 bipartite) at the default
+cap. That is the price of not waiting: on LiDAR the cap binds anyway (the full KITTI scan's
+pick is cap-limited); a uniform cloud, which would pick ~N / 8 cells, pays for 64 N.
 """
 from __future__ import annotations
 
@@ -56,8 +68,8 @@ from torch import Tensor
 
 from geodepth.ops._triton import SIZES
 
-__all__ = ["CELLS_PER_POINT", "CHUNK", "LAUNCH", "RING_CAP", "TARGET_OCCUPANCY_PER_K", "GridPlan", "knn_grid",
-           "plan_knn_grid", "ring_cap_for", "rows_through", "run_knn_grid"]
+__all__ = ["CELLS_PER_POINT", "CHUNK", "LAUNCH", "MAXNREG", "RING_CAP", "TARGET_OCCUPANCY_PER_K", "GridPlan",
+           "knn_grid", "plan_knn_grid", "ring_cap_for", "rows_through", "run_knn_grid"]
 
 _BIG = 2**31 - 1
 #: tuning knobs of the cell size (see the module docstring); time them with
@@ -75,6 +87,11 @@ CHUNK = 16
 #: 128, K = 64 at 16 x 2 255; 32 x 4 spills at K = 32; at K = 64 the allocation differs between
 #: Triton versions and 16 x 2 is the shape that spills in neither 3.6 nor 3.9)
 LAUNCH = {1: (32, 4), 2: (32, 4), 4: (32, 4), 8: (32, 4), 16: (32, 4), 32: (32, 8), 64: (16, 2)}
+#: register limit (``maxnreg``) of the search kernels per list width K. Left to itself, ptxas chose
+#: 80-96 registers and an 8-24 byte stack of spills for K <= 32 (the cubin Triton builds, read with
+#: cuobjdump; Triton 3.9), 128 and 8 bytes for the merge at K = 64; with these limits it spills in
+#: none of the grid search, the second level's chunks and merge (tests/ops/test_knn.py)
+MAXNREG = {K: 128 if K <= 32 else 255 for K in LAUNCH}
 #: the grid search runs rings 0..RING_CAP on a grid at least 7 cells deep in y and z; queries still
 #: open go to the exhaustive second level. Chosen by the lockstep model (benchmarks/knn_work_model.py
 #: --two-level, KITTI scan, k = 16), not yet timed: cap 6 leaves 1.0 % of the full scan (1.9 % of
@@ -87,6 +104,9 @@ RING_CAP = 6
 #: second level: queries per program and warps (32 x 8: 63 registers at K <= 16, 184 at K = 64, no
 #: spills), least points per chunk, programs aimed at
 LEVEL2_BLOCK, LEVEL2_WARPS, LEVEL2_MIN_CHUNK, LEVEL2_PROGRAMS = 32, 8, 2048, 4096
+#: its partial lists take at most LEVEL2_PART int64 entries (32 MiB; k <= 16: no limit below
+#: LEVEL2_PROGRAMS items), and its merge at most LEVEL2_MERGE_PROGRAMS programs
+LEVEL2_PART, LEVEL2_MERGE_PROGRAMS = 1 << 22, 1024
 
 
 _MAXKEY = tl.constexpr(2**63 - 1)  # the key of "no candidate"
@@ -179,13 +199,74 @@ def _scan_segment(start, n, x, y, z, px, py, pz, pidx, best, kth, k, BLOCK: tl.c
     return best, kth
 
 
+@triton.jit
+def _enc(x):
+    """float32 -> int64 code in [0, 2^32) that orders as the floats do (-NaN below -inf, NaN above
+    inf): bounding boxes are atomic maxima of codes over a zeroed buffer (0 is below every code)."""
+    bits = x.to(tl.int32, bitcast=True)
+    u = bits.to(tl.int64) & 0xFFFFFFFF
+    return tl.where(bits < 0, 0xFFFFFFFF - u, u | 0x80000000)
+
+
+@triton.jit
+def _dec(u):
+    """The float32 of a code of ``_enc`` (a zero code, i.e. an empty box, decodes to NaN)."""
+    bits = tl.where(u >= 0x80000000, u - 0x80000000, 0xFFFFFFFF - u)
+    return bits.to(tl.int32).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _box_lohi(box):
+    """(lo xyz, hi xyz) float32 of a box of six codes: ``0xFFFFFFFF - code`` maxima (the minima), then maxima."""
+    return (_dec(0xFFFFFFFF - tl.load(box + 0)), _dec(0xFFFFFFFF - tl.load(box + 1)),
+            _dec(0xFFFFFFFF - tl.load(box + 2)), _dec(tl.load(box + 3)), _dec(tl.load(box + 4)),
+            _dec(tl.load(box + 5)))
+
+
+@triton.jit
+def _cell_of(x, lo, h, G):
+    """Cell number along one axis (float32 maths, clamped to [0, G - 1]): the one expression the
+    binning kernel and the search kernel both use, so a box's cells are its points' cells."""
+    return tl.minimum(tl.maximum(tl.floor((x - lo) / h), 0.0), G - 1.0).to(tl.int32)
+
+
+@triton.jit
+def _batch_cells(box, b, m, lox, loy, loz, h, GX, GY, GZ, BIG: tl.constexpr):
+    """Occupied cell range (x0, y0, z0, x1, y1, z1) of batches ``b``' points, from their boxes of
+    codes (the cells of the box's corners are the extreme cells of its points: ``_cell_of`` is
+    monotone); an empty batch (or a masked lane) gets the empty range (BIG, -1)."""
+    bb = box + b * 6
+    vx, vy, vz = tl.load(bb + 3, mask=m, other=0), tl.load(bb + 4, mask=m, other=0), tl.load(bb + 5, mask=m, other=0)
+    ux, uy, uz = tl.load(bb + 0, mask=m, other=0), tl.load(bb + 1, mask=m, other=0), tl.load(bb + 2, mask=m, other=0)
+    empty = vx == 0
+    x0 = tl.where(empty, BIG, _cell_of(_dec(0xFFFFFFFF - ux), lox, h, GX))
+    y0 = tl.where(empty, BIG, _cell_of(_dec(0xFFFFFFFF - uy), loy, h, GY))
+    z0 = tl.where(empty, BIG, _cell_of(_dec(0xFFFFFFFF - uz), loz, h, GZ))
+    x1 = tl.where(empty, -1, _cell_of(_dec(vx), lox, h, GX))
+    y1 = tl.where(empty, -1, _cell_of(_dec(vy), loy, h, GY))
+    z1 = tl.where(empty, -1, _cell_of(_dec(vz), loz, h, GZ))
+    return x0, y0, z0, x1, y1, z1
+
+
 @triton.jit(do_not_specialize=SIZES)
-def _knn_grid_kernel(qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start, bbox, out_d, out_i,
-                     left, left_bound, n_left, M, N, k, GX, GY, GZ, lox, loy, loz, h, slack, bound, ring_cap,
+def _knn_grid_kernel(qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start, bbox, geo, geoi, out_d, out_i,
+                     left, left_bound, n_left, M, N, k, bound, ring_cap,
                      W: tl.constexpr, BLOCK: tl.constexpr, BIG: tl.constexpr):
     pid = tl.program_id(0)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     qm = offs < M
+    # the grid's geometry, as the binning kernel computed and stored it (no host round trip)
+    GX = tl.load(geoi + 0)
+    GY = tl.load(geoi + 1)
+    GZ = tl.load(geoi + 2)
+    ring_cap = tl.where(ring_cap < 0, tl.load(geoi + 3), ring_cap)  # negative: the plan's cap
+    # (loaded per lane, not as scalars: ptxas kept scalar loads in uniform registers and spilled them)
+    lane0 = offs * 0
+    lox = tl.load(geo + lane0)
+    loy = tl.load(geo + 1 + lane0)
+    loz = tl.load(geo + 2 + lane0)
+    h = tl.load(geo + 3 + lane0)
+    slack = tl.load(geo + 4 + lane0)
     x, y, z = _load3(qx, qy, qz, offs, qm)
     # the query's cell and batch from its sort key ((b * GZ + cz) * GY + cy) * GX + cx
     key = tl.load(qkey + offs, mask=qm, other=0)
@@ -195,7 +276,8 @@ def _knn_grid_kernel(qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start, bbox,
     key = key // GY
     cz = (key % GZ).to(tl.int32)
     b = (key // GZ).to(tl.int32)
-    # occupied cell range of this query's batch: faces beyond it bound nothing, rows beyond are empty
+    # occupied cell range of this query's batch (the binning kernel's table): faces beyond it bound
+    # nothing, rows beyond are empty
     bx0 = tl.load(bbox + b * 6 + 0, mask=qm, other=0)
     by0 = tl.load(bbox + b * 6 + 1, mask=qm, other=0)
     bz0 = tl.load(bbox + b * 6 + 2, mask=qm, other=0)
@@ -269,30 +351,54 @@ def _knn_grid_kernel(qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start, bbox,
     _write_rows(best, row, qm & (active.to(tl.int32) == 0), out_d, out_i, N, k, W)
 
 
-@triton.jit(do_not_specialize=SIZES)
-def _knn_chunk_kernel(left, left_bound, n_left, qkey, qx, qy, qz, px, py, pz, pidx, cell_start, part,
-                      N, k, G3, CH, NCH, W: tl.constexpr, BLOCK: tl.constexpr, BIG: tl.constexpr):
-    """Second level, exhaustive: program (i, c) scans chunk c (CH sorted points) for leftovers
-    i * BLOCK ..., restricted to each lane's batch, and stores its W best keys in ``part``. The
-    W points of a step are the same for every lane (one load each, broadcast)."""
-    pid = tl.program_id(0)
-    ch = tl.program_id(1)
+@triton.jit
+def _level2_shape(n_left, geoi, N, min_chunk, PROGRAMS: tl.constexpr, PART_BLOCKS: tl.constexpr,
+                  W: tl.constexpr, BLOCK: tl.constexpr):
+    """Work of the second level, from the count of leftovers on the device: (leftovers, blocks of
+    BLOCK, chunks per block, points per chunk). Chunks of at least ``min_chunk`` points, about
+    PROGRAMS (block, chunk) items, at most PART_BLOCKS of them (the partial-list buffer); one
+    chunk: the blocks' rows are written directly."""
     nl = tl.load(n_left)
-    if pid * BLOCK < nl:
-        offs = pid * BLOCK + tl.arange(0, BLOCK)
+    nblk = (nl + BLOCK - 1) // BLOCK
+    nb1 = tl.maximum(nblk, 1)
+    nch = tl.minimum(tl.minimum((N + min_chunk - 1) // min_chunk, (PROGRAMS + nb1 - 1) // nb1), PART_BLOCKS // nb1)
+    nch = tl.maximum(nch, 1)
+    ch = ((N + nch - 1) // nch + W - 1) // W * W
+    nch = (N + ch - 1) // ch
+    return nl, nblk, nch, ch
+
+
+@triton.jit(do_not_specialize=SIZES)
+def _knn_chunk_kernel(left, left_bound, n_left, qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start, geoi, part,
+                      out_d, out_i, N, k, min_chunk, PROGRAMS: tl.constexpr, PART_BLOCKS: tl.constexpr,
+                      W: tl.constexpr, BLOCK: tl.constexpr, BIG: tl.constexpr):
+    """Second level, exhaustive, over (block, chunk) items i * nch + c, PROGRAMS programs striding
+    over them: item (i, c) scans chunk c (ch sorted points) for leftovers i * BLOCK ..., restricted
+    to each lane's batch, and stores its W best keys in ``part`` (one chunk: writes the rows). The
+    W points of a step are the same for every lane (one load each, broadcast). Its size comes from
+    the device (``_level2_shape``): no host round trip."""
+    pid = tl.program_id(0)
+    nl, nblk, nch, ch = _level2_shape(n_left, geoi, N, min_chunk, PROGRAMS, PART_BLOCKS, W, BLOCK)
+    if pid == 0:
+        tl.store(geoi + 6, nch)
+    G3 = tl.load(geoi + 0) * tl.load(geoi + 1) * tl.load(geoi + 2)
+    col = tl.arange(0, W)
+    for w in range(pid, nblk * nch, tl.num_programs(0)):
+        i = w // nch
+        c = w % nch
+        offs = i * BLOCK + tl.arange(0, BLOCK)
         lm = offs < nl
         s = tl.load(left + offs, mask=lm, other=0)
         x, y, z = _load3(qx, qy, qz, s, lm)
         b = tl.load(qkey + s, mask=lm, other=0) // G3
-        c0 = ch * CH
-        c1 = tl.minimum(c0 + CH, N)
+        c0 = c * ch
+        c1 = tl.minimum(c0 + ch, N)
         # this lane's batch occupies sorted points [lo, hi)
         lo = tl.maximum(tl.load(cell_start + b * G3, mask=lm, other=0), c0)
         hi = tl.minimum(tl.load(cell_start + (b + 1) * G3, mask=lm, other=0), c1)
         hi = tl.where(lm, hi, lo)
         best = _placeholders(tl.load(left_bound + offs, mask=lm, other=0.0), BLOCK, W, BIG)
         kth = _kth(best, k, W)
-        col = tl.arange(0, W)
         for j in range(c0, c1, W):
             pos = j + col
             pm = pos < c1
@@ -302,26 +408,35 @@ def _knn_chunk_kernel(left, left_bound, n_left, qkey, qx, qy, qz, px, py, pz, pi
             ci = tl.load(pidx + pos, mask=pm, other=0)[None, :]
             m = (pos[None, :] >= lo[:, None]) & (pos[None, :] < hi[:, None])
             best, kth = _offer(best, kth, x, y, z, cx, cy, cz, ci, m, k, BLOCK, W)
-        tl.store(part + (offs.to(tl.int64)[:, None] * NCH + ch) * W + col[None, :], best, mask=lm[:, None])
+        if nch == 1:
+            row = tl.load(qrow + s, mask=lm, other=0)
+            _write_rows(best, row, lm, out_d, out_i, N, k, W)
+        else:
+            tl.store(part + (offs.to(tl.int64)[:, None] * nch + c) * W + col[None, :], best, mask=lm[:, None])
 
 
 @triton.jit(do_not_specialize=SIZES)
-def _knn_merge_kernel(left, left_bound, n_left, qrow, part, out_d, out_i, N, k, NCH,
+def _knn_merge_kernel(left, left_bound, n_left, qrow, geoi, part, out_d, out_i, N, k,
                       W: tl.constexpr, BLOCK: tl.constexpr, BIG: tl.constexpr):
-    """Second level, final: merge the NCH partial lists of each leftover and write its row."""
+    """Second level, final (when there was more than one chunk): merge the nch partial lists of each
+    leftover and write its row; the programs stride over the blocks."""
     pid = tl.program_id(0)
     nl = tl.load(n_left)
-    if pid * BLOCK < nl:
-        offs = pid * BLOCK + tl.arange(0, BLOCK)
-        lm = offs < nl
-        col = tl.arange(0, W)[None, :]
-        best = _placeholders(tl.load(left_bound + offs, mask=lm, other=0.0), BLOCK, W, BIG)
-        for c in range(NCH):
-            cand = tl.load(part + (offs.to(tl.int64)[:, None] * NCH + c) * W + col, mask=lm[:, None], other=_MAXKEY)
-            best = _merge(best, cand, BLOCK, W)
-        s = tl.load(left + offs, mask=lm, other=0)
-        row = tl.load(qrow + s, mask=lm, other=0)
-        _write_rows(best, row, lm, out_d, out_i, N, k, W)
+    nblk = (nl + BLOCK - 1) // BLOCK
+    nch = tl.load(geoi + 6)  # (stored by the chunk kernel)
+    col = tl.arange(0, W)[None, :]
+    if nch > 1:
+        for i in range(pid, nblk, tl.num_programs(0)):
+            offs = i * BLOCK + tl.arange(0, BLOCK)
+            lm = offs < nl
+            best = _placeholders(tl.load(left_bound + offs, mask=lm, other=0.0), BLOCK, W, BIG)
+            for c in range(nch):
+                cand = tl.load(part + (offs.to(tl.int64)[:, None] * nch + c) * W + col, mask=lm[:, None],
+                               other=_MAXKEY)
+                best = _merge(best, cand, BLOCK, W)
+            s = tl.load(left + offs, mask=lm, other=0)
+            row = tl.load(qrow + s, mask=lm, other=0)
+            _write_rows(best, row, lm, out_d, out_i, N, k, W)
 
 
 # cell sizes tried at once, as multiples of the volume-per-point edge h0 (powers of two: LiDAR
@@ -329,6 +444,12 @@ def _knn_merge_kernel(left, left_bound, n_left, qrow, part, out_d, out_i, N, k, 
 _LADDER_LO, _LADDER_N = -6, 11
 _LADDER = tuple(2.0 ** e for e in range(_LADDER_LO, _LADDER_LO + _LADDER_N))
 _BIN_BLOCK = 256
+#: the device's geometry record: float32 (lo x, y, z, h, slack) and int32 (GX, GY, GZ, ring cap,
+#: error bits, leftover count, level-2 chunks)
+_GEO_F, _GEO_I = 8, 8
+_ERR_POINTS, _ERR_QUERY = 1, 2
+#: the most int32 cells of the dense cell table (4 GiB)
+_MAX_CELLS = 1 << 30
 
 
 @triton.jit
@@ -356,12 +477,66 @@ def _batch_of(offs, batch_off, NB, LOG_NB: tl.constexpr):
 
 
 @triton.jit
-def _h0(stats, n):
-    """The volume-per-point edge of the bounding box in ``stats`` (lo xyz, hi xyz), as the host's
-    ``_h0_host`` computes it."""
-    ex = tl.load(stats + 3) - tl.load(stats + 0)
-    ey = tl.load(stats + 4) - tl.load(stats + 1)
-    ez = tl.load(stats + 5) - tl.load(stats + 2)
+def _rows(pid, n, m, SELF: tl.constexpr, BLOCK: tl.constexpr):
+    """The rows of program ``pid`` of a launch over the points' blocks, then (bipartite) the
+    queries' blocks: (row offsets within their cloud, mask, 1 if the rows are queries)."""
+    pn = (n + BLOCK - 1) // BLOCK
+    if SELF:
+        is_q = 0
+        lim = n
+    else:
+        is_q = (pid >= pn).to(tl.int32)
+        lim = tl.where(is_q > 0, m, n)
+    offs = (pid - pn * is_q) * BLOCK + tl.arange(0, BLOCK)
+    return offs, offs < lim, is_q
+
+
+@triton.jit
+def _box_atomics(box, cx, cy, cz, mask):
+    """Fold the codes of a block of rows into a box (six atomics)."""
+    tl.atomic_max(box + 0, tl.max(tl.where(mask, 0xFFFFFFFF - cx, 0), axis=0))
+    tl.atomic_max(box + 1, tl.max(tl.where(mask, 0xFFFFFFFF - cy, 0), axis=0))
+    tl.atomic_max(box + 2, tl.max(tl.where(mask, 0xFFFFFFFF - cz, 0), axis=0))
+    tl.atomic_max(box + 3, tl.max(tl.where(mask, cx, 0), axis=0))
+    tl.atomic_max(box + 4, tl.max(tl.where(mask, cy, 0), axis=0))
+    tl.atomic_max(box + 5, tl.max(tl.where(mask, cz, 0), axis=0))
+
+
+@triton.jit(do_not_specialize=SIZES)
+def _box_kernel(pts, qry, poff, box, n, m, NB, D: tl.constexpr, LOG_NB: tl.constexpr, SELF: tl.constexpr,
+                BATCHES: tl.constexpr, BLOCK: tl.constexpr):
+    """Bounding boxes as ``_enc`` codes (atomic maxima into a zeroed buffer): the points' at
+    ``box[0:6]``, the queries' at ``box[6:12]`` and, with BATCHES, each batch's points' at
+    ``box[12 + 6 b:]`` (one set of atomics per program for its first row's batch, elementwise for
+    rows of later batches). NaN codes lie beyond +-inf, so a NaN coordinate shows in the box."""
+    offs, mask, is_q = _rows(tl.program_id(0), n, m, SELF, BLOCK)
+    if is_q > 0:
+        x, y, z = _load_xyz(qry, offs, mask, D)
+        _box_atomics(box + 6, _enc(x), _enc(y), _enc(z), mask)
+    else:
+        x, y, z = _load_xyz(pts, offs, mask, D)
+        cx, cy, cz = _enc(x), _enc(y), _enc(z)
+        _box_atomics(box, cx, cy, cz, mask)
+        if BATCHES:
+            b = _batch_of(offs, poff, NB, LOG_NB)
+            b0 = tl.min(tl.where(mask, b, NB), axis=0)
+            _box_atomics(box + 12 + b0 * 6, cx, cy, cz, mask & (b == b0))
+            rest = mask & (b != b0)  # rows of later batches in this program (short batches, boundaries)
+            bb = box + 12 + b * 6
+            tl.atomic_max(bb + 0, 0xFFFFFFFF - cx, mask=rest)
+            tl.atomic_max(bb + 1, 0xFFFFFFFF - cy, mask=rest)
+            tl.atomic_max(bb + 2, 0xFFFFFFFF - cz, mask=rest)
+            tl.atomic_max(bb + 3, cx, mask=rest)
+            tl.atomic_max(bb + 4, cy, mask=rest)
+            tl.atomic_max(bb + 5, cz, mask=rest)
+
+
+@triton.jit
+def _h0(lx, ly, lz, hx, hy, hz, n):
+    """The volume-per-point edge of a box (float64), as the host twin ``_h0_host`` computes it."""
+    ex = hx.to(tl.float64) - lx.to(tl.float64)
+    ey = hy.to(tl.float64) - ly.to(tl.float64)
+    ez = hz.to(tl.float64) - lz.to(tl.float64)
     emax = tl.maximum(tl.maximum(tl.maximum(ex, ey), ez), 1e-6)
     fx = ex > 1e-3 * emax
     fy = ey > 1e-3 * emax
@@ -373,21 +548,21 @@ def _h0(stats, n):
 
 
 @triton.jit(do_not_specialize=SIZES)
-def _ladder_kernel(pts, stats, batch_off, table, n, NB, T, L: tl.constexpr, LADDER_LO: tl.constexpr,
-                   PASS: tl.constexpr, D: tl.constexpr, LOG_NB: tl.constexpr, BLOCK: tl.constexpr):
-    """PASS 0: count the points of every hashed cell, for every rung of the ladder. PASS 1: add each
-    point's count (its cell's occupancy) into ``stats[12 + rung]`` (float64, exact for integers)."""
+def _ladder_kernel(pts, box, poff, sums, table, n, NB, T, L: tl.constexpr, LADDER_LO: tl.constexpr,
+                   D: tl.constexpr, LOG_NB: tl.constexpr, BLOCK: tl.constexpr):
+    """Occupancy of a ladder of cell sizes in one pass: each point adds 1 to its hashed cell of
+    every rung, and the count it finds there (atomics return it) plus one into ``sums[rung]``.
+    A cell of c points adds 1 + 2 + ... + c, so the point-weighted mean occupancy, sum(c^2) / n,
+    is (2 * sums - n) / n (hash collisions merge cells)."""
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     m = offs < n
     x, y, z = _load_xyz(pts, offs, m, D)
     x = x.to(tl.float64)
     y = y.to(tl.float64)
     z = z.to(tl.float64)
-    b = _batch_of(offs, batch_off, NB, LOG_NB).to(tl.int64)
-    h0, ex, ey, ez = _h0(stats, n * 1.0)
-    lx = tl.load(stats + 0)
-    ly = tl.load(stats + 1)
-    lz = tl.load(stats + 2)
+    b = _batch_of(offs, poff, NB, LOG_NB).to(tl.int64)
+    lx, ly, lz, hx, hy, hz = _box_lohi(box)
+    h0, ex, ey, ez = _h0(lx, ly, lz, hx, hy, hz, n * 1.0)
     T64 = T.to(tl.int64)  # hash slots per rung (a power of two, from the cloud size: not a constexpr)
     for r in tl.static_range(L):
         h = h0 * tl.exp2((r + LADDER_LO) * 1.0)
@@ -395,61 +570,176 @@ def _ladder_kernel(pts, stats, batch_off, table, n, NB, T, L: tl.constexpr, LADD
         cy = tl.minimum(tl.maximum(tl.floor((y - ly) / h), 0.0), tl.maximum(tl.ceil(ey / h) - 1.0, 0.0)).to(tl.int64)
         cz = tl.minimum(tl.maximum(tl.floor((z - lz) / h), 0.0), tl.maximum(tl.ceil(ez / h) - 1.0, 0.0)).to(tl.int64)
         key = (cx * 73856093) ^ (cy * 19349663) ^ (cz * 83492791) ^ (b * 2654435761)
-        slot = r * T64 + (key & (T64 - 1))
-        if PASS == 0:
-            tl.atomic_add(table + slot, 1, mask=m)
-        else:
-            cnt = tl.load(table + slot, mask=m, other=0).to(tl.float64)
-            tl.atomic_add(stats + 12 + r, tl.sum(cnt, axis=0))
+        seen = tl.atomic_add(table + r * T64 + (key & (T64 - 1)), 1, mask=m)
+        tl.atomic_add(sums + r, tl.sum(tl.where(m, seen + 1, 0).to(tl.int64), axis=0))
+
+
+@triton.jit
+def _dims(ex, ey, ez, h):
+    """Cells per axis (float64) of a grid of edge ``h`` over extents ``e``, as ``_grid_dims``."""
+    gx = tl.maximum(tl.ceil(tl.maximum(ex, 1e-6) / h), 1.0)
+    gy = tl.maximum(tl.ceil(tl.maximum(ey, 1e-6) / h), 1.0)
+    gz = tl.maximum(tl.ceil(tl.maximum(ez, 1e-6) / h), 1.0)
+    return gx, gy, gz
+
+
+@triton.jit
+def _ring_rows_dev(i, gy, gz):
+    return tl.minimum(2 * i + 1, 2 * gz - 1) * tl.minimum(2 * i + 1, 2 * gy - 1)
+
+
+@triton.jit
+def _ring_cap_dev(GX, GY, GZ, RING_CAP: tl.constexpr):
+    """``ring_cap_for`` on the device (same steps: the rings after RING_CAP whose rows fit its budget)."""
+    budget = 0
+    used = 0
+    for i in tl.static_range(RING_CAP + 1):
+        budget += (2 * i + 1) * (2 * i + 1)
+        used += _ring_rows_dev(i, GY, GZ)
+    maxg = tl.maximum(tl.maximum(GX, GY), GZ)
+    r = GX * 0 + RING_CAP
+    go = r < maxg
+    while go:
+        ring = _ring_rows_dev(r + 1, GY, GZ)
+        flat = 2 * r + 3 >= tl.maximum(2 * GZ - 1, 2 * GY - 1)  # every further ring has as many rows
+        over = used + ring > budget
+        r = tl.where(flat, tl.minimum(r + (budget - used) // ring, maxg), tl.where(over, r, r + 1))
+        used = tl.where(flat | over, used, used + ring)
+        go = (flat == 0) & (over == 0) & (r < maxg)
+    return r
+
+
+@triton.jit
+def _geometry(box, sums, n, NB, ncap, k, target_per_k, SELF: tl.constexpr, L: tl.constexpr,
+              LADDER_LO: tl.constexpr):
+    """The grid, from the boxes and the ladder's sums (the host twin is ``_pick_cell``): cell edge
+    h for ``target_per_k * k`` points per cell (log-log interpolation between the rungs around the
+    target), grown by 1.25 until a batch's grid has at most ncap / NB cells. Returns float32 origin
+    and h, int32 cells per axis, float32 slack and the error bits (a non-finite box: then a safe
+    one-cell grid, so that nothing indexes out of range before the host raises)."""
+    lx, ly, lz, hx, hy, hz = _box_lohi(box)
+    if SELF:
+        qlx, qly, qlz, qhx, qhy, qhz = lx, ly, lz, hx, hy, hz
+    else:
+        qlx, qly, qlz, qhx, qhy, qhz = _box_lohi(box + 6)
+    inf = float("inf")
+    pgood = (tl.abs(lx) < inf) & (tl.abs(ly) < inf) & (tl.abs(lz) < inf) & (tl.abs(hx) < inf) & (tl.abs(hy) < inf) \
+        & (tl.abs(hz) < inf)
+    qgood = (tl.abs(qlx) < inf) & (tl.abs(qly) < inf) & (tl.abs(qlz) < inf) & (tl.abs(qhx) < inf) \
+        & (tl.abs(qhy) < inf) & (tl.abs(qhz) < inf)
+    err = tl.where(pgood, 0, 1) + tl.where(qgood, 0, 2)
+    nf = n * 1.0
+    h0, ex, ey, ez = _h0(lx, ly, lz, hx, hy, hz, nf)
+    target = tl.maximum(h0 * 0.0 + k * target_per_k, 2.0)  # (float64)
+    h = h0 * tl.exp2((L - 1 + LADDER_LO) * 1.0)
+    found = n * 0  # (an int32 tensor: loop-carried)
+    a = (2.0 * tl.load(sums).to(tl.float64) - nf) / nf
+    for i in tl.static_range(L - 1):
+        b = (2.0 * tl.load(sums + i + 1).to(tl.float64) - nf) / nf
+        la = tl.log(tl.maximum(a, 1e-9))
+        t = tl.where(b <= a, 0.0, (tl.log(target) - la) / tl.where(b <= a, 1.0, tl.log(tl.maximum(b, 1e-9)) - la))
+        t = tl.minimum(tl.maximum(t, 0.0), 1.0)
+        hit = (found == 0) & (b >= target)
+        h = tl.where(hit, h0 * tl.exp2((i + LADDER_LO) * 1.0) * tl.exp2(t), h)
+        found = found | hit.to(tl.int32)
+        a = b
+    ok = (h > 0.0) & (h < inf)
+    h = tl.where(ok, h, tl.maximum(tl.maximum(tl.maximum(ex, ey), ez), 1e-6))
+    cap = ncap * 1.0 / NB
+    gx, gy, gz = _dims(ex, ey, ez, h)
+    grow = n * 0
+    while (gx * gy * gz > cap) & (grow < 4096):
+        h = h * 1.25
+        gx, gy, gz = _dims(ex, ey, ez, h)
+        grow += 1
+    pmax = tl.maximum(tl.maximum(tl.maximum(tl.abs(lx), tl.abs(ly)), tl.maximum(tl.abs(lz), tl.abs(hx))),
+                      tl.maximum(tl.abs(hy), tl.abs(hz)))
+    qmax = tl.maximum(tl.maximum(tl.maximum(tl.abs(qlx), tl.abs(qly)), tl.maximum(tl.abs(qlz), tl.abs(qhx))),
+                      tl.maximum(tl.abs(qhy), tl.abs(qhz)))
+    slack = 1e-5 * h + 4e-6 * tl.maximum(pmax, qmax).to(tl.float64)
+    good = err == 0
+    return (tl.where(good, lx, 0.0), tl.where(good, ly, 0.0), tl.where(good, lz, 0.0),
+            tl.where(good, h, 1.0).to(tl.float32), tl.where(good, gx, 1.0).to(tl.int32),
+            tl.where(good, gy, 1.0).to(tl.int32), tl.where(good, gz, 1.0).to(tl.int32),
+            tl.where(good, slack, 1.0).to(tl.float32), err)
 
 
 @triton.jit(do_not_specialize=SIZES)
-def _bin_kernel(pts, batch_off, key_out, bbox, n, NB, GX, GY, GZ, lox, loy, loz, h,
-                D: tl.constexpr, LOG_NB: tl.constexpr, BBOX: tl.constexpr, BLOCK: tl.constexpr):
-    """Sort key ((b * GZ + cz) * GY + cy) * GX + cx of every row; with BBOX, also the occupied cell
-    range of every batch (atomic min / max; one atomic per program for its first row's batch)."""
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    m = offs < n
-    x, y, z = _load_xyz(pts, offs, m, D)
-    cx = tl.minimum(tl.maximum(tl.floor((x - lox) / h), 0.0), GX - 1.0).to(tl.int32)
-    cy = tl.minimum(tl.maximum(tl.floor((y - loy) / h), 0.0), GY - 1.0).to(tl.int32)
-    cz = tl.minimum(tl.maximum(tl.floor((z - loz) / h), 0.0), GZ - 1.0).to(tl.int32)
-    b = _batch_of(offs, batch_off, NB, LOG_NB)
+def _bin_kernel(pts, qry, poff, qoff, box, bbox, sums, geo, geoi, counts, key_out, rank_out, n, m, NB, ncap, k,
+                target_per_k, D: tl.constexpr, LOG_NB: tl.constexpr, SELF: tl.constexpr, BATCHES: tl.constexpr,
+                L: tl.constexpr, LADDER_LO: tl.constexpr, RING_CAP: tl.constexpr, BLOCK: tl.constexpr):
+    """Every program derives the grid from the boxes and ladder sums (``_geometry``: the same
+    values in every program; program 0 stores them, with the ring cap and each batch's occupied
+    cell range (``bbox``, int32 (NB, 6): no division in the search kernel), for the search). Each row
+    (points, then queries) gets its sort key ((b * GZ + cz) * GY + cy) * GX + cx and its rank
+    among the rows of its cloud in its cell (an atomic count: ``counts[1 + key]`` for points,
+    ``counts[1 + ncap + key]`` for queries), which place it after the counts' prefix sum."""
+    pid = tl.program_id(0)
+    lox, loy, loz, h, GX, GY, GZ, slack, err = _geometry(box, sums, n, NB, ncap, k, target_per_k, SELF, L,
+                                                         LADDER_LO)
+    if pid == 0:
+        tl.store(geo + 0, lox)
+        tl.store(geo + 1, loy)
+        tl.store(geo + 2, loz)
+        tl.store(geo + 3, h)
+        tl.store(geo + 4, slack)
+        tl.store(geoi + 0, GX)
+        tl.store(geoi + 1, GY)
+        tl.store(geoi + 2, GZ)
+        tl.store(geoi + 3, _ring_cap_dev(GX, GY, GZ, RING_CAP))
+        tl.store(geoi + 4, err)
+        for b0 in range(0, NB, BLOCK):
+            b = b0 + tl.arange(0, BLOCK)
+            bm = b < NB
+            x0, y0, z0, x1, y1, z1 = _batch_cells(box + 12 if BATCHES else box, b, bm, lox, loy, loz, h, GX, GY, GZ,
+                                                  2**31 - 1)
+            tl.store(bbox + b * 6 + 0, x0, mask=bm)
+            tl.store(bbox + b * 6 + 1, y0, mask=bm)
+            tl.store(bbox + b * 6 + 2, z0, mask=bm)
+            tl.store(bbox + b * 6 + 3, x1, mask=bm)
+            tl.store(bbox + b * 6 + 4, y1, mask=bm)
+            tl.store(bbox + b * 6 + 5, z1, mask=bm)
+    offs, mask, is_q = _rows(pid, n, m, SELF, BLOCK)
+    if is_q > 0:
+        x, y, z = _load_xyz(qry, offs, mask, D)
+        b = _batch_of(offs, qoff, NB, LOG_NB)
+    else:
+        x, y, z = _load_xyz(pts, offs, mask, D)
+        b = _batch_of(offs, poff, NB, LOG_NB)
+    # (NaN rows, rejected by the host after the call, bin at the origin: no index out of range)
+    cx = _cell_of(tl.where(x == x, x, lox), lox, h, GX)
+    cy = _cell_of(tl.where(y == y, y, loy), loy, h, GY)
+    cz = _cell_of(tl.where(z == z, z, loz), loz, h, GZ)
     key = ((b.to(tl.int64) * GZ + cz) * GY + cy) * GX + cx
-    tl.store(key_out + offs, key, mask=m)
-    if BBOX:
-        b0 = tl.min(tl.where(m, b, NB), axis=0)
-        same = m & (b == b0)
-        big = 2**31 - 1
-        tl.atomic_min(bbox + b0 * 6 + 0, tl.min(tl.where(same, cx, big), axis=0))
-        tl.atomic_min(bbox + b0 * 6 + 1, tl.min(tl.where(same, cy, big), axis=0))
-        tl.atomic_min(bbox + b0 * 6 + 2, tl.min(tl.where(same, cz, big), axis=0))
-        tl.atomic_max(bbox + b0 * 6 + 3, tl.max(tl.where(same, cx, -1), axis=0))
-        tl.atomic_max(bbox + b0 * 6 + 4, tl.max(tl.where(same, cy, -1), axis=0))
-        tl.atomic_max(bbox + b0 * 6 + 5, tl.max(tl.where(same, cz, -1), axis=0))
-        rest = m & (b != b0)  # rows of later batches in this program (short batches, boundaries)
-        tl.atomic_min(bbox + b * 6 + 0, cx, mask=rest)
-        tl.atomic_min(bbox + b * 6 + 1, cy, mask=rest)
-        tl.atomic_min(bbox + b * 6 + 2, cz, mask=rest)
-        tl.atomic_max(bbox + b * 6 + 3, cx, mask=rest)
-        tl.atomic_max(bbox + b * 6 + 4, cy, mask=rest)
-        tl.atomic_max(bbox + b * 6 + 5, cz, mask=rest)
+    rank = tl.atomic_add(counts + 1 + is_q * ncap + key, 1, mask=mask)
+    row = offs + is_q * n
+    tl.store(key_out + row, key, mask=mask)
+    tl.store(rank_out + row, rank, mask=mask)
 
 
 @triton.jit(do_not_specialize=SIZES)
-def _gather_kernel(pts, order, out, idx_out, n, stride, D: tl.constexpr, WITH_IDX: tl.constexpr,
-                   BLOCK: tl.constexpr):
-    """Rows ``order`` of ``pts`` (n, D), transposed into the three rows of ``out`` (row stride
-    ``stride``; z = 0 in 2D); ``idx_out`` = order (int32)."""
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    m = offs < n
-    src = tl.load(order + offs, mask=m, other=0)
-    x, y, z = _load_xyz(pts, src, m, D)
-    tl.store(out + offs, x, mask=m)
-    tl.store(out + stride + offs, y, mask=m)
-    tl.store(out + 2 * stride + offs, z, mask=m)
-    if WITH_IDX:
-        tl.store(idx_out + offs, src.to(tl.int32), mask=m)
+def _gather_kernel(pts, qry, key_in, rank_in, starts, xyz, skey, srow, pidx, n, m, npad, stride, ncap,
+                   D: tl.constexpr, SELF: tl.constexpr, BLOCK: tl.constexpr):
+    """The counting sort's scatter: each row goes to ``starts[key] + rank`` (the prefix sum of the
+    counts: points at [0, n), queries at [npad, npad + m) of the three coordinate rows of ``xyz``,
+    row stride ``stride``), with its key and its row (``srow``; ``pidx``: the points' rows, int32).
+    The order within a cell is the atomics' order, which no result depends on (lists order by
+    distance, then index)."""
+    offs, mask, is_q = _rows(tl.program_id(0), n, m, SELF, BLOCK)
+    row = offs + is_q * n
+    key = tl.load(key_in + row, mask=mask, other=0)
+    pos = tl.load(starts + is_q * ncap + key, mask=mask, other=0) + tl.load(rank_in + row, mask=mask, other=0)
+    if is_q > 0:
+        x, y, z = _load_xyz(qry, offs, mask, D)
+        pos = pos - n + npad
+    else:
+        x, y, z = _load_xyz(pts, offs, mask, D)
+        tl.store(pidx + pos, offs, mask=mask)
+    tl.store(xyz + pos, x, mask=mask)
+    tl.store(xyz + stride + pos, y, mask=mask)
+    tl.store(xyz + 2 * stride + pos, z, mask=mask)
+    tl.store(skey + pos, key, mask=mask)
+    tl.store(srow + pos, offs.to(tl.int64), mask=mask)
 
 
 def _same_tensor(a: Tensor, b: Tensor) -> bool:
@@ -462,10 +752,10 @@ def _upload(values: list[int], dev: torch.device, dtype: torch.dtype = torch.int
     return t.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else t.to(dev)
 
 
-def _xyz_rows(n: int, dev: torch.device) -> Tensor:
-    """An empty (3, n) float32 view whose rows start 16-byte aligned for every ``n`` (the kernels
-    take the rows as separate pointers: an unaligned one would be a new compiled variant)."""
-    return torch.empty((3, triton.cdiv(n, 4) * 4), dtype=torch.float32, device=dev)[:, :n]
+def _pad4(n: int) -> int:
+    """``n`` rounded up to a multiple of 4 (float32 rows that start 16-byte aligned: the kernels
+    take rows as separate pointers, and an unaligned one would be a new compiled variant)."""
+    return triton.cdiv(n, 4) * 4
 
 
 def _grid_dims(ext: list[float], h: float) -> list[int]:
@@ -474,6 +764,7 @@ def _grid_dims(ext: list[float], h: float) -> list[int]:
 
 
 def _h0_host(lo: list[float], hi: list[float], n: int) -> float:
+    """Host twin of the kernels' ``_h0`` (tests compare the device's choice with ``_pick_cell``)."""
     ext = [b - a for a, b in zip(lo, hi)]
     emax = max(max(ext), 1e-6)
     flat = [e for e in ext if e > 1e-3 * emax]
@@ -482,9 +773,10 @@ def _h0_host(lo: list[float], hi: list[float], n: int) -> float:
 
 
 def _pick_cell(h0: float, occ: list[float], ext: list[float], n: int, nb: int, k: int,
-               target_per_k: float, cells_per_point: float) -> float:
-    """Cell edge for ``target_per_k * k`` points per cell (log-log interpolation on the ladder),
-    grown until the grid holds at most ``max(cells_per_point * n, 2^16)`` cells."""
+               target_per_k: float, ncap: int) -> float:
+    """Host twin of the kernels' ``_geometry``: the cell edge for ``target_per_k * k`` points per
+    cell (log-log interpolation on the ladder), grown until a batch's grid holds at most
+    ``ncap / nb`` cells."""
     target = max(2.0, k * target_per_k)
     hs = [h0 * f for f in _LADDER]
     h = hs[-1]
@@ -496,22 +788,47 @@ def _pick_cell(h0: float, occ: list[float], ext: list[float], n: int, nb: int, k
             break
     if not math.isfinite(h) or h <= 0:  # overflowing volume (coordinates near float32's range)
         h = max(max(ext), 1e-6)
-    cap = max(cells_per_point * n, 1 << 16) / max(nb, 1)
+    cap = ncap / max(nb, 1)
     while math.prod(_grid_dims(ext, h)) > cap:
         h *= 1.25
     return h
 
 
+def _decode_host(codes: list[int]) -> list[float]:
+    """Host twin of ``_dec`` (float32 values of the boxes' codes), for tests and ``geometry``."""
+    bits = [c - 0x80000000 if c >= 0x80000000 else 0xFFFFFFFF - c for c in codes]
+    return torch.tensor(bits, dtype=torch.int64).to(torch.int32).view(torch.float32).tolist()
+
+
 class GridPlan(NamedTuple):
-    """Everything the kernel reads (sorted points and queries, cell table, grid geometry)."""
+    """Everything the kernels read (sorted points and queries, cell table, the device's geometry
+    record). The geometry stays on the device; ``geometry()`` reads it (a sync: tests, benchmarks)."""
 
     args: tuple
     M: int
     N: int
     k: int
     K: int
-    h: float
-    grid: tuple[int, int, int]
+    geo: Tensor
+    geoi: Tensor
+    boxes: Tensor
+    sums: Tensor
+    runs: list  # [number of runs so far] (a second run of a plan re-zeroes its leftover count)
+
+    def geometry(self) -> dict:
+        """The grid the device chose: cell edge ``h``, ``grid`` (cells per axis), origin ``lo``,
+        ``slack``, ``ring_cap``, ``err`` bits, the boxes (points, query, per batch) as (lo xyz,
+        hi xyz) float32 lists (an empty batch: NaN), and the ladder's point-weighted mean
+        occupancy per rung."""
+        f, i = self.geo.tolist(), self.geoi.tolist()
+        codes = self.boxes.tolist()
+        boxes = []
+        for s in range(0, len(codes), 6):
+            c = codes[s:s + 6]
+            boxes.append(_decode_host([0xFFFFFFFF - v for v in c[:3]] + c[3:]))
+        occ = [(2 * v - self.N) / self.N for v in self.sums.tolist()]
+        return {"lo": f[0:3], "h": f[3], "slack": f[4], "grid": tuple(i[0:3]), "ring_cap": i[3], "err": i[4],
+                "points_box": boxes[0], "query_box": boxes[1], "batch_boxes": boxes[2:], "occupancy": occ}
 
 
 def _ring_rows(i: int, gy: int, gz: int) -> int:
@@ -528,7 +845,8 @@ def rows_through(r: int, gy: int, gz: int) -> int:
 def ring_cap_for(grid: tuple[int, int, int]) -> int:
     """The last ring of the grid search on a grid of ``grid`` cells: the most rings whose rows fit
     the budget of ``RING_CAP`` rings on a deep grid (455 rows at 6), at least ``RING_CAP``, and no
-    more than ``max(grid)`` (by then every face of the visited cube is on the grid's border)."""
+    more than ``max(grid)`` (by then every face of the visited cube is on the grid's border).
+    The host twin of the kernels' ``_ring_cap_dev``, which the plan runs."""
     budget = rows_through(RING_CAP, RING_CAP + 1, RING_CAP + 1)
     gy, gz = grid[1], grid[2]
     r, used = RING_CAP, rows_through(RING_CAP, gy, gz)
@@ -546,88 +864,75 @@ def _grid1(n: int, block: int = _BIN_BLOCK) -> tuple[int]:
     return (triton.cdiv(n, block),)
 
 
+def _check_empty(query: Tensor, points: Tensor) -> None:
+    for name, x in (("query", query), ("points", points)):
+        if x.numel() and not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} contains NaN or inf")
+
+
 def plan_knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int], *,
                   target_per_k: float | None = None, cells_per_point: float | None = None) -> GridPlan | None:
     """Bin and sort the clouds (float32, D = 2 or 3, validated row splits); None when either is empty.
 
+    No device -> host sync: the grid's geometry is computed and kept on the device. Launches: one
+    zero fill, four Triton kernels (boxes; the occupancy ladder; geometry, keys and ranks; the
+    counting sort's scatter) and one prefix sum (plus the uploads of ragged row splits).
     ``target_per_k`` and ``cells_per_point`` override the module's tuning knobs (benchmarks).
-    One device -> host sync (bounding boxes and the occupancy ladder, read together) and about a
-    dozen launches (three Triton kernels, the sorts, one binary search).
-    Raises ValueError if a coordinate is NaN or inf (checked at the sync).
+    NaN or inf coordinates are flagged on the device; ``run_knn_grid`` raises ValueError for them.
     """
     dev = query.device
     M, N, D = query.shape[0], points.shape[0], query.shape[1]
     if M == 0 or N == 0:
-        for name, x in (("query", query), ("points", points)):
-            if x.numel() and not bool(torch.isfinite(x).all()):
-                raise ValueError(f"{name} contains NaN or inf")
+        _check_empty(query, points)
         return None
     same = (query is points or _same_tensor(query, points)) and qo == po
     points = points.contiguous()  # the kernels read rows of D packed floats
     query = points if same else query.contiguous()
     nb = len(po) - 1
     log_nb = 0 if nb == 1 else nb.bit_length()  # binary-search steps for the batch of a row
-    # stats (float64): lo xyz, hi xyz of the points, of the query, then the ladder's occupancy sums
     L = _LADDER_N
     T = 1 << max(12, (2 * N - 1).bit_length())  # hash slots per rung: >= 2N
-    scratch = torch.zeros(12 + L + (L * T) // 2, dtype=torch.int64, device=dev)
-    stats = scratch[:12 + L].view(torch.float64)
-    table = scratch[12 + L:].view(torch.int32)
-    lo, hi = torch.aminmax(points, dim=0)
-    stats[0:D].copy_(lo)
-    stats[3:3 + D].copy_(hi)
-    if not same:  # (self-KNN: the host reuses the points' box)
-        qlo, qhi = torch.aminmax(query, dim=0)
-        stats[6:6 + D].copy_(qlo)
-        stats[9:9 + D].copy_(qhi)
+    cells = CELLS_PER_POINT if cells_per_point is None else cells_per_point
+    ncap = int(min(max(cells * N, 1 << 16, nb), _MAX_CELLS))  # cells of the dense table (all batches)
+    ncol = 1 if same else 2  # count columns: points (and queries)
+    # one zeroed buffer (int64 units): boxes (points, query, per batch), ladder sums, the geometry
+    # record, the ladder's hash table, the cell counts (which become the cell starts)
+    n_box = 12 + (6 * nb if nb > 1 else 0)
+    sizes = [n_box, L, (_GEO_F + _GEO_I) // 2, 3 * nb, L * T // 2, (ncol * ncap + 2) // 2]
+    scratch = torch.zeros(sum(sizes), dtype=torch.int64, device=dev)
+    box, sums, georec, bbox, table, counts = torch.split(scratch, sizes)
+    bbox = bbox.view(torch.int32)  # occupied cell range per batch (nb, 6)
+    geo = georec[:_GEO_F // 2].view(torch.float32)
+    geoi = georec[_GEO_F // 2:].view(torch.int32)
+    table = table.view(torch.int32)
+    counts = counts.view(torch.int32)[:ncol * ncap + 1]
     poff = _upload(po, dev) if nb > 1 else scratch  # (unused when there is one batch)
-    for pas in (0, 1):
-        _ladder_kernel[_grid1(N)](points, stats, poff, table, N, nb, T=T, L=L, LADDER_LO=_LADDER_LO, PASS=pas, D=D,
-                                  LOG_NB=log_nb, BLOCK=_BIN_BLOCK)
-    st = stats.tolist()  # the one device -> host sync
-    plo, phi, occ = st[0:3], st[3:6], [v / N for v in st[12:]]
-    qlo_h, qhi_h = (plo, phi) if same else (st[6:9], st[9:12])
-    if not all(map(math.isfinite, plo + phi)):
-        raise ValueError("points contains NaN or inf")
-    if not all(map(math.isfinite, qlo_h + qhi_h)):
-        raise ValueError("query contains NaN or inf")
-    ext = [b - a for a, b in zip(plo, phi)]
-    h = _pick_cell(_h0_host(plo, phi, N), occ, ext, N, nb, k,
-                   TARGET_OCCUPANCY_PER_K if target_per_k is None else target_per_k,
-                   CELLS_PER_POINT if cells_per_point is None else cells_per_point)
-    # the kernels work in float32: the grid's origin is the float32 minimum itself
-    GX, GY, GZ = _grid_dims(ext, h)
-    ncells = nb * GX * GY * GZ
-    pmax = max(abs(v) for v in plo + phi + qlo_h + qhi_h)
-    slack = 1e-5 * h + 4e-6 * pmax
-    geo = (GX, GY, GZ, plo[0], plo[1], plo[2], h)
-
-    if nb > 1:  # per-batch occupied cell ranges, found while binning
-        bbox = _upload(([2**31 - 1] * 3 + [-1] * 3) * nb, dev, torch.int32)
-    else:  # one batch: the whole grid
-        bbox = _upload([0, 0, 0, GX - 1, GY - 1, GZ - 1], dev, torch.int32)
-    pkey = torch.empty(N, dtype=torch.int64, device=dev)
-    _bin_kernel[_grid1(N)](points, poff, pkey, bbox, N, nb, *geo, D=D, LOG_NB=log_nb,
-                           BBOX=nb > 1, BLOCK=_BIN_BLOCK)
-    skey, porder = torch.sort(pkey)
-    cell_start = torch.searchsorted(skey, torch.arange(ncells + 1, device=dev), out_int32=True)
-    pxyz = _xyz_rows(N, dev)
+    qoff = poff if same or nb == 1 else _upload(qo, dev)
+    rows = N if same else N + M
+    nprog = triton.cdiv(N, _BIN_BLOCK) + (0 if same else triton.cdiv(M, _BIN_BLOCK))
+    _box_kernel[(nprog,)](points, query, poff, box, N, M, nb, D=D, LOG_NB=log_nb, SELF=same, BATCHES=nb > 1,
+                          BLOCK=_BIN_BLOCK)
+    _ladder_kernel[_grid1(N)](points, box, poff, sums, table, N, nb, T, L=L, LADDER_LO=_LADDER_LO, D=D,
+                              LOG_NB=log_nb, BLOCK=_BIN_BLOCK)
+    keys = torch.empty(rows, dtype=torch.int64, device=dev)
+    ranks = torch.empty(rows, dtype=torch.int32, device=dev)
+    _bin_kernel[(nprog,)](points, query, poff, qoff, box, bbox, sums, geo, geoi, counts, keys, ranks, N, M, nb, ncap,
+                          k, TARGET_OCCUPANCY_PER_K if target_per_k is None else target_per_k, D=D, LOG_NB=log_nb,
+                          SELF=same, BATCHES=nb > 1, L=L, LADDER_LO=_LADDER_LO, RING_CAP=RING_CAP, BLOCK=_BIN_BLOCK)
+    counts.cumsum_(0)  # counts -> starts: points' cells at [0, ncap], queries' (offset by N) after
+    npad = _pad4(N)
+    stride = npad + (0 if same else _pad4(M))
+    xyz = torch.empty((3, stride), dtype=torch.float32, device=dev)
+    skey = torch.empty(stride, dtype=torch.int64, device=dev)
+    srow = torch.empty(stride, dtype=torch.int64, device=dev)
     pidx = torch.empty(N, dtype=torch.int32, device=dev)
-    _gather_kernel[_grid1(N)](points, porder, pxyz, pidx, N, pxyz.stride(0), D=D, WITH_IDX=True, BLOCK=_BIN_BLOCK)
-    if same:
-        qkey, qorder, qxyz = skey, porder, pxyz  # self-KNN: the points' sort serves the queries
-    else:
-        qoff = _upload(qo, dev) if nb > 1 else scratch
-        qkey = torch.empty(M, dtype=torch.int64, device=dev)
-        _bin_kernel[_grid1(M)](query, qoff, qkey, bbox, M, nb, *geo, D=D, LOG_NB=log_nb,
-                               BBOX=False, BLOCK=_BIN_BLOCK)
-        qkey, qorder = torch.sort(qkey)
-        qxyz = _xyz_rows(M, dev)
-        _gather_kernel[_grid1(M)](query, qorder, qxyz, qxyz, M, qxyz.stride(0), D=D, WITH_IDX=False,
-                                  BLOCK=_BIN_BLOCK)
-    args = (qkey, qxyz[0], qxyz[1], qxyz[2], qorder, pxyz[0], pxyz[1], pxyz[2], pidx, cell_start, bbox,
-            GX, GY, GZ, plo[0], plo[1], plo[2], h, slack)  # + the bound, given at launch
-    return GridPlan(args, M, N, k, max(1, triton.next_power_of_2(k)), h, (GX, GY, GZ))
+    _gather_kernel[(nprog,)](points, query, keys, ranks, counts, xyz, skey, srow, pidx, N, M, npad, stride, ncap,
+                             D=D, SELF=same, BLOCK=_BIN_BLOCK)
+    q0, q1 = (0, N) if same else (npad, npad + M)
+    cell_start = counts[:ncap + 1]
+    args = (skey[q0:q1], xyz[0, q0:q1], xyz[1, q0:q1], xyz[2, q0:q1], srow[q0:q1], xyz[0, :N], xyz[1, :N],
+            xyz[2, :N], pidx, cell_start, bbox, geo, geoi)
+    return GridPlan(args, M, N, k, max(1, triton.next_power_of_2(k)), geo, geoi, box, sums, [0])
 
 
 def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | None = None,
@@ -638,13 +943,14 @@ def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | N
 
     ``block`` / ``num_warps`` default to ``LAUNCH[plan.K]``. ``max_sqdist`` (rounded to float32,
     inclusive) bounds the search: farther neighbours come back as -1 / inf, and a lane stops as
-    soon as its visited cube covers the bound (so a bound that ``ring_cap`` rings cover leaves
-    nothing to the second level). ``ring_cap`` (default ``ring_cap_for(plan.grid)``: ``RING_CAP``
-    on a deep grid, more on a flat one; negative: no cap, one level, no second sync) is the last
-    ring the grid search runs; queries still open after it are finished by the exhaustive second
-    level (a device read of their count, then chunks of at least ``chunk`` points, default
-    ``LEVEL2_MIN_CHUNK``). ``stats``, if given, receives the ring cap and the number of such
-    queries and chunks."""
+    soon as its visited cube covers the bound (so a bound that the ring cap's rings cover leaves
+    nothing to the second level). ``ring_cap`` (default: the plan's, ``ring_cap_for`` of its grid
+    computed on the device: ``RING_CAP`` on a deep grid, more on a flat one; negative: no cap, one
+    level) is the last ring the grid search runs; queries still open after it are finished by the
+    exhaustive second level, whose size the device derives from their count (chunks of at least
+    ``chunk`` points, default ``LEVEL2_MIN_CHUNK``). One sync, after every launch: the error bits
+    (ValueError for NaN / inf coordinates) and, into ``stats`` if given, the ring cap, the number
+    of queries the second level took and its chunks."""
     a = plan.args
     block = LAUNCH[plan.K][0] if block is None else block
     num_warps = LAUNCH[plan.K][1] if num_warps is None else num_warps
@@ -653,35 +959,42 @@ def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | N
     if out is None:
         out = (torch.empty((plan.M, plan.k), dtype=torch.float32, device=dev),
                torch.empty((plan.M, plan.k), dtype=torch.int64, device=dev))
-    ring_cap = ring_cap_for(plan.grid) if ring_cap is None else ring_cap
-    n_left = torch.zeros(1, dtype=torch.int32, device=dev)
+    geoi = plan.geoi
+    n_left = geoi[5:6]  # zeroed with the plan's scratch (benchmarks that run a plan again re-zero it)
+    if plan.runs[0]:
+        n_left.zero_()
+    plan.runs[0] += 1
+    if ring_cap is not None and ring_cap < 0:
+        ring_cap = _BIG
     left = torch.empty(plan.M, dtype=torch.int32, device=dev)
     left_bound = torch.empty(plan.M, dtype=torch.float32, device=dev)
     bound = float(torch.tensor(max_sqdist, dtype=torch.float32))
     _knn_grid_kernel[(triton.cdiv(plan.M, block),)](
-        *a[:11], out[0], out[1], left, left_bound, n_left, plan.M, plan.N, plan.k, *a[11:], bound,
-        _BIG if ring_cap < 0 else ring_cap, W=W, BLOCK=block, BIG=_BIG, num_warps=num_warps,
-        enable_fp_fusion=False)
-    if ring_cap < 0:
-        return out
-    nl = int(n_left.item())  # the second sync: how many queries the grid left open
-    nch = 0
-    if nl:
-        nblk = triton.cdiv(nl, LEVEL2_BLOCK)
+        *a, out[0], out[1], left, left_bound, n_left, plan.M, plan.N, plan.k, bound,
+        -1 if ring_cap is None else ring_cap, W=W, BLOCK=block, BIG=_BIG, num_warps=num_warps,
+        maxnreg=MAXNREG[plan.K], enable_fp_fusion=False)
+    if ring_cap != _BIG:
         min_chunk = max(LEVEL2_MIN_CHUNK if chunk is None else chunk, W)
-        nch = max(1, min(triton.cdiv(plan.N, min_chunk), triton.cdiv(LEVEL2_PROGRAMS, nblk)))
-        ch = triton.cdiv(triton.cdiv(plan.N, nch), W) * W
-        nch = triton.cdiv(plan.N, ch)
-        part = torch.empty(nl * nch * W, dtype=torch.int64, device=dev)
-        gx, gy, gz = plan.grid
+        nblk_max = triton.cdiv(plan.M, LEVEL2_BLOCK)
+        part_blocks = LEVEL2_PART // (LEVEL2_BLOCK * W)
+        items = min(nblk_max * triton.cdiv(plan.N, min_chunk), LEVEL2_PROGRAMS + nblk_max - 1, part_blocks)
+        part = torch.empty(items * LEVEL2_BLOCK * W, dtype=torch.int64, device=dev)  # (nblk * nch <= items)
         qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start = a[:10]
-        _knn_chunk_kernel[(nblk, nch)](left, left_bound, n_left, qkey, qx, qy, qz, px, py, pz, pidx, cell_start,
-                                       part, plan.N, plan.k, gx * gy * gz, ch, nch, W=W, BLOCK=LEVEL2_BLOCK,
-                                       BIG=_BIG, num_warps=LEVEL2_WARPS, enable_fp_fusion=False)
-        _knn_merge_kernel[(nblk,)](left, left_bound, n_left, qrow, part, out[0], out[1], plan.N, plan.k, nch,
-                                   W=W, BLOCK=LEVEL2_BLOCK, BIG=_BIG, num_warps=LEVEL2_WARPS)
+        shape = dict(PROGRAMS=LEVEL2_PROGRAMS, PART_BLOCKS=part_blocks, W=W, BLOCK=LEVEL2_BLOCK, BIG=_BIG,
+                     num_warps=LEVEL2_WARPS, maxnreg=MAXNREG[plan.K])
+        _knn_chunk_kernel[(min(LEVEL2_PROGRAMS, items),)](
+            left, left_bound, n_left, qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start, geoi, part, out[0], out[1],
+            plan.N, plan.k, min_chunk, **shape, enable_fp_fusion=False)
+        _knn_merge_kernel[(min(LEVEL2_MERGE_PROGRAMS, nblk_max),)](
+            left, left_bound, n_left, qrow, geoi, part, out[0], out[1], plan.N, plan.k, W=W, BLOCK=LEVEL2_BLOCK,
+            BIG=_BIG, num_warps=LEVEL2_WARPS, maxnreg=MAXNREG[plan.K])
+    cap, err, nl, nch = geoi[3:7].tolist()  # the one sync, after every launch
+    if err & _ERR_POINTS:
+        raise ValueError("points contains NaN or inf")
+    if err & _ERR_QUERY:
+        raise ValueError("query contains NaN or inf")
     if stats is not None:
-        stats.update(ring_cap=ring_cap, leftover=nl, chunks=nch)
+        stats.update(ring_cap=cap if ring_cap is None else ring_cap, leftover=nl, chunks=nch if nl else 0)
     return out
 
 
@@ -691,8 +1004,8 @@ def knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int]
              chunk: int | None = None) -> tuple[Tensor, Tensor]:
     """Exact KNN of float32 tensors (D = 2 or 3) with validated row splits; returns (sqdist, idx).
 
-    Two device -> host syncs (the grid geometry; the count of queries left to the second level,
-    skipped with a negative ``ring_cap``); everything else is queued on the stream.
+    One device -> host sync, after every launch is queued (the error bits); see ``plan_knn_grid``
+    and ``run_knn_grid``.
     """
     plan = plan_knn_grid(query, points, k, qo, po, target_per_k=target_per_k)
     if plan is None:
