@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import functools
 
+import torch
 from torch import Tensor
 
-__all__ = ["triton_available", "use_triton"]
+__all__ = ["plain_eager", "triton_available", "use_triton"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -27,3 +28,16 @@ def triton_available() -> bool:
 def use_triton(t: Tensor) -> bool:
     """Run the Triton kernel for ``t``: a CUDA tensor, with Triton importable."""
     return t.is_cuda and triton_available()
+
+
+def plain_eager(*tensors: Tensor) -> bool:
+    """Whether an op without gradients may run its implementation directly instead of through
+    its ``torch.library`` registration, whose dispatch costs ~50 us of host time per call
+    (``knn`` on a tiny cloud, this project's CPU: 165 us through the op, 98 us direct): plain
+    eager mode, i.e. not traced by ``torch.compile`` / export, no ``TorchDispatchMode`` (fake or
+    meta tensors, profilers of ops) active, and plain tensors. Everything else goes through the
+    registered op."""
+    from torch.utils._python_dispatch import is_in_torch_dispatch_mode
+
+    return (not torch.compiler.is_compiling() and not is_in_torch_dispatch_mode()
+            and all(type(t) is Tensor for t in tensors))

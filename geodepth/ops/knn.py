@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from geodepth.ops._dispatch import triton_available, use_triton
+from geodepth.ops._dispatch import plain_eager, triton_available, use_triton
 
 __all__ = ["KNN", "knn", "validate_offsets"]
 
@@ -217,6 +217,8 @@ def knn(query: Tensor, points: Tensor, k: int, *, query_offsets: Tensor | None =
 def _knn(query, points, k, query_offsets, points_offsets, backend, max_sqdist: float = float("inf")) -> KNN:
     """:func:`knn` with an optional inclusive bound on the squared distance (what ``radius`` uses)."""
     qo, po = _validate(query, points, k, query_offsets, points_offsets, backend)
+    if plain_eager(query, points):  # (no gradients: the registered op adds only dispatch time here)
+        return KNN(*_run_backend(query.detach(), points.detach(), k, qo, po, backend, max_sqdist))
     sq, ix = torch.ops.geodepth.knn(query.detach(), points.detach(), k, _offsets_tensor(qo), _offsets_tensor(po),
                                     backend, max_sqdist)
     return KNN(sq, ix)

@@ -528,6 +528,29 @@ def test_knn_opcheck():
             torch.library.opcheck(torch.ops.geodepth.knn.default, (q, p, 4, off_q, off_p, backend, bound))
 
 
+def test_knn_eager_skips_the_dispatcher_only_when_plain():
+    """In plain eager mode ``knn`` runs its backend directly (the op's dispatch is host time: no
+    gradients to route); under a TorchDispatchMode it goes through the registered op, which the
+    mode sees; both give the reference's result."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen = []
+
+    class Log(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func.overloadpacket))
+            return func(*args, **(kwargs or {}))
+
+    g = torch.Generator().manual_seed(6)
+    q, p = torch.rand(40, 3, generator=g), torch.rand(60, 3, generator=g)
+    ref = knn_reference(q, p, 5)
+    _same(knn(q, p, 5), ref)
+    with Log():
+        out = knn(q, p, 5)
+    _same(out, ref)
+    assert "geodepth.knn" in seen, seen[:10]
+
+
 def test_knn_under_torch_compile():
     p = torch.rand(50, 3, generator=torch.Generator().manual_seed(4))
 
