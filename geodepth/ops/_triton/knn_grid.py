@@ -896,15 +896,18 @@ def plan_knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list
     ncap = int(min(max(cells * N, 1 << 16, nb), _MAX_CELLS))  # cells of the dense table (all batches)
     ncol = 1 if same else 2  # count columns: points (and queries)
     # one zeroed buffer (int64 units): boxes (points, query, per batch), ladder sums, the geometry
-    # record, the ladder's hash table, the cell counts (which become the cell starts)
+    # record, each batch's occupied cell range, the ladder's hash table, the cell counts (which
+    # become the cell starts); every region starts 16-byte aligned, for every nb
     n_box = 12 + (6 * nb if nb > 1 else 0)
     sizes = [n_box, L, (_GEO_F + _GEO_I) // 2, 3 * nb, L * T // 2, (ncol * ncap + 2) // 2]
+    sizes = [v + v % 2 for v in sizes]
     scratch = torch.zeros(sum(sizes), dtype=torch.int64, device=dev)
     box, sums, georec, bbox, table, counts = torch.split(scratch, sizes)
-    bbox = bbox.view(torch.int32)  # occupied cell range per batch (nb, 6)
+    sums = sums[:L]
+    bbox = bbox.view(torch.int32)[:6 * nb]  # (nb, 6)
     geo = georec[:_GEO_F // 2].view(torch.float32)
     geoi = georec[_GEO_F // 2:].view(torch.int32)
-    table = table.view(torch.int32)
+    table = table.view(torch.int32)[:L * T]
     counts = counts.view(torch.int32)[:ncol * ncap + 1]
     poff = _upload(po, dev) if nb > 1 else scratch  # (unused when there is one batch)
     qoff = poff if same or nb == 1 else _upload(qo, dev)
