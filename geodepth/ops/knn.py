@@ -116,16 +116,18 @@ def _offsets_tensor(off: list[int]) -> Tensor:
 def _run_backend(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int], backend: str,
                  max_sqdist: float = float("inf")):
     """Dispatch; ``max_sqdist`` (inclusive, rounded to the input dtype) bounds the search where the
-    backend supports it (Triton, numba grid) and filters the k nearest elsewhere: same result."""
-    sq, ix = _dispatch(query, points, k, qo, po, backend, max_sqdist)
-    if max_sqdist != float("inf"):
-        far = sq > torch.tensor(max_sqdist, dtype=sq.dtype).to(sq.device)
+    backend supports it (Triton, numba grid: nothing left to filter) and filters the k nearest
+    elsewhere: same result."""
+    sq, ix, bounded = _dispatch(query, points, k, qo, po, backend, max_sqdist)
+    if max_sqdist != float("inf") and not bounded:
+        far = sq > float(torch.tensor(max_sqdist, dtype=sq.dtype))  # (a host scalar: no upload)
         sq, ix = sq.masked_fill(far, float("inf")), ix.masked_fill(far, -1)
     return sq, ix
 
 
 def _dispatch(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int], backend: str,
-              max_sqdist: float):
+              max_sqdist: float) -> tuple[Tensor, Tensor, bool]:
+    """(sqdist, idx, whether the backend applied ``max_sqdist`` itself)."""
     if backend == "auto":
         if query.dtype == torch.float32 and use_triton(query):
             backend = "triton"
@@ -148,22 +150,22 @@ def _dispatch(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int
             raise ValueError(f"backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1), got {query.device}")
         from geodepth.ops._triton.knn_grid import knn_grid
 
-        return knn_grid(query.contiguous(), points.contiguous(), k, qo, po, max_sqdist=max_sqdist)
+        return (*knn_grid(query.contiguous(), points.contiguous(), k, qo, po, max_sqdist=max_sqdist), True)
     if backend == "grid":
         if query.device.type != "cpu":
             raise ValueError(f"backend='grid' needs CPU tensors, got {query.device}")
         from geodepth.ops._cpu.knn_grid_numba import grid_knn
 
-        return grid_knn(query, points, k, qo, po, max_sqdist)
+        return (*grid_knn(query, points, k, qo, po, max_sqdist), True)
     if backend == "kdtree":
         if query.device.type != "cpu":
             raise ValueError(f"backend='kdtree' needs CPU tensors, got {query.device}")
         from geodepth.ops._cpu.knn_kdtree import kdtree_knn
 
-        return kdtree_knn(query, points, k, qo, po)
+        return (*kdtree_knn(query, points, k, qo, po), False)
     from geodepth.ops._cpu.knn_torch import brute_force_knn
 
-    return brute_force_knn(query, points, k, qo, po)
+    return (*brute_force_knn(query, points, k, qo, po), False)
 
 
 @torch.library.custom_op("geodepth::knn", mutates_args=())
