@@ -57,7 +57,8 @@ def work(n):
     m = q.shape[0]
     knn_grid(pts, pts, 4, [0, n], [0, n])
     knn_grid(q, pts, 4, [0, m], [0, n], ring_cap=0)  # every query through the second level
-    nbat = 2 + n % 2  # two or three batches: buffers laid out per batch keep their alignment
+    nbat = 2 + n % 2 * 2  # two or four batches: per-batch buffers keep their alignment, and the batch
+    # search's steps (one more for four) are not a constexpr
     knn_grid(q, pts, 4, [m * i // nbat for i in range(nbat + 1)], [n * i // nbat for i in range(nbat + 1)],
              ring_cap=0)
     knn_grid(q[:, :2], pts[:, :2], 4, [0, m], [0, n])

@@ -13,4 +13,4 @@ and the kernels' internal buffers are laid out 16-byte aligned for every size.
 #: counts, grid dimensions (and the KNN ring cap that follows from them), level-2 chunk counts,
 #: row strides and offsets of padded buffers, cell-table sizes
 SIZES = ("M", "N", "n", "m", "NB", "GX", "GY", "GZ", "G3", "NCH", "stride", "ring_cap", "npad", "ncap",
-         "min_chunk")
+         "min_chunk", "log_nb")

@@ -31,9 +31,10 @@ def KNN_HELPERS():  # noqa: N802 - a table, built lazily (imports Triton)
     most code), for sm_90 builds."""
     from geodepth.ops._triton import knn_grid as kg
 
-    clouds = {"pts": "*fp32", "qry": "*fp32", "poff": "*i64", "qoff": "*i64", "n": "i32", "m": "i32", "NB": "i32"}
+    clouds = {"pts": "*fp32", "qry": "*fp32", "poff": "*i64", "qoff": "*i64", "n": "i32", "m": "i32", "NB": "i32",
+              "log_nb": "i32"}
     ladder = {"L": kg._LADDER_N, "LADDER_LO": kg._LADDER_LO}
-    common = {"D": 3, "LOG_NB": 2, "SELF": False, "BLOCK": kg._BIN_BLOCK}
+    common = {"D": 3, "SELF": False, "BLOCK": kg._BIN_BLOCK}
     return [
         ("box", kg._box_kernel, {**clouds, "box": "*i64"}, {**common, "BATCHES": True}),
         ("ladder", kg._ladder_kernel, {**clouds, "box": "*i64", "sums": "*i64", "table": "*i32", "T": "i32"},

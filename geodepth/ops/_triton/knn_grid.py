@@ -464,11 +464,12 @@ def _load_xyz(src, offs, m, D: tl.constexpr):
 
 
 @triton.jit
-def _batch_of(offs, batch_off, NB, LOG_NB: tl.constexpr):
-    """Batch number of packed rows ``offs``: binary search in the row splits (B + 1,)."""
+def _batch_of(offs, batch_off, NB, log_nb):
+    """Batch number of packed rows ``offs``: binary search in the row splits (B + 1,), ``log_nb``
+    steps (a runtime bound, not a constexpr: a short last batch of an epoch compiles nothing)."""
     lo = offs * 0
     hi = offs * 0 + NB  # invariant: batch_off[lo] <= row < batch_off[hi]
-    for _ in tl.static_range(LOG_NB):
+    for _ in range(log_nb):
         mid = (lo + hi) // 2
         go = tl.load(batch_off + mid) <= offs
         lo = tl.where(go & (mid > lo), mid, lo)
@@ -503,7 +504,7 @@ def _box_atomics(box, cx, cy, cz, mask):
 
 
 @triton.jit(do_not_specialize=SIZES)
-def _box_kernel(pts, qry, poff, box, n, m, NB, D: tl.constexpr, LOG_NB: tl.constexpr, SELF: tl.constexpr,
+def _box_kernel(pts, qry, poff, box, n, m, NB, log_nb, D: tl.constexpr, SELF: tl.constexpr,
                 BATCHES: tl.constexpr, BLOCK: tl.constexpr):
     """Bounding boxes as ``_enc`` codes (atomic maxima into a zeroed buffer): the points' at
     ``box[0:6]``, the queries' at ``box[6:12]`` and, with BATCHES, each batch's points' at
@@ -518,7 +519,7 @@ def _box_kernel(pts, qry, poff, box, n, m, NB, D: tl.constexpr, LOG_NB: tl.const
         cx, cy, cz = _enc(x), _enc(y), _enc(z)
         _box_atomics(box, cx, cy, cz, mask)
         if BATCHES:
-            b = _batch_of(offs, poff, NB, LOG_NB)
+            b = _batch_of(offs, poff, NB, log_nb)
             b0 = tl.min(tl.where(mask, b, NB), axis=0)
             _box_atomics(box + 12 + b0 * 6, cx, cy, cz, mask & (b == b0))
             rest = mask & (b != b0)  # rows of later batches in this program (short batches, boundaries)
@@ -548,8 +549,8 @@ def _h0(lx, ly, lz, hx, hy, hz, n):
 
 
 @triton.jit(do_not_specialize=SIZES)
-def _ladder_kernel(pts, box, poff, sums, table, n, NB, T, L: tl.constexpr, LADDER_LO: tl.constexpr,
-                   D: tl.constexpr, LOG_NB: tl.constexpr, BLOCK: tl.constexpr):
+def _ladder_kernel(pts, box, poff, sums, table, n, NB, log_nb, T, L: tl.constexpr, LADDER_LO: tl.constexpr,
+                   D: tl.constexpr, BLOCK: tl.constexpr):
     """Occupancy of a ladder of cell sizes in one pass: each point adds 1 to its hashed cell of
     every rung, and the count it finds there (atomics return it) plus one into ``sums[rung]``.
     A cell of c points adds 1 + 2 + ... + c, so the point-weighted mean occupancy, sum(c^2) / n,
@@ -560,7 +561,7 @@ def _ladder_kernel(pts, box, poff, sums, table, n, NB, T, L: tl.constexpr, LADDE
     x = x.to(tl.float64)
     y = y.to(tl.float64)
     z = z.to(tl.float64)
-    b = _batch_of(offs, poff, NB, LOG_NB).to(tl.int64)
+    b = _batch_of(offs, poff, NB, log_nb).to(tl.int64)
     lx, ly, lz, hx, hy, hz = _box_lohi(box)
     h0, ex, ey, ez = _h0(lx, ly, lz, hx, hy, hz, n * 1.0)
     T64 = T.to(tl.int64)  # hash slots per rung (a power of two, from the cloud size: not a constexpr)
@@ -665,8 +666,8 @@ def _geometry(box, sums, n, NB, ncap, k, target_per_k, SELF: tl.constexpr, L: tl
 
 
 @triton.jit(do_not_specialize=SIZES)
-def _bin_kernel(pts, qry, poff, qoff, box, bbox, sums, geo, geoi, counts, key_out, rank_out, n, m, NB, ncap, k,
-                target_per_k, D: tl.constexpr, LOG_NB: tl.constexpr, SELF: tl.constexpr, BATCHES: tl.constexpr,
+def _bin_kernel(pts, qry, poff, qoff, box, bbox, sums, geo, geoi, counts, key_out, rank_out, n, m, NB, log_nb,
+                ncap, k, target_per_k, D: tl.constexpr, SELF: tl.constexpr, BATCHES: tl.constexpr,
                 L: tl.constexpr, LADDER_LO: tl.constexpr, RING_CAP: tl.constexpr, BLOCK: tl.constexpr):
     """Every program derives the grid from the boxes and ladder sums (``_geometry``: the same
     values in every program; program 0 stores them, with the ring cap and each batch's occupied
@@ -702,10 +703,10 @@ def _bin_kernel(pts, qry, poff, qoff, box, bbox, sums, geo, geoi, counts, key_ou
     offs, mask, is_q = _rows(pid, n, m, SELF, BLOCK)
     if is_q > 0:
         x, y, z = _load_xyz(qry, offs, mask, D)
-        b = _batch_of(offs, qoff, NB, LOG_NB)
+        b = _batch_of(offs, qoff, NB, log_nb)
     else:
         x, y, z = _load_xyz(pts, offs, mask, D)
-        b = _batch_of(offs, poff, NB, LOG_NB)
+        b = _batch_of(offs, poff, NB, log_nb)
     # (NaN rows, rejected by the host after the call, bin at the origin: no index out of range)
     cx = _cell_of(tl.where(x == x, x, lox), lox, h, GX)
     cy = _cell_of(tl.where(y == y, y, loy), loy, h, GY)
@@ -913,15 +914,15 @@ def plan_knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list
     qoff = poff if same or nb == 1 else _upload(qo, dev)
     rows = N if same else N + M
     nprog = triton.cdiv(N, _BIN_BLOCK) + (0 if same else triton.cdiv(M, _BIN_BLOCK))
-    _box_kernel[(nprog,)](points, query, poff, box, N, M, nb, D=D, LOG_NB=log_nb, SELF=same, BATCHES=nb > 1,
+    _box_kernel[(nprog,)](points, query, poff, box, N, M, nb, log_nb, D=D, SELF=same, BATCHES=nb > 1,
                           BLOCK=_BIN_BLOCK)
-    _ladder_kernel[_grid1(N)](points, box, poff, sums, table, N, nb, T, L=L, LADDER_LO=_LADDER_LO, D=D,
-                              LOG_NB=log_nb, BLOCK=_BIN_BLOCK)
+    _ladder_kernel[_grid1(N)](points, box, poff, sums, table, N, nb, log_nb, T, L=L, LADDER_LO=_LADDER_LO, D=D,
+                              BLOCK=_BIN_BLOCK)
     keys = torch.empty(rows, dtype=torch.int64, device=dev)
     ranks = torch.empty(rows, dtype=torch.int32, device=dev)
-    _bin_kernel[(nprog,)](points, query, poff, qoff, box, bbox, sums, geo, geoi, counts, keys, ranks, N, M, nb, ncap,
-                          k, TARGET_OCCUPANCY_PER_K if target_per_k is None else target_per_k, D=D, LOG_NB=log_nb,
-                          SELF=same, BATCHES=nb > 1, L=L, LADDER_LO=_LADDER_LO, RING_CAP=RING_CAP, BLOCK=_BIN_BLOCK)
+    _bin_kernel[(nprog,)](points, query, poff, qoff, box, bbox, sums, geo, geoi, counts, keys, ranks, N, M, nb, log_nb,
+                          ncap, k, TARGET_OCCUPANCY_PER_K if target_per_k is None else target_per_k, D=D, SELF=same,
+                          BATCHES=nb > 1, L=L, LADDER_LO=_LADDER_LO, RING_CAP=RING_CAP, BLOCK=_BIN_BLOCK)
     counts.cumsum_(0)  # counts -> starts: points' cells at [0, ncap], queries' (offset by N) after
     npad = _pad4(N)
     stride = npad + (0 if same else _pad4(M))
