@@ -158,6 +158,23 @@ def pixel_cases(k: int = 8) -> list[Case]:
     return cases
 
 
+def host_ms(fn, reps: int = 50) -> float:
+    """Median host time of ``fn`` (CUDA): from an idle device to the return of the call, not
+    waiting for the work it queued (for the sync-free plan: what the launches cost the host)."""
+    import statistics
+    import time
+
+    fn()
+    times = []
+    for _ in range(reps):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    torch.cuda.synchronize()
+    return statistics.median(times)
+
+
 def cuda_cases(name: str, p: torch.Tensor) -> list[Case]:
     from geodepth.ops._triton.knn_grid import plan_knn_grid, run_knn_grid
 
@@ -170,7 +187,8 @@ def cuda_cases(name: str, p: torch.Tensor) -> list[Case]:
     geo = plan.geometry()
     cases = [Case(g, "geodepth.knn (triton)", lambda: knn(pc, pc, K), device="cuda", repeats=50, warmup=5),
              Case(g, "  of which: plan (counting sort, no sync)", lambda: plan_knn_grid(pc, pc, K, off, off),
-                  device="cuda", repeats=50, warmup=5),
+                  device="cuda", repeats=50, warmup=5,
+                  note=f"host time (launches only) {host_ms(lambda: plan_knn_grid(pc, pc, K, off, off)):.3f} ms"),
              Case(g, "  of which: search (2 levels, 1 sync)", lambda: run_knn_grid(plan), device="cuda", repeats=50,
                   warmup=5, note=f"cell {geo['h']:.3f} m, grid {geo['grid']}, {st['leftover']} queries to level 2 "
                                  f"in {st['chunks']} chunks"),
