@@ -260,13 +260,11 @@ def _knn_grid_kernel(qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start, bbox,
     GY = tl.load(geoi + 1)
     GZ = tl.load(geoi + 2)
     ring_cap = tl.where(ring_cap < 0, tl.load(geoi + 3), ring_cap)  # negative: the plan's cap
-    # (loaded per lane, not as scalars: ptxas kept scalar loads in uniform registers and spilled them)
-    lane0 = offs * 0
-    lox = tl.load(geo + lane0)
-    loy = tl.load(geo + 1 + lane0)
-    loz = tl.load(geo + 2 + lane0)
-    h = tl.load(geo + 3 + lane0)
-    slack = tl.load(geo + 4 + lane0)
+    lox = tl.load(geo + 0)
+    loy = tl.load(geo + 1)
+    loz = tl.load(geo + 2)
+    h = tl.load(geo + 3)
+    slack = tl.load(geo + 4)
     x, y, z = _load3(qx, qy, qz, offs, qm)
     # the query's cell and batch from its sort key ((b * GZ + cz) * GY + cy) * GX + cx
     key = tl.load(qkey + offs, mask=qm, other=0)
