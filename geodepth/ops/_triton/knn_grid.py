@@ -22,7 +22,8 @@ Level 1, ``_knn_grid_kernel``: each lane owns one query and a sorted list of W =
 64-bit keys (the float bits of the squared distance, then the index: ties go to the smaller
 index, so the result does not depend on the scan order). Ring ``r`` visits the cells at
 Chebyshev distance ``r`` from the query's cell, row by row (a row of cells along x is one
-contiguous range of sorted points), CHUNK candidates per step: their loads are issued together
+contiguous range of sorted points; the next row's bounds are loaded while this row is
+scanned, ``_row_bounds``), CHUNK candidates per step: their loads are issued together
 and, only if one of them ranks before some lane's k-th entry, one bitonic sort merges them into
 the lists. After each ring a lane stops when its k-th distance is below the distance from the
 query to the faces of the visited cube (faces on the grid border do not count: nothing lies
@@ -248,6 +249,35 @@ def _batch_cells(box, b, m, lox, loy, loz, h, GX, GY, GZ, BIG: tl.constexpr):
     return x0, y0, z0, x1, y1, z1
 
 
+@triton.jit
+def _row_bounds(j, nrows, ny, z_lo, y_lo, r, cx, cy, cz, b, active, bx0, by0, bz0, bx1, by1, bz1, GX, GY, GZ,
+                cell_start):
+    """The two segments of row ``j`` (dz = z_lo + j // ny, dy = y_lo + j % ny) of ring ``r`` for each
+    lane, as (start, length) pairs of sorted points: segment 1 is the whole row (shell faces) or its
+    left end cell, segment 2 the right end cell (interior rows of the shell only). Rows outside
+    the batch's occupied cells, and j >= nrows, are empty."""
+    dz = z_lo + j // ny
+    dy = y_lo + j % ny
+    full = (dz == -r) | (dz == r) | (dy == -r) | (dy == r)
+    # (scalar booleans are kept as ints and compared per lane: portable to the interpreter)
+    inner = 1 - full.to(tl.int32)
+    inside = (j < nrows).to(tl.int32)
+    zz = cz + dz
+    yy = cy + dy
+    row_ok = active & ((cx * 0 + inside) > 0) & (zz >= bz0) & (zz <= bz1) & (yy >= by0) & (yy <= by1)
+    rowbase = ((b * GZ + zz) * GY + yy) * GX
+    lo1 = tl.maximum(cx - r, bx0)
+    hi1 = tl.minimum(tl.where(full, cx + r, cx - r), bx1)
+    ok1 = row_ok & (lo1 <= hi1)
+    a2 = cx + r
+    ok2 = row_ok & ((cx * 0 + inner) > 0) & (a2 <= bx1)
+    s1 = tl.load(cell_start + rowbase + lo1, mask=ok1, other=0)
+    e1 = tl.load(cell_start + rowbase + hi1 + 1, mask=ok1, other=0)
+    s2 = tl.load(cell_start + rowbase + a2, mask=ok2, other=0)
+    e2 = tl.load(cell_start + rowbase + a2 + 1, mask=ok2, other=0)
+    return s1, e1 - s1, s2, e2 - s2
+
+
 @triton.jit(do_not_specialize=SIZES)
 def _knn_grid_kernel(qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start, bbox, geo, geoi, out_d, out_i,
                      left, left_bound, n_left, M, N, k, bound, ring_cap,
@@ -295,30 +325,19 @@ def _knn_grid_kernel(qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start, bbox,
         z_hi = tl.minimum(r, GZ - 1)
         y_lo = tl.maximum(-r, 1 - GY)
         y_hi = tl.minimum(r, GY - 1)
-        for dz in range(z_lo, z_hi + 1):
-            for dy in range(y_lo, y_hi + 1):
-                full = (dz == -r) | (dz == r) | (dy == -r) | (dy == r)
-                # (scalar booleans are kept as ints and compared per lane: portable to the interpreter)
-                inner = 1 - full.to(tl.int32)
-                zz = cz + dz
-                yy = cy + dy
-                row_ok = active & (zz >= bz0) & (zz <= bz1) & (yy >= by0) & (yy <= by1)
-                rowbase = ((b * GZ + zz) * GY + yy) * GX
-                # segment 1: the whole row (shell faces) or its left end cell
-                a1 = cx - r
-                b1 = tl.where(full, cx + r, cx - r)
-                lo1 = tl.maximum(a1, bx0)
-                hi1 = tl.minimum(b1, bx1)
-                ok1 = row_ok & (lo1 <= hi1)
-                s1 = tl.load(cell_start + rowbase + lo1, mask=ok1, other=0)
-                e1 = tl.load(cell_start + rowbase + hi1 + 1, mask=ok1, other=0)
-                best, kth = _scan_segment(s1, e1 - s1, x, y, z, px, py, pz, pidx, best, kth, k, BLOCK, W)
-                # segment 2: the right end cell (interior rows of the shell only)
-                a2 = cx + r
-                ok2 = row_ok & ((cx * 0 + inner) > 0) & (a2 <= bx1)
-                s2 = tl.load(cell_start + rowbase + a2, mask=ok2, other=0)
-                e2 = tl.load(cell_start + rowbase + a2 + 1, mask=ok2, other=0)
-                best, kth = _scan_segment(s2, e2 - s2, x, y, z, px, py, pz, pidx, best, kth, k, BLOCK, W)
+        # the ring's rows (dz, dy) flattened; each step first issues the next row's cell-table loads,
+        # so they are in flight while this row's candidates are scanned (a row costs one memory
+        # round trip in sequence, not two: cell bounds, then candidates)
+        ny = y_hi - y_lo + 1
+        nrows = (z_hi - z_lo + 1) * ny
+        s1, n1, s2, n2 = _row_bounds(r * 0, nrows, ny, z_lo, y_lo, r, cx, cy, cz, b, active, bx0, by0, bz0, bx1,
+                                     by1, bz1, GX, GY, GZ, cell_start)
+        for j in range(0, nrows):
+            t1, m1, t2, m2 = _row_bounds(j + 1, nrows, ny, z_lo, y_lo, r, cx, cy, cz, b, active, bx0, by0, bz0,
+                                         bx1, by1, bz1, GX, GY, GZ, cell_start)
+            best, kth = _scan_segment(s1, n1, x, y, z, px, py, pz, pidx, best, kth, k, BLOCK, W)
+            best, kth = _scan_segment(s2, n2, x, y, z, px, py, pz, pidx, best, kth, k, BLOCK, W)
+            s1, n1, s2, n2 = t1, m1, t2, m2
         worst_d = _dist_of(kth)
         # distance from the query to the faces of the visited cube; border faces bound nothing
         inf = float("inf")
