@@ -369,7 +369,7 @@ def _knn_grid_kernel(qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start, bbox,
 
 
 @triton.jit
-def _level2_shape(n_left, geoi, N, min_chunk, PROGRAMS: tl.constexpr, PART_BLOCKS: tl.constexpr,
+def _level2_shape(n_left, N, min_chunk, PROGRAMS: tl.constexpr, PART_BLOCKS: tl.constexpr,
                   W: tl.constexpr, BLOCK: tl.constexpr):
     """Work of the second level, from the count of leftovers on the device: (leftovers, blocks of
     BLOCK, chunks per block, points per chunk). Chunks of at least ``min_chunk`` points, about
@@ -395,7 +395,7 @@ def _knn_chunk_kernel(left, left_bound, n_left, qkey, qx, qy, qz, qrow, px, py, 
     W points of a step are the same for every lane (one load each, broadcast). Its size comes from
     the device (``_level2_shape``): no host round trip."""
     pid = tl.program_id(0)
-    nl, nblk, nch, ch = _level2_shape(n_left, geoi, N, min_chunk, PROGRAMS, PART_BLOCKS, W, BLOCK)
+    nl, nblk, nch, ch = _level2_shape(n_left, N, min_chunk, PROGRAMS, PART_BLOCKS, W, BLOCK)
     if pid == 0:
         tl.store(geoi + 6, nch)
     G3 = tl.load(geoi + 0) * tl.load(geoi + 1) * tl.load(geoi + 2)
@@ -510,14 +510,22 @@ def _rows(pid, n, m, SELF: tl.constexpr, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _box_atomics(box, cx, cy, cz, mask):
-    """Fold the codes of a block of rows into a box (six atomics)."""
-    tl.atomic_max(box + 0, tl.max(tl.where(mask, 0xFFFFFFFF - cx, 0), axis=0))
-    tl.atomic_max(box + 1, tl.max(tl.where(mask, 0xFFFFFFFF - cy, 0), axis=0))
-    tl.atomic_max(box + 2, tl.max(tl.where(mask, 0xFFFFFFFF - cz, 0), axis=0))
-    tl.atomic_max(box + 3, tl.max(tl.where(mask, cx, 0), axis=0))
-    tl.atomic_max(box + 4, tl.max(tl.where(mask, cy, 0), axis=0))
-    tl.atomic_max(box + 5, tl.max(tl.where(mask, cz, 0), axis=0))
+def _box_atomics(box, cx, cy, cz, mask, BLOCKWISE: tl.constexpr):
+    """Fold codes into a box of six (maxima of ``0xFFFFFFFF - code``, i.e. the minima, then maxima):
+    with BLOCKWISE the block's extremes (six atomics at ``box``), else each row's (masked atomics;
+    ``box`` may differ per row)."""
+    lx, ly, lz = 0xFFFFFFFF - cx, 0xFFFFFFFF - cy, 0xFFFFFFFF - cz
+    if BLOCKWISE:
+        lx, ly, lz = tl.max(tl.where(mask, lx, 0), axis=0), tl.max(tl.where(mask, ly, 0), axis=0), \
+            tl.max(tl.where(mask, lz, 0), axis=0)
+        cx, cy, cz = tl.max(tl.where(mask, cx, 0), axis=0), tl.max(tl.where(mask, cy, 0), axis=0), \
+            tl.max(tl.where(mask, cz, 0), axis=0)
+    tl.atomic_max(box + 0, lx, mask=mask if not BLOCKWISE else None)
+    tl.atomic_max(box + 1, ly, mask=mask if not BLOCKWISE else None)
+    tl.atomic_max(box + 2, lz, mask=mask if not BLOCKWISE else None)
+    tl.atomic_max(box + 3, cx, mask=mask if not BLOCKWISE else None)
+    tl.atomic_max(box + 4, cy, mask=mask if not BLOCKWISE else None)
+    tl.atomic_max(box + 5, cz, mask=mask if not BLOCKWISE else None)
 
 
 @triton.jit(do_not_specialize=SIZES)
@@ -530,23 +538,17 @@ def _box_kernel(pts, qry, poff, box, n, m, NB, log_nb, D: tl.constexpr, SELF: tl
     offs, mask, is_q = _rows(tl.program_id(0), n, m, SELF, BLOCK)
     if is_q > 0:
         x, y, z = _load_xyz(qry, offs, mask, D)
-        _box_atomics(box + 6, _enc(x), _enc(y), _enc(z), mask)
+        _box_atomics(box + 6, _enc(x), _enc(y), _enc(z), mask, True)
     else:
         x, y, z = _load_xyz(pts, offs, mask, D)
         cx, cy, cz = _enc(x), _enc(y), _enc(z)
-        _box_atomics(box, cx, cy, cz, mask)
+        _box_atomics(box, cx, cy, cz, mask, True)
         if BATCHES:
             b = _batch_of(offs, poff, NB, log_nb)
             b0 = tl.min(tl.where(mask, b, NB), axis=0)
-            _box_atomics(box + 12 + b0 * 6, cx, cy, cz, mask & (b == b0))
-            rest = mask & (b != b0)  # rows of later batches in this program (short batches, boundaries)
-            bb = box + 12 + b * 6
-            tl.atomic_max(bb + 0, 0xFFFFFFFF - cx, mask=rest)
-            tl.atomic_max(bb + 1, 0xFFFFFFFF - cy, mask=rest)
-            tl.atomic_max(bb + 2, 0xFFFFFFFF - cz, mask=rest)
-            tl.atomic_max(bb + 3, cx, mask=rest)
-            tl.atomic_max(bb + 4, cy, mask=rest)
-            tl.atomic_max(bb + 5, cz, mask=rest)
+            _box_atomics(box + 12 + b0 * 6, cx, cy, cz, mask & (b == b0), True)
+            # rows of later batches in this program (short batches, boundaries)
+            _box_atomics(box + 12 + b * 6, cx, cy, cz, mask & (b != b0), False)
 
 
 @triton.jit
