@@ -216,9 +216,10 @@ def cmd_fuse(args) -> int:
 
 # ---------------------------------------------------------------------------------- bench
 BENCHES = {"classical": "bm_classical", "methods": "bm_methods", "knn": "bm_knn", "aggregate": "bm_aggregate",
-           "sim": "bm_sim", "sm90": "sm90_report", "knn-model": "knn_work_model", "knn-lockstep": "knn_work_model"}
+           "sim": "bm_sim", "sm90": "sm90_report", "knn-model": "knn_work_model", "knn-lockstep": "knn_work_model",
+           "knn-host": "knn_host_cost"}
 # CPU-only reports (no --device / --repeats), with their own arguments
-NO_DEVICE = {"methods": [], "sm90": [], "knn-model": [], "knn-lockstep": ["--two-level"]}
+NO_DEVICE = {"methods": [], "sm90": [], "knn-model": [], "knn-lockstep": ["--two-level"], "knn-host": []}
 GROUPS = {"ops": ["knn", "aggregate"], "all": ["classical", "knn", "aggregate", "sim"]}
 
 
@@ -338,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="run benchmarks against the anchors on this machine (source checkout)")
     b.add_argument("name", nargs="?", default="all", help="classical, methods, knn, aggregate, sim, sm90 (static "
                    "sm_90 build report), knn-model (KNN work per cell size), knn-lockstep (lockstep cost of the GPU "
-                   "KNN search per ring cap), ops, all")
+                   "KNN search per ring cap), knn-host (host-side cost of a GPU KNN call, launches stubbed), ops, all")
     b.add_argument("--device", default="cpu")
     b.add_argument("--repeats", type=int, default=None)
     b.set_defaults(fn=cmd_bench)
