@@ -60,6 +60,7 @@ pick is cap-limited); a uniform cloud, which would pick ~N / 8 cells, pays for 6
 from __future__ import annotations
 
 import math
+import struct
 from typing import NamedTuple
 
 import torch
@@ -762,6 +763,14 @@ def _gather_kernel(pts, qry, key_in, rank_in, starts, xyz, skey, srow, pidx, n, 
     tl.store(srow + pos, offs.to(tl.int64), mask=mask)
 
 
+def _f32(x: float) -> float:
+    """``x`` rounded to float32 (nearest; beyond float32's range: +-inf)."""
+    try:
+        return struct.unpack("f", struct.pack("f", x))[0]
+    except OverflowError:
+        return math.copysign(math.inf, x)
+
+
 def _same_tensor(a: Tensor, b: Tensor) -> bool:
     return a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
 
@@ -922,13 +931,14 @@ def plan_knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list
     sizes = [n_box, L, (_GEO_F + _GEO_I) // 2, 3 * nb, L * T // 2, (ncol * ncap + 2) // 2]
     sizes = [v + v % 2 for v in sizes]
     scratch = torch.zeros(sum(sizes), dtype=torch.int64, device=dev)
+    # (regions are passed whole where the kernels index within bounds of their own: a view or a
+    # slice costs the host 1-2 us, benchmarks/knn_host_cost.py)
     box, sums, georec, bbox, table, counts = torch.split(scratch, sizes)
     sums = sums[:L]
-    bbox = bbox.view(torch.int32)[:6 * nb]  # (nb, 6)
-    geo = georec[:_GEO_F // 2].view(torch.float32)
-    geoi = georec[_GEO_F // 2:].view(torch.int32)
-    table = table.view(torch.int32)[:L * T]
-    counts = counts.view(torch.int32)[:ncol * ncap + 1]
+    bbox = bbox.view(torch.int32)  # (nb, 6) and padding
+    geo, geoi = georec.view(torch.float32), georec[_GEO_F // 2:].view(torch.int32)  # (geo: the first _GEO_F)
+    table = table.view(torch.int32)
+    counts = counts.view(torch.int32)  # ncol * ncap + 1 counts (and padding, summed harmlessly)
     poff = _upload(po, dev) if nb > 1 else scratch  # (unused when there is one batch)
     qoff = poff if same or nb == 1 else _upload(qo, dev)
     rows = N if same else N + M
@@ -951,10 +961,9 @@ def plan_knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list
     pidx = torch.empty(N, dtype=torch.int32, device=dev)
     _gather_kernel[(nprog,)](points, query, keys, ranks, counts, xyz, skey, srow, pidx, N, M, npad, stride, ncap,
                              D=D, SELF=same, BLOCK=_BIN_BLOCK)
-    q0, q1 = (0, N) if same else (npad, npad + M)
-    cell_start = counts[:ncap + 1]
-    args = (skey[q0:q1], xyz[0, q0:q1], xyz[1, q0:q1], xyz[2, q0:q1], srow[q0:q1], xyz[0, :N], xyz[1, :N],
-            xyz[2, :N], pidx, cell_start, bbox, geo, geoi)
+    pxyz = xyz.unbind(0)  # (rows of stride >= N entries: the kernels read the first N, or M from npad)
+    qxyz, qkey, qrow = (pxyz, skey, srow) if same else ([r[npad:] for r in pxyz], skey[npad:], srow[npad:])
+    args = (qkey, *qxyz, qrow, *pxyz, pidx, counts, bbox, geo, geoi)  # (counts: the cell starts, from 0)
     return GridPlan(args, M, N, k, max(1, triton.next_power_of_2(k)), geo, geoi, box, sums, [0])
 
 
@@ -991,7 +1000,7 @@ def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | N
         ring_cap = _BIG
     left = torch.empty(plan.M, dtype=torch.int32, device=dev)
     left_bound = torch.empty(plan.M, dtype=torch.float32, device=dev)
-    bound = float(torch.tensor(max_sqdist, dtype=torch.float32))
+    bound = _f32(max_sqdist)
     _knn_grid_kernel[(triton.cdiv(plan.M, block),)](
         *a, out[0], out[1], left, left_bound, n_left, plan.M, plan.N, plan.k, bound,
         -1 if ring_cap is None else ring_cap, W=W, BLOCK=block, BIG=_BIG, num_warps=num_warps,
