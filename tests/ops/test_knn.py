@@ -59,6 +59,14 @@ def _interp_cases(kitti_points: torch.Tensor | None) -> dict:
     pix = torch.stack([cols.flatten() + 0.5, rows.flatten() + 0.5, torch.zeros(640)], 1)
     lidar = pix[(pix[:, 1] > 12) & (torch.rand(640, generator=g) < 0.5)]
     cases["pixels_bounded"] = (pix[:40], lidar, 4, None, None, dict(max_sqdist=14.0**2))
+    # 300 tiny batches (more than a program of the binning kernel writes cell ranges for at once;
+    # many empty on one side or both), each far from the others: per-batch boxes and cell ranges
+    n_pts = torch.randint(0, 4, (300,), generator=g)
+    n_q = torch.randint(0, 2, (300,), generator=g)
+    centre = torch.rand(300, 3, generator=g) * 1000
+    p_many = torch.cat([centre[i] + torch.rand(int(c), 3, generator=g) for i, c in enumerate(n_pts)])
+    q_many = torch.cat([centre[i] + torch.rand(int(c), 3, generator=g) for i, c in enumerate(n_q)])
+    cases["many_batches"] = (q_many, p_many, 2, _offsets(*n_q.tolist()), _offsets(*n_pts.tolist()))
     if kitti_points is not None:
         pts = kitti_points
         crop = pts[(pts[:, 0] > 6) & (pts[:, 0] < 7.5) & (pts[:, 1].abs() < 1.2)][:160].contiguous()
@@ -229,7 +237,7 @@ def test_auto_without_tree_libraries(monkeypatch):
 
 @pytest.mark.parametrize("name", ["random_3d", "2d_k_above_n", "ties_ragged_empty", "self_ragged_2d", "one_point",
                                   "all_equal", "k64", "k2", "far_from_origin", "level2_ties_ragged", "level2_k64",
-                                  "level2_outliers"])
+                                  "level2_outliers", "many_batches"])
 def test_triton_interpreter_vs_reference(interp_results, name):
     (q, p, k, qo, po), out, leftover, kw = interp_results[name]
     ref = knn_reference(q, p, k, query_offsets=qo, points_offsets=po)
