@@ -58,7 +58,7 @@ def level2_rows() -> list[dict]:
         for name, fn in (("knn_level2_chunk", kg._knn_chunk_kernel), ("knn_level2_merge", kg._knn_merge_kernel)):
             c = build(fn, KNN_LEVEL2_TYPES, {"W": W, "BLOCK": kg.LEVEL2_BLOCK, "BIG": kg._BIG,
                                              "PROGRAMS": kg.LEVEL2_PROGRAMS,
-                                             "PART_BLOCKS": kg.LEVEL2_PART // (kg.LEVEL2_BLOCK * W)},
+                                             "PART_BLOCKS": kg.level2_part_blocks(W)},
                       num_warps=kg.LEVEL2_WARPS, fp_fusion=False, maxnreg=kg.MAXNREG[K])
             ptx = c.asm["ptx"]
             rows.append({"kernel": name, "K": K, "BLOCK": kg.LEVEL2_BLOCK, "num_warps": kg.LEVEL2_WARPS,

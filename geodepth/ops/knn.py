@@ -72,8 +72,8 @@ def _check_cloud(x: Tensor, name: str) -> None:
 
 
 def _check_finite(query: Tensor, points: Tensor, backend: str) -> None:
-    """NaN / inf rejection. CUDA float32 on the Triton path checks inside the kernel's plan (at its
-    first device sync); other CUDA paths pay one sync for both clouds."""
+    """NaN / inf rejection. CUDA float32 on the Triton path checks on the device (the plan's boxes)
+    and raises at the call's one read at the end; other CUDA paths pay one sync for both clouds."""
     if query.device.type == "cpu":  # numpy: no intra-op thread start-up for a 0.1 ms check
         finite = [bool(np.isfinite(x.detach().numpy()).all()) for x in (query, points)]
     elif query.dtype == torch.float32 and backend in ("auto", "triton") and use_triton(query):

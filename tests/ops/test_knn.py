@@ -637,7 +637,7 @@ def test_triton_kernel_builds_for_h100_without_fma_or_spills(K):
     for fn, types, block, warps in builds:
         try:
             compiled = build(fn, types, {"W": W, "BLOCK": block, "BIG": kg._BIG, "PROGRAMS": kg.LEVEL2_PROGRAMS,
-                                         "PART_BLOCKS": kg.LEVEL2_PART // (kg.LEVEL2_BLOCK * W)}, num_warps=warps,
+                                         "PART_BLOCKS": kg.level2_part_blocks(W)}, num_warps=warps,
                              fp_fusion=False, maxnreg=kg.MAXNREG[K])
             usage = cubin_usage(compiled)
         except (RuntimeError, FileNotFoundError, ImportError) as e:  # no ptxas / backend in this Triton build

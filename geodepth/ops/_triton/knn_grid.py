@@ -71,7 +71,7 @@ from torch import Tensor
 from geodepth.ops._triton import SIZES
 
 __all__ = ["CELLS_PER_POINT", "CHUNK", "LAUNCH", "MAXNREG", "RING_CAP", "TARGET_OCCUPANCY_PER_K", "GridPlan",
-           "knn_grid", "plan_knn_grid", "ring_cap_for", "rows_through", "run_knn_grid"]
+           "knn_grid", "level2_part_blocks", "plan_knn_grid", "ring_cap_for", "rows_through", "run_knn_grid"]
 
 _BIG = 2**31 - 1
 #: tuning knobs of the cell size (see the module docstring); time them with
@@ -109,6 +109,11 @@ LEVEL2_BLOCK, LEVEL2_WARPS, LEVEL2_MIN_CHUNK, LEVEL2_PROGRAMS = 32, 8, 2048, 409
 #: its partial lists take at most LEVEL2_PART int64 entries (32 MiB; k <= 16: no limit below
 #: LEVEL2_PROGRAMS items), and its merge at most LEVEL2_MERGE_PROGRAMS programs
 LEVEL2_PART, LEVEL2_MERGE_PROGRAMS = 1 << 22, 1024
+
+
+def level2_part_blocks(W: int) -> int:
+    """The second level's budget of (block, chunk) items with partial lists of W keys."""
+    return LEVEL2_PART // (LEVEL2_BLOCK * W)
 
 
 _MAXKEY = tl.constexpr(2**63 - 1)  # the key of "no candidate"
@@ -631,6 +636,17 @@ def _ring_cap_dev(GX, GY, GZ, RING_CAP: tl.constexpr):
 
 
 @triton.jit
+def _absmax(lx, ly, lz, hx, hy, hz):
+    """The largest magnitude among a box's six bounds; NaN if any is NaN (NaN-propagating maxima:
+    a plain GPU maximum would drop a NaN, and the box's finiteness check relies on it)."""
+    m = tl.maximum(tl.abs(lx), tl.abs(ly), propagate_nan=tl.PropagateNan.ALL)
+    m = tl.maximum(m, tl.abs(lz), propagate_nan=tl.PropagateNan.ALL)
+    m = tl.maximum(m, tl.abs(hx), propagate_nan=tl.PropagateNan.ALL)
+    m = tl.maximum(m, tl.abs(hy), propagate_nan=tl.PropagateNan.ALL)
+    return tl.maximum(m, tl.abs(hz), propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
 def _geometry(box, sums, n, NB, ncap, k, target_per_k, SELF: tl.constexpr, L: tl.constexpr,
               LADDER_LO: tl.constexpr):
     """The grid, from the boxes and the ladder's sums (the host twin is ``_pick_cell``): cell edge
@@ -644,11 +660,9 @@ def _geometry(box, sums, n, NB, ncap, k, target_per_k, SELF: tl.constexpr, L: tl
     else:
         qlx, qly, qlz, qhx, qhy, qhz = _box_lohi(box + 6)
     inf = float("inf")
-    pgood = (tl.abs(lx) < inf) & (tl.abs(ly) < inf) & (tl.abs(lz) < inf) & (tl.abs(hx) < inf) & (tl.abs(hy) < inf) \
-        & (tl.abs(hz) < inf)
-    qgood = (tl.abs(qlx) < inf) & (tl.abs(qly) < inf) & (tl.abs(qlz) < inf) & (tl.abs(qhx) < inf) \
-        & (tl.abs(qhy) < inf) & (tl.abs(qhz) < inf)
-    err = tl.where(pgood, 0, 1) + tl.where(qgood, 0, 2)
+    pmax = _absmax(lx, ly, lz, hx, hy, hz)
+    qmax = _absmax(qlx, qly, qlz, qhx, qhy, qhz)
+    err = tl.where(pmax < inf, 0, 1) + tl.where(qmax < inf, 0, 2)  # (NaN compares false: not finite)
     nf = n * 1.0
     h0, ex, ey, ez = _h0(lx, ly, lz, hx, hy, hz, nf)
     target = tl.maximum(h0 * 0.0 + k * target_per_k, 2.0)  # (float64)
@@ -673,10 +687,6 @@ def _geometry(box, sums, n, NB, ncap, k, target_per_k, SELF: tl.constexpr, L: tl
         h = h * 1.25
         gx, gy, gz = _dims(ex, ey, ez, h)
         grow += 1
-    pmax = tl.maximum(tl.maximum(tl.maximum(tl.abs(lx), tl.abs(ly)), tl.maximum(tl.abs(lz), tl.abs(hx))),
-                      tl.maximum(tl.abs(hy), tl.abs(hz)))
-    qmax = tl.maximum(tl.maximum(tl.maximum(tl.abs(qlx), tl.abs(qly)), tl.maximum(tl.abs(qlz), tl.abs(qhx))),
-                      tl.maximum(tl.abs(qhy), tl.abs(qhz)))
     slack = 1e-5 * h + 4e-6 * tl.maximum(pmax, qmax).to(tl.float64)
     good = err == 0
     return (tl.where(good, lx, 0.0), tl.where(good, ly, 0.0), tl.where(good, lz, 0.0),
@@ -1008,7 +1018,7 @@ def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | N
     if ring_cap != _BIG:
         min_chunk = max(LEVEL2_MIN_CHUNK if chunk is None else chunk, W)
         nblk_max = triton.cdiv(plan.M, LEVEL2_BLOCK)
-        part_blocks = LEVEL2_PART // (LEVEL2_BLOCK * W)
+        part_blocks = level2_part_blocks(W)
         items = min(nblk_max * triton.cdiv(plan.N, min_chunk), LEVEL2_PROGRAMS + nblk_max - 1, part_blocks)
         part = torch.empty(items * LEVEL2_BLOCK * W, dtype=torch.int64, device=dev)  # (nblk * nch <= items)
         qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start = a[:10]
