@@ -10,11 +10,12 @@ With ``--compiled`` (CPU) the IP-Basic methods are also timed with
 steps): each compiled output is first checked to equal the eager one bit for bit, and the
 first call (which compiles) is timed separately and reported in the row's note and extra.
 
-On the CPU, ``fill_in_fast`` (``ipbasic_fast*``) runs on its numba backend when numba is
-installed (``backend="auto"``); those methods get a ``[torch]`` row (the pure-torch path) and
-a ``[numba, N threads]`` row (``--numba-threads``, default 2) beside the default row, each
-checked to equal the default's output bit for bit. The note of the default row gives the
-in-process first call (numba JIT, or loading its on-disk cache).
+On the CPU, ``fill_in_fast`` (``ipbasic_fast*``) and ``knn_fill`` (``knn_*``) run on their
+numba backends when numba is installed (``backend="auto"``); those methods get a ``[torch]``
+row (the pure-torch path) and a ``[numba, N threads]`` row (``--numba-threads``, default 2)
+beside the default row, each checked against the torch path first (IP-Basic: bit for bit;
+knn: to 2e-7 relative). The note of the default row gives the in-process first call (numba
+JIT, or loading its on-disk cache). ``knn_bilateral`` is given the frame's RGB image.
 
     python benchmarks/bm_classical.py [--device cpu|cuda] [--repeats N] [--threads N] [--compiled]
                                       [--numba-threads N]
@@ -36,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import KITTI_FRAME, Case, run_cases  # noqa: E402
 
 from geodepth.io.depth import read_depth_png  # noqa: E402
+from geodepth.io.image import read_image  # noqa: E402
 from geodepth.models.classical import METHODS, complete_classical  # noqa: E402
 from geodepth.models.classical.ipbasic import use_compiled  # noqa: E402
 
@@ -47,6 +49,14 @@ def load_frame() -> torch.Tensor:
     for p in CANDIDATES:
         if p.exists():
             return read_depth_png(p)
+    raise FileNotFoundError(f"KITTI sample not found in {[str(p) for p in CANDIDATES]}")
+
+
+def load_image() -> torch.Tensor:
+    """The RGB image of the same frame (knn_bilateral's colour term)."""
+    for p in CANDIDATES:
+        if p.exists():
+            return read_image(p.parent / "image_02.png")
     raise FileNotFoundError(f"KITTI sample not found in {[str(p) for p in CANDIDATES]}")
 
 
@@ -104,35 +114,51 @@ def compiled_case(group: str, name: str, depth: torch.Tensor, repeats: int) -> C
 
 
 def numba_cases(group: str, name: str, depth: torch.Tensor, repeats: int, threads: int) -> tuple[str, list[Case]]:
-    """For ``ipbasic_fast*`` on the CPU: the first-call note of the default (numba) row, a
-    ``[torch]`` row and a ``[numba, threads]`` row, all checked bit for bit first."""
-    from geodepth.models.classical import _numba_ipbasic as nb
+    """For ``ipbasic_fast*`` and ``knn_*`` on the CPU: the first-call note of the default (numba)
+    row, a ``[torch]`` row and a ``[numba, threads]`` row, all checked against the torch path
+    first (IP-Basic: bit for bit; knn: to 2e-7 relative, the sums' order differs)."""
+    import importlib
+
+    knn = name.startswith("knn")
+    nb = importlib.import_module("geodepth.models.classical._numba_knn_fill" if knn
+                                 else "geodepth.models.classical._numba_ipbasic")
+    img = load_image() if name == "knn_bilateral" else None
+
+    def run(backend):
+        return complete_classical(name, depth, image=img, backend=backend)["depth"]
+
+    def same(a, b):
+        return torch.allclose(a, b, rtol=2e-7, atol=0) if knn else torch.equal(a, b)
 
     t0 = time.perf_counter()
-    default = complete_classical(name, depth)["depth"]
+    default = run("auto")
     first_s = time.perf_counter() - t0
-    ref = complete_classical(name, depth, backend="torch")["depth"]
-    if not torch.equal(default, ref):
+    ref = run("torch")
+    if not same(default, ref):
         raise AssertionError(f"{name}: numba output differs from torch on {int((default != ref).sum())} pixels")
 
     def threaded():
         prev, nb.THREADS = nb.THREADS, threads
         try:
-            return complete_classical(name, depth, backend="numba")["depth"]
+            return run("numba")
         finally:
             nb.THREADS = prev
 
-    if not torch.equal(threaded(), ref):
+    if not same(threaded(), ref):
         raise AssertionError(f"{name}: numba ({threads} threads) differs from torch")
-    cases = [Case(group, f"geodepth {name} [torch]", lambda: complete_classical(name, depth, backend="torch"),
-                  device="cpu", repeats=repeats, note=f"pure torch, {torch.get_num_threads()} threads"),
-             Case(group, f"geodepth {name} [numba, {threads} threads]", threaded, device="cpu", repeats=repeats,
-                  note="bit-identical to torch")]
-    return f"numba {nb.THREADS} thread(s), bit-identical to torch; first call {first_s:.2f} s", cases
+    reps = max(3, repeats // 5) if knn else repeats
+    agree = "equal to torch to 2e-7" if knn else "bit-identical to torch"
+    cases = [Case(group, f"geodepth {name} [torch]", lambda: run("torch"),
+                  device="cpu", repeats=reps, note=f"pure torch, {torch.get_num_threads()} threads"),
+             Case(group, f"geodepth {name} [numba, {threads} threads]", threaded, device="cpu", repeats=reps,
+                  note=agree)]
+    nthreads = nb.THREADS if nb.THREADS is not None else "numba's default"
+    return f"numba {nthreads} thread(s), {agree}; first call {first_s:.2f} s", cases
 
 
 def build_cases(device: str, repeats: int, compiled: bool = False, numba_threads: int = 2) -> list[Case]:
     depth = load_frame().to(device)
+    image = load_image().to(device)
     group = f"kitti_{depth.shape[-1]}x{depth.shape[-2]}"
     cases = []
     try:
@@ -146,11 +172,11 @@ def build_cases(device: str, repeats: int, compiled: bool = False, numba_threads
                           device="cpu", anchor=True, repeats=repeats,
                           note=f"cv2 {cv2.__version__}, {cv2.getNumThreads()} threads; includes one input copy"))
     for name in METHODS:
-        def fn(name=name):
-            return complete_classical(name, depth)
+        def fn(name=name, img=image if name == "knn_bilateral" else None):
+            return complete_classical(name, depth, image=img)
         reps = repeats if not name.startswith(("knn", "nearest")) or device != "cpu" else max(3, repeats // 5)
         note, extra = (f"torch {torch.get_num_threads()} threads" if device == "cpu" else ""), []
-        if device == "cpu" and name.startswith("ipbasic_fast") and _numba_ok():
+        if device == "cpu" and name.startswith(("ipbasic_fast", "knn")) and _numba_ok():
             note, extra = numba_cases(group, name, depth, repeats, numba_threads)
         cases.append(Case(group, f"geodepth {name}", fn, device=device, repeats=reps, note=note))
         cases += extra

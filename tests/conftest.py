@@ -62,10 +62,11 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def exact_cpu_knn2d(monkeypatch):
-    """knn_fill's CPU search through geodepth.ops.knn (ties at the k-th distance go to the smaller
-    index, as on CUDA) instead of the k-d tree (whose choice among such ties is its own): the CUDA
-    path is then compared with a CPU run on the same neighbours."""
+    """knn_fill's CPU runs on the torch path with its search in float32 (ties at the k-th distance
+    to the smaller index), as on CUDA, instead of the numba backend (float64): the CUDA path is
+    then compared with a CPU run on the same neighbours."""
     import importlib
 
     kf = importlib.import_module("geodepth.models.classical.knn_fill")
-    monkeypatch.setattr(kf, "_knn2d_fallback", kf._knn2d_exact)
+    monkeypatch.setattr(kf, "_CPU_FLOAT", torch.float32)
+    monkeypatch.setattr(kf, "_use_numba", lambda backend, dev: False)

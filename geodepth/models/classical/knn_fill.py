@@ -14,6 +14,11 @@ Depth = ``sum(w_i z_i) / sum(w_i)``. Pixels whose nearest point is farther than
 ``max_radius_px`` stay 0. Confidence (in [0, 1]) = ``exp(-d_1**2 / (2 sigma_space**2)) /
 (1 + s / z)``, the spatial support of the nearest point times a penalty for the weighted
 standard deviation ``s`` of the neighbour depths relative to the estimate ``z`` (depth edges).
+
+The neighbours are exact, and among points exactly as far as the k-th the smaller point index
+is kept (point order: ``points_uvz``'s rows, or the depth map's valid pixels in row-major
+order), on every backend: on CPU a numba-compiled pixel-tile search fused with the weighting
+(:mod:`._numba_knn_fill`) where numba is installed, else ``geodepth.ops.knn`` and torch.
 """
 from __future__ import annotations
 
@@ -25,29 +30,41 @@ from .ipbasic import _as_depth
 __all__ = ["knn_fill"]
 
 _WEIGHTINGS = ("idw", "bilateral")
+_BACKENDS = ("auto", "numba", "torch")
+
+
+def _use_numba(backend: str, dev: torch.device) -> bool:
+    if backend == "torch" or dev.type != "cpu":
+        if backend == "numba":
+            raise ValueError(f"backend='numba' runs on CPU tensors only, got {dev}")
+        return False
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        if backend == "numba":
+            raise ValueError("backend='numba' needs numba (pip install numba)") from None
+        return False
+    return True
+
+
+# float type of the torch path's CPU search coordinates: float64 gives the numba backend's
+# neighbour lists; tests set float32 to reproduce the CUDA search (float32 on the device)
+_CPU_FLOAT = torch.float64
 
 
 def _knn2d(query: torch.Tensor, points: torch.Tensor, k: int,
            max_sqdist: float = float("inf")) -> tuple[torch.Tensor, torch.Tensor]:
-    """K nearest ``points`` (N, 2) float for each ``query`` (M, 2): ``(sqdist (M, k), idx
-    (M, k) int64)``, ascending, -1 / inf where fewer than k points. CUDA: ``geodepth.ops.knn``
-    (our Triton search; its torch path where Triton is missing); CPU: pykdtree or scipy's cKDTree,
-    else chunked ``torch.cdist``. Among points exactly as far as the k-th, which ones are kept is up to
-    the backend (the weights of such ties are equal, so only the set can differ).
-    ``max_sqdist``: the caller drops neighbours beyond it; the Triton search uses it as its
-    bound (a pixel far from every point stops once its cells cover the bound instead of
-    searching on), other backends return the unbounded lists (the caller's mask makes them
-    equal)."""
+    """K nearest ``points`` (N, 2) float for each ``query`` (M, 2): ``(sqdist (M, k) float64, idx
+    (M, k) int64)``, ascending, ties at the k-th distance to the smaller index, -1 / inf where
+    fewer than k points: ``geodepth.ops.knn`` on the points lifted to z = 0 (CUDA: our Triton
+    search in float32; CPU: in :data:`_CPU_FLOAT`). ``max_sqdist``: the caller drops neighbours
+    beyond it; bounded backends (Triton, numba grid) stop searching once their cells cover it,
+    others return the unbounded lists (the caller's mask makes them equal)."""
     M, N = query.shape[0], points.shape[0]
     dev = query.device
     kk = min(k, N)
-    if kk > 0 and query.is_cuda:
-        sq, idx = _knn2d_exact(query, points, kk, max_sqdist)
-    elif kk > 0:
-        # CPU: a 2-D k-d tree with its own choice among ties at the k-th distance (the exact-tie
-        # search, _knn2d_exact, is 1.17x faster on a KITTI frame's 465k pixel queries but moves
-        # the method table's numbers: knn_bilateral MAE 365.72 -> 367.98 mm on the sample frame)
-        sq, idx = _knn2d_fallback(query, points, kk)
+    if kk > 0:
+        sq, idx = _knn2d_exact(query, points, kk, max_sqdist, torch.float32 if query.is_cuda else _CPU_FLOAT)
     else:
         sq = torch.empty(M, 0, dtype=torch.float64, device=dev)
         idx = torch.empty(M, 0, dtype=torch.int64, device=dev)
@@ -57,53 +74,24 @@ def _knn2d(query: torch.Tensor, points: torch.Tensor, k: int,
     return sq, idx
 
 
-def _knn2d_exact(query: torch.Tensor, points: torch.Tensor, k: int,
-                 max_sqdist: float = float("inf")) -> tuple[torch.Tensor, torch.Tensor]:
-    """``geodepth.ops.knn`` on the points lifted to z = 0: exact, ties at the k-th distance to the
-    smaller index, the same on every device. Neighbours farther than ``max_sqdist`` may come
-    back as -1 / inf (the search is bounded by the float32 at or above it: nothing within
-    ``max_sqdist`` is lost to rounding)."""
+def _knn2d_exact(query: torch.Tensor, points: torch.Tensor, k: int, max_sqdist: float = float("inf"),
+                 dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """``geodepth.ops.knn`` on the points lifted to z = 0, coordinates in ``dtype``: exact, ties
+    at the k-th distance to the smaller index, the same on every device. Neighbours farther than
+    ``max_sqdist`` may come back as -1 / inf (the bound is rounded up to ``dtype``, so nothing
+    within ``max_sqdist`` is lost to rounding)."""
     from geodepth.ops.knn import _knn
 
-    bound = np.float32(max_sqdist)
-    if float(bound) < max_sqdist:
-        bound = np.nextafter(bound, np.float32(np.inf))
-    z = lambda a: torch.cat([a, torch.zeros_like(a[:, :1])], dim=1).float().contiguous()  # noqa: E731
-    res = _knn(z(query), z(points), k, None, None, "auto", float(bound))
+    if dtype == torch.float32:
+        bound = np.float32(max_sqdist)
+        if float(bound) < max_sqdist:
+            bound = np.nextafter(bound, np.float32(np.inf))
+        bound = float(bound)
+    else:
+        bound = float(max_sqdist)
+    z = lambda a: torch.cat([a, torch.zeros_like(a[:, :1])], dim=1).to(dtype).contiguous()  # noqa: E731
+    res = _knn(z(query), z(points), k, None, None, "auto", bound)
     return res.sqdist.to(torch.float64), res.idx
-
-
-def _knn2d_fallback(query: torch.Tensor, points: torch.Tensor, k: int):
-    dev = query.device
-    if dev.type == "cpu":
-        qn, pn = query.double().numpy(), points.double().contiguous().numpy()
-        try:
-            from pykdtree.kdtree import KDTree  # ~2x faster than scipy's here
-
-            d, i = KDTree(pn).query(qn, k=k)
-            d = torch.from_numpy(np.asarray(d, dtype=np.float64)).reshape(-1, k)
-            i = torch.from_numpy(np.asarray(i, dtype=np.int64)).reshape(-1, k)
-            return d * d, i
-        except ImportError:
-            pass
-        try:
-            from scipy.spatial import cKDTree
-        except ImportError:  # pragma: no cover - scipy is a test dependency
-            cKDTree = None
-        if cKDTree is not None:
-            d, i = cKDTree(pn).query(qn, k=k)
-            d = torch.from_numpy(d).reshape(-1, k)
-            i = torch.from_numpy(i).reshape(-1, k).to(torch.int64)
-            return d * d, i
-    q, p = query.double(), points.double()
-    sqs, idxs = [], []
-    chunk = max(1, (1 << 26) // max(1, p.shape[0]))
-    for s in range(0, q.shape[0], chunk):
-        d2 = torch.cdist(q[s:s + chunk], p).square()
-        v, i = torch.topk(d2, k, dim=1, largest=False, sorted=True)
-        sqs.append(v)
-        idxs.append(i)
-    return torch.cat(sqs), torch.cat(idxs)
 
 
 @torch.no_grad()
@@ -120,6 +108,7 @@ def knn_fill(
     sigma_space: float = 4.0,
     sigma_color: float = 0.1,
     eps: float = 0.5,
+    backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Interpolate the K nearest points at every pixel (see the module docstring).
 
@@ -138,13 +127,19 @@ def knn_fill(
         sigma_space: spatial sigma, pixels (bilateral weights and the confidence).
         sigma_color: colour sigma, RGB units in [0, 1].
         eps: smallest distance used in the inverse distance weights, pixels.
-
+        backend: ``"auto"`` (CPU tensors: the numba backend when numba is importable, else
+            torch), ``"numba"`` (CPU only) or ``"torch"``. Both find the neighbours exactly,
+            ties at the k-th distance to the smaller point index: the numba backend with its own
+            pixel-tile search in float64, the torch path through ``geodepth.ops.knn`` (float64
+            on CPU, so the same lists; float32 on CUDA, exact there for pixel-centre points).
     Returns:
         ``(depth (1, H, W) float32, confidence (1, H, W) float32 in [0, 1])``, 0 where no
         estimate; on the input's device.
     """
     if weighting not in _WEIGHTINGS:
         raise ValueError(f"weighting must be one of {_WEIGHTINGS}, got {weighting!r}")
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
     if not (isinstance(k, int) and k >= 1):
         raise ValueError(f"k must be an int >= 1, got {k!r}")
     for name, val in (("power", power), ("sigma_space", sigma_space), ("sigma_color", sigma_color), ("eps", eps)):
@@ -188,6 +183,13 @@ def knn_fill(
     conf = torch.zeros(H, W, dtype=torch.float32, device=dev)
     if z.numel() == 0:
         return out[None], conf[None]
+    if _use_numba(backend, dev):
+        from ._numba_knn_fill import knn_fill_numba
+
+        img = image.to(torch.float64).numpy() if image is not None and weighting == "bilateral" else None
+        o, c = knn_fill_numba(uv.numpy(), z.numpy(), img, H, W, k, weighting == "idw", power, eps,
+                              sigma_space, sigma_color, max_radius_px)
+        return torch.from_numpy(o)[None], torch.from_numpy(c)[None]
     rr, cc = torch.meshgrid(torch.arange(H, device=dev), torch.arange(W, device=dev), indexing="ij")
     query = torch.stack([cc.flatten(), rr.flatten()], 1).to(torch.float64) + 0.5
     sq, idx = _knn2d(query, uv, k, float("inf") if max_radius_px is None else max_radius_px * max_radius_px)

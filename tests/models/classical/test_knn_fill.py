@@ -11,6 +11,14 @@ from geodepth.models.classical.knn_fill import knn_fill
 
 knn_mod = importlib.import_module("geodepth.models.classical.knn_fill")
 
+try:
+    import numba  # noqa: F401
+
+    BACKENDS = ["torch", "numba"]
+except ImportError:  # pragma: no cover - numba is in the test extras
+    BACKENDS = ["torch"]
+needs_numba = pytest.mark.skipif("numba" not in BACKENDS, reason="needs numba")
+
 
 def loop_reference(H, W, uvz, k, weighting, power=2.0, max_radius=None, ss=4.0, sc=0.1, eps=0.5, image=None):
     """Naive twin of knn_fill: for each pixel centre, sort all points by distance."""
@@ -49,41 +57,47 @@ def random_points(seed, H=14, W=19, n=25):
     return np.stack([g.random(n) * W, g.random(n) * H, g.random(n) * 30 + 2], 1)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("weighting", ["idw", "bilateral"])
 @pytest.mark.parametrize(("k", "max_radius"), [(1, None), (4, None), (8, 3.0), (40, None)])
-def test_points_vs_loop(weighting, k, max_radius):
+def test_points_vs_loop(weighting, k, max_radius, backend):
     H, W = 14, 19
     uvz = random_points(k)
     g = np.random.default_rng(5)
     image = g.random((3, H, W))
+    img = torch.from_numpy(image).float() if weighting == "bilateral" else None
     out, conf = knn_fill(size=(H, W), points_uvz=torch.from_numpy(uvz), k=k, weighting=weighting,
-                         max_radius_px=max_radius, image=torch.from_numpy(image).float() if weighting == "bilateral" else None)
+                         max_radius_px=max_radius, image=img, backend=backend)
     ref, rconf = loop_reference(H, W, uvz, k, weighting, max_radius=max_radius,
                                 image=np.float32(image).astype(np.float64) if weighting == "bilateral" else None)
     np.testing.assert_allclose(out[0].numpy(), ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(conf[0].numpy(), rconf, rtol=1e-5, atol=1e-6)
 
 
-def test_sparse_depth_uses_pixel_centres():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sparse_depth_uses_pixel_centres(backend):
     H, W = 9, 12
     d = np.zeros((H, W), np.float32)
     d[2, 3], d[7, 10], d[5, 1] = 5.0, 9.0, 3.0
-    out, _ = knn_fill(torch.from_numpy(d), k=3, max_radius_px=None)
+    out, _ = knn_fill(torch.from_numpy(d), k=3, max_radius_px=None, backend=backend)
     rc = np.argwhere(d > 0)
     uvz = np.stack([rc[:, 1] + 0.5, rc[:, 0] + 0.5, d[rc[:, 0], rc[:, 1]]], 1).astype(np.float64)
     ref, _ = loop_reference(H, W, uvz, 3, "idw")
     np.testing.assert_allclose(out[0].numpy(), ref, rtol=1e-6)
 
 
-def test_cdist_fallback_matches_kdtree():
-    g = np.random.default_rng(0)
-    q = torch.from_numpy(g.random((300, 2)) * 50)
-    p = torch.from_numpy(g.random((80, 2)) * 50)
-    sq_a, idx_a = knn_mod._knn2d_fallback(q, p, 5)
-    d2 = torch.cdist(q, p).square()
-    sq_b, idx_b = torch.topk(d2, 5, dim=1, largest=False)
-    np.testing.assert_allclose(sq_a.numpy(), sq_b.numpy(), rtol=1e-9)
-    assert torch.equal(idx_a, idx_b)
+def test_cpu_search_is_exact_with_index_ties():
+    """The torch path's CPU search (geodepth.ops.knn in float64) against a brute-force stable
+    sort, on lattice points where distances tie."""
+    uvz = _lattice_points(17, 29, 3, 0)
+    rr, cc = np.meshgrid(np.arange(17), np.arange(29), indexing="ij")
+    q = torch.from_numpy(np.stack([cc.ravel() + 0.5, rr.ravel() + 0.5], 1))
+    p = torch.from_numpy(uvz[:, :2].copy())
+    sq, idx = knn_mod._knn2d(q, p, 7)
+    d2 = ((q[:, None, :] - p[None]) ** 2).sum(-1)
+    ref_sq, ref_idx = torch.sort(d2, dim=1, stable=True)
+    assert torch.equal(idx, ref_idx[:, :7])
+    assert torch.equal(sq, ref_sq[:, :7])
 
 
 def test_errors():
@@ -95,3 +109,107 @@ def test_errors():
     with pytest.raises(ValueError, match="points_uvz"):
         knn_fill(d, points_uvz=torch.zeros(3, 2))
     assert torch.equal(knn_fill(d)[0], d)  # no points: nothing to fill
+
+
+def _lattice_points(H, W, step, seed):
+    """Points at pixel centres every ``step`` pixels (many exact ties between distances), with
+    some duplicated positions carrying different depths."""
+    g = np.random.default_rng(seed)
+    rr, cc = np.meshgrid(np.arange(1, H, step), np.arange(0, W, step), indexing="ij")
+    uv = np.stack([cc.ravel() + 0.5, rr.ravel() + 0.5], 1)
+    dup = uv[g.choice(len(uv), len(uv) // 4, replace=False)]
+    uv = np.concatenate([uv, dup])
+    z = g.random(len(uv)) * 20 + 1
+    perm = g.permutation(len(uv))
+    return np.concatenate([uv, z[:, None]], 1)[perm]
+
+
+@needs_numba
+@pytest.mark.parametrize("weighting", ["idw", "bilateral"])
+@pytest.mark.parametrize(("k", "max_radius"), [(5, None), (8, 4.0), (3, 1.0)])
+def test_numba_ties_go_to_smaller_index(weighting, k, max_radius):
+    """Distances tie everywhere on a lattice: the numba backend keeps, among points as far as
+    the k-th, the smaller indices, as the stable brute-force twin does."""
+    H, W = 23, 37
+    uvz = _lattice_points(H, W, 3, k)
+    image = np.random.default_rng(1).random((3, H, W)).astype(np.float32)
+    img = torch.from_numpy(image) if weighting == "bilateral" else None
+    out, conf = knn_fill(size=(H, W), points_uvz=torch.from_numpy(uvz), k=k, weighting=weighting,
+                         max_radius_px=max_radius, image=img, backend="numba")
+    ref, rconf = loop_reference(H, W, uvz, k, weighting, max_radius=max_radius,
+                                image=image.astype(np.float64) if img is not None else None)
+    np.testing.assert_allclose(out[0].numpy(), ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(conf[0].numpy(), rconf, rtol=1e-6, atol=1e-7)
+
+
+def _band_points(H, W, n, seed):
+    """LiDAR-like: points only in the lower rows, denser near the bottom, some on the right and
+    bottom borders of the image."""
+    g = np.random.default_rng(seed)
+    u = g.random(n) * W
+    v = H - 1e-9 - (H * 0.45) * g.random(n) ** 2
+    u[:3] = W - 1e-9
+    z = g.random(n) * 50 + 1
+    return np.stack([u, v, z], 1)
+
+
+@needs_numba
+@pytest.mark.parametrize(("H", "W", "n", "k", "max_radius"), [
+    (31, 45, 60, 8, 6.0),    # top rows farther than the radius from every point: 0
+    (31, 45, 60, 8, None),   # ... filled from far away without it
+    (13, 9, 5, 8, None),     # fewer points than k
+    (1, 1, 4, 2, None),      # one pixel
+    (1, 23, 3, 16, 2.5),     # one row, k > n, bounded
+])
+def test_numba_band_and_edges_vs_loop(H, W, n, k, max_radius):
+    uvz = _band_points(H, W, n, n + k)
+    image = np.random.default_rng(2).random((3, H, W)).astype(np.float32)
+    out, conf = knn_fill(size=(H, W), points_uvz=torch.from_numpy(uvz), k=k, weighting="bilateral",
+                         max_radius_px=max_radius, image=torch.from_numpy(image), backend="numba")
+    ref, rconf = loop_reference(H, W, uvz, k, "bilateral", max_radius=max_radius, image=image.astype(np.float64))
+    np.testing.assert_allclose(out[0].numpy(), ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(conf[0].numpy(), rconf, rtol=1e-6, atol=1e-7)
+    if max_radius is not None and H > 20:
+        assert (out[0, :5] == 0).all() and (out[0] > 0).any()  # the bound bites
+
+
+@needs_numba
+@pytest.mark.parametrize("s", [2, 5, 64])
+def test_numba_cell_size_does_not_change_the_result(monkeypatch, s):
+    """The cell edge is a speed choice only: forced small or large cells give the same bits."""
+    nb = importlib.import_module("geodepth.models.classical._numba_knn_fill")
+    uvz = torch.from_numpy(_band_points(40, 70, 300, 3))
+    args = dict(size=(40, 70), points_uvz=uvz, k=6, max_radius_px=9.0, backend="numba")
+    want = knn_fill(**args)
+    monkeypatch.setattr(nb, "cell_size", lambda n, H, W, k: s)
+    got = knn_fill(**args)
+    assert torch.equal(want[0], got[0]) and torch.equal(want[1], got[1])
+
+
+@needs_numba
+@pytest.mark.parametrize("weighting", ["idw", "bilateral"])
+@pytest.mark.parametrize(("source", "max_radius"), [("points", 50.0), ("points", None), ("sparse", 50.0)])
+def test_numba_matches_torch_path_on_kitti(weighting, source, max_radius):
+    """The real KITTI frame (19k projected LiDAR points or the 19k-pixel sparse depth map, 466k
+    pixel queries): the numba backend against the torch path (geodepth.ops.knn's exact search,
+    torch weighting); float64 on both, so they differ by summation order only."""
+    import geodepth
+
+    frame = geodepth.load_frame(geodepth.sample_dir())
+    uvz = None
+    if source == "points":
+        uv, z = frame.camera.project(frame.points_cam)
+        uvz = torch.cat([uv, z[:, None]], 1)
+    kw = dict(points_uvz=uvz, image=frame.image, weighting=weighting, max_radius_px=max_radius)
+    a, ca = knn_fill(frame.sparse_depth, backend="numba", **kw)
+    b, cb = knn_fill(frame.sparse_depth, backend="torch", **kw)
+    assert torch.equal(a > 0, b > 0) and int((a > 0).sum()) > 300_000
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=2e-7, atol=0)
+    np.testing.assert_allclose(ca.numpy(), cb.numpy(), rtol=2e-7, atol=1e-7)
+
+
+def test_backend_errors():
+    d = torch.zeros(1, 4, 4)
+    d[0, 1, 1] = 3.0
+    with pytest.raises(ValueError, match="backend"):
+        knn_fill(d, backend="opencv")
