@@ -10,12 +10,13 @@ With ``--compiled`` (CPU) the IP-Basic methods are also timed with
 steps): each compiled output is first checked to equal the eager one bit for bit, and the
 first call (which compiles) is timed separately and reported in the row's note and extra.
 
-On the CPU, ``fill_in_fast`` (``ipbasic_fast*``) and ``knn_fill`` (``knn_*``) run on their
-numba backends when numba is installed (``backend="auto"``); those methods get a ``[torch]``
-row (the pure-torch path) and a ``[numba, N threads]`` row (``--numba-threads``, default 2)
-beside the default row, each checked against the torch path first (IP-Basic: bit for bit;
-knn: to 2e-7 relative). The note of the default row gives the in-process first call (numba
-JIT, or loading its on-disk cache). ``knn_bilateral`` is given the frame's RGB image.
+On the CPU, ``fill_in_fast`` (``ipbasic_fast*``), ``nearest_fill`` (``nearest``) and
+``knn_fill`` (``knn_*``) run on their numba backends when numba is installed
+(``backend="auto"``); those methods get a ``[torch]`` row (the pure-torch path) and a
+``[numba, N threads]`` row (``--numba-threads``, default 2) beside the default row, each checked
+against the torch path first (IP-Basic, nearest: bit for bit; knn: to 2e-7 relative). The note
+of the default row gives the in-process first call (numba JIT, or loading its on-disk cache).
+``knn_bilateral`` is given the frame's RGB image.
 
     python benchmarks/bm_classical.py [--device cpu|cuda] [--repeats N] [--threads N] [--compiled]
                                       [--numba-threads N]
@@ -114,14 +115,15 @@ def compiled_case(group: str, name: str, depth: torch.Tensor, repeats: int) -> C
 
 
 def numba_cases(group: str, name: str, depth: torch.Tensor, repeats: int, threads: int) -> tuple[str, list[Case]]:
-    """For ``ipbasic_fast*`` and ``knn_*`` on the CPU: the first-call note of the default (numba)
-    row, a ``[torch]`` row and a ``[numba, threads]`` row, all checked against the torch path
-    first (IP-Basic: bit for bit; knn: to 2e-7 relative, the sums' order differs)."""
+    """For ``ipbasic_fast*``, ``nearest`` and ``knn_*`` on the CPU: the first-call note of the
+    default (numba) row, a ``[torch]`` row and a ``[numba, threads]`` row, all checked against the
+    torch path first (IP-Basic, nearest: bit for bit; knn: to 2e-7 relative, the sums' order
+    differs)."""
     import importlib
 
     knn = name.startswith("knn")
-    nb = importlib.import_module("geodepth.models.classical._numba_knn_fill" if knn
-                                 else "geodepth.models.classical._numba_ipbasic")
+    module = "_numba_knn_fill" if knn else "_numba_nearest" if name == "nearest" else "_numba_ipbasic"
+    nb = importlib.import_module(f"geodepth.models.classical.{module}")
     img = load_image() if name == "knn_bilateral" else None
 
     def run(backend):
@@ -146,7 +148,7 @@ def numba_cases(group: str, name: str, depth: torch.Tensor, repeats: int, thread
 
     if not same(threaded(), ref):
         raise AssertionError(f"{name}: numba ({threads} threads) differs from torch")
-    reps = max(3, repeats // 5) if knn else repeats
+    reps = max(3, repeats // 5) if knn or name == "nearest" else repeats
     agree = "equal to torch to 2e-7" if knn else "bit-identical to torch"
     cases = [Case(group, f"geodepth {name} [torch]", lambda: run("torch"),
                   device="cpu", repeats=reps, note=f"pure torch, {torch.get_num_threads()} threads"),
@@ -176,7 +178,7 @@ def build_cases(device: str, repeats: int, compiled: bool = False, numba_threads
             return complete_classical(name, depth, image=img)
         reps = repeats if not name.startswith(("knn", "nearest")) or device != "cpu" else max(3, repeats // 5)
         note, extra = (f"torch {torch.get_num_threads()} threads" if device == "cpu" else ""), []
-        if device == "cpu" and name.startswith(("ipbasic_fast", "knn")) and _numba_ok():
+        if device == "cpu" and name.startswith(("ipbasic_fast", "knn", "nearest")) and _numba_ok():
             note, extra = numba_cases(group, name, depth, repeats, numba_threads)
         cases.append(Case(group, f"geodepth {name}", fn, device=device, repeats=reps, note=note))
         cases += extra
@@ -202,7 +204,8 @@ def main(argv: list[str] | None = None):
     ap.add_argument("--compiled", action="store_true",
                     help="also time the IP-Basic methods under torch.compile (CPU; needs a C++ compiler)")
     ap.add_argument("--numba-threads", type=int, default=2,
-                    help="threads of the extra [numba, N threads] rows (the default rows use 1)")
+                    help="threads of the extra [numba, N threads] rows (the default rows use each backend's "
+                         "THREADS: 1 for IP-Basic, numba's default for nearest and knn)")
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/classical_<device>.json)")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():

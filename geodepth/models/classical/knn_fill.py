@@ -34,6 +34,9 @@ _BACKENDS = ("auto", "numba", "torch")
 
 
 def _use_numba(backend: str, dev: torch.device) -> bool:
+    """Whether a classical method with a numba backend (knn_fill, nearest_fill) takes it."""
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
     if backend == "torch" or dev.type != "cpu":
         if backend == "numba":
             raise ValueError(f"backend='numba' runs on CPU tensors only, got {dev}")

@@ -25,6 +25,7 @@ def nearest_fill(
     *,
     max_distance_px: float | None = None,
     return_distance: bool = False,
+    backend: str = "auto",
 ):
     """Fill every empty pixel of ``depth`` with the depth of the nearest valid pixel.
 
@@ -34,6 +35,8 @@ def nearest_fill(
             stay 0; None = fill everything.
         return_distance: also return the distance (1, H, W) float32, pixels, to the source pixel
             (0 at valid pixels, inf where the image has no valid pixel).
+        backend: ``"auto"`` (CPU tensors: numba when it is importable, else torch), ``"numba"``
+            (CPU only) or ``"torch"``; both compute the same integer keys, so the same result.
 
     Returns:
         dense depth (1, H, W) float32 (and the distance map if ``return_distance``). Valid input
@@ -50,7 +53,12 @@ def nearest_fill(
     H, W = d.shape
     dev = d.device
     valid = d > 0
-    src, d2 = _nearest_index(valid)
+    if _use_numba(backend, dev):
+        from ._numba_nearest import nearest_index_numba
+
+        src, d2 = (torch.from_numpy(a) for a in nearest_index_numba(valid.numpy()))
+    else:
+        src, d2 = _nearest_index(valid)
     has = src >= 0
     out = torch.where(has, d.flatten()[src.clamp(min=0)].view(H, W), torch.zeros((), device=dev))
     dist = torch.where(has, d2.to(torch.float32).sqrt(), torch.full((), float("inf"), device=dev))
@@ -61,6 +69,12 @@ def nearest_fill(
     if return_distance:
         return out[None], dist[None]
     return out[None]
+
+
+def _use_numba(backend: str, dev: torch.device) -> bool:
+    from .knn_fill import _use_numba as use
+
+    return use(backend, dev)
 
 
 def _nearest_index(valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,6 +7,13 @@ import torch
 
 from geodepth.models.classical.nearest import nearest_fill
 
+try:
+    import numba  # noqa: F401
+
+    BACKENDS = ["torch", "numba"]
+except ImportError:  # pragma: no cover - numba is in the test extras
+    BACKENDS = ["torch"]
+
 
 def brute(depth: np.ndarray):
     """Naive twin: every pixel scans all valid pixels; ties -> smallest row-major index."""
@@ -25,23 +32,26 @@ def brute(depth: np.ndarray):
     return out, dist
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("seed", range(12))
-def test_vs_brute_force(seed):
+def test_vs_brute_force(seed, backend):
     g = np.random.default_rng(seed)
     H, W = g.integers(1, 20, 2)
     depth = (g.random((H, W)) * 50 + 1).astype(np.float32)
     depth[g.random((H, W)) > g.random() * 0.3] = 0
     ref, rdist = brute(depth)
-    out, dist = nearest_fill(torch.from_numpy(depth), return_distance=True)
+    out, dist = nearest_fill(torch.from_numpy(depth), return_distance=True, backend=backend)
     np.testing.assert_array_equal(out[0].numpy(), ref)
     np.testing.assert_allclose(dist[0].numpy(), rdist, rtol=1e-6)
 
 
-def test_ties_on_a_grid():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ties_on_a_grid(backend):
     # a regular grid has many equidistant valid pixels: ties must go to the smaller row, then column
     depth = np.zeros((9, 11), np.float32)
     depth[::4, ::4] = np.arange(1, 10, dtype=np.float32).reshape(3, 3)
-    np.testing.assert_array_equal(nearest_fill(torch.from_numpy(depth))[0].numpy(), brute(depth)[0])
+    out = nearest_fill(torch.from_numpy(depth), backend=backend)[0].numpy()
+    np.testing.assert_array_equal(out, brute(depth)[0])
 
 
 def test_distance_matches_scipy_edt():
@@ -58,13 +68,37 @@ def test_distance_matches_scipy_edt():
     assert same.mean() > 0.97  # the rest are ties broken differently by scipy
 
 
-def test_max_distance_and_empty():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_max_distance_and_empty(backend):
     depth = torch.zeros(1, 5, 5)
-    assert torch.equal(nearest_fill(depth), depth)
+    assert torch.equal(nearest_fill(depth, backend=backend), depth)
     depth[0, 0, 0] = 4.0
-    out = nearest_fill(depth, max_distance_px=2.0)[0]
+    out = nearest_fill(depth, max_distance_px=2.0, backend=backend)[0]
     r, c = torch.meshgrid(torch.arange(5), torch.arange(5), indexing="ij")
     expect = torch.where((r * r + c * c) <= 4, 4.0, 0.0)
     assert torch.equal(out, expect)
     with pytest.raises(ValueError, match="max_distance_px"):
         nearest_fill(depth, max_distance_px=-1)
+
+
+@pytest.mark.skipif("numba" not in BACKENDS, reason="needs numba")
+def test_numba_equals_torch_on_kitti_and_edges():
+    """The numba backend computes the torch path's integer keys: the same bits on the KITTI
+    sparse depth map (above the LiDAR's field of view pixels are ~100 px from any point) and on
+    one-row / one-column / single-pixel images."""
+    from pathlib import Path
+
+    from geodepth.io.depth import read_depth_png
+
+    sample = Path(__file__).resolve().parents[3] / "geodepth" / "_data" / "kitti_sample"
+    d = read_depth_png(sample / "velodyne_raw_02.png")
+    cases = [d, d[:, :1], d[:, 200:201], d[:, :, 600:601], torch.zeros(1, 1, 1), torch.full((1, 1, 1), 3.0)]
+    for x in cases:
+        a = nearest_fill(x, return_distance=True, backend="numba")
+        b = nearest_fill(x, return_distance=True, backend="torch")
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]), tuple(x.shape)
+
+
+def test_backend_errors():
+    with pytest.raises(ValueError, match="backend"):
+        nearest_fill(torch.ones(1, 2, 2), backend="scipy")
