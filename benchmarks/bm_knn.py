@@ -141,13 +141,27 @@ def _pixel_sets() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def pixel_cases(k: int = 8) -> list[Case]:
-    """knn_fill's search on CPU: every pixel centre of the KITTI frame (465,750 2-D queries) among
-    the frame's projected LiDAR pixels (19,154), k = 8: many queries over few points, most far."""
+    """knn_fill's search shape on CPU: every pixel centre of the KITTI frame (465,750 2-D queries)
+    among the frame's LiDAR pixels (19,154), k = 8: many queries over few points, most far. On CPU
+    knn_fill itself runs a fused pixel-tile search + weighting (numba); its row does that work
+    (search and IDW weights, no (M, k) lists written), the others only the search."""
     q, pts = _pixel_sets()
     g = f"knn_pixels_2d_k{k}"
     note = f"{q.shape[0]} queries, {pts.shape[0]} points"
     cases = [Case(g, "geodepth.knn backend=grid (numba)", lambda: knn(q, pts, k, backend="grid"), repeats=5,
                   note=note)]
+    try:
+        import numba  # noqa: F401
+
+        from geodepth.models.classical._numba_knn_fill import knn_fill_numba
+
+        H, W = int(q[-1, 1]) + 1, int(q[-1, 0]) + 1
+        uv64, z = pts.double().numpy(), np.ones(pts.shape[0])
+        cases.append(Case(g, "geodepth knn_fill numba (search + IDW, fused)",
+                          lambda: knn_fill_numba(uv64, z, None, H, W, k, True, 2.0, 0.5, 4.0, 0.1, None),
+                          repeats=5, note="unbounded; float64; no (M, k) output"))
+    except ImportError:
+        pass
     try:
         from pykdtree.kdtree import KDTree
 
