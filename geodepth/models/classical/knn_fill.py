@@ -18,7 +18,9 @@ standard deviation ``s`` of the neighbour depths relative to the estimate ``z`` 
 The neighbours are exact, and among points exactly as far as the k-th the smaller point index
 is kept (point order: ``points_uvz``'s rows, or the depth map's valid pixels in row-major
 order), on every backend: on CPU a numba-compiled pixel-tile search fused with the weighting
-(:mod:`._numba_knn_fill`) where numba is installed, else ``geodepth.ops.knn`` and torch.
+(:mod:`._numba_knn_fill`) where numba is installed, else ``geodepth.ops.knn`` and torch (both
+float64, so the same lists); on CUDA ``geodepth.ops.knn``'s Triton search in float32 (the same
+lists for pixel-centre points, whose distances float32 holds exactly).
 """
 from __future__ import annotations
 
