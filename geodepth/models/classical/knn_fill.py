@@ -160,7 +160,12 @@ def knn_fill(
         H, W = int(image.shape[-2]), int(image.shape[-1])
         dev = image.device
     elif size is not None:
-        H, W = int(size[0]), int(size[1])
+        try:
+            H, W = (int(v) for v in size)
+        except (TypeError, ValueError):
+            raise ValueError(f"size must be (H, W), got {size!r}") from None
+        if H <= 0 or W <= 0:
+            raise ValueError(f"size must be positive, got {(H, W)}")
         dev = points_uvz.device if points_uvz is not None else torch.device("cpu")
     else:
         raise ValueError("give depth, image or size to fix the output size")

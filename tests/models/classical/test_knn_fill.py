@@ -208,6 +208,13 @@ def test_numba_matches_torch_path_on_kitti(weighting, source, max_radius):
     np.testing.assert_allclose(ca.numpy(), cb.numpy(), rtol=2e-7, atol=1e-7)
 
 
+def test_size_errors():
+    pts = torch.tensor([[1.0, 1.0, 2.0]])
+    for size in [(0, 5), (-1, 3), (4,), "ab"]:
+        with pytest.raises(ValueError, match="size"):
+            knn_fill(size=size, points_uvz=pts)
+
+
 def test_backend_errors():
     d = torch.zeros(1, 4, 4)
     d[0, 1, 1] = 3.0
