@@ -18,7 +18,8 @@ their distance to ``c`` and the scan stops once ``|q - c| - |p - c|`` exceeds th
 current k-th distance (with the same margin).
 
 The weights, depth, spread and confidence follow :func:`.knn_fill.knn_fill` formula for
-formula in float64 (the sums over the ``k`` neighbours run in list order). Tile rows run in
+formula in float64 (the sums over the ``k`` neighbours run in list order; the bilateral weight
+is one ``exp`` of the summed exponents, the torch path multiplies two: last-bit differences). Tile rows run in
 ``prange`` (numba's thread count, see :data:`THREADS`); compiled with ``cache=True``, no
 fastmath.
 """
@@ -246,14 +247,14 @@ def _fill(u, v, z, pcol, img, H, W, k, s, idw, power, eps, ss, sc, rmax, max_sq,
                             else:
                                 w = t ** (-power)
                         else:
-                            w = math.exp(-d2 / den_s)
+                            a = -d2 / den_s
                             if has_img:
                                 e = 0.0
                                 for ch in range(3):
                                     t = img[ch, r, c] - spc[ch, bj[q]]
                                     e += t * t
-                                w = w * math.exp(-e / den_c)
-                            w = max(w, 1e-300)
+                                a -= e / den_c  # one exp of the sum (the torch path: a product of two)
+                            w = max(math.exp(a), 1e-300)
                         ws += w
                         wz += w * sz[bj[q]]
                         wq[q] = w
