@@ -194,7 +194,9 @@ def cmd_fuse(args) -> int:
     poses = read_poses_txt(args.poses or root / "poses.txt")
     if len(poses) != len(entries):
         raise CLIError(f"{len(entries)} frames but {len(poses)} poses")
-    if args.max_frames:
+    if args.max_frames is not None:
+        if args.max_frames < 1:
+            raise CLIError(f"--max-frames must be >= 1, got {args.max_frames}")
         entries, poses = entries[: args.max_frames], poses[: args.max_frames]
     results = []
     for e in tqdm(entries, desc="completing", unit="frame"):
@@ -340,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("name", nargs="?", default="all", help="classical, methods, knn, aggregate, sim, sm90 (static "
                    "sm_90 build report), knn-model (KNN work per cell size), knn-lockstep (lockstep cost of the GPU "
                    "KNN search per ring cap), knn-host (host-side cost of a GPU KNN call, launches stubbed), ops, all")
-    b.add_argument("--device", default="cpu")
+    b.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     b.add_argument("--repeats", type=int, default=None)
     b.set_defaults(fn=cmd_bench)
 
@@ -353,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args) or 0
-    except (CLIError, ValueError, FileNotFoundError, FileExistsError) as e:
+    except (CLIError, ValueError, OSError) as e:  # bad input / files: one line, not a traceback
         print(f"geodepth {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -127,6 +127,21 @@ def _as_depth(x: Tensor, name: str) -> Tensor:
     return x.float()
 
 
+def _device(device) -> torch.device | None:
+    """``device`` as a torch.device (None stays None); ValueError for unknown or unavailable ones."""
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but torch sees no CUDA GPU")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    return dev
+
+
 def complete(
     frame: Frame | None = None,
     *,
@@ -179,6 +194,15 @@ def complete(
         sparse_depth, camera = frame.sparse_depth, frame.camera
     if camera is None:
         raise ValueError("a camera is needed (PinholeCamera with K and image size)")
+    if not isinstance(camera, PinholeCamera):
+        raise ValueError(f"camera must be a geodepth.PinholeCamera (K and image size), got {type(camera).__name__}")
+    for name, val in (("image", image), ("points_lidar", points_lidar), ("T_cam_from_lidar", T_cam_from_lidar),
+                      ("sparse_depth", sparse_depth)):
+        if val is not None and not isinstance(val, Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(val).__name__}")
+    if method is not None and not isinstance(method, str):
+        raise ValueError(f"method must be a method name (str), got {type(method).__name__}")
+    dev = _device(device)
     if method is None:
         method = DEFAULT_METHOD if image is not None else DEFAULT_METHOD_NO_IMAGE
     spec = registry.get_method(method)  # raises ValueError listing the valid names
@@ -195,7 +219,6 @@ def complete(
     if not use_points and sparse_depth is None:
         raise ValueError("no input depth: give sparse_depth or points_lidar with T_cam_from_lidar")
 
-    dev = torch.device(device) if device is not None else None
     points_cam = None
     if have_points:
         T = T_cam_from_lidar.to(torch.float64)
@@ -217,6 +240,12 @@ def complete(
     if image is not None:
         if tuple(image.shape) != (3, *camera.size):
             raise ValueError(f"image must be (3, {camera.height}, {camera.width}), got {tuple(image.shape)}")
+        if not image.is_floating_point():
+            raise ValueError(f"image must be float RGB in [0, 1], got {image.dtype} (divide 8-bit images by 255)")
+        lo, hi = (float(v) for v in torch.aminmax(image))
+        if not (lo >= -1e-3 and hi <= 1 + 1e-3):  # NaN fails too
+            raise ValueError(f"image must be float RGB in [0, 1], its values span [{lo:g}, {hi:g}]"
+                             + (" (divide 8-bit values by 255)" if hi > 1.5 else ""))
         image = image.to(sparse.device, torch.float32)
     if not (sparse > 0).any():
         raise ValueError("the input has no valid depth in the image (every point outside the image or behind the camera?)")

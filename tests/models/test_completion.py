@@ -82,10 +82,46 @@ def _cam():
     (dict(sparse_depth=torch.ones(1, 48, 64), image=torch.ones(3, 10, 10)), r"image must be \(3, 48, 64\)"),
     (dict(points_lidar=torch.tensor([[0.0, 0, -5]]), T_cam_from_lidar=torch.eye(4, dtype=torch.float64)), "behind"),
     (dict(points_lidar=torch.ones(3, 3)), "T_cam_from_lidar"),
+    (dict(sparse_depth=torch.ones(1, 48, 64), image=torch.ones(3, 48, 64, dtype=torch.uint8)), "uint8"),
+    (dict(sparse_depth=torch.ones(1, 48, 64), image=torch.full((3, 48, 64), 200.0)), r"\[0, 1\].*255"),
+    (dict(sparse_depth=torch.ones(1, 48, 64), image=torch.full((3, 48, 64), float("nan"))), r"\[0, 1\]"),
+    (dict(sparse_depth=torch.ones(1, 48, 64).numpy()), "sparse_depth must be a torch.Tensor"),
+    (dict(points_lidar=[[0.0, 0.0, 5.0]], T_cam_from_lidar=torch.eye(4)), "points_lidar must be a torch.Tensor"),
+    (dict(sparse_depth=torch.ones(1, 48, 64), method=["nearest"]), "method must be"),
+    (dict(sparse_depth=torch.ones(1, 48, 64), device="bogus"), "device must be"),
+    (dict(sparse_depth=torch.ones(1, 48, 64), device="meta"), "device must be"),
+    (dict(sparse_depth=torch.ones(1, 48, 64), method="nearest", return_distance=True), "'return_distance' is fixed"),
+    (dict(sparse_depth=torch.ones(1, 48, 64), method="knn_idw", weighting="bilateral"), "'weighting' is fixed"),
+    (dict(sparse_depth=torch.ones(1, 48, 64), method="knn_idw", foo=1), "'foo' is not an option.*max_radius_px"),
+    (dict(sparse_depth=torch.ones(1, 48, 64), method="ipbasic_multiscale", show_process=True), "show_process"),
 ])
 def test_bad_input_names_the_problem(kwargs, match):
     with pytest.raises(ValueError, match=match):
         complete(camera=_cam(), **kwargs)
+
+
+def test_bad_camera_type():
+    with pytest.raises(ValueError, match="PinholeCamera"):
+        complete(sparse_depth=torch.ones(1, 48, 64), camera=_cam().K)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message without a GPU")
+def test_cuda_without_a_gpu_is_a_clear_error():
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        complete(sparse_depth=torch.ones(1, 48, 64), camera=_cam(), device="cuda")
+
+
+@pytest.mark.parametrize("method", ["knn_idw", "knn_bilateral"])
+def test_points_on_the_camera_plane_are_dropped(method):
+    """A point at camera z = 0 has no pixel: the knn methods drop it (and those behind) like the
+    depth map does, instead of failing on its non-finite projection."""
+    cam = _cam()
+    pts = torch.tensor([[0.0, 0, 5], [1, 1, 6], [0.5, -0.5, 7], [0, 0, 0], [2, 1, 0], [1, 1, -3]])
+    img = torch.rand(3, 48, 64, generator=torch.Generator().manual_seed(0))
+    T = torch.eye(4, dtype=torch.float64)
+    got = complete(points_lidar=pts, T_cam_from_lidar=T, camera=cam, method=method, image=img)
+    want = complete(points_lidar=pts[:3], T_cam_from_lidar=T, camera=cam, method=method, image=img)
+    assert torch.equal(got.depth, want.depth) and (got.depth > 0).all()
 
 
 def test_frame_and_pieces_are_exclusive():

@@ -18,6 +18,7 @@ input's device. Use :func:`complete_classical`, or the registry in
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch
@@ -33,33 +34,50 @@ def _points_uvz(points_uvz, points_cam, camera):
     if points_uvz is not None:
         return points_uvz
     if points_cam is not None and camera is not None:
-        uv, z = camera.project(points_cam)
+        front = points_cam[points_cam[:, 2] > 0]  # on or behind the camera plane: no pixel
+        uv, z = camera.project(front)
         return torch.cat([uv, z[..., None]], dim=-1)
     return None
 
 
+def _check_options(method: str, fn: Callable, opts: dict, fixed: tuple[str, ...]) -> None:
+    """ValueError unless every option is a keyword of ``fn`` that the method leaves to the caller
+    (``fixed``: set by the method itself, e.g. knn_idw's weighting, or changing what it returns)."""
+    params = inspect.signature(fn).parameters
+    allowed = sorted(n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and n not in fixed)
+    for name in opts:
+        if name not in allowed:
+            why = "is fixed by the method" if name in fixed else "is not an option of it"
+            raise ValueError(f"method {method!r}: {name!r} {why}; its options are {', '.join(allowed)}")
+
+
 def _ipbasic_fast(sparse_depth, *, image=None, camera=None, points_cam=None, points_uvz=None, **opts):
+    _check_options("ipbasic_fast", fill_in_fast, opts, ())
     opts.setdefault("extrapolate", True)
     opts.setdefault("blur_type", "gaussian")
     return {"depth": fill_in_fast(sparse_depth, **opts), "confidence": None}
 
 
 def _ipbasic_fast_bilateral(sparse_depth, *, image=None, camera=None, points_cam=None, points_uvz=None, **opts):
+    _check_options("ipbasic_fast_bilateral", fill_in_fast, opts, ())
     opts.setdefault("extrapolate", False)
     opts.setdefault("blur_type", "bilateral")
     return {"depth": fill_in_fast(sparse_depth, **opts), "confidence": None}
 
 
 def _ipbasic_multiscale(sparse_depth, *, image=None, camera=None, points_cam=None, points_uvz=None, **opts):
+    _check_options("ipbasic_multiscale", fill_in_multiscale, opts, ("show_process",))
     return {"depth": fill_in_multiscale(sparse_depth, **opts)[0], "confidence": None}
 
 
 def _nearest(sparse_depth, *, image=None, camera=None, points_cam=None, points_uvz=None, **opts):
+    _check_options("nearest", nearest_fill, opts, ("return_distance",))
     return {"depth": nearest_fill(sparse_depth, **opts), "confidence": None}
 
 
 def _knn(weighting):
     def fn(sparse_depth, *, image=None, camera=None, points_cam=None, points_uvz=None, **opts):
+        _check_options(f"knn_{weighting}", knn_fill, opts, ("points_uvz", "image", "size", "weighting"))
         pts = _points_uvz(points_uvz, points_cam, camera)
         if pts is not None:
             pts = pts.to(sparse_depth.device)

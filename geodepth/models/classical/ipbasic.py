@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import collections
 import math
+import numbers
+import warnings
 
 import numpy as np
 import torch
@@ -123,6 +125,24 @@ def _as_depth(depth: torch.Tensor, name: str = "depth") -> torch.Tensor:
     return depth.to(torch.float32)
 
 
+def _number(name: str, val, lo: float = 0.0) -> float:
+    """``val`` as a float if it is a finite real number > ``lo``, else ValueError naming ``name``."""
+    if isinstance(val, bool) or not isinstance(val, numbers.Real) or not math.isfinite(float(val)) or not val > lo:
+        raise ValueError(f"{name} must be a finite number > {lo:g}, got {val!r}")
+    return float(val)
+
+
+def _check_max_depth(d: torch.Tensor, max_depth) -> float:
+    """Validate ``max_depth`` (> 0.1 m, below which every depth counts as empty) and warn when
+    the map holds deeper values, which IP-Basic's inversion turns into empty pixels."""
+    md = _number("max_depth", max_depth, 0.1)
+    n = int((d > md).sum())
+    if n:
+        warnings.warn(f"{n} depth values exceed max_depth={md:g} m (max {float(d.max()):.2f} m) and are treated "
+                      f"as empty, as in IP-Basic; pass a larger max_depth to keep them", stacklevel=3)
+    return md
+
+
 def _check_blur(blur_type: str) -> None:
     if blur_type not in _BLURS:
         raise ValueError(f"blur_type must be one of {_BLURS}, got {blur_type!r}")
@@ -153,9 +173,9 @@ def fill_in_fast(
 
     Args:
         depth: sparse depth (1, H, W) or (H, W), float, metres, camera z; 0 = no value. Values
-            <= 0.1 count as empty, values above ``max_depth`` are not supported (as in the
-            original, they invert to negative numbers and behave as empty).
-        max_depth: depth used for the inversion ``max_depth - d``, metres.
+            <= 0.1 count as empty; values above ``max_depth`` invert to negative numbers and
+            behave as empty, as in the original (a warning says how many).
+        max_depth: depth used for the inversion ``max_depth - d``, metres (finite, > 0.1).
         custom_kernel: binary (kh, kw) kernel of the first dilation (default: 5x5 diamond).
         extrapolate: extend the top valid pixel of every column to the top of the frame and
             fill the rest with a 31x31 dilation (the paper's KITTI submission), so every pixel
@@ -177,6 +197,7 @@ def fill_in_fast(
     """
     _check_blur(blur_type)
     d = _as_depth(depth)
+    max_depth = _check_max_depth(d, max_depth)
     if _use_numba(backend, d):
         return _fill_in_fast_numba(d, max_depth, custom_kernel, extrapolate, blur_type)
     d = _invert(d, max_depth)
@@ -318,8 +339,9 @@ def fill_in_multiscale(
     sigma_space=2.0) or Gaussian blur.
 
     Args:
-        depth: sparse depth (1, H, W) or (H, W), float, metres; 0 = no value.
-        max_depth: depth used for the inversion, metres.
+        depth: sparse depth (1, H, W) or (H, W), float, metres; 0 = no value (values above
+            ``max_depth`` behave as empty, with a warning, as in :func:`fill_in_fast`).
+        max_depth: depth used for the inversion, metres (finite, > 0.1).
         dilation_kernel_far, dilation_kernel_med, dilation_kernel_near: binary 2-D kernels.
         extrapolate: extend the top valid pixel of each column to the top of the frame.
         blur_type: ``'bilateral'`` or ``'gaussian'``.
@@ -332,6 +354,7 @@ def fill_in_multiscale(
     """
     _check_blur(blur_type)
     d0 = _as_depth(depth)
+    max_depth = _check_max_depth(d0, max_depth)
     near = (d0 > 0.1) & (d0 <= 15.0)
     med = (d0 > 15.0) & (d0 <= 30.0)
     far = d0 > 30.0

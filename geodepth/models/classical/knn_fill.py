@@ -24,15 +24,18 @@ lists for pixel-centre points, whose distances float32 holds exactly).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
-from .ipbasic import _as_depth
+from .ipbasic import _as_depth, _number
 
 __all__ = ["knn_fill"]
 
 _WEIGHTINGS = ("idw", "bilateral")
 _BACKENDS = ("auto", "numba", "torch")
+_MAX_K = 4096  # neighbours per pixel
 
 
 def _use_numba(backend: str, dev: torch.device) -> bool:
@@ -145,13 +148,23 @@ def knn_fill(
         raise ValueError(f"weighting must be one of {_WEIGHTINGS}, got {weighting!r}")
     if backend not in _BACKENDS:
         raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
-    if not (isinstance(k, int) and k >= 1):
-        raise ValueError(f"k must be an int >= 1, got {k!r}")
-    for name, val in (("power", power), ("sigma_space", sigma_space), ("sigma_color", sigma_color), ("eps", eps)):
-        if not val > 0:
-            raise ValueError(f"{name} must be > 0, got {val}")
-    if max_radius_px is not None and not max_radius_px > 0:
-        raise ValueError(f"max_radius_px must be > 0 or None, got {max_radius_px}")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= _MAX_K:
+        raise ValueError(f"k must be an int in [1, {_MAX_K}], got {k!r}")
+    power, sigma_space, sigma_color, eps = (_number(n, v) for n, v in (
+        ("power", power), ("sigma_space", sigma_space), ("sigma_color", sigma_color), ("eps", eps)))
+    if max_radius_px is not None:
+        max_radius_px = _number("max_radius_px", max_radius_px)
+    # the weights must stay finite and the Gaussians' denominators non-zero (else NaN depths)
+    try:
+        w_max = eps ** -power
+    except OverflowError:
+        w_max = math.inf
+    if weighting == "idw" and not w_max <= 1e250:
+        raise ValueError(f"eps ** -power = {w_max:g} overflows the weights: raise eps ({eps:g}) "
+                         f"or lower power ({power:g})")
+    for name, sig in (("sigma_space", sigma_space), ("sigma_color", sigma_color)):
+        if not 2 * sig * sig > 0:
+            raise ValueError(f"{name} = {sig:g} is too small (2 {name}^2 underflows to 0)")
     if depth is not None:
         d = _as_depth(depth)
         H, W = d.shape

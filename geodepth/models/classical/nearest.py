@@ -10,6 +10,8 @@ row wins, then the smaller column (smallest row-major index).
 """
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from ._threads import cpu_single_threaded
@@ -49,6 +51,10 @@ def nearest_fill(
                 [2., 2., 5., 5.],
                 [2., 5., 5., 5.]])
     """
+    if max_distance_px is not None:
+        if (isinstance(max_distance_px, bool) or not isinstance(max_distance_px, numbers.Real)
+                or not max_distance_px >= 0):  # NaN fails too; inf = no limit
+            raise ValueError(f"max_distance_px must be a number >= 0 or None, got {max_distance_px!r}")
     d = _as_depth(depth)
     H, W = d.shape
     dev = d.device
@@ -63,8 +69,6 @@ def nearest_fill(
     out = torch.where(has, d.flatten()[src.clamp(min=0)].view(H, W), torch.zeros((), device=dev))
     dist = torch.where(has, d2.to(torch.float32).sqrt(), torch.full((), float("inf"), device=dev))
     if max_distance_px is not None:
-        if not max_distance_px >= 0:
-            raise ValueError(f"max_distance_px must be >= 0, got {max_distance_px}")
         out = torch.where(dist <= max_distance_px, out, torch.zeros((), device=dev))
     if return_distance:
         return out[None], dist[None]

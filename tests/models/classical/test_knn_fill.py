@@ -208,6 +208,25 @@ def test_numba_matches_torch_path_on_kitti(weighting, source, max_radius):
     np.testing.assert_allclose(ca.numpy(), cb.numpy(), rtol=2e-7, atol=1e-7)
 
 
+@pytest.mark.parametrize(("kw", "match"), [
+    (dict(k=True), "k must be an int"),
+    (dict(k=2 ** 63), "k must be an int"),
+    (dict(power=float("inf")), "power must be a finite number"),
+    (dict(power="2"), "power must be a finite number"),
+    (dict(max_radius_px="5"), "max_radius_px must be a finite number"),
+    (dict(max_radius_px=float("nan")), "max_radius_px must be a finite number"),
+    (dict(eps=1e-300), "overflows the weights"),
+    (dict(weighting="bilateral", sigma_space=1e-200), "sigma_space .* too small"),
+    (dict(weighting="bilateral", sigma_color=1e-200), "sigma_color .* too small"),
+])
+def test_parameters_that_would_give_nan_or_crash(kw, match):
+    """Each of these returned all-NaN depths or crashed inside numba / torch before."""
+    d = torch.zeros(1, 6, 7)
+    d[0, 2, 3] = 4.0
+    with pytest.raises(ValueError, match=match):
+        knn_fill(d, **kw)
+
+
 def test_size_errors():
     pts = torch.tensor([[1.0, 1.0, 2.0]])
     for size in [(0, 5), (-1, 3), (4,), "ab"]:

@@ -79,3 +79,29 @@ def test_cpu_thread_count_restored():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("fn", [fill_in_fast, lambda d, **kw: fill_in_multiscale(d, **kw)[0]])
+@pytest.mark.parametrize("max_depth", [float("nan"), float("inf"), 0, -5, None, "100"])
+def test_max_depth_must_be_a_sensible_number(fn, max_depth):
+    d, _ = frame()
+    with pytest.raises(ValueError, match="max_depth"):
+        fn(d, max_depth=max_depth)
+
+
+def test_depths_beyond_max_depth_warn():
+    """IP-Basic's inversion turns depths beyond max_depth into empty pixels (kept, as in the
+    original), and says so."""
+    d = torch.zeros(1, 8, 8)
+    d[0, 2, 2], d[0, 5, 5] = 150.0, 20.0
+    with pytest.warns(UserWarning, match="1 depth values exceed max_depth=100"):
+        out = fill_in_fast(d)
+    assert float(out[0, 2, 2]) < 100  # the 150 m return was treated as empty
+    assert float(fill_in_fast(d, max_depth=200.0)[0, 2, 2]) == 150.0
+
+
+def test_nearest_max_distance_must_be_a_number():
+    d, _ = frame()
+    for bad in ("3", float("nan"), -1, True):
+        with pytest.raises(ValueError, match="max_distance_px"):
+            nearest_fill(d, max_distance_px=bad)
