@@ -195,3 +195,21 @@ def test_bench_unknown_name_lists_the_choices(capsys):
     assert main(["bench", "nope"]) == 2
     err = capsys.readouterr().err
     assert "unknown benchmark 'nope'" in err and "sm90" in err and "knn-model" in err
+
+
+def test_file_errors_are_one_line_and_exit_2(tmp_path, object_dir, capsys):
+    """A directory where a file is expected (an OSError inside a reader) ends with exit status 2
+    and a one-line message naming the path, not a traceback."""
+    rc = main(["complete", "--image", str(object_dir / "image_2" / "000114.png"), "--lidar", str(tmp_path),
+               "--calib-file", str(object_dir / "calib" / "000114.txt"), "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(tmp_path) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_device_and_max_frames_exit_2(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "d"), "--device", "bogus"]) == 2
+    assert "device must be" in capsys.readouterr().err
+    assert main(["sim", "--out", str(tmp_path / "s"), "--frames", "1", "--sensor", "vlp16"]) == 0
+    capsys.readouterr()
+    assert main(["fuse", "--frames", str(tmp_path / "s"), "--out", str(tmp_path / "m.ply"), "--max-frames", "0"]) == 2
+    assert "--max-frames must be >= 1" in capsys.readouterr().err
