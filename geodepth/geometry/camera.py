@@ -28,6 +28,10 @@ def _check_K(K: Tensor) -> Tensor:
         raise ValueError("K contains NaN or inf")
     if (K[..., 0, 0] <= 0).any() or (K[..., 1, 1] <= 0).any():
         raise ValueError(f"K must have positive focal lengths, got fx={K[..., 0, 0].tolist()}, fy={K[..., 1, 1].tolist()}")
+    bottom = K[..., 2, :]
+    if not (bottom == bottom.new_tensor([0.0, 0.0, 1.0])).all() or not (K[..., 1, 0] == 0).all():
+        raise ValueError(f"K must be upper triangular with last row [0, 0, 1], got last row {bottom.tolist()} "
+                         f"and K[1, 0] = {K[..., 1, 0].tolist()}")
     return K
 
 
@@ -66,7 +70,13 @@ class PinholeCamera:
             from .distortion import check_distortion
 
             object.__setattr__(self, "distortion", check_distortion(self.distortion, self.distortion_model))
-        w, h = int(self.width), int(self.height)
+        try:
+            w, h = int(self.width), int(self.height)
+            integral = not isinstance(self.width, bool) and w == self.width and h == self.height
+        except (TypeError, ValueError):
+            integral = False
+        if not integral:
+            raise ValueError(f"image size must be whole pixels, got width={self.width!r}, height={self.height!r}")
         if w <= 0 or h <= 0:
             raise ValueError(f"image size must be positive, got width={self.width}, height={self.height}")
         object.__setattr__(self, "width", w)

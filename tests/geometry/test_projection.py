@@ -269,3 +269,20 @@ def test_camera_equality_and_hash():
     assert PinholeCamera(K, 1242, 375, distortion=d) == PinholeCamera(K, 1242, 375, distortion=d.clone())
     assert a != "camera" and a.crop(left=0, top=0, width=1242, height=375) == a
     assert {a: 1}[PinholeCamera(K.clone(), 1242, 375)] == 1
+
+
+@pytest.mark.parametrize(("K_fix", "size", "match"), [
+    (lambda K: K.__setitem__((2, 2), 0.0), (64, 48), "last row"),
+    (lambda K: K.__setitem__((2, 0), 0.3), (64, 48), "last row"),
+    (lambda K: K.__setitem__((1, 0), 2.0), (64, 48), "upper triangular"),
+    (None, (2.5, 48), "whole pixels"),
+    (None, (64, "48"), "whole pixels"),
+    (None, (True, 48), "whole pixels"),
+])
+def test_camera_rejects_malformed_intrinsics_and_sizes(K_fix, size, match):
+    K = torch.tensor([[50.0, 0, 32], [0, 50, 24], [0, 0, 1]])
+    if K_fix is not None:
+        K_fix(K)
+    with pytest.raises(ValueError, match=match):
+        PinholeCamera(K, *size)
+    assert PinholeCamera(torch.tensor([[50.0, 0, 32], [0, 50, 24], [0, 0, 1]]), 64.0, 48).size == (48, 64)
