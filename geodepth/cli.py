@@ -174,6 +174,10 @@ def cmd_view(args) -> int:
                              point_size=args.point_size, overwrite=True)
         print(f"wrote {p} ({r.backend} renderer, {pts.shape[0]} points, view {args.view})")
     else:
+        from .viz.open3d_scene import has_display
+
+        if not has_display():
+            raise CLIError("no display to open a window on; write a picture instead with --png out.png")
         show(pts, cols)
     return 0
 

@@ -213,3 +213,21 @@ def test_bad_device_and_max_frames_exit_2(tmp_path, capsys):
     capsys.readouterr()
     assert main(["fuse", "--frames", str(tmp_path / "s"), "--out", str(tmp_path / "m.ply"), "--max-frames", "0"]) == 2
     assert "--max-frames must be >= 1" in capsys.readouterr().err
+
+
+def test_view_without_display_says_so(tmp_path, monkeypatch, capsys):
+    """Without --png on a machine with no display, Open3D would wait forever for a window."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the display check is Linux-only")
+    from geodepth.io import write_ply
+
+    import torch
+
+    p = tmp_path / "c.ply"
+    write_ply(p, torch.rand(10, 3))
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert main(["view", str(p)]) == 2
+    assert "--png" in capsys.readouterr().err

@@ -18,6 +18,7 @@ camera-frame clouds: forward points up in the picture); or a dict
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
@@ -62,8 +63,19 @@ def to_o3d_point_cloud(points: Any, colors: Any = None):
     return pc
 
 
+def has_display() -> bool:
+    """Whether a window can be opened: on Linux, an X11 or Wayland display is set (Open3D waits
+    without one instead of failing)."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def show(points: Any, colors: Any = None, *, window_name: str = "geodepth", point_size: float = 2.0) -> None:
     """Open an interactive Open3D window with the point cloud (needs a display)."""
+    if not has_display():
+        raise RuntimeError("no display to open a window on (DISPLAY / WAYLAND_DISPLAY unset); "
+                           "use render_offscreen() instead")
     o3d = _import_open3d()
     pc = to_o3d_point_cloud(points, colors)
     vis = o3d.visualization.Visualizer()
