@@ -206,6 +206,10 @@ def test_simulate_to_folder_roundtrip(tmp_path):
     simulate_to_folder(out, frames=1, sensor="vlp16", progress=False, camera=cam, overwrite=True)
     with pytest.raises(ValueError, match="sensor"):
         simulate_to_folder(tmp_path / "x", frames=1, sensor="hdl32")
+    for seed in (-1, 2**40, 1.5, True):
+        with pytest.raises(ValueError, match="seed must be"):
+            simulate_to_folder(tmp_path / "y", frames=1, sensor="vlp16", seed=seed)
+    assert not (tmp_path / "y").exists()  # refused before writing anything
 
 
 def test_fused_shading_twin_matches_eager_shading():

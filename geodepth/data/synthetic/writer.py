@@ -55,6 +55,8 @@ def simulate_to_folder(out_dir, *, frames: int, sensor: str = "hdl64", seed: int
         raise ValueError(f"frames must be >= 1, got {frames}")
     if sensor not in SENSORS:
         raise ValueError(f"sensor must be one of {sorted(SENSORS)}, got {sensor!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a folder")

@@ -83,6 +83,9 @@ def _decompose(kernel_bytes: bytes, kh: int, kw: int):
     return tuple(sorted(maximal))
 
 
+_MAX_KERNEL = 63
+
+
 def _kernel_key(kernel) -> tuple[bytes, int, int]:
     if isinstance(kernel, torch.Tensor):
         k = kernel.detach().to("cpu")
@@ -90,6 +93,9 @@ def _kernel_key(kernel) -> tuple[bytes, int, int]:
         k = torch.as_tensor(kernel)
     if k.ndim != 2 or k.numel() == 0:
         raise ValueError(f"kernel must be a non-empty 2-D array, got shape {tuple(k.shape)}")
+    if max(k.shape) > _MAX_KERNEL:  # the decomposition into rectangles grows fast (201 x 201: ~7 s)
+        raise ValueError(f"kernel must be at most {_MAX_KERNEL} x {_MAX_KERNEL} (IP-Basic's are up to 31 x 31), "
+                         f"got {tuple(k.shape)}")
     kb = (k != 0).to(torch.uint8).contiguous()
     return bytes(kb.flatten().tolist()), int(kb.shape[0]), int(kb.shape[1])
 

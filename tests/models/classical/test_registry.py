@@ -105,3 +105,13 @@ def test_nearest_max_distance_must_be_a_number():
     for bad in ("3", float("nan"), -1, True):
         with pytest.raises(ValueError, match="max_distance_px"):
             nearest_fill(d, max_distance_px=bad)
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_oversized_kernel_is_refused(backend):
+    """A 999 x 999 dilation kernel took minutes to decompose into rectangles."""
+    if backend == "numba":
+        pytest.importorskip("numba")
+    d, _ = frame()
+    with pytest.raises(ValueError, match="at most 63 x 63"):
+        fill_in_fast(d, custom_kernel=torch.ones(999, 999), backend=backend)
