@@ -39,8 +39,10 @@ def check_distortion(D, model: str = "plumb_bob") -> Tensor:
         >>> check_distortion([0.1, -0.2, 0.0, 0.0]).tolist()
         [0.1, -0.2, 0.0, 0.0, 0.0]
     """
-    if model not in DISTORTION_MODELS:
+    if not isinstance(model, str) or model not in DISTORTION_MODELS:
         raise ValueError(f"unknown distortion model {model!r}; expected one of {sorted(DISTORTION_MODELS)}")
+    if isinstance(D, (str, bytes)):
+        raise ValueError(f"distortion coefficients must be numbers, got {D!r}")
     if not isinstance(D, Tensor):
         try:
             D = torch.as_tensor([float(x) for x in D], dtype=torch.float64)

@@ -33,7 +33,7 @@ from torch import Tensor
 from ..geometry.calib import kitti_rectified_camera
 from ..geometry.camera import PinholeCamera
 from ..geometry.transforms import check_rigid
-from ._paths import refuse_overwrite
+from ._paths import existing_file, refuse_overwrite
 
 __all__ = [
     "parse_calib_dict",
@@ -47,10 +47,18 @@ __all__ = [
 
 
 def _exists(path) -> Path:
+    """An existing calibration file or directory (``read_calib_file`` accepts a KITTI raw folder)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"calibration file not found: {path}")
     return path
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a text calibration file ({e})") from None
 
 
 def read_kitti_calib_txt(path) -> dict[str, list[float]]:
@@ -59,9 +67,9 @@ def read_kitti_calib_txt(path) -> dict[str, list[float]]:
     Lines whose value is not all numbers (``calib_time: 09-Jan-2012 ...``) are skipped;
     a numeric-looking line that fails to parse raises ``ValueError`` naming file and line.
     """
-    path = _exists(path)
+    path = existing_file(path, "calibration file")
     out: dict[str, list[float]] = {}
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(_read_text(path).splitlines(), 1):
         if ":" not in line:
             if line.strip():
                 raise ValueError(f"{path}:{lineno}: expected 'key: numbers', got {line.strip()!r}")
@@ -140,9 +148,9 @@ def read_kitti_object_calib(path, *, camera: int = 2, width: int | None = None, 
 
 def read_intrinsics_txt(path) -> Tensor:
     """Read a 3x3 intrinsics matrix written as 9 numbers (KITTI ``intrinsics/*.txt``) -> (3, 3) float64."""
-    path = _exists(path)
+    path = existing_file(path, "intrinsics file")
     try:
-        vals = [float(x) for x in path.read_text().split()]
+        vals = [float(x) for x in _read_text(path).split()]
     except ValueError as e:
         raise ValueError(f"{path}: malformed number in intrinsics: {e}") from None
     if len(vals) != 9:
@@ -251,7 +259,7 @@ def parse_calib_dict(d: dict[str, Any], source: str = "<dict>", *, require_extri
 
 
 def _load_mapping(path: Path) -> Any:
-    text = path.read_text()
+    text = _read_text(path)
     if path.suffix.lower() == ".json":
         try:
             return json.loads(text)
@@ -302,6 +310,9 @@ def write_calib_file(path, camera: PinholeCamera, T_cam_from_lidar: Tensor | Non
     if path.suffix.lower() not in (".yaml", ".yml", ".json"):
         raise ValueError(f"calibration path must end in .yaml, .yml or .json, got {path.name}")
     refuse_overwrite(path, overwrite)
+    if not isinstance(camera, PinholeCamera):
+        raise ValueError(f"write_calib_file needs camera to be a PinholeCamera (e.g. PinholeCamera(K, width, height)), "
+                         f"got {type(camera).__name__}")
     if camera.K.dim() != 2:
         raise ValueError(f"write_calib_file needs a single camera (K (3, 3)), got K {tuple(camera.K.shape)}")
     d: dict[str, Any] = {

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._paths import open_image, refuse_overwrite
+from ._paths import open_image, refuse_overwrite, tensor_arg
 
 __all__ = ["KITTI_DEPTH_SCALE", "NYU_DEPTH_SCALE", "read_depth_png", "read_nyu_depth_png", "write_depth_png"]
 
@@ -70,12 +70,10 @@ def write_depth_png(path, depth: Tensor, scale: float = KITTI_DEPTH_SCALE, *, ov
         scale: stored value per metre.
         overwrite: replace an existing file (otherwise ``FileExistsError``).
     """
-    path = Path(path)
-    refuse_overwrite(path, overwrite)
+    path = refuse_overwrite(path, overwrite)
     if not scale > 0:
         raise ValueError(f"scale must be positive, got {scale}")
-    if not isinstance(depth, Tensor):
-        depth = torch.as_tensor(depth)
+    depth = tensor_arg(depth, "depth")
     if depth.dim() == 3 and depth.shape[0] == 1:
         depth = depth[0]
     if depth.dim() != 2:

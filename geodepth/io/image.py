@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._paths import open_image, refuse_overwrite
+from ._paths import open_image, refuse_overwrite, tensor_arg
 
 __all__ = ["read_image", "write_image"]
 
@@ -33,10 +33,10 @@ def write_image(path, image: Tensor, *, overwrite: bool = False) -> Path:
     becomes ``round(x * 255)``; uint8 is written as is."""
     from PIL import Image
 
-    path = Path(path)
-    refuse_overwrite(path, overwrite)
-    if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] not in (1, 3):
-        raise ValueError(f"image must be (3, H, W) or (1, H, W), got {tuple(getattr(image, 'shape', ()))}")
+    path = refuse_overwrite(path, overwrite)
+    image = tensor_arg(image, "image")
+    if image.dim() != 3 or image.shape[0] not in (1, 3):
+        raise ValueError(f"image must be (3, H, W) or (1, H, W), got {tuple(image.shape)}")
     if image.dtype == torch.uint8:  # already 8-bit (e.g. from geodepth.viz.colorize_depth)
         a = image.detach().cpu().numpy()
     else:

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._paths import refuse_overwrite
+from ._paths import existing_file, refuse_overwrite, tensor_arg
 
 __all__ = ["read_mesh", "write_mesh"]
 
@@ -27,9 +27,7 @@ def read_mesh(path) -> tuple[Tensor, Tensor, Tensor | None]:
         ``(vertices, faces, vertex_colors)``: (V, 3) float32 metres, (F, 3) int64 vertex
         indices, and (V, 3) float32 RGB in [0, 1] or None.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"mesh not found: {path}")
+    path = existing_file(path, "mesh")
     trimesh = _trimesh()
     try:
         m = trimesh.load(path, force="mesh", process=False)
@@ -53,12 +51,12 @@ def write_mesh(path, vertices: Tensor, faces: Tensor, vertex_colors: Tensor | No
         vertex_colors: optional (V, 3) RGB float in [0, 1] or uint8.
         overwrite: replace an existing file (otherwise ``FileExistsError``).
     """
-    path = Path(path)
-    refuse_overwrite(path, overwrite)
-    v = torch.as_tensor(vertices).detach().cpu()
-    f = torch.as_tensor(faces).detach().cpu()
+    path = refuse_overwrite(path, overwrite)
+    v = tensor_arg(vertices, "vertices")
+    f = tensor_arg(faces, "faces")
     if v.dim() != 2 or v.shape[1] != 3:
         raise ValueError(f"vertices must be (V, 3), got {tuple(v.shape)}")
+    v = v.to(torch.float64)  # also half / bfloat16, which numpy cannot take
     if f.dim() != 2 or f.shape[1] != 3 or torch.is_floating_point(f):
         raise ValueError(f"faces must be (F, 3) integers, got {tuple(f.shape)} {f.dtype}")
     if f.numel() and (int(f.min()) < 0 or int(f.max()) >= v.shape[0]):
@@ -68,13 +66,16 @@ def write_mesh(path, vertices: Tensor, faces: Tensor, vertex_colors: Tensor | No
     trimesh = _trimesh()
     kw = {}
     if vertex_colors is not None:
-        c = torch.as_tensor(vertex_colors).detach().cpu()
+        c = tensor_arg(vertex_colors, "vertex_colors")
         if tuple(c.shape) != (v.shape[0], 3):
             raise ValueError(f"vertex_colors must be ({v.shape[0]}, 3), got {tuple(c.shape)}")
         if c.dtype != torch.uint8:
-            c = torch.round(c.to(torch.float64).clamp(0, 1) * 255).to(torch.uint8)
+            c = c.to(torch.float64)
+            if not bool(torch.isfinite(c).all()):
+                raise ValueError(f"vertex_colors contain NaN or inf; cannot write {path}")
+            c = torch.round(c.clamp(0, 1) * 255).to(torch.uint8)
         kw["vertex_colors"] = c.numpy()
-    m = trimesh.Trimesh(vertices=v.numpy().astype(np.float64), faces=f.numpy(), process=False, **kw)
+    m = trimesh.Trimesh(vertices=v.numpy(), faces=f.numpy(), process=False, **kw)
     path.parent.mkdir(parents=True, exist_ok=True)
     m.export(path)
     return path

@@ -1,13 +1,14 @@
-"""Point clouds in and out: our own binary PLY writer/reader (numpy only), PLY/PCD via Open3D."""
+"""Point clouds in and out: our own binary PLY writer/reader (numpy only), PCD/XYZ/PTS via Open3D."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ._paths import refuse_overwrite
+from ._paths import existing_file, refuse_overwrite, tensor_arg
 
 __all__ = ["read_ply", "read_point_cloud", "write_ply"]
 
@@ -16,10 +17,15 @@ _PLY_TYPES = {
     "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
     "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
 }
+_PLY_FORMATS = ("ascii", "binary_little_endian", "binary_big_endian")
+#: text formats Open3D reads line by line (it skips lines it cannot parse, so we count them)
+_TEXT_FORMATS = (".xyz", ".xyzn", ".xyzrgb", ".pts")
+#: suffixes ``o3d.io.read_point_cloud`` reads (PLY goes through :func:`read_ply`)
+_OPEN3D_FORMATS = (".pcd",) + _TEXT_FORMATS
 
 
 def _colors_u8(colors, n: int) -> np.ndarray:
-    c = torch.as_tensor(colors).detach().cpu()
+    c = tensor_arg(colors, "colors")
     if c.dim() != 2 or c.shape != (n, 3):
         raise ValueError(f"colors must be ({n}, 3), got {tuple(c.shape)}")
     if c.dtype == torch.uint8:
@@ -36,15 +42,17 @@ def write_ply(path, points: Tensor, colors: Tensor | None = None, *, overwrite: 
     Args:
         path: output ``.ply`` file; parent folders are created.
         points: (N, 3) points in metres (any frame; say which in the file name). float64
-            points are stored as ``double``, everything else as ``float``.
+            points are stored as ``double``, everything else (float32, float16, bfloat16,
+            integers) as ``float``.
         colors: optional (N, 3) RGB, float in [0, 1] (stored as ``round(c * 255)``) or uint8.
         overwrite: replace an existing file (otherwise ``FileExistsError``).
     """
-    path = Path(path)
-    refuse_overwrite(path, overwrite)
-    p = torch.as_tensor(points).detach().cpu()
+    path = refuse_overwrite(path, overwrite)
+    p = tensor_arg(points, "points")
     if p.dim() != 2 or p.shape[1] != 3:
         raise ValueError(f"points must be (N, 3), got {tuple(p.shape)}")
+    if p.dtype != torch.float64:
+        p = p.to(torch.float32)  # half / bfloat16 / integers are stored as float
     if not bool(torch.isfinite(p).all()):
         raise ValueError(f"points contain NaN or inf; cannot write {path}")
     n = p.shape[0]
@@ -69,108 +77,182 @@ def write_ply(path, points: Tensor, colors: Tensor | None = None, *, overwrite: 
     return path
 
 
+def _ply_header_error(path: Path, lineno: int, line: str, expected: str) -> ValueError:
+    return ValueError(f"{path}: malformed PLY header line {lineno}: {line.strip()!r} (expected {expected})")
+
+
+def _read_ply_header(f, path: Path) -> tuple[str, list]:
+    """Parse the header from the open file ``f`` -> ``(format, [[name, count, [(prop, dtype|None)]]])``."""
+    if f.readline().strip() != b"ply":
+        raise ValueError(f"{path}: not a PLY file (no 'ply' magic line)")
+    fmt, elements = None, []
+    lineno = 1
+    while True:
+        raw = f.readline()
+        lineno += 1
+        if not raw:
+            raise ValueError(f"{path}: PLY header has no end_header")
+        line = raw.decode("ascii", "replace")
+        tok = line.split()
+        if not tok or tok[0] in ("comment", "obj_info"):
+            continue
+        key = tok[0]
+        if key == "end_header":
+            break
+        if key == "format":
+            if len(tok) not in (2, 3) or tok[1] not in _PLY_FORMATS:
+                raise _ply_header_error(path, lineno, line, f"'format <{'|'.join(_PLY_FORMATS)}> 1.0'")
+            fmt = tok[1]
+        elif key == "element":
+            if len(tok) != 3 or not tok[2].isdigit():
+                raise _ply_header_error(path, lineno, line, "'element <name> <count>' with a count >= 0")
+            elements.append([tok[1], int(tok[2]), []])
+        elif key == "property":
+            if not elements:
+                raise ValueError(f"{path}: PLY property before any element (header line {lineno}: {line.strip()!r})")
+            if len(tok) >= 2 and tok[1] == "list":
+                if len(tok) != 5 or tok[2] not in _PLY_TYPES or tok[3] not in _PLY_TYPES:
+                    raise _ply_header_error(path, lineno, line, "'property list <count type> <item type> <name>'")
+                name, dtype = tok[4], None
+            else:
+                if len(tok) != 3:
+                    raise _ply_header_error(path, lineno, line, "'property <type> <name>'")
+                if tok[1] not in _PLY_TYPES:
+                    raise ValueError(f"{path}: unknown PLY property type {tok[1]!r} on header line {lineno}")
+                name, dtype = tok[2], _PLY_TYPES[tok[1]]
+            if any(name == q for q, _ in elements[-1][2]):
+                raise ValueError(f"{path}: PLY element {elements[-1][0]!r} has property {name!r} twice "
+                                 f"(header line {lineno})")
+            elements[-1][2].append((name, dtype))
+        else:
+            raise _ply_header_error(path, lineno, line, "format, element, property, comment or end_header")
+    if fmt is None:
+        raise ValueError(f"{path}: PLY header has no 'format' line")
+    return fmt, elements
+
+
+def _ascii_vertices(path: Path, lines: list[str], offset: int, count: int, props) -> dict[str, np.ndarray]:
+    rows = [ln.split() for ln in lines[offset:offset + count]]
+    if len(rows) != count:
+        raise ValueError(f"{path}: PLY is truncated: expected {count} vertices, found {len(rows)} vertex lines")
+    for i, r in enumerate(rows):
+        if len(r) != len(props):
+            raise ValueError(f"{path}: PLY vertex {i} has {len(r)} values, the header declares {len(props)} "
+                             f"properties ({', '.join(q for q, _ in props)})")
+    try:
+        arr = np.array(rows, dtype=np.float64).reshape(count, len(props))
+    except ValueError as e:
+        raise ValueError(f"{path}: malformed number in the PLY vertices: {e}") from None
+    return {q: arr[:, i].astype(t) for i, (q, t) in enumerate(props)}
+
+
 def read_ply(path) -> tuple[Tensor, Tensor | None]:
     """Read the vertices of a PLY file (ascii or binary) with our own parser.
 
     Returns:
         ``(points, colors)``: (N, 3) in the stored float dtype (float32 or float64), and
         (N, 3) float32 RGB in [0, 1] if the vertices have ``red green blue``, else None.
+
+    Raises:
+        FileNotFoundError: missing file. ValueError (naming the file): a directory, not a
+        PLY file, a malformed header line, a truncated body, NaN/inf coordinates.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"point cloud not found: {path}")
+    path = existing_file(path, "point cloud")
     with open(path, "rb") as f:
-        if f.readline().strip() != b"ply":
-            raise ValueError(f"{path}: not a PLY file (no 'ply' magic line)")
-        fmt, elements = None, []
-        while True:
-            line = f.readline()
-            if not line:
-                raise ValueError(f"{path}: PLY header has no end_header")
-            tok = line.decode("ascii", "replace").split()
-            if not tok or tok[0] in ("comment", "obj_info"):
-                continue
-            if tok[0] == "end_header":
-                break
-            if tok[0] == "format":
-                fmt = tok[1]
-            elif tok[0] == "element":
-                elements.append([tok[1], int(tok[2]), []])
-            elif tok[0] == "property":
-                if not elements:
-                    raise ValueError(f"{path}: PLY property before any element")
-                if tok[1] == "list":
-                    elements[-1][2].append((tok[4], None))
-                else:
-                    if tok[1] not in _PLY_TYPES:
-                        raise ValueError(f"{path}: unknown PLY property type {tok[1]!r}")
-                    elements[-1][2].append((tok[2], _PLY_TYPES[tok[1]]))
+        fmt, elements = _read_ply_header(f, path)
         body = f.read()
-    if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):
-        raise ValueError(f"{path}: unsupported PLY format {fmt!r}")
     offset, vert = 0, None
     endian = "<" if fmt == "binary_little_endian" else ">"
-    lines = body.decode("ascii", "replace").split("\n") if fmt == "ascii" else None
+    lines = body.decode("ascii", "replace").rstrip().split("\n") if fmt == "ascii" else None
     for name, count, props in elements:
         scalar = all(t is not None for _, t in props)
         if name == "vertex":
             if not scalar:
                 raise ValueError(f"{path}: list properties on vertices are not supported")
-            dt = np.dtype([(p, endian + t) for p, t in props])
             if fmt == "ascii":
-                rows = [ln.split() for ln in lines[offset:offset + count]]
-                if len(rows) != count:
-                    raise ValueError(f"{path}: PLY has {len(rows)} vertex lines, header says {count}")
-                arr = np.array(rows, dtype=np.float64).reshape(count, len(props))
-                vert = {p: arr[:, i].astype(t) for i, (p, t) in enumerate(props)}
+                vert = _ascii_vertices(path, lines, offset, count, props)
             else:
+                dt = np.dtype([(q, endian + t) for q, t in props])
                 need = dt.itemsize * count
-                if len(body) - offset < need:
-                    raise ValueError(f"{path}: PLY is truncated ({len(body) - offset} bytes of vertices, need {need})")
+                have = len(body) - offset
+                if have < need:
+                    raise ValueError(f"{path}: PLY is truncated: expected {count} vertices ({need} bytes), "
+                                     f"found {max(have, 0)} bytes")
                 rec = np.frombuffer(body, dtype=dt, count=count, offset=offset)
-                vert = {p: rec[p] for p, _ in props}
+                vert = {q: rec[q] for q, _ in props}
             break
         if not scalar:
             raise ValueError(f"{path}: element {name!r} with list properties comes before the vertices")
-        offset += count if fmt == "ascii" else np.dtype([(p, endian + t) for p, t in props]).itemsize * count
+        offset += count if fmt == "ascii" else np.dtype([(q, endian + t) for q, t in props]).itemsize * count
     if vert is None or not all(a in vert for a in "xyz"):
         raise ValueError(f"{path}: PLY has no vertex element with x, y, z")
     pdt = np.float64 if vert["x"].dtype == np.float64 else np.float32
     pts = np.stack([vert["x"], vert["y"], vert["z"]], axis=1).astype(pdt)
+    bad = ~np.isfinite(pts).all(axis=1)
+    if bad.any():
+        raise ValueError(f"{path}: {int(bad.sum())} of {len(pts)} vertices have NaN or inf coordinates")
     colors = None
     if all(c in vert for c in ("red", "green", "blue")):
         col = np.stack([vert["red"], vert["green"], vert["blue"]], axis=1)
         scale = 255.0 if col.dtype == np.uint8 else (65535.0 if col.dtype == np.uint16 else 1.0)
         colors = torch.from_numpy((col.astype(np.float64) / scale).astype(np.float32))
+        if not bool(torch.isfinite(colors).all()):
+            raise ValueError(f"{path}: vertex colors contain NaN or inf")
     return torch.from_numpy(np.ascontiguousarray(pts)), colors
 
 
-def read_point_cloud(path, *, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor | None]:
-    """Read a point cloud file (PLY, PCD, XYZ, ... through Open3D; PLY also without it).
+def _count_text_points(path: Path) -> int:
+    """Data lines of a text point cloud (.xyz family: non-blank lines; .pts: after the count line)."""
+    with open(path, "rb") as f:
+        n = sum(1 for ln in f if ln.strip())
+    return max(n - 1, 0) if path.suffix.lower() == ".pts" else n
 
-    Open3D is imported lazily; where it cannot be imported, ``.ply`` files are read with
-    :func:`read_ply` and other formats raise ``ImportError``.
+
+def read_point_cloud(path, *, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor | None]:
+    """Read a point cloud file: PLY with :func:`read_ply`, PCD / XYZ / XYZN / XYZRGB / PTS through Open3D.
+
+    Open3D is imported lazily; where it cannot be imported, ``.ply`` files still work and
+    other formats raise ``ImportError``.
 
     Returns:
         ``(points, colors)``: (N, 3) ``dtype`` points (metres, the file's frame) and (N, 3)
         float32 RGB in [0, 1] or None.
+
+    Raises:
+        FileNotFoundError: missing file. ValueError (naming the file): a directory, an
+        unknown suffix, content that cannot be read as a point cloud (corrupt, truncated,
+        unparsable lines), NaN/inf coordinates in a PLY. Non-PLY points with NaN/inf
+        coordinates (an organised cloud's missing returns) are dropped with a warning.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"point cloud not found: {path}")
+    path = existing_file(path, "point cloud")
+    suffix = path.suffix.lower()
+    if suffix == ".ply":
+        p, c = read_ply(path)
+        return p.to(dtype), c
+    if suffix not in _OPEN3D_FORMATS:
+        raise ValueError(f"{path}: unknown point cloud format {path.suffix!r}; expected one of "
+                         f"{', '.join(('.ply',) + _OPEN3D_FORMATS)}")
     try:
         import open3d as o3d
     except ImportError:
-        if path.suffix.lower() == ".ply":
-            p, c = read_ply(path)
-            return p.to(dtype), c
-        raise ImportError(f"reading {path.suffix} point clouds needs open3d (pip install open3d); PLY works without it") from None
+        raise ImportError(f"reading {path.suffix} point clouds needs open3d (pip install open3d); "
+                          "PLY works without it") from None
     pcd = o3d.io.read_point_cloud(str(path))
     pts = np.asarray(pcd.points)
-    if len(pts) == 0 and path.stat().st_size > 0 and path.suffix.lower() == ".ply":
-        p, c = read_ply(path)  # e.g. a PLY Open3D refuses
-        return p.to(dtype), c
-    colors = torch.from_numpy(np.asarray(pcd.colors).astype(np.float32)) if pcd.has_colors() else None
-    return torch.from_numpy(pts.copy()).to(dtype), colors
-
-
+    if len(pts) == 0 and path.stat().st_size > 0:
+        raise ValueError(f"{path}: cannot read any points (unreadable, corrupt or truncated {suffix} file)")
+    if suffix in _TEXT_FORMATS:
+        n_lines = _count_text_points(path)
+        if n_lines != len(pts):
+            raise ValueError(f"{path}: read {len(pts)} points from {n_lines} data lines; the other lines are "
+                             f"not valid {suffix} records (malformed or truncated file)")
+    colors = np.asarray(pcd.colors).astype(np.float32) if pcd.has_colors() else None
+    bad = ~np.isfinite(pts).all(axis=1)
+    if bad.any():  # organised clouds (ROS PCD) mark missing returns with NaN: drop them, say so
+        if bad.all():
+            raise ValueError(f"{path}: all {len(pts)} points have NaN or inf coordinates")
+        warnings.warn(f"{path}: dropped {int(bad.sum())} of {len(pts)} points with NaN or inf coordinates "
+                      "(missing returns of an organised cloud?)", stacklevel=2)
+        pts = pts[~bad]
+        colors = None if colors is None else colors[~bad]
+    return torch.from_numpy(pts.copy()).to(dtype), None if colors is None else torch.from_numpy(colors)

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._paths import refuse_overwrite
+from ._paths import existing_file, refuse_overwrite, tensor_arg
 
 __all__ = ["read_velodyne_bin", "write_velodyne_bin"]
 
@@ -20,12 +20,10 @@ def read_velodyne_bin(path) -> tuple[Tensor, Tensor]:
         z up for KITTI's HDL-64E) and (N,) float32 reflectance.
 
     Raises:
-        FileNotFoundError; ValueError for an empty file, a size that is not a multiple of
-        16 bytes, or NaN/inf coordinates.
+        FileNotFoundError; ValueError for a directory, an empty file, a size that is not a
+        multiple of 16 bytes, or NaN/inf coordinates.
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"LiDAR scan not found: {path}")
+    path = existing_file(path, "LiDAR scan")
     n = path.stat().st_size
     if n == 0:
         raise ValueError(f"{path}: empty LiDAR scan (0 bytes)")
@@ -41,12 +39,11 @@ def read_velodyne_bin(path) -> tuple[Tensor, Tensor]:
 
 def write_velodyne_bin(path, points: Tensor, intensity: Tensor | None = None, *, overwrite: bool = False) -> Path:
     """Write (N, 3) points (metres, LiDAR frame) and optional (N,) reflectance (0 if None) as a KITTI ``.bin``."""
-    path = Path(path)
-    refuse_overwrite(path, overwrite)
-    p = torch.as_tensor(points).detach().cpu()
+    path = refuse_overwrite(path, overwrite)
+    p = tensor_arg(points, "points")
     if p.dim() != 2 or p.shape[1] != 3:
         raise ValueError(f"points must be (N, 3), got {tuple(p.shape)}")
-    inten = torch.zeros(p.shape[0]) if intensity is None else torch.as_tensor(intensity).detach().cpu().reshape(-1)
+    inten = torch.zeros(p.shape[0]) if intensity is None else tensor_arg(intensity, "intensity").reshape(-1)
     if inten.shape[0] != p.shape[0]:
         raise ValueError(f"intensity must be ({p.shape[0]},), got {tuple(inten.shape)}")
     a = torch.cat([p.float(), inten.float()[:, None]], dim=1).numpy()

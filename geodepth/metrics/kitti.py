@@ -73,7 +73,10 @@ def _as_depth_array(x: Any, name: str) -> np.ndarray:
         import torch
 
         if isinstance(x, torch.Tensor):
-            x = x.detach().cpu().numpy()
+            x = x.detach().cpu()
+            if x.is_floating_point() and x.dtype != torch.float64:
+                x = x.to(torch.float32)  # float16 / bfloat16: numpy has no bfloat16
+            x = x.numpy()
     except ImportError:  # pragma: no cover - torch is a core dependency
         pass
     a = np.asarray(x)
@@ -97,13 +100,15 @@ def read_kitti_depth_png(path: str | os.PathLike) -> np.ndarray:
     Returns:
         (H, W) float32 depth in metres, 0 where the PNG holds 0. The conversion is exact
         (every uint16 / 256 is a float32).
+
+    Raises:
+        FileNotFoundError: missing file. ValueError (naming the file): a directory, a
+        corrupt or truncated image, not a 16-bit single-channel PNG.
     """
-    from PIL import Image
+    from ..io._paths import open_image
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such depth PNG: {path}")
-    with Image.open(path) as im:
+    with open_image(path, "depth PNG") as im:
         if im.format != "PNG":
             raise ValueError(f"{path} is not a PNG (format {im.format})")
         if im.mode not in ("I;16", "I;16B", "I;16L"):
