@@ -14,7 +14,10 @@ over unchanged (the legacy volumes round instead, i.e. centre pixels at integers
 """
 from __future__ import annotations
 
+import math
+import numbers
 import os
+import warnings
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
@@ -23,6 +26,21 @@ import numpy as np
 from ..io._paths import refuse_overwrite
 
 __all__ = ["Mesh", "export_mesh", "fuse_tsdf", "to_open3d_mesh", "to_trimesh"]
+
+# Most voxels (allocated blocks x block_resolution**3) a fusion may allocate. Open3D 0.20's CPU marching
+# cubes (VoxelBlockGrid.extract_triangle_mesh) keeps a 4 x int32 = 16-byte record per allocated voxel and
+# addresses it through a 32-bit byte offset (ArrayIndexer with index_t = int32), so past 2**31 / 16 = 2**27
+# voxels the offset wraps and the interpreter dies with SIGSEGV (or writes into other memory). Measured on
+# `geodepth sim --frames 2 --sensor vlp16` (two 1242x375 frames, knn_bilateral completion, depth_max 40,
+# sdf_trunc 4 voxels; open3d-cpu 0.20.0, 2 cores, 23 GB RAM), blocks after integration -> extraction:
+#   block_resolution 16: voxel 0.0075 -> 30048 blocks = 1.23e8 voxels, mesh OK (peak RSS 5.6 GB);
+#                        voxel 0.0072 -> 32698 blocks = 1.339e8 voxels (< 2**27 = 1.342e8), mesh OK;
+#                        voxel 0.0073 -> 33335 blocks = 1.365e8 voxels (> 2**27), SIGSEGV;
+#                        voxel 0.007 -> 33710 blocks = 1.38e8 voxels, SIGSEGV (peak RSS 6.1 GB: not memory);
+#                        voxel 0.005 -> 43950 blocks = 1.80e8 voxels, SIGSEGV (0.003: 62468, 0.002: 73523 blocks)
+#   block_resolution 32: voxel 0.018 -> 3600 blocks = 1.18e8 voxels OK; 0.016 -> 4761 blocks = 1.56e8, SIGSEGV
+# i.e. the crash follows the voxel count, not RAM or the block count. At the limit fusion needs ~6 GB.
+MAX_TSDF_VOXELS = 2 ** 27
 
 
 class Mesh(NamedTuple):
@@ -64,6 +82,78 @@ def _K_of(camera: Any) -> tuple[np.ndarray, int, int]:
     return K, int(camera.width), int(camera.height)
 
 
+def _real(name: str, val: Any, lo: float = 0.0, strict: bool = True) -> float:
+    """``val`` as a float; ValueError naming ``name`` unless it is a finite real number > lo (>= lo)."""
+    if isinstance(val, (bool, np.bool_)) or not isinstance(val, numbers.Real) or not math.isfinite(float(val)) \
+            or not (val > lo if strict else val >= lo):
+        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {lo:g}, got {val!r}")
+    return float(val)
+
+
+def _positive_int(name: str, val: Any, lo: int = 1) -> int:
+    if isinstance(val, (bool, np.bool_)) or not isinstance(val, numbers.Integral) or val < lo:
+        raise ValueError(f"{name} must be an int >= {lo}, got {val!r}")
+    return int(val)
+
+
+def _frame_blocks(o3d: Any, o3c: Any, vbg: Any, d: np.ndarray, K: np.ndarray, pose: np.ndarray, depth_max: float,
+                  trunc_voxels: float) -> Any:
+    """The voxel blocks Open3D allocates for one depth map (an (M, 3) int32 Tensor), or None when none."""
+    try:
+        return vbg.compute_unique_block_coordinates(
+            o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(d))), o3c.Tensor(K, o3c.float64),
+            o3c.Tensor(np.linalg.inv(pose), o3c.float64), 1.0, float(depth_max), float(trunc_voxels))
+    except RuntimeError as e:  # Open3D refuses a depth map whose (every 4th) pixels are all empty
+        if "No block is touched" in str(e):
+            return None
+        raise
+
+
+def _count_blocks(frames: Sequence[tuple], voxel_length: float, trunc_voxels: float, block_resolution: int,
+                  depth_max: float, stop_above: int | None = None) -> int:
+    """Distinct voxel blocks the frames allocate (Open3D's own block selection, nothing integrated); counting
+    stops early once it passes ``stop_above``."""
+    import open3d as o3d
+    import open3d.core as o3c
+
+    vbg = o3d.t.geometry.VoxelBlockGrid(
+        attr_names=("tsdf",), attr_dtypes=(o3c.float32,), attr_channels=(1,), voxel_size=float(voxel_length),
+        block_resolution=int(block_resolution), block_count=1, device=o3c.Device("CPU:0"))
+    seen = np.zeros(0, np.dtype((np.void, 12)))
+    for d, _, K, _, _, pose in frames:
+        b = _frame_blocks(o3d, o3c, vbg, d, K, pose, depth_max, trunc_voxels)
+        if b is None:
+            continue
+        seen = np.union1d(seen, np.ascontiguousarray(b.numpy().astype(np.int32)).view(seen.dtype).ravel())
+        if stop_above is not None and len(seen) > stop_above:
+            break
+    return len(seen)
+
+
+def _smallest_voxel(frames: Sequence[tuple], voxel_length: float, trunc_voxels: float, block_resolution: int,
+                    depth_max: float, max_blocks: int) -> float:
+    """About the smallest voxel (within 5 %, 2 significant digits, same sdf_trunc / voxel ratio) whose
+    blocks stay within ``max_blocks`` for these frames; ``voxel_length`` itself is known to exceed it."""
+    def fits(v: float) -> bool:
+        return _count_blocks(frames, v, trunc_voxels, block_resolution, depth_max, max_blocks) <= max_blocks
+
+    lo, hi = voxel_length, 2.0 * voxel_length
+    while not fits(hi):
+        if hi > 1e12 * voxel_length:  # huge blocks (block_resolution >= 512) never fit: no voxel helps
+            return math.inf
+        lo, hi = hi, 2.0 * hi
+    while hi / lo > 1.05:
+        mid = math.sqrt(lo * hi)
+        lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+    for _ in range(20):  # round up to 2 significant digits; the count is not monotonic in the voxel size
+        e = math.floor(math.log10(hi)) - 1
+        v = math.ceil(hi / 10 ** e - 1e-9) * 10 ** e
+        if fits(v):
+            return float(f"{v:.2g}")
+        hi = v * 1.05
+    return hi
+
+
 def fuse_tsdf(
     frames_or_depths: Sequence[Any],
     cameras: Any = None,
@@ -92,15 +182,22 @@ def fuse_tsdf(
         images: optional N (3, H, W) RGB in [0, 1] (or uint8) for vertex colours; taken from
             the items when they carry images.
         voxel_length: voxel edge in metres.
-        sdf_trunc: truncation distance in metres (default ``4 * voxel_length``).
+        sdf_trunc: truncation distance in metres, >= ``voxel_length`` (default ``4 * voxel_length``).
         depth_max: depths beyond this (m) are ignored. depth_min: depths at or below are ignored.
-        min_observations: keep surface where voxels were seen by at least this many frames.
-        block_resolution: voxels per side of a hashed block; block_count: initial capacity
+        min_observations: keep surface where voxels were seen by at least this many frames
+            (an int from 1 to the number of frames).
+        block_resolution: voxels per side of a hashed block (>= 2); block_count: initial capacity
             of the block hash map (it grows when needed; a large value costs allocation time).
 
     Returns:
         :class:`Mesh` in the world frame (vertex colours when images were given). Empty
-        (0 vertices) when no surface was observed.
+        (0 vertices, with a warning) when no surface was observed.
+
+    Raises:
+        ValueError: on a bad parameter (all numbers must be finite reals, the counts ints), or when
+            the frames would allocate more than :data:`MAX_TSDF_VOXELS` voxels (block_resolution**3
+            per touched block), beyond which Open3D's mesh extraction crashes; the message gives
+            the smallest voxel_length that fits these frames.
     """
     try:
         import open3d as o3d
@@ -110,13 +207,25 @@ def fuse_tsdf(
     n = len(items)
     if n == 0:
         raise ValueError("frames_or_depths is empty")
-    if not voxel_length > 0:
-        raise ValueError(f"voxel_length must be > 0, got {voxel_length}")
-    sdf_trunc = 4.0 * voxel_length if sdf_trunc is None else float(sdf_trunc)
-    if not sdf_trunc > 0:
-        raise ValueError(f"sdf_trunc must be > 0, got {sdf_trunc}")
-    if not depth_max > depth_min >= 0:
-        raise ValueError(f"need depth_max > depth_min >= 0, got depth_max={depth_max}, depth_min={depth_min}")
+    voxel_length = _real("voxel_length", voxel_length)
+    sdf_trunc = 4.0 * voxel_length if sdf_trunc is None else _real("sdf_trunc", sdf_trunc)
+    if sdf_trunc < voxel_length:
+        raise ValueError(f"sdf_trunc={sdf_trunc:g} must be >= voxel_length={voxel_length:g} (a band thinner than a "
+                         f"voxel has no zero crossing to extract; 3 to 5 voxels is usual)")
+    depth_max = _real("depth_max", depth_max)
+    depth_min = _real("depth_min", depth_min, strict=False)
+    if not depth_max > depth_min:
+        raise ValueError(f"need depth_max > depth_min, got depth_max={depth_max}, depth_min={depth_min}")
+    min_observations = _positive_int("min_observations", min_observations)
+    if min_observations > n:
+        raise ValueError(f"min_observations={min_observations} exceeds the {n} frame(s) given: no voxel can be "
+                         f"seen that often")
+    # marching cubes needs neighbouring voxels: with 1 voxel per block Open3D 0.20 extracts nothing
+    block_resolution = _positive_int("block_resolution", block_resolution, 2)
+    block_count = _positive_int("block_count", block_count)
+    if block_count * block_resolution ** 3 > MAX_TSDF_VOXELS:
+        raise ValueError(f"block_count={block_count} x block_resolution**3={block_resolution ** 3} voxels exceeds "
+                         f"the {MAX_TSDF_VOXELS} voxels Open3D can mesh; lower block_count (the map grows as needed)")
     # cameras
     if cameras is None:
         cams = [None] * n
@@ -179,30 +288,60 @@ def fuse_tsdf(
 
     import open3d.core as o3c
 
+    empty = Mesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64), np.zeros((0, 3)) if use_color else None)
+    trunc_voxels = sdf_trunc / voxel_length
+    # the guard against MAX_TSDF_VOXELS: count the blocks Open3D will allocate before integrating anything
+    max_blocks = MAX_TSDF_VOXELS // block_resolution ** 3
+    n_blocks = _count_blocks(frames, voxel_length, trunc_voxels, block_resolution, depth_max, max_blocks)
+    if n_blocks > max_blocks:
+        v_min = _smallest_voxel(frames, voxel_length, trunc_voxels, block_resolution, depth_max, max_blocks)
+        advice = (f"use voxel_length >= {v_min:g} (sdf_trunc = {trunc_voxels:g} x voxel_length), or fewer frames "
+                  f"/ a smaller depth_max" if math.isfinite(v_min) else "use a smaller block_resolution")
+        raise ValueError(
+            f"voxel_length={voxel_length:g} is too fine for these {n} frame(s): they touch more than {max_blocks} "
+            f"blocks of {block_resolution}^3 voxels, over the {MAX_TSDF_VOXELS} voxels (2**27) Open3D's mesh "
+            f"extraction can index (it crashes beyond); {advice}")
+    if n_blocks == 0:
+        warnings.warn(f"fuse_tsdf: no depth in ({depth_min:g}, {depth_max:g}) m in any of the {n} frame(s); "
+                      f"returning an empty mesh", RuntimeWarning, stacklevel=2)
+        return empty
+
     dev = o3c.Device("CPU:0")
     names, dtypes, chans = ["tsdf", "weight"], [o3c.float32, o3c.float32], [1, 1]
     if use_color:
         names.append("color"), dtypes.append(o3c.float32), chans.append(3)
     vbg = o3d.t.geometry.VoxelBlockGrid(
         attr_names=tuple(names), attr_dtypes=tuple(dtypes), attr_channels=tuple(chans),
-        voxel_size=float(voxel_length), block_resolution=int(block_resolution), block_count=int(block_count),
-        device=dev)
+        voxel_size=voxel_length, block_resolution=block_resolution, block_count=block_count, device=dev)
     for d, rgb, K, W, H, pose in frames:
         # VoxelBlockGrid reads the pixel (int(u), int(v)): geodepth's floor binning, no shift
+        blocks = _frame_blocks(o3d, o3c, vbg, d, K, pose, depth_max, trunc_voxels)
+        if blocks is None:  # no depth in range
+            continue
         intr = o3c.Tensor(K, o3c.float64)
         extr = o3c.Tensor(np.linalg.inv(pose), o3c.float64)
         depth = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(d)))
-        blocks = vbg.compute_unique_block_coordinates(depth, intr, extr, 1.0, float(depth_max),
-                                                      float(sdf_trunc / voxel_length))
         if rgb is not None:
             color = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(rgb.astype(np.float32) / 255.0)))
-            vbg.integrate(blocks, depth, color, intr, intr, extr, 1.0, float(depth_max),
-                          float(sdf_trunc / voxel_length))
+            vbg.integrate(blocks, depth, color, intr, intr, extr, 1.0, depth_max, trunc_voxels)
         else:
-            vbg.integrate(blocks, depth, intr, extr, 1.0, float(depth_max), float(sdf_trunc / voxel_length))
-    m = vbg.extract_triangle_mesh(weight_threshold=float(min_observations) - 0.5)
-    if "positions" not in m.vertex or m.vertex.positions.shape[0] == 0:
-        return Mesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64), np.zeros((0, 3)) if use_color else None)
+            vbg.integrate(blocks, depth, intr, extr, 1.0, depth_max, trunc_voxels)
+    if vbg.hashmap().size() * block_resolution ** 3 > MAX_TSDF_VOXELS:  # the count above missed: never crash
+        raise ValueError(f"the fused volume holds {vbg.hashmap().size()} blocks of {block_resolution}^3 voxels, over "
+                         f"the {MAX_TSDF_VOXELS} voxels Open3D can mesh; use a larger voxel_length")
+    try:
+        m = vbg.extract_triangle_mesh(weight_threshold=float(min_observations) - 0.5)
+    except RuntimeError as e:
+        # Open3D 0.20 sets the (absent) vertex colours of an empty mesh when the grid has no colour
+        # attribute and fails with "SetVertexColors ... shape {0}": that is "no surface"
+        if use_color or "SetVertexColors" not in str(e):
+            raise
+        m = None
+    if m is None or "positions" not in m.vertex or m.vertex.positions.shape[0] == 0:
+        warnings.warn(f"fuse_tsdf: no surface seen by >= {min_observations} frame(s) at voxel_length="
+                      f"{voxel_length:g}, sdf_trunc={sdf_trunc:g}; returning an empty mesh", RuntimeWarning,
+                      stacklevel=2)
+        return empty
     v = m.vertex.positions.numpy().astype(np.float64)
     f = m.triangle.indices.numpy().astype(np.int64)
     c = m.vertex["colors"].numpy().astype(np.float64).clip(0, 1) if use_color and "colors" in m.vertex else None

@@ -1,0 +1,114 @@
+"""fuse_tsdf on bad parameters, empty input and voxel sizes too fine for Open3D's mesh extraction.
+
+The crash itself (a SIGSEGV in extract_triangle_mesh past 2**27 voxels) is never run here: the
+oversized inputs are refused before anything is integrated, which the tests enforce by making
+``VoxelBlockGrid.integrate`` fail.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from geodepth.geometry.camera import PinholeCamera
+from geodepth.recon import fuse_tsdf
+from geodepth.recon import tsdf
+
+o3d = pytest.importorskip("open3d")
+
+W, H = 32, 24
+K = np.array([[30.0, 0, 16], [0, 30.0, 12], [0, 0, 1]])
+CAM = PinholeCamera(torch.tensor(K), W, H)
+
+
+def _plane(z=2.0):
+    """A fronto-parallel wall at z metres, seen by an identity-pose camera."""
+    return np.full((1, H, W), z, np.float32)
+
+
+@pytest.fixture
+def no_integration(monkeypatch):
+    """Make any integration fail, so a guard that comes too late fails the test instead of crashing it."""
+    def boom(*args, **kwargs):
+        raise AssertionError("integrated although the input exceeds the voxel limit")
+
+    monkeypatch.setattr(o3d.t.geometry.VoxelBlockGrid, "integrate", boom)
+
+
+def _suggested(msg: str) -> float:
+    return float(re.search(r"voxel_length >= ([0-9.e+-]+)", msg).group(1))
+
+
+def test_too_fine_voxel_is_refused_before_integration(no_integration):
+    # one 640x480 frame of scattered depths: Open3D allocates a block per sample of every 4th pixel
+    # -> ~77k blocks of 16^3 = 3e8 voxels, past the 2**27 at which extract_triangle_mesh segfaults
+    rng = np.random.default_rng(0)
+    w, h = 640, 480
+    cam = PinholeCamera(torch.tensor([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]]), w, h)
+    depth = rng.uniform(1.0, 30.0, (1, h, w)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"voxel_length=0.001 is too fine.*2\*\*27") as e:
+        fuse_tsdf([depth], cam, None, voxel_length=1e-3, sdf_trunc=0.05)
+    v = _suggested(str(e.value))
+    assert v > 1e-3
+    frames = [(depth[0], None, np.asarray(cam.K, np.float64), w, h, np.eye(4))]
+    limit = tsdf.MAX_TSDF_VOXELS // 16 ** 3
+    assert tsdf._count_blocks(frames, v, 50.0, 16, 80.0) <= limit  # the suggestion fits (same trunc ratio)
+
+
+def test_voxel_guard_decision_and_suggestion(monkeypatch):
+    # lower the limit so that a tiny scene crosses it: 20 blocks of 16^3 voxels
+    monkeypatch.setattr(tsdf, "MAX_TSDF_VOXELS", 20 * 16 ** 3)
+    d = _plane()
+    assert len(fuse_tsdf([d], CAM, None, voxel_length=0.05, block_count=1).vertices) > 0  # 4 blocks: fits
+    with pytest.raises(ValueError, match=r"voxel_length=0.002 is too fine.*use voxel_length >=") as e:
+        fuse_tsdf([d], CAM, None, voxel_length=0.002, block_count=1)
+    v = _suggested(str(e.value))
+    assert 0.002 < v < 0.05
+    assert len(fuse_tsdf([d], CAM, None, voxel_length=v, block_count=1).vertices) > 0  # the suggestion works
+
+
+def test_block_count_beyond_the_voxel_limit():
+    with pytest.raises(ValueError, match="block_count=40000"):
+        fuse_tsdf([_plane()], CAM, None, block_count=40000)  # 40000 x 16^3 > 2**27
+    assert len(fuse_tsdf([_plane()], CAM, None, block_count=100).vertices) > 0
+
+
+@pytest.mark.parametrize("name, value", [
+    ("voxel_length", 0.0), ("voxel_length", -0.1), ("voxel_length", float("nan")), ("voxel_length", float("inf")),
+    ("voxel_length", True), ("voxel_length", "0.1"), ("voxel_length", None),
+    ("sdf_trunc", 1e-9), ("sdf_trunc", 0.0), ("sdf_trunc", float("nan")), ("sdf_trunc", "0.2"), ("sdf_trunc", True),
+    ("depth_max", 0.0), ("depth_max", float("inf")), ("depth_max", "80"), ("depth_max", False),
+    ("depth_min", -1.0), ("depth_min", float("nan")), ("depth_min", True),
+    ("min_observations", 0), ("min_observations", 1.5), ("min_observations", True), ("min_observations", 2),
+    ("block_resolution", 0), ("block_resolution", 1), ("block_resolution", 2.5), ("block_resolution", True),
+    ("block_resolution", "16"),
+    ("block_count", 0), ("block_count", -5), ("block_count", 10.0), ("block_count", True),
+])
+def test_bad_parameters_name_themselves(name, value, no_integration):
+    with pytest.raises(ValueError, match=name):
+        fuse_tsdf([_plane()], CAM, None, **{name: value})
+
+
+def test_depth_range_order():
+    with pytest.raises(ValueError, match="depth_max > depth_min"):
+        fuse_tsdf([_plane()], CAM, None, depth_min=5.0, depth_max=4.0)
+
+
+@pytest.mark.parametrize("color", [False, True])
+@pytest.mark.parametrize("kwargs", [dict(voxel_length=1e6), dict(depth_max=1.0), dict(depth_min=3.0)])
+def test_nothing_integrated_gives_an_empty_mesh_and_a_warning(kwargs, color):
+    images = [np.full((3, H, W), 0.5, np.float32)] if color else None
+    with pytest.warns(RuntimeWarning, match="empty mesh"):
+        m = fuse_tsdf([_plane()], CAM, None, images=images, **kwargs)
+    assert m.vertices.shape == (0, 3) and m.faces.shape == (0, 3)
+    assert (m.vertex_colors is not None) == color
+
+
+def test_frames_without_depth_are_skipped():
+    empty = np.zeros((1, H, W), np.float32)
+    with pytest.warns(RuntimeWarning, match="no depth"):
+        assert len(fuse_tsdf([empty], CAM, None).vertices) == 0
+    m = fuse_tsdf([_plane(), empty], CAM, np.stack([np.eye(4)] * 2))
+    assert len(m.vertices) > 0
