@@ -1,6 +1,8 @@
 """Depth maps as 16-bit PNG: KITTI (uint16 = round(depth_m * 256)) and NYU (millimetres)."""
 from __future__ import annotations
 
+import math
+import numbers
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,11 @@ __all__ = ["KITTI_DEPTH_SCALE", "NYU_DEPTH_SCALE", "read_depth_png", "read_nyu_d
 KITTI_DEPTH_SCALE = 256.0
 #: NYU Depth v2 PNGs store millimetres
 NYU_DEPTH_SCALE = 1000.0
+
+
+def _check_scale(scale) -> None:
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale) or not scale > 0:
+        raise ValueError(f"scale must be a finite number > 0 (stored value per metre), got {scale!r}")
 
 
 def read_depth_png(path, scale: float = KITTI_DEPTH_SCALE) -> Tensor:
@@ -32,8 +39,7 @@ def read_depth_png(path, scale: float = KITTI_DEPTH_SCALE) -> Tensor:
         single-channel image (an 8-bit or RGB PNG is not a depth map of this kind).
     """
     path = Path(path)
-    if not scale > 0:
-        raise ValueError(f"scale must be positive, got {scale}")
+    _check_scale(scale)
     im = open_image(path, "depth PNG")
     if im.mode in ("I;16", "I;16L", "I;16B", "I;16N"):
         arr = np.asarray(im).astype(np.uint16)
@@ -71,8 +77,7 @@ def write_depth_png(path, depth: Tensor, scale: float = KITTI_DEPTH_SCALE, *, ov
         overwrite: replace an existing file (otherwise ``FileExistsError``).
     """
     path = refuse_overwrite(path, overwrite)
-    if not scale > 0:
-        raise ValueError(f"scale must be positive, got {scale}")
+    _check_scale(scale)
     depth = tensor_arg(depth, "depth")
     if depth.dim() == 3 and depth.shape[0] == 1:
         depth = depth[0]

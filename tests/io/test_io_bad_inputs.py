@@ -217,3 +217,15 @@ def test_write_calib_file_needs_a_camera(tmp_path):
     write_calib_file(tmp_path / "c.yaml", cam, None)
     with pytest.raises(ValueError, match="overwrite must be True or False"):
         write_calib_file(tmp_path / "c.yaml", cam, None, overwrite="yes")
+
+
+@pytest.mark.parametrize("scale", [float("inf"), float("nan"), 0, -256, "256", True])
+def test_depth_png_scale_must_be_a_finite_positive_number(tmp_path, scale):
+    """scale=inf wrote an all-zero PNG and read back zeros."""
+    from geodepth.io import write_depth_png
+
+    with pytest.raises(ValueError, match="scale must be a finite number"):
+        write_depth_png(tmp_path / "d.png", torch.ones(1, 4, 4), scale=scale)
+    write_depth_png(tmp_path / "ok.png", torch.ones(1, 4, 4))
+    with pytest.raises(ValueError, match="scale must be a finite number"):
+        read_depth_png(tmp_path / "ok.png", scale=scale)
