@@ -93,8 +93,13 @@ def nyu_metrics(
             m = m[0]
         if m.shape != g.shape:
             raise ValueError(f"mask must be {g.shape}, got {tuple(m.shape)}")
+        if m.dtype != np.bool_:  # 0 / 1 numbers are fine; NaN or other values are not a mask
+            if not np.isin(m, (0, 1)).all():
+                raise ValueError(f"mask must be boolean (or 0 / 1), got values other than 0 / 1 ({m.dtype})")
         valid &= m.astype(bool)
     if crop is not None:
+        if (len(crop) != 4 or any(isinstance(x, bool) or not isinstance(x, (int, np.integer)) for x in crop)):
+            raise ValueError(f"crop must be 4 ints (top, bottom, left, right), got {crop!r}")
         t, b, l, r = (int(x) for x in crop)
         H, W = g.shape
         if not (0 <= t < b <= H and 0 <= l < r <= W):

@@ -64,3 +64,18 @@ def test_nyu_metrics_accepts_numeric_bounds():
     d = np.full((3, 4), 2.0)
     assert nyu_metrics(d, d, min_depth=np.float32(0.5), max_depth=np.int64(10))["n"] == 12
     assert nyu_metrics(d, d, max_depth=torch.tensor(10.0))["n"] == 12
+
+
+def test_nyu_mask_and_crop_must_be_what_they_say():
+    """A NaN mask counted as True; a fractional crop was truncated to a different crop."""
+    import numpy as np
+
+    from geodepth.metrics import nyu_metrics
+
+    g = np.ones((4, 4))
+    with pytest.raises(ValueError, match="mask must be boolean"):
+        nyu_metrics(g, g, mask=np.full((4, 4), np.nan))
+    for crop in [(0.5, 3, 0, 3), (0, 3, 0), (0, 3, 0, True)]:
+        with pytest.raises(ValueError, match="crop must be 4 ints"):
+            nyu_metrics(g, g, crop=crop)
+    assert nyu_metrics(g, g, mask=np.eye(4), crop=(0, 3, 0, 3))["n"] == 3
