@@ -1,14 +1,13 @@
 """Depth maps as 16-bit PNG: KITTI (uint16 = round(depth_m * 256)) and NYU (millimetres)."""
 from __future__ import annotations
 
-import math
-import numbers
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .._checks import check_number
 from ._paths import open_image, refuse_overwrite, tensor_arg
 
 __all__ = ["KITTI_DEPTH_SCALE", "NYU_DEPTH_SCALE", "read_depth_png", "read_nyu_depth_png", "write_depth_png"]
@@ -17,11 +16,6 @@ __all__ = ["KITTI_DEPTH_SCALE", "NYU_DEPTH_SCALE", "read_depth_png", "read_nyu_d
 KITTI_DEPTH_SCALE = 256.0
 #: NYU Depth v2 PNGs store millimetres
 NYU_DEPTH_SCALE = 1000.0
-
-
-def _check_scale(scale) -> None:
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale) or not scale > 0:
-        raise ValueError(f"scale must be a finite number > 0 (stored value per metre), got {scale!r}")
 
 
 def read_depth_png(path, scale: float = KITTI_DEPTH_SCALE) -> Tensor:
@@ -39,7 +33,7 @@ def read_depth_png(path, scale: float = KITTI_DEPTH_SCALE) -> Tensor:
         single-channel image (an 8-bit or RGB PNG is not a depth map of this kind).
     """
     path = Path(path)
-    _check_scale(scale)
+    scale = check_number("scale", scale, gt=0, unit="stored value per metre")
     im = open_image(path, "depth PNG")
     if im.mode in ("I;16", "I;16L", "I;16B", "I;16N"):
         arr = np.asarray(im).astype(np.uint16)
@@ -77,7 +71,7 @@ def write_depth_png(path, depth: Tensor, scale: float = KITTI_DEPTH_SCALE, *, ov
         overwrite: replace an existing file (otherwise ``FileExistsError``).
     """
     path = refuse_overwrite(path, overwrite)
-    _check_scale(scale)
+    scale = check_number("scale", scale, gt=0, unit="stored value per metre")
     depth = tensor_arg(depth, "depth")
     if depth.dim() == 3 and depth.shape[0] == 1:
         depth = depth[0]

@@ -16,31 +16,17 @@ Computed in float64.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
+from .._checks import check_number
 from .kitti import _as_depth_array
 
 __all__ = ["NYU_METRICS", "nyu_metrics"]
 
 #: metric names returned by :func:`nyu_metrics` (m, m, unitless, unitless, fractions).
 NYU_METRICS = ("rmse", "mae", "rel", "log10", "delta1", "delta2", "delta3")
-
-
-def _depth_arg(x: Any, name: str, *, allow_zero: bool) -> float:
-    """A finite depth bound in metres (> 0, or >= 0 with ``allow_zero``) as a float."""
-    bound = ">= 0" if allow_zero else "> 0"
-    if isinstance(x, (str, bytes, bool)) or x is None:
-        raise ValueError(f"{name} must be a finite number {bound} (metres), got {x!r}")
-    try:
-        v = float(x)
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(f"{name} must be a finite number {bound} (metres), got {x!r}") from None
-    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        raise ValueError(f"{name} must be a finite number {bound} (metres), got {x!r}")
-    return v
 
 
 def nyu_metrics(
@@ -75,9 +61,9 @@ def nyu_metrics(
         ValueError: bad shapes, NaN/inf, negative depths, a bad crop, a depth bound that is
             not a finite number (``min_depth >= 0``, ``max_depth > 0``), or no scored pixel.
     """
-    min_depth = _depth_arg(min_depth, "min_depth", allow_zero=True)
+    min_depth = check_number("min_depth", min_depth, ge=0, unit="metres")
     if max_depth is not None:
-        max_depth = _depth_arg(max_depth, "max_depth", allow_zero=False)
+        max_depth = check_number("max_depth", max_depth, gt=0, unit="metres")
     p = _as_depth_array(pred, "pred")
     g = _as_depth_array(gt, "gt")
     if p.shape != g.shape:

@@ -15,7 +15,6 @@ over unchanged (the legacy volumes round instead, i.e. centre pixels at integers
 from __future__ import annotations
 
 import math
-import numbers
 import os
 import warnings
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
+from .._checks import check_int, check_number
 from ..io._paths import refuse_overwrite
 
 __all__ = ["Mesh", "export_mesh", "fuse_tsdf", "to_open3d_mesh", "to_trimesh"]
@@ -80,20 +80,6 @@ def _K_of(camera: Any) -> tuple[np.ndarray, int, int]:
     if K.shape != (3, 3):
         raise ValueError(f"camera K must be (3, 3) (one camera per frame), got {tuple(K.shape)}")
     return K, int(camera.width), int(camera.height)
-
-
-def _real(name: str, val: Any, lo: float = 0.0, strict: bool = True) -> float:
-    """``val`` as a float; ValueError naming ``name`` unless it is a finite real number > lo (>= lo)."""
-    if isinstance(val, (bool, np.bool_)) or not isinstance(val, numbers.Real) or not math.isfinite(float(val)) \
-            or not (val > lo if strict else val >= lo):
-        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {lo:g}, got {val!r}")
-    return float(val)
-
-
-def _positive_int(name: str, val: Any, lo: int = 1) -> int:
-    if isinstance(val, (bool, np.bool_)) or not isinstance(val, numbers.Integral) or val < lo:
-        raise ValueError(f"{name} must be an int >= {lo}, got {val!r}")
-    return int(val)
 
 
 def _frame_blocks(o3d: Any, o3c: Any, vbg: Any, d: np.ndarray, K: np.ndarray, pose: np.ndarray, depth_max: float,
@@ -207,22 +193,22 @@ def fuse_tsdf(
     n = len(items)
     if n == 0:
         raise ValueError("frames_or_depths is empty")
-    voxel_length = _real("voxel_length", voxel_length)
-    sdf_trunc = 4.0 * voxel_length if sdf_trunc is None else _real("sdf_trunc", sdf_trunc)
+    voxel_length = check_number("voxel_length", voxel_length, gt=0)
+    sdf_trunc = 4.0 * voxel_length if sdf_trunc is None else check_number("sdf_trunc", sdf_trunc, gt=0)
     if sdf_trunc < voxel_length:
         raise ValueError(f"sdf_trunc={sdf_trunc:g} must be >= voxel_length={voxel_length:g} (a band thinner than a "
                          f"voxel has no zero crossing to extract; 3 to 5 voxels is usual)")
-    depth_max = _real("depth_max", depth_max)
-    depth_min = _real("depth_min", depth_min, strict=False)
+    depth_max = check_number("depth_max", depth_max, gt=0)
+    depth_min = check_number("depth_min", depth_min, ge=0)
     if not depth_max > depth_min:
         raise ValueError(f"need depth_max > depth_min, got depth_max={depth_max}, depth_min={depth_min}")
-    min_observations = _positive_int("min_observations", min_observations)
+    min_observations = check_int("min_observations", min_observations, lo=1)
     if min_observations > n:
         raise ValueError(f"min_observations={min_observations} exceeds the {n} frame(s) given: no voxel can be "
                          f"seen that often")
     # marching cubes needs neighbouring voxels: with 1 voxel per block Open3D 0.20 extracts nothing
-    block_resolution = _positive_int("block_resolution", block_resolution, 2)
-    block_count = _positive_int("block_count", block_count)
+    block_resolution = check_int("block_resolution", block_resolution, lo=2)
+    block_count = check_int("block_count", block_count, lo=1)
     if block_count * block_resolution ** 3 > MAX_TSDF_VOXELS:
         raise ValueError(f"block_count={block_count} x block_resolution**3={block_resolution ** 3} voxels exceeds "
                          f"the {MAX_TSDF_VOXELS} voxels Open3D can mesh; lower block_count (the map grows as needed)")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import collections
 import math
-import numbers
 import warnings
 
 import numpy as np
@@ -39,6 +38,7 @@ from ._morph import (
     morph_close,
     set_compiled,
 )
+from ..._checks import check_number
 from ._threads import cpu_single_threaded
 
 __all__ = [
@@ -125,17 +125,10 @@ def _as_depth(depth: torch.Tensor, name: str = "depth") -> torch.Tensor:
     return depth.to(torch.float32)
 
 
-def _number(name: str, val, lo: float = 0.0) -> float:
-    """``val`` as a float if it is a finite real number > ``lo``, else ValueError naming ``name``."""
-    if isinstance(val, bool) or not isinstance(val, numbers.Real) or not math.isfinite(float(val)) or not val > lo:
-        raise ValueError(f"{name} must be a finite number > {lo:g}, got {val!r}")
-    return float(val)
-
-
 def _check_max_depth(d: torch.Tensor, max_depth) -> float:
     """Validate ``max_depth`` (> 0.1 m, below which every depth counts as empty) and warn when
     the map holds deeper values, which IP-Basic's inversion turns into empty pixels."""
-    md = _number("max_depth", max_depth, 0.1)
+    md = check_number("max_depth", max_depth, gt=0.1)
     n = int((d > md).sum())
     if n:
         warnings.warn(f"{n} depth values exceed max_depth={md:g} m (max {float(d.max()):.2f} m) and are treated "

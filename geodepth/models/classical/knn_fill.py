@@ -29,7 +29,8 @@ import math
 import numpy as np
 import torch
 
-from .ipbasic import _as_depth, _number
+from ..._checks import check_int, check_number
+from .ipbasic import _as_depth
 
 __all__ = ["knn_fill"]
 
@@ -148,12 +149,11 @@ def knn_fill(
         raise ValueError(f"weighting must be one of {_WEIGHTINGS}, got {weighting!r}")
     if backend not in _BACKENDS:
         raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= _MAX_K:
-        raise ValueError(f"k must be an int in [1, {_MAX_K}], got {k!r}")
-    power, sigma_space, sigma_color, eps = (_number(n, v) for n, v in (
+    k = check_int("k", k, lo=1, hi=_MAX_K)
+    power, sigma_space, sigma_color, eps = (check_number(n, v, gt=0) for n, v in (
         ("power", power), ("sigma_space", sigma_space), ("sigma_color", sigma_color), ("eps", eps)))
     if max_radius_px is not None:
-        max_radius_px = _number("max_radius_px", max_radius_px)
+        max_radius_px = check_number("max_radius_px", max_radius_px, gt=0)
     # the weights must stay finite and the Gaussians' denominators non-zero (else NaN depths)
     try:
         w_max = eps ** -power

@@ -10,10 +10,9 @@ row wins, then the smaller column (smallest row-major index).
 """
 from __future__ import annotations
 
-import numbers
-
 import torch
 
+from ..._checks import check_number
 from ._threads import cpu_single_threaded
 from .ipbasic import _as_depth
 
@@ -51,10 +50,8 @@ def nearest_fill(
                 [2., 2., 5., 5.],
                 [2., 5., 5., 5.]])
     """
-    if max_distance_px is not None:
-        if (isinstance(max_distance_px, bool) or not isinstance(max_distance_px, numbers.Real)
-                or not max_distance_px >= 0):  # NaN fails too; inf = no limit
-            raise ValueError(f"max_distance_px must be a number >= 0 or None, got {max_distance_px!r}")
+    if max_distance_px is not None:  # inf = no limit
+        max_distance_px = check_number("max_distance_px", max_distance_px, ge=0, allow_inf=True)
     d = _as_depth(depth)
     H, W = d.shape
     dev = d.device
