@@ -111,7 +111,8 @@ def aggregate(features: Tensor, idx: Tensor, weights: Tensor | None = None, redu
         weights: optional (M, k) per-edge scalar weights, or (M, k, C) per-edge per-channel
             weights; same dtype and device as ``features``. None = all ones.
         reduce: "sum"; "mean" (sum divided by the number of valid neighbours of the row);
-            or "max" (channel-wise maximum of the weighted rows; ties -> smaller ``j``).
+            or "max" (channel-wise maximum of the weighted rows; ties -> smaller ``j``; NaN
+            never wins, and a row whose valid values are all NaN or -inf gives -inf).
 
     Returns:
         (M, C) tensor, dtype of ``features``. Rows with no valid neighbour are 0 for every reduce.

@@ -124,6 +124,24 @@ def test_errors():
         aggregate(f, idx, w.double())
 
 
+def test_max_with_nan_and_strided_features_backward():
+    """NaN features never win the max (the Triton kernel's rule), so the backward has a winner or
+    none, never an out-of-range one (it crashed); a transposed (non-contiguous) feature tensor
+    gets the same gradient as its contiguous copy (it crashed in a view)."""
+    x = torch.tensor([[float("nan")], [1.0], [float("nan")]], requires_grad=True)
+    idx = torch.tensor([[0, 1], [2, 0]])
+    out = aggregate(x, idx, reduce="max")
+    assert out[0, 0] == 1.0 and out[1, 0] == float("-inf")
+    out[0].sum().backward()
+    assert x.grad.tolist() == [[0.0], [1.0], [0.0]]
+    f = torch.rand(4, 10, generator=torch.Generator().manual_seed(0)).t().requires_grad_()
+    idx = torch.randint(-1, 10, (6, 3), generator=torch.Generator().manual_seed(1))
+    aggregate(f, idx, reduce="max").sum().backward()
+    g = f.detach().contiguous().requires_grad_()
+    aggregate(g, idx, reduce="max").sum().backward()
+    assert torch.equal(f.grad, g.grad)
+
+
 _INTERP = """
 import torch
 from geodepth.ops._cpu.aggregate import aggregate_backward_cpu, aggregate_forward_cpu
@@ -145,8 +163,22 @@ for dt in (torch.float32, torch.float64):
                 b = aggregate_backward_cpu(g, f, idx, w, bb, r, True, True)
                 for x, y in zip(a, b):
                     torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
-    a, _ = aggregate_forward_triton(f, torch.zeros(0, K, dtype=torch.int64), None, "sum")
+    a, _ = aggregate_forward_triton(f, torch.zeros(0, K, dtype=torch.int64), None, "max")
     assert a.shape == (0, C)
+    # "max" with NaN / +-inf values: the same winners and values on both (NaN never wins; a row
+    # of only NaN / -inf gives -inf and no winner)
+    f[torch.rand(N, C) < 0.15] = float("nan")
+    f[torch.rand(N, C) < 0.1] = float("-inf")
+    f[torch.rand(N, C) < 0.05] = float("inf")
+    f[5], f[6] = float("nan"), float("-inf")
+    idx[4] = torch.tensor([5, 6, -1, 5, 6, 5])
+    for w in (None, torch.randn(M, K, dtype=dt), torch.randn(M, K, C, dtype=dt)):
+        a, aa = aggregate_forward_triton(f, idx, w, "max")
+        b, bb = aggregate_forward_cpu(f, idx, w, "max")
+        assert torch.equal(aa, bb)
+        if w is None:  # (a negative weight turns -inf into +inf)
+            assert (bb[4] == -1).all() and (b[4] == float("-inf")).all()
+        torch.testing.assert_close(a, b, equal_nan=True)
 print("OK")
 """
 

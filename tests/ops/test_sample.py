@@ -160,3 +160,15 @@ def test_cuda_vs_cpu(mode, padding):
     gb = torch.autograd.grad(ob, b, g.cuda())
     for x, y in zip(gb, ga):
         torch.testing.assert_close(x.cpu(), y, atol=1e-3, rtol=1e-3)
+
+
+def test_zero_channels():
+    """A (B, 0, H, W) map samples to (N, 0) (the gather crashed on a zero-width table)."""
+    from geodepth.ops import sample
+
+    f = torch.rand(1, 0, 8, 10, requires_grad=True)
+    uv = (torch.rand(20, 2) * 8).requires_grad_()
+    out = sample(f, uv)
+    assert out.shape == (20, 0)
+    out.sum().backward()
+    assert f.grad.shape == f.shape and uv.grad is not None and not uv.grad.any()

@@ -102,15 +102,17 @@ def aggregate_forward_cpu(features: Tensor, idx: Tensor, weights: Tensor | None,
             out[a:b] = o
         else:  # max
             v = x * (w.unsqueeze(-1) if w.dim() == 2 else w)
-            v = v.masked_fill(~valid.unsqueeze(-1), float("-inf"))
-            # ties -> smaller j: max() over a flipped axis would pick the last; use explicit compare
+            # a value wins by being strictly above -inf and every earlier value (the Triton kernel's
+            # running "x > best" from -inf): NaN never wins, ties -> smaller j; a row whose valid
+            # values are all NaN / -inf gives -inf and no winner
+            v = v.masked_fill(~valid.unsqueeze(-1) | v.isnan(), float("-inf"))
             mx = v.amax(1)  # (m, C)
-            hit = v == mx.unsqueeze(1)
+            hit = (v == mx.unsqueeze(1)) & (mx > float("-inf")).unsqueeze(1)
             j = torch.arange(k, device=idx.device).view(1, k, 1)
             arg = torch.where(hit, j, k).amin(1)
             empty = ~valid.any(1)
             mx = mx.masked_fill(empty.unsqueeze(1), 0.0)
-            arg = arg.masked_fill(empty.unsqueeze(1), -1)
+            arg = arg.masked_fill(arg == k, -1)
             out[a:b] = mx
             argmax[a:b] = arg
     return out, argmax
@@ -122,7 +124,7 @@ def aggregate_backward_cpu(grad: Tensor, features: Tensor, idx: Tensor, weights:
     """Gradients of :func:`aggregate_forward_cpu` w.r.t. features (N, C) and weights (shape of weights)."""
     M, k = idx.shape
     N, C = features.shape
-    dfeat = torch.zeros_like(features) if need_features else features.new_empty(0)
+    dfeat = features.new_zeros(features.shape) if need_features else features.new_empty(0)  # contiguous
     dw = torch.zeros_like(weights) if (need_weights and weights is not None) else features.new_empty(0)
     if M == 0 or k == 0 or C == 0 or features.shape[0] == 0:
         return dfeat, dw
@@ -202,7 +204,7 @@ def scored_aggregate_backward_cpu(grad: Tensor, features: Tensor, idx: Tensor, s
     M, k = idx.shape
     C = features.shape[1]
     B = scores.shape[2]
-    dfeat = torch.zeros_like(features) if need_features else features.new_empty(0)
+    dfeat = features.new_zeros(features.shape) if need_features else features.new_empty(0)  # contiguous
     ds = torch.zeros_like(scores) if need_scores else scores.new_empty(0)
     if M == 0 or k == 0 or C == 0 or B == 0 or features.shape[0] == 0:
         return dfeat, ds

@@ -54,6 +54,8 @@ def sample_forward_cpu(fmap: Tensor, uv: Tensor, bidx: Tensor, mode: str, paddin
     """(N, C) samples of ``fmap`` (B, C, H, W) at ``uv`` (N, 2) in image ``bidx`` (N,)."""
     B, C, H, W = fmap.shape
     N = uv.shape[0]
+    if N == 0 or C == 0:  # (embedding_bag cannot gather from a zero-width table)
+        return fmap.new_zeros((N, C))
     x, y, wt, _, _ = _taps(uv.to(fmap.dtype), H, W, mode, padding)
     pix, inside = _flat(x, y, H, W, padding)
     T = pix.shape[1]
