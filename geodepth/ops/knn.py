@@ -71,18 +71,34 @@ def _check_cloud(x: Tensor, name: str) -> None:
         raise ValueError(f"{name} must be float32 or float64, got {x.dtype}")
 
 
+#: coordinates must stay below this magnitude, so that every squared distance (three squared
+#: differences of up to twice it) is finite in the dtype: 3 * (2 * 2**62)**2 < 2**128 (float32),
+#: 3 * (2 * 2**510)**2 < 2**1024 (float64)
+COORD_LIMIT = {torch.float32: 2.0 ** 62, torch.float64: 2.0 ** 510}
+
+
+def coord_error(name: str, dtype: torch.dtype) -> ValueError:
+    """The error for a cloud with NaN / inf coordinates or coordinates at or beyond COORD_LIMIT."""
+    lim = COORD_LIMIT.get(dtype, COORD_LIMIT[torch.float32])
+    return ValueError(f"{name} contains NaN, inf or a coordinate of magnitude >= {lim:.3g}, whose squared "
+                      f"distances overflow {str(dtype).replace('torch.', '')}")
+
+
 def _check_finite(query: Tensor, points: Tensor, backend: str) -> None:
-    """NaN / inf rejection. CUDA float32 on the Triton path checks on the device (the plan's boxes)
-    and raises at the call's one read at the end; other CUDA paths pay one sync for both clouds."""
+    """NaN / inf / overflow rejection (coordinates below COORD_LIMIT). CUDA float32 on the Triton
+    path checks on the device (the plan's boxes) and raises at the call's one read at the end;
+    other CUDA paths pay one sync for both clouds."""
+    lim = COORD_LIMIT.get(query.dtype, COORD_LIMIT[torch.float32])
     if query.device.type == "cpu":  # numpy: no intra-op thread start-up for a 0.1 ms check
-        finite = [bool(np.isfinite(x.detach().numpy()).all()) for x in (query, points)]
+        ok = [not x.numel() or bool(np.abs(x.detach().numpy()).max() < lim) for x in (query, points)]  # NaN: False
     elif query.dtype == torch.float32 and backend in ("auto", "triton") and use_triton(query):
         return  # (without triton, "auto" runs the torch path on CUDA: checked here)
     else:
-        finite = torch.stack([torch.isfinite(query).all(), torch.isfinite(points).all()]).tolist()
-    for ok, name in zip(finite, ("query", "points")):
-        if not ok:
-            raise ValueError(f"{name} contains NaN or inf")
+        ok = torch.stack([x.abs().amax() < lim if x.numel() else torch.ones((), dtype=torch.bool, device=x.device)
+                          for x in (query, points)]).tolist()
+    for good, name in zip(ok, ("query", "points")):
+        if not good:
+            raise coord_error(name, query.dtype)
 
 
 def _validate(query, points, k, query_offsets, points_offsets, backend):

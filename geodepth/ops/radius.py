@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch  # noqa: F401 - the doctest uses it
 from torch import Tensor
 
+from geodepth._checks import check_int, check_number
 from geodepth.ops.knn import KNN, MAX_K, _knn
 
 __all__ = ["radius"]
@@ -35,8 +36,8 @@ def radius(query: Tensor, points: Tensor, r: float, *, max_neighbors: int = 32, 
         >>> radius(pts, pts, 1.5, max_neighbors=3).idx.tolist()
         [[0, 1, -1], [1, 0, -1], [2, -1, -1]]
     """
-    if isinstance(r, bool) or not isinstance(r, (int, float)) or not r >= 0 or r == float("inf"):
-        raise ValueError(f"r must be a finite number >= 0, got {r!r}")
-    if isinstance(max_neighbors, bool) or not isinstance(max_neighbors, int) or not 1 <= max_neighbors <= MAX_K:
-        raise ValueError(f"max_neighbors must be an int in [1, {MAX_K}], got {max_neighbors!r}")
-    return _knn(query, points, max_neighbors, query_offsets, points_offsets, backend, float(r) ** 2)
+    r = check_number("r", r, ge=0)
+    max_neighbors = check_int("max_neighbors", max_neighbors, lo=1, hi=MAX_K)
+    # a radius whose square overflows bounds nothing: every finite distance is within it
+    return _knn(query, points, max_neighbors, query_offsets, points_offsets, backend,
+                r * r if r < 1e154 else float("inf"))

@@ -13,6 +13,7 @@ import torch
 from geodepth.ops._cpu import knn_kdtree
 from geodepth.ops._reference import knn_reference
 from geodepth.ops.knn import KNN, knn
+from geodepth.ops.radius import radius
 
 REPO = Path(__file__).resolve().parents[2]
 KITTI_BIN = Path(os.environ.get("GEODEPTH_DATA", REPO.parent / "shared" / "data")) / "kitti_depth" / \
@@ -318,12 +319,14 @@ def test_triton_plan_cell_cap_batches_and_nan():
                 assert all(math.isnan(v) for v in got), got
             else:
                 assert got == p[s:e].amin(0).tolist() + p[s:e].amax(0).tolist(), (b, got)
-        for where in ("points", "query", "points_of_empty_query", "points_2d"):
+        for where in ("points", "query", "points_of_empty_query", "points_2d", "huge"):
             pp, q = torch.rand(50, 3), torch.rand(20, 3)
             if where == "query":
                 q[3, 1] = float("nan")
             elif where == "points":
                 pp[7, 2] = float("inf")
+            elif where == "huge":  # finite, but squared distances would overflow float32
+                pp[7, 0] = -2.0 ** 62
             else:
                 pp[7, 1] = float("nan")
             if where == "points_of_empty_query":
@@ -335,7 +338,7 @@ def test_triton_plan_cell_cap_batches_and_nan():
                 kg.knn_grid(q, pp, 4, [0, q.shape[0]], [0, 50])
                 raise AssertionError(where)
             except ValueError as e:
-                assert f"{name} contains NaN or inf" in str(e), e
+                assert f"{name} contains NaN, inf or a coordinate of magnitude >= 4.61e+18" in str(e), e
         print("OK")
     """)
 
@@ -495,7 +498,10 @@ def test_kitti_scan_identical_to_reference(kitti_dir):
 
 @pytest.mark.parametrize("bad,match", [
     (dict(query=torch.tensor([[0.0, float("nan"), 0.0]])), "query contains NaN"),
-    (dict(points=torch.tensor([[0.0, float("inf"), 0.0]])), "points contains NaN or inf"),
+    (dict(points=torch.tensor([[0.0, float("inf"), 0.0]])), "points contains NaN, inf or a coordinate"),
+    (dict(points=torch.tensor([[0.0, 1e20, 0.0]])), r"magnitude >= 4.61e\+18, whose squared distances overflow float32"),
+    (dict(query=torch.tensor([[0.0, -1e154, 0.0]], dtype=torch.float64),
+          points=torch.zeros(2, 3, dtype=torch.float64)), "overflow float64"),
     (dict(k=0), "k must be an int"),
     (dict(k=65), "k must be an int"),
     (dict(query=torch.zeros(3, 4)), r"query must be \(N, 3\)"),
@@ -661,3 +667,20 @@ def test_triton_plan_kernels_build_for_h100():
             pytest.skip(f"cannot build for sm_90 here: {e}")
         report = ptxas_report(compiled.asm["ptx"])
         assert report["spill_stores_bytes"] == 0, (name, report)
+
+
+@pytest.mark.parametrize("backend", ["auto", "kdtree", "torch", "grid"])
+def test_overflowing_coordinates_are_refused_on_every_cpu_backend(backend):
+    """At 1e20 float32 squared distances overflow: pykdtree returned its 'not found' index
+    (4294967295) with a finite distance, the torch path index 0 with inf, the grid -1."""
+    if backend == "grid":
+        pytest.importorskip("numba")
+    p = torch.tensor([[0.0, 0, 0], [1, 0, 0], [1e20, 0, 0]])
+    with pytest.raises(ValueError, match="overflow float32"):
+        knn(p, p, 2, backend=backend)
+    assert knn(p.double(), p.double(), 2, backend=backend).idx.tolist() == [[0, 1], [1, 0], [2, 0]]
+
+
+def test_radius_beyond_float64_squares_bounds_nothing():
+    p = torch.tensor([[0.0, 0, 0], [1, 0, 0], [3, 0, 0]])
+    assert radius(p, p, 1e200, max_neighbors=3).idx.tolist() == knn(p, p, 3).idx.tolist()

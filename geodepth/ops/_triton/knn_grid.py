@@ -69,6 +69,7 @@ import triton.language as tl
 from torch import Tensor
 
 from geodepth.ops._triton import SIZES
+from geodepth.ops.knn import COORD_LIMIT, coord_error
 
 __all__ = ["CELLS_PER_POINT", "CHUNK", "LAUNCH", "MAXNREG", "RING_CAP", "TARGET_OCCUPANCY_PER_K", "GridPlan",
            "knn_grid", "level2_part_blocks", "plan_knn_grid", "ring_cap_for", "rows_through", "run_knn_grid"]
@@ -662,7 +663,8 @@ def _geometry(box, sums, n, NB, ncap, k, target_per_k, SELF: tl.constexpr, L: tl
     inf = float("inf")
     pmax = _absmax(lx, ly, lz, hx, hy, hz)
     qmax = _absmax(qlx, qly, qlz, qhx, qhy, qhz)
-    err = tl.where(pmax < inf, 0, 1) + tl.where(qmax < inf, 0, 2)  # (NaN compares false: not finite)
+    # NaN compares false; the limit is knn.COORD_LIMIT[float32] (squared distances stay finite)
+    err = tl.where(pmax < 4.611686018427388e18, 0, 1) + tl.where(qmax < 4.611686018427388e18, 0, 2)
     nf = n * 1.0
     h0, ex, ey, ez = _h0(lx, ly, lz, hx, hy, hz, nf)
     target = tl.maximum(h0 * 0.0 + k * target_per_k, 2.0)  # (float64)
@@ -905,8 +907,8 @@ def _grid1(n: int, block: int = _BIN_BLOCK) -> tuple[int]:
 
 def _check_empty(query: Tensor, points: Tensor) -> None:
     for name, x in (("query", query), ("points", points)):
-        if x.numel() and not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{name} contains NaN or inf")
+        if x.numel() and not bool(x.abs().amax() < COORD_LIMIT[torch.float32]):
+            raise coord_error(name, torch.float32)
 
 
 def plan_knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int], *,
@@ -1032,9 +1034,9 @@ def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | N
             BIG=_BIG, num_warps=LEVEL2_WARPS, maxnreg=MAXNREG[plan.K])
     cap, err, nl, nch = geoi[3:7].tolist()  # the one sync, after every launch
     if err & _ERR_POINTS:
-        raise ValueError("points contains NaN or inf")
+        raise coord_error("points", torch.float32)
     if err & _ERR_QUERY:
-        raise ValueError("query contains NaN or inf")
+        raise coord_error("query", torch.float32)
     if stats is not None:
         stats.update(ring_cap=cap if ring_cap is None else ring_cap, leftover=nl, chunks=nch if nl else 0)
     return out
