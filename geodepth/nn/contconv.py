@@ -55,7 +55,7 @@ class ContinuousConv(nn.Module):
         super().__init__()
         for name, val in (("in_channels", in_channels), ("out_channels", out_channels),
                           ("num_banks", num_banks), ("hidden", hidden)):
-            if not isinstance(val, int) or val <= 0:
+            if isinstance(val, bool) or not isinstance(val, int) or val <= 0:
                 raise ValueError(f"{name} must be a positive int, got {val!r}")
         if reduce not in ("mean", "sum"):
             raise ValueError(f"reduce must be 'mean' or 'sum', got {reduce!r}")

@@ -125,6 +125,9 @@ def edge_scores(points: Tensor, query: Tensor, idx: Tensor, score_fn: Callable[[
     M, k = idx.shape
     if (score_fn is None) == (scores is None):
         raise ValueError("give exactly one of score_fn and scores")
+    if score_fn is not None and not callable(score_fn):
+        raise ValueError(f"score_fn must be callable (relative positions (M, k, 3) -> scores (M, k, B)), "
+                         f"got {type(score_fn).__name__}")
     if scores is None:
         scores = score_fn(relative_positions(points, query, idx))
     if not isinstance(scores, Tensor) or scores.dim() != 3 or tuple(scores.shape[:2]) != (M, k):
@@ -182,6 +185,14 @@ def continuous_conv(features: Tensor, points: Tensor, query: Tensor, idx: Tensor
         raise ValueError(f"bias must be ({C_out},), got {tuple(bias.shape) if isinstance(bias, Tensor) else type(bias).__name__}")
     if reduce not in ("sum", "mean"):
         raise ValueError(f"reduce must be 'sum' or 'mean', got {reduce!r}")
+    for name, t in (("points", points), ("query", query), ("weight", weight), ("bias", bias)):
+        if t is None:
+            continue
+        if t.dtype != features.dtype:
+            raise ValueError(f"{name} must match features' dtype {features.dtype}, got {t.dtype} "
+                             "(a module's parameters follow .to(dtype))")
+        if t.device != features.device:
+            raise ValueError(f"{name} is on {t.device} but features are on {features.device}")
     s = edge_scores(points, query, idx, score_fn, scores)
     if s.shape[2] != B:
         raise ValueError(f"scores have {s.shape[2]} banks but weight has B={B}")

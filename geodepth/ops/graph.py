@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from geodepth._checks import check_int
+
 __all__ = ["batch_to_offsets", "edge_index_to_knn", "knn_to_edge_index", "offsets_to_batch"]
 
 
@@ -49,7 +51,7 @@ def edge_index_to_knn(edge_index: Tensor, num_nodes: int, k: int) -> Tensor:
     ``edge_index_to_knn(knn_to_edge_index(idx), M, k)`` gives ``idx`` back).
 
     Args:
-        edge_index: (2, E) int64, row 0 sources j, row 1 targets i, values in [0, num_nodes).
+        edge_index: (2, E) integer, row 0 sources j (>= 0), row 1 targets i in [0, num_nodes).
         num_nodes: number of target nodes M.
         k: list length; a target with more than k incoming edges is an error.
 
@@ -60,14 +62,18 @@ def edge_index_to_knn(edge_index: Tensor, num_nodes: int, k: int) -> Tensor:
     if not isinstance(edge_index, Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2:
         shape = tuple(edge_index.shape) if isinstance(edge_index, Tensor) else type(edge_index).__name__
         raise ValueError(f"edge_index must be (2, E), got {shape}")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+    if edge_index.dtype.is_floating_point or edge_index.dtype == torch.bool or edge_index.is_complex():
+        raise ValueError(f"edge_index must hold integer node indices, got {edge_index.dtype}")
+    num_nodes = check_int("num_nodes", num_nodes, lo=0)
+    k = check_int("k", k, lo=1)
     src, dst = edge_index[0].long(), edge_index[1].long()
     out = torch.full((num_nodes, k), -1, dtype=torch.int64, device=edge_index.device)
     if src.numel() == 0:
         return out
     if int(dst.min()) < 0 or int(dst.max()) >= num_nodes:
         raise ValueError(f"edge_index targets must be in [0, {num_nodes}), got [{int(dst.min())}, {int(dst.max())}]")
+    if int(src.min()) < 0:  # (sources index another node set in bipartite graphs: no upper bound here)
+        raise ValueError(f"edge_index sources must be >= 0 node indices, got {int(src.min())}")
     order = torch.sort(dst, stable=True).indices
     src, dst = src[order], dst[order]
     counts = torch.bincount(dst, minlength=num_nodes)
@@ -107,6 +113,10 @@ def batch_to_offsets(batch: Tensor, num_batches: int | None = None) -> Tensor:
     """
     if not isinstance(batch, Tensor) or batch.dim() != 1:
         raise ValueError(f"batch must be a 1-D tensor (N,), got {getattr(batch, 'shape', batch)}")
+    if batch.dtype.is_floating_point or batch.dtype == torch.bool or batch.is_complex():
+        raise ValueError(f"batch must hold integer batch numbers, got {batch.dtype}")
+    if num_batches is not None:
+        num_batches = check_int("num_batches", num_batches, lo=0)
     if batch.numel() and (int(batch.min()) < 0 or bool((batch[1:] < batch[:-1]).any())):
         raise ValueError("batch must be non-negative and sorted (non-decreasing)")
     nb = (int(batch.max()) + 1 if batch.numel() else 0) if num_batches is None else num_batches

@@ -9,6 +9,7 @@ from neighbours import brute_knn
 from triton_interp import run_interpreted
 
 from geodepth.ops._reference import continuous_conv_reference, scored_aggregate_reference
+from geodepth.nn import ContinuousConv
 from geodepth.ops.contconv import continuous_conv, scored_aggregate
 
 
@@ -133,6 +134,20 @@ def test_errors():
         scored_aggregate(x, idx + 100, torch.ones(*idx.shape, 2))
     with pytest.raises(ValueError, match="reduce must be 'sum' or 'mean'"):
         continuous_conv(x, p, q, idx, w, mlp, reduce="max")
+    # mixed dtypes / devices crashed in a matmul or silently promoted the output
+    for kw, name in ((dict(weight=w.double()), "weight"), (dict(bias=bias.double()), "bias"),
+                     (dict(points=p.double()), "points"), (dict(query=q.double()), "query")):
+        args = dict(points=p, query=q, weight=w, bias=bias) | kw
+        with pytest.raises(ValueError, match=f"{name} must match features' dtype"):
+            continuous_conv(x, args["points"], args["query"], idx, args["weight"], mlp, bias=args["bias"])
+    with pytest.raises(ValueError, match="weight is on meta"):
+        continuous_conv(x, p, q, idx, w.to("meta"), mlp)
+    with pytest.raises(ValueError, match="score_fn must be callable"):
+        continuous_conv(x, p, q, idx, w, 3)
+    with pytest.raises(ValueError, match="in_channels must be a positive int"):
+        ContinuousConv(True, 4)
+    with pytest.raises(ValueError, match="features' dtype torch.float64"):
+        ContinuousConv(4, 3)(x.double(), p.double(), idx, q.double())
 
 
 _INTERP = """

@@ -72,6 +72,16 @@ def test_edge_index_to_knn_errors():
         edge_index_to_knn(torch.zeros(3, 2, dtype=torch.int64), 2, 1)
     with pytest.raises(ValueError, match="targets must be in"):
         edge_index_to_knn(torch.tensor([[0], [5]]), 2, 1)
+    # these were copied through (a -7 source), truncated (floats) or crashed inside torch
+    with pytest.raises(ValueError, match="sources must be >= 0"):
+        edge_index_to_knn(torch.tensor([[5, -7, 1], [0, 0, 1]]), 2, 2)
+    with pytest.raises(ValueError, match="integer node indices"):
+        edge_index_to_knn(torch.tensor([[0.5], [0.0]]), 2, 1)
+    for kw in (dict(num_nodes=-1), dict(num_nodes=2.5), dict(k=2.5), dict(k=0)):
+        args = dict(num_nodes=2, k=2) | kw
+        with pytest.raises(ValueError, match=next(iter(kw))):
+            edge_index_to_knn(torch.tensor([[0], [0]]), args["num_nodes"], args["k"])
+    assert edge_index_to_knn(torch.tensor([[7], [1]]), 2, 1).tolist() == [[-1], [7]]  # bipartite: any source
 
 
 def test_offsets_batch_match_pyg_batch():
@@ -90,6 +100,11 @@ def test_offsets_batch_errors():
         batch_to_offsets(torch.tensor([0, 2, 1]))
     with pytest.raises(ValueError, match="non-decreasing"):
         offsets_to_batch(torch.tensor([0, 3, 2]))
+    with pytest.raises(ValueError, match="integer batch numbers"):
+        batch_to_offsets(torch.tensor([0.0, 0.5, 1.7]))
+    for nb in (-1, 2.5):
+        with pytest.raises(ValueError, match="num_batches must be an int"):
+            batch_to_offsets(torch.tensor([0, 0]), nb)
 
 
 def test_graphs_equal_torch_cluster():
