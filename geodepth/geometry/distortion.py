@@ -18,10 +18,28 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._checks import check_int
+
 __all__ = ["DISTORTION_MODELS", "check_distortion", "distort_points", "undistort_points"]
 
 #: number of coefficients each model takes (plumb_bob also accepts 4: k3 = 0)
 DISTORTION_MODELS = {"plumb_bob": 5, "rational_polynomial": 8}
+
+#: most fixed-point steps :func:`undistort_points` takes (20 reach float64 round-off for
+#: ordinary lenses; more only burns time).
+MAX_UNDISTORT_ITERATIONS = 1000
+
+
+def _check_xy(xy, name: str) -> Tensor:
+    if not isinstance(xy, Tensor) or xy.shape[-1:] != (2,) or xy.dim() < 2:
+        raise ValueError(f"{name} must be a (..., N, 2) tensor, got "
+                         f"{tuple(xy.shape) if isinstance(xy, Tensor) else type(xy).__name__}")
+    if not torch.is_floating_point(xy):
+        raise ValueError(f"{name} must be a floating point tensor (normalised coordinates), got {xy.dtype}")
+    if xy.numel() and not bool(torch.isfinite(xy).all()):
+        bad = int((~torch.isfinite(xy)).any(dim=-1).sum())
+        raise ValueError(f"{name} contains NaN or inf ({bad} rows)")
+    return xy
 
 
 def check_distortion(D, model: str = "plumb_bob") -> Tensor:
@@ -72,13 +90,20 @@ def distort_points(xy: Tensor, D, model: str = "plumb_bob") -> Tensor:
     Returns:
         (..., N, 2) distorted normalised coordinates, dtype and device of ``xy``.
 
+    Raises:
+        ValueError: ``xy`` not a floating point (..., N, 2) tensor, NaN or inf in it, or bad ``D``.
+
     Example:
         >>> import torch
         >>> distort_points(torch.tensor([[0.5, 0.0]]), [0.1, 0.0, 0.0, 0.0]).tolist()
         [[0.512499988079071, 0.0]]
     """
-    if not isinstance(xy, Tensor) or xy.shape[-1:] != (2,) or xy.dim() < 2:
-        raise ValueError(f"xy must be (..., N, 2), got {tuple(getattr(xy, 'shape', ()))}")
+    return _distort(_check_xy(xy, "xy"), D, model)
+
+
+def _distort(xy: Tensor, D, model: str) -> Tensor:
+    """:func:`distort_points` without the checks of ``xy`` (``project_points`` passes ``x / z``,
+    which is inf / NaN for points at ``z = 0``; their ``uv`` is documented as meaningless)."""
     D = check_distortion(D, model).to(device=xy.device, dtype=xy.dtype)
     x, y = xy[..., 0], xy[..., 1]
     r2 = x * x + y * y
@@ -100,7 +125,8 @@ def undistort_points(xy_distorted: Tensor, D, model: str = "plumb_bob", *, itera
         xy_distorted: (..., N, 2) distorted normalised coordinates.
         D: distortion coefficients (see :func:`check_distortion`).
         model: ``"plumb_bob"`` or ``"rational_polynomial"``.
-        iterations: fixed-point steps; 20 converges to float64 round-off for ordinary lenses.
+        iterations: fixed-point steps, an int in [1, 1000]; 20 converges to float64 round-off
+            for ordinary lenses.
 
     Returns:
         (..., N, 2) undistorted normalised coordinates, dtype and device of the input.
@@ -112,15 +138,13 @@ def undistort_points(xy_distorted: Tensor, D, model: str = "plumb_bob", *, itera
         >>> bool(torch.allclose(undistort_points(distort_points(xy, D), D), xy, atol=1e-12))
         True
     """
-    if not isinstance(xy_distorted, Tensor) or xy_distorted.shape[-1:] != (2,) or xy_distorted.dim() < 2:
-        raise ValueError(f"xy_distorted must be (..., N, 2), got {tuple(getattr(xy_distorted, 'shape', ()))}")
-    if int(iterations) < 1:
-        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    xy_distorted = _check_xy(xy_distorted, "xy_distorted")
+    iterations = check_int("iterations", iterations, lo=1, hi=MAX_UNDISTORT_ITERATIONS)
     D = check_distortion(D, model).to(device=xy_distorted.device, dtype=xy_distorted.dtype)
     k1, k2, p1, p2, k3 = D[0], D[1], D[2], D[3], D[4]
     x0, y0 = xy_distorted[..., 0], xy_distorted[..., 1]
     x, y = x0.clone(), y0.clone()
-    for _ in range(int(iterations)):
+    for _ in range(iterations):
         r2 = x * x + y * y
         r4 = r2 * r2
         radial = 1 + k1 * r2 + k2 * r4 + k3 * r4 * r2

@@ -16,7 +16,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .camera import PinholeCamera
+from .._checks import check_number
+from .camera import PinholeCamera, _check_K
+from .transforms import _as_T
 
 __all__ = [
     "DEFAULT_MIN_DEPTH",
@@ -50,11 +52,15 @@ def _check_points(points, name: str = "points", *, last: int = 3, finite: bool =
 
 def _check_K_for(K, points: Tensor) -> Tensor:
     if isinstance(K, PinholeCamera):
-        K = K.K
-    if not isinstance(K, Tensor):
-        K = torch.as_tensor(K, dtype=torch.float64)
-    if K.shape[-2:] != (3, 3) or K.dim() not in (2, 3):
-        raise ValueError(f"K must be (3, 3) or (B, 3, 3), got {tuple(K.shape)}")
+        K = K.K  # checked when the camera was made
+    else:
+        if not isinstance(K, Tensor):
+            try:
+                K = torch.as_tensor(K, dtype=torch.float64)
+            except (TypeError, ValueError, RuntimeError):
+                raise ValueError(f"K must be a (3, 3) or (B, 3, 3) tensor or a PinholeCamera, "
+                                 f"got {type(K).__name__} {K!r:.80}") from None
+        K = _check_K(K)  # the checks of PinholeCamera: shape, finite, positive focal lengths, last row
     if K.dim() == 3 and (points.dim() < 3 or points.shape[-3] != K.shape[0]):
         raise ValueError(f"a batched K {tuple(K.shape)} needs points (B, N, 3) with the same B, got {tuple(points.shape)}")
     K = K.to(device=points.device, dtype=points.dtype)
@@ -81,14 +87,9 @@ def transform_points(T: Tensor, points: Tensor) -> Tensor:
         [[1.0, 2.0, 4.0]]
     """
     points = _check_points(points)
-    if not isinstance(T, Tensor):
-        T = torch.as_tensor(T, dtype=torch.float64)
-    if T.shape[-2:] != (4, 4) or T.dim() not in (2, 3):
-        raise ValueError(f"T must be (4, 4) or (B, 4, 4), got {tuple(T.shape)}")
+    T = _as_T(T)  # a tensor (or array) of shape (4, 4) / (B, 4, 4), finite
     if T.dim() == 3 and (points.dim() < 3 or points.shape[-3] != T.shape[0]):
         raise ValueError(f"a batched T {tuple(T.shape)} needs points (B, N, 3) with the same B, got {tuple(points.shape)}")
-    if not bool(torch.isfinite(T).all()):
-        raise ValueError("T contains NaN or inf")
     T = T.to(device=points.device, dtype=points.dtype)
     R, t = T[..., :3, :3], T[..., :3, 3]
     if T.dim() == 2:
@@ -106,7 +107,9 @@ def project_points(points_cam: Tensor, K, *, distortion=None, distortion_model: 
         points_cam: (..., N, 3) points in the camera frame, metres (x right, y down, z forward).
         K: (3, 3) intrinsics, or (B, 3, 3) with ``points_cam`` (..., B, N, 3); a
             :class:`PinholeCamera` is accepted (its ``K``, and its distortion unless
-            ``distortion`` is given). Cast to ``points_cam.dtype``.
+            ``distortion`` is given). A raw ``K`` is checked as :class:`PinholeCamera` checks
+            its own (finite, positive focal lengths, last row ``[0, 0, 1]``). Cast to
+            ``points_cam.dtype``.
         distortion: optional distortion coefficients (OpenCV order), see
             :mod:`geodepth.geometry.distortion`.
         distortion_model: ``"plumb_bob"`` or ``"rational_polynomial"``.
@@ -125,16 +128,21 @@ def project_points(points_cam: Tensor, K, *, distortion=None, distortion_model: 
     points_cam = _check_points(points_cam, "points_cam")
     if isinstance(K, PinholeCamera) and distortion is None and K.has_distortion:
         distortion, distortion_model = K.distortion, K.distortion_model
-    K = _check_K_for(K, points_cam)
+    return _project(points_cam, _check_K_for(K, points_cam), distortion, distortion_model)
+
+
+def _project(points_cam: Tensor, K: Tensor, distortion, distortion_model: str) -> tuple[Tensor, Tensor]:
+    """:func:`project_points` without the checks of ``points_cam`` and ``K`` (``K`` already
+    cast and shaped by :func:`_check_K_for`)."""
     z = points_cam[..., 2]
     if distortion is None:
         uvw = points_cam @ K.transpose(-1, -2)
         uv = uvw[..., :2] / uvw[..., 2:3]
         return uv, z
-    from .distortion import distort_points
+    from .distortion import _distort
 
-    xy = points_cam[..., :2] / z[..., None]
-    xy = distort_points(xy, distortion, distortion_model)
+    xy = points_cam[..., :2] / z[..., None]  # inf / NaN for z = 0: such uv are documented as meaningless
+    xy = _distort(xy, distortion, distortion_model)
     u = K[..., 0, 0, None] * xy[..., 0] + K[..., 0, 1, None] * xy[..., 1] + K[..., 0, 2, None]
     v = K[..., 1, 1, None] * xy[..., 1] + K[..., 1, 2, None]
     return torch.stack([u, v], dim=-1), z
@@ -145,8 +153,9 @@ def unproject_points(uv: Tensor, z: Tensor, K, *, distortion=None, distortion_mo
 
     Args:
         uv: (..., N, 2) pixel coordinates ``(u, v) = (column, row)``.
-        z: (..., N) depths in metres (camera-frame z).
-        K: (3, 3) or (B, 3, 3) intrinsics (or a :class:`PinholeCamera`); cast to ``uv.dtype``.
+        z: (..., N) depths in metres (camera-frame z), finite, on the device of ``uv``.
+        K: (3, 3) or (B, 3, 3) intrinsics (or a :class:`PinholeCamera`), checked as
+            :class:`PinholeCamera` checks its ``K``; cast to ``uv.dtype``.
         distortion: optional distortion coefficients; ``uv`` is then undistorted iteratively
             (:func:`~geodepth.geometry.distortion.undistort_points`).
         distortion_model: ``"plumb_bob"`` or ``"rational_polynomial"``.
@@ -161,8 +170,16 @@ def unproject_points(uv: Tensor, z: Tensor, K, *, distortion=None, distortion_mo
         [[1.0, -0.5, 10.0]]
     """
     uv = _check_points(uv, "uv", last=2)
-    if not isinstance(z, Tensor) or tuple(z.shape) != tuple(uv.shape[:-1]):
-        raise ValueError(f"z must have shape {tuple(uv.shape[:-1])} to match uv, got {tuple(getattr(z, 'shape', ()))}")
+    if not isinstance(z, Tensor):
+        raise ValueError(f"z must be a torch.Tensor of shape {tuple(uv.shape[:-1])}, got {type(z).__name__}")
+    if tuple(z.shape) != tuple(uv.shape[:-1]):
+        raise ValueError(f"z must have shape {tuple(uv.shape[:-1])} to match uv, got {tuple(z.shape)}")
+    if z.device != uv.device:
+        raise ValueError(f"z is on {z.device} but uv is on {uv.device}: put them on the same device")
+    if z.dtype == torch.bool or z.is_complex():
+        raise ValueError(f"z must be real depths in metres, got {z.dtype}")
+    if z.numel() and not bool(torch.isfinite(z).all()):
+        raise ValueError(f"z contains NaN or inf ({int((~torch.isfinite(z)).sum())} values)")
     if isinstance(K, PinholeCamera) and distortion is None and K.has_distortion:
         distortion, distortion_model = K.distortion, K.distortion_model
     K = _check_K_for(K, uv)
@@ -213,8 +230,10 @@ def points_to_depth(
         camera: the camera; ``K`` (3, 3), or (B, 3, 3) with ``offsets`` (one per frame).
         offsets: optional (B + 1,) int64 row splits of a packed batch: frame ``b`` owns
             ``points_cam[offsets[b]:offsets[b + 1]]``.
-        min_depth: keep points with ``z > min_depth`` (metres, default 0.1 as KITTI).
-        max_depth: if given, keep points with ``z <= max_depth`` (metres).
+        min_depth: keep points with ``z > min_depth`` (metres, a finite number >= 0, default
+            0.1 as KITTI).
+        max_depth: if given, keep points with ``z <= max_depth`` (metres, ``> min_depth``;
+            ``inf`` = no bound).
         return_index: also return, per pixel, the index of the winning point.
 
     Returns:
@@ -253,6 +272,9 @@ def points_to_depth(
         B = offsets.numel() - 1
         if camera.K.dim() == 3 and camera.K.shape[0] != B:
             raise ValueError(f"camera K is batched with B={camera.K.shape[0]} but offsets give B={B}")
+    min_depth = check_number("min_depth", min_depth, ge=0, unit="metres")
+    if max_depth is not None:
+        max_depth = check_number("max_depth", max_depth, allow_inf=True, unit="metres")
     if max_depth is not None and not max_depth > min_depth:
         raise ValueError(f"max_depth must be > min_depth, got max_depth={max_depth}, min_depth={min_depth}")
     H, W = camera.height, camera.width
@@ -281,7 +303,7 @@ def points_to_depth(
             else:
                 Kp = cam.K[bid]  # (M, 3, 3)
                 dist = cam.distortion if cam.has_distortion else None
-                uv, z = project_points(p[:, None, :], Kp, distortion=dist, distortion_model=cam.distortion_model)
+                uv, z = _project(p[:, None, :], Kp, dist, cam.distortion_model)  # Kp: checked camera
                 uv, z = uv[:, 0], z[:, 0]
         u, v = torch.floor(uv[:, 0]), torch.floor(uv[:, 1])
         inside = (u >= 0) & (u < W) & (v >= 0) & (v < H)

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .._checks import check_number
 from ._luts import LUT_HEX
 
 __all__ = ["CMAPS", "apply_colormap", "colorize_depth", "colorize_error", "get_lut"]
@@ -65,9 +66,13 @@ def _as_map(x: Any, name: str) -> tuple[np.ndarray, bool]:
 
 
 def _invalid_rgb(invalid_color: Sequence[float]) -> np.ndarray:
-    c = np.asarray(invalid_color, dtype=np.float64).reshape(-1)
-    if c.shape != (3,) or (c < 0).any() or (c > 255).any():
-        raise ValueError(f"invalid_color must be 3 numbers in 0..255, got {invalid_color!r}")
+    try:
+        c = np.asarray(invalid_color, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        c = None
+    # NaN fails every comparison, so test "inside [0, 255]" rather than "outside"
+    if c is None or c.shape != (3,) or not ((c >= 0) & (c <= 255)).all():
+        raise ValueError(f"invalid_color must be 3 finite numbers in 0..255, got {invalid_color!r}")
     return c / 255.0
 
 
@@ -85,12 +90,20 @@ def _finish(rgb: np.ndarray, dtype: str, as_torch: bool):
 def apply_colormap(t: Any, *, cmap: str = "turbo") -> np.ndarray:
     """Look normalised values ``t`` (any shape, clipped to [0, 1]) up in ``cmap``.
 
+    There is no "invalid" value here: NaN or inf in ``t`` raise ``ValueError`` (mask such
+    pixels yourself, or use :func:`colorize_depth`, which colours depth 0 as invalid).
+
     Returns:
         ``t.shape + (3,)`` float64 RGB in [0, 1]. Same lookup as matplotlib's
         ``colormaps[cmap](t)[..., :3]``.
     """
     lut = get_lut(cmap) if cmap not in LUT_HEX else _lut(cmap)
-    t = np.asarray(t, dtype=np.float64)
+    a, _ = _to_numpy(t, "t")
+    if a.dtype.kind not in "fiu":
+        raise ValueError(f"t must be real-valued, got dtype {a.dtype}")
+    t = a.astype(np.float64)
+    if not np.isfinite(t).all():
+        raise ValueError(f"t contains NaN or inf ({int((~np.isfinite(t)).sum())} values)")
     idx = np.clip(np.floor(np.clip(t, 0.0, 1.0) * 256.0), 0, 255).astype(np.intp)
     return lut[idx]
 
@@ -111,7 +124,7 @@ def colorize_depth(
         depth: (1, H, W) or (H, W) depth in metres (torch tensor or numpy array), 0 = no
             value; finite.
         vmin, vmax: depth range in metres mapped to the ends of the colormap (defaults: the
-            min / max of the valid pixels). Values outside are clipped.
+            min / max of the valid pixels); finite, ``vmin <= vmax``. Values outside are clipped.
         cmap: one of :data:`CMAPS`.
         invalid_color: RGB in 0..255 for pixels with depth 0.
         inverse: colour inverse depth ``1 / d`` between ``1 / vmax`` and ``1 / vmin``
@@ -131,15 +144,21 @@ def colorize_depth(
         raise ValueError(f"cmap must be one of {CMAPS}, got {cmap!r}")
     d, as_torch = _as_map(depth, "depth")
     bad = _invalid_rgb(invalid_color)
+    if vmin is not None:
+        vmin = check_number("vmin", vmin, unit="metres")
+    if vmax is not None:
+        vmax = check_number("vmax", vmax, unit="metres")
     valid = d > 0
     if valid.any():
-        lo = float(d[valid].min()) if vmin is None else float(vmin)
-        hi = float(d[valid].max()) if vmax is None else float(vmax)
+        lo = float(d[valid].min()) if vmin is None else vmin
+        hi = float(d[valid].max()) if vmax is None else vmax
     else:
-        lo = 0.0 if vmin is None else float(vmin)
-        hi = 1.0 if vmax is None else float(vmax)
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise ValueError(f"vmin and vmax must be finite, got vmin={vmin}, vmax={vmax}")
+        lo = 0.0 if vmin is None else vmin
+        hi = 1.0 if vmax is None else vmax
+    if lo > hi:
+        dflt = " (default, from the valid depths)"
+        raise ValueError(f"vmin must be <= vmax, got vmin={lo:g}{dflt if vmin is None else ''}, "
+                         f"vmax={hi:g}{dflt if vmax is None else ''}")
     if inverse:
         if lo <= 0 or hi <= 0:
             raise ValueError(f"inverse=True needs vmin > 0 and vmax > 0, got vmin={lo}, vmax={hi}")
@@ -170,8 +189,8 @@ def colorize_error(
     Args:
         pred: (1, H, W) or (H, W) predicted depth in metres.
         gt: (1, H, W) or (H, W) ground truth in metres, 0 = none (shown as ``invalid_color``).
-        vmax: error (m, or fraction with ``relative``) mapped to the top of the colormap;
-            default: the largest error. 0 maps to the bottom.
+        vmax: error (m, or fraction with ``relative``) mapped to the top of the colormap, a
+            finite number > 0; default: the largest error. 0 maps to the bottom.
         cmap: one of :data:`CMAPS`.
         invalid_color: RGB 0..255 where there is no ground truth.
         relative: colour ``|pred - gt| / gt`` instead.
@@ -184,6 +203,8 @@ def colorize_error(
         raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}")
     if cmap not in LUT_HEX:
         raise ValueError(f"cmap must be one of {CMAPS}, got {cmap!r}")
+    if vmax is not None:
+        vmax = check_number("vmax", vmax, gt=0)
     p, as_torch = _as_map(pred, "pred")
     g, _ = _as_map(gt, "gt")
     if p.shape != g.shape:
@@ -192,7 +213,7 @@ def colorize_error(
     err = np.abs(p - g)
     if relative:
         err = np.where(valid, err / np.where(valid, g, 1.0), 0.0)
-    hi = (float(err[valid].max()) if valid.any() else 1.0) if vmax is None else float(vmax)
+    hi = (float(err[valid].max()) if valid.any() else 1.0) if vmax is None else vmax
     t = err / hi if hi > 0 else np.zeros_like(err)
     rgb = apply_colormap(t, cmap=cmap)
     rgb[~valid] = _invalid_rgb(invalid_color)
