@@ -25,6 +25,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ..._checks import check_int, check_number
 from .scene import Scene
 
 __all__ = ["RayHits", "cast_tiles", "compiled_kernels_enabled", "raycast", "raycast_open3d", "raycast_reference", "use_compiled_kernels"]
@@ -32,6 +33,9 @@ __all__ = ["RayHits", "cast_tiles", "compiled_kernels_enabled", "raycast", "rayc
 _SENTINEL = torch.iinfo(torch.int64).max
 _TINY = 1e-30
 _INF_BITS = 0x7F800000  # float32 +inf bit pattern
+#: most rays per tile (``raycast``'s ``tile``, ``th * tw`` of the sensors' tiles): the rays are padded
+#: up to whole tiles, so a huge tile would only allocate padding
+MAX_TILE_RAYS = 1 << 16
 
 
 class RayHits(NamedTuple):
@@ -339,6 +343,13 @@ def _params_rows(scene: Scene, kind: int, idx: Tensor) -> tuple:
     return tuple(out)
 
 
+def _check_cast_args(near, budget) -> float:
+    """``near`` as a float (finite, >= 0: a negative near plane would let the culling project hulls
+    from behind the origin); ``budget`` an int >= 1."""
+    check_int("budget", budget, lo=1)
+    return check_number("near", near, ge=0)
+
+
 def _check_scene(scene: Scene, ref: Tensor) -> Scene:
     if not isinstance(scene, Scene):
         raise ValueError(f"scene must be a Scene, got {type(scene).__name__}")
@@ -483,6 +494,7 @@ def cast_tiles(scene: Scene, origin: Tensor, dirs: Tensor, views: Tensor, tile_v
         tile_view: (T,) int64 view of each tile.
     Returns flat :class:`RayHits` over the T*S rays (tile-major).
     """
+    near = _check_cast_args(near, budget)
     scene = _check_scene(scene, dirs)
     pt, pp = _cull_pairs(scene, origin, dirs, views.to(dirs.dtype), tile_view, near)
     return _cast_tiles(scene, origin, dirs, pt, pp, near=near, budget=budget)
@@ -530,9 +542,9 @@ def raycast(scene: Scene, origins: Tensor, directions: Tensor, *, near: float = 
         origins: (3,) one origin shared by every ray (culled, fast) or (R, 3) one per ray
             (tested against every primitive), world frame, metres.
         directions: (R, 3) ray directions, world frame, not necessarily unit; float32 or float64.
-        near: hits need ``t > near`` (in units of ``|direction|``).
-        tile: rays per tile in the culled path.
-        budget: ray-primitive tests per chunk (memory bound).
+        near: hits need ``t > near`` (in units of ``|direction|``), a finite number >= 0.
+        tile: rays per tile in the culled path, an int in [1, :data:`MAX_TILE_RAYS`].
+        budget: ray-primitive tests per chunk (memory bound), an int >= 1.
 
     Returns:
         :class:`RayHits` with ``t`` (R,) (``inf`` = miss), ``prim`` (R,) (-1 = miss), ``normal`` (R, 3).
@@ -547,6 +559,8 @@ def raycast(scene: Scene, origins: Tensor, directions: Tensor, *, near: float = 
         ([4.0, 4.0, inf], [1, 0, -1])
     """
     origins, directions = _check_rays(origins, directions)
+    near = _check_cast_args(near, budget)
+    tile = check_int("tile", tile, lo=1, hi=MAX_TILE_RAYS)
     scene = _check_scene(scene, directions)
     R = directions.shape[0]
     dev, dt = directions.device, directions.dtype

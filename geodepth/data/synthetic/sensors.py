@@ -13,12 +13,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..._checks import check_int, check_number
 from ...geometry.camera import PinholeCamera
 
 __all__ = ["KITTI_LIDAR_HEIGHT", "LidarSpec", "SENSORS", "kitti_camera", "kitti_T_cam_from_lidar", "lidar_directions"]
 
 #: mounting height of KITTI's Velodyne above the road, metres
 KITTI_LIDAR_HEIGHT = 1.73
+
+#: largest |beam elevation| in degrees: a beam at +-90 deg points along the spin axis (the same ray at
+#: every azimuth) and within about 1e-5 deg of it float32 rounding tips rays out of their sector's view
+MAX_ELEVATION_DEG = 89.9
+#: most rays per revolution (beams * azimuth_steps): 16x os128's 128 x 2048; the ray tables and the
+#: culling buffers grow with it (a typo such as azimuth_steps=10**9 would otherwise exhaust memory)
+MAX_RAYS = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,12 @@ class LidarSpec:
         max_range, min_range: returns outside [min_range, max_range] metres are dropped.
         range_noise: standard deviation of the Gaussian range noise, metres.
         dropout: probability that a return is lost at random.
+
+    Checked on construction (ValueError naming the field): ``name`` a non-empty string;
+    ``elevation_deg`` at least one finite angle within +-:data:`MAX_ELEVATION_DEG` (stored as a
+    tuple of floats); ``azimuth_steps`` an int >= 1 with ``beams * azimuth_steps <=``
+    :data:`MAX_RAYS`; ``0 <= min_range < max_range`` finite; ``range_noise >= 0`` finite;
+    ``dropout`` in [0, 1].
     """
 
     name: str
@@ -41,6 +55,38 @@ class LidarSpec:
     min_range: float = 0.9
     range_noise: float = 0.02
     dropout: float = 0.02
+
+    def __post_init__(self) -> None:
+        def put(field, value):  # frozen dataclass: store the normalised value
+            object.__setattr__(self, field, value)
+
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"name must be a non-empty string, got {self.name!r}")
+        el = self.elevation_deg
+        if isinstance(el, (str, bytes)) or not hasattr(el, "__len__") or len(el) == 0:
+            raise ValueError(f"elevation_deg must be a non-empty sequence of angles in degrees, got {el!r}")
+        if hasattr(el, "tolist"):  # numpy array / tensor
+            el = el.tolist()
+        angles = []
+        for i, a in enumerate(el):
+            a = check_number(f"elevation_deg[{i}]", a, unit="degrees")
+            if abs(a) > MAX_ELEVATION_DEG:
+                raise ValueError(f"elevation_deg[{i}] must be within +-{MAX_ELEVATION_DEG} degrees, got {a!r}")
+            angles.append(a)
+        put("elevation_deg", tuple(angles))
+        put("azimuth_steps", check_int("azimuth_steps", self.azimuth_steps, lo=1, hi=MAX_RAYS))
+        if len(angles) * self.azimuth_steps > MAX_RAYS:
+            raise ValueError(f"beams * azimuth_steps must be <= {MAX_RAYS} rays per revolution, got "
+                             f"{len(angles)} * {self.azimuth_steps} = {len(angles) * self.azimuth_steps}")
+        put("max_range", check_number("max_range", self.max_range, gt=0, unit="metres"))
+        put("min_range", check_number("min_range", self.min_range, ge=0, unit="metres"))
+        if not self.min_range < self.max_range:
+            raise ValueError(f"min_range must be < max_range, got min_range={self.min_range!r}, "
+                             f"max_range={self.max_range!r}")
+        put("range_noise", check_number("range_noise", self.range_noise, ge=0, unit="metres"))
+        put("dropout", check_number("dropout", self.dropout, ge=0))
+        if self.dropout > 1:
+            raise ValueError(f"dropout must be a probability in [0, 1], got {self.dropout!r}")
 
     @property
     def beams(self) -> int:

@@ -4,12 +4,15 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from ..._checks import check_int, check_number
 from ...geometry.camera import PinholeCamera
+from ...geometry.transforms import check_rigid
 from ...io.frame import Frame
-from .raycast import RayHits, cast_tiles, compiled_kernels_enabled
+from .raycast import MAX_TILE_RAYS, RayHits, _check_cast_args, cast_tiles, compiled_kernels_enabled
 from .scene import MATERIALS, Scene
 from .sensors import KITTI_LIDAR_HEIGHT, SENSORS, LidarSpec, kitti_camera, kitti_T_cam_from_lidar, lidar_directions
 from .street import EGO_LANE_Y, LANE_HALF_WIDTH, make_street_scene
@@ -19,6 +22,17 @@ __all__ = ["CameraRender", "LidarScan", "SyntheticSequence", "ego_world_from_lid
 
 _SUN = (0.35, -0.45, 0.82)
 _AMBIENT = 0.38
+#: largest |coordinate| (metres) of a sensor position: poses' translations, ``ego_s``. Far beyond any
+#: street (or UTM northing, 1e7 m), it keeps squares of coordinates finite in float32; 1e300 otherwise
+#: turns into inf / NaN inside the intersection tests and silently empties the scan.
+MAX_COORD = 1e9
+#: largest |scene time| in seconds (11.6 days): keeps moved objects (``velocity * time``) at finite,
+#: street-scale coordinates.
+MAX_TIME = 1e6
+#: most extra scans each side of a semi-dense frame (KITTI's accumulation is about 5)
+MAX_SEMIDENSE_FRAMES = 100
+#: the working precisions of the simulator (half precision cannot hold 100 m ranges to the noise level)
+DTYPES = (torch.float32, torch.float64)
 
 
 class CameraRender(NamedTuple):
@@ -104,15 +118,63 @@ def _albedo(scene: Scene, prim: Tensor, p: Tensor) -> Tensor:
     return out.clamp_(0, 1)
 
 
-def _rigid(T: Tensor, dtype, device) -> tuple[Tensor, Tensor]:
-    T = torch.as_tensor(T, dtype=torch.float64)
+def _check_pose(name: str, T) -> Tensor:
+    """``T`` as a (4, 4) float64 CPU tensor if it is a rigid transform (finite, orthonormal rotation,
+    last row ``[0, 0, 0, 1]``; see :func:`~geodepth.geometry.transforms.check_rigid`) whose
+    translation is within :data:`MAX_COORD`; else ValueError naming ``name``."""
+    if not isinstance(T, Tensor):
+        try:
+            T = torch.as_tensor(np.asarray(T, dtype=np.float64))
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a (4, 4) rigid transform, got {type(T).__name__} {T!r:.60}") from None
     if tuple(T.shape) != (4, 4):
-        raise ValueError(f"pose must be (4, 4), got {tuple(T.shape)}")
+        raise ValueError(f"{name} must be (4, 4), got {tuple(T.shape)}")
+    if T.dtype == torch.bool or T.is_complex():
+        raise ValueError(f"{name} must be a real (4, 4) matrix, got dtype {T.dtype}")
+    T = check_rigid(T.detach().to("cpu", torch.float64), name)
+    far = float(T[:3, 3].abs().max())
+    if far > MAX_COORD:
+        raise ValueError(f"{name} translation must be within +-{MAX_COORD:g} metres, got {T[:3, 3].tolist()}")
+    return T
+
+
+def _check_scene_arg(scene) -> None:
+    if not isinstance(scene, Scene):
+        raise ValueError(f"scene must be a Scene, got {type(scene).__name__}")
+
+
+def _check_dtype(dtype) -> torch.dtype:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+    return dtype
+
+
+def _check_tile(tile) -> tuple[int, int]:
+    """``tile`` as (rows, cols) of ints >= 1 with at most :data:`MAX_TILE_RAYS` rays per tile."""
+    if isinstance(tile, (str, bytes)) or not hasattr(tile, "__len__") or len(tile) != 2:
+        raise ValueError(f"tile must be (rows, cols), two ints >= 1, got {tile!r}")
+    th = check_int("tile[0]", tile[0], lo=1, hi=MAX_TILE_RAYS)
+    tw = check_int("tile[1]", tile[1], lo=1, hi=MAX_TILE_RAYS)
+    if th * tw > MAX_TILE_RAYS:
+        raise ValueError(f"tile must hold at most {MAX_TILE_RAYS} rays (rows * cols), got {tile!r}")
+    return th, tw
+
+
+def _rigid(T: Tensor, dtype, device) -> tuple[Tensor, Tensor]:
+    """Rotation and translation of a pose already checked by :func:`_check_pose`."""
     return T[:3, :3].to(dtype=dtype, device=device), T[:3, 3].to(dtype=dtype, device=device)
 
 
 def ego_world_from_lidar(s: float, *, height: float = KITTI_LIDAR_HEIGHT) -> Tensor:
-    """(4, 4) float64 pose of the LiDAR after driving ``s`` metres along the ego lane (gentle weave)."""
+    """(4, 4) float64 pose of the LiDAR after driving ``s`` metres along the ego lane (gentle weave).
+
+    ``s``: finite, within +-:data:`MAX_COORD`; ``height``: finite, metres above the road."""
+    s = check_number("s", s, unit="metres")
+    if abs(s) > MAX_COORD:
+        raise ValueError(f"s must be within +-{MAX_COORD:g} metres, got {s!r}")
+    height = check_number("height", height, unit="metres")
+    if abs(height) > MAX_COORD:
+        raise ValueError(f"height must be within +-{MAX_COORD:g} metres, got {height!r}")
     y = EGO_LANE_Y + 0.25 * math.sin(s / 25.0)
     yaw = math.atan(0.01 * math.cos(s / 25.0))
     c, sn = math.cos(yaw), math.sin(yaw)
@@ -186,15 +248,27 @@ def render_camera(scene: Scene, world_from_cam: Tensor, camera: PinholeCamera, *
         world_from_cam: (4, 4) camera pose (camera frame: x right, y down, z forward).
         camera: intrinsics and size (a single (3, 3) K).
         device, dtype: where and in which precision to render (default: the scene's device, float32).
-        near: surfaces closer than ``near`` metres (camera z) are not seen.
-        budget: ray-primitive tests per chunk (small chunks stay in cache on CPU).
+        tile: (rows, cols) pixels per ray tile, ints >= 1 (at most 65536 pixels).
+        sun: direction towards the sun (3 finite numbers, not all 0); ambient: light in [0, 1].
+        near: surfaces closer than ``near`` metres (camera z) are not seen (finite, >= 0).
+        budget: ray-primitive tests per chunk (small chunks stay in cache on CPU), an int >= 1.
+
+    Raises:
+        ValueError: a pose that is not a finite rigid (4, 4) transform, a dtype other than
+            float32 / float64, or a bad ``tile``, ``near``, ``budget``, ``sun`` or ``ambient``.
     """
+    _check_scene_arg(scene)
     device = scene.device if device is None else torch.device(device)
+    if not isinstance(camera, PinholeCamera):
+        raise ValueError(f"camera must be a PinholeCamera, got {type(camera).__name__}")
     if camera.K.dim() != 2:
         raise ValueError(f"render_camera needs a single camera, got K {tuple(camera.K.shape)}")
+    dtype = _check_dtype(dtype)
+    th, tw = _check_tile(tile)
+    near = _check_cast_args(near, budget)
+    sun, ambient = _check_light(sun, ambient)
     H, W = camera.height, camera.width
-    R, o = _rigid(world_from_cam, dtype, device)
-    th, tw = tile
+    R, o = _rigid(_check_pose("world_from_cam", world_from_cam), dtype, device)
     tiles = _camera_tiles(camera, th, tw, dtype, device) @ R.T  # world directions, z_cam = 1 so t = depth
     hits = cast_tiles(scene, o, tiles, R[None], torch.zeros(tiles.shape[0], dtype=torch.int64, device=device),
                       near=near, budget=budget)
@@ -203,6 +277,22 @@ def render_camera(scene: Scene, world_from_cam: Tensor, camera: PinholeCamera, *
     rgb = _shade_fast(scene, o, d_flat, hits, sun, ambient)
     return CameraRender(_untile(rgb, H, W, th, tw).permute(2, 0, 1).contiguous(),
                         _untile(depth, H, W, th, tw)[None].contiguous(), _untile(hits.prim, H, W, th, tw).contiguous())
+
+
+def _check_light(sun, ambient) -> tuple[tuple, float]:
+    try:
+        s = tuple(sun)
+    except TypeError:
+        raise ValueError(f"sun must be 3 numbers (a direction), got {sun!r}") from None
+    if len(s) != 3:
+        raise ValueError(f"sun must be 3 numbers (a direction), got {sun!r}")
+    s = tuple(check_number(f"sun[{i}]", x) for i, x in enumerate(s))
+    if not any(s):
+        raise ValueError(f"sun must not be the zero vector, got {sun!r}")
+    ambient = check_number("ambient", ambient, ge=0)
+    if ambient > 1:
+        raise ValueError(f"ambient must be in [0, 1], got {ambient!r}")
+    return s, ambient
 
 
 def _shade(scene: Scene, o: Tensor, d: Tensor, hits: RayHits, sun, ambient: float, chunk: int = 1 << 16) -> Tensor:
@@ -286,16 +376,26 @@ def scan_lidar(scene: Scene, world_from_lidar: Tensor, spec: LidarSpec | str = "
         spec: a :class:`LidarSpec` or a name in :data:`SENSORS`.
         noise: add Gaussian range noise and random dropout (``spec.range_noise``, ``spec.dropout``).
         generator: random generator for the noise (on ``device``).
-        near: surfaces closer than ``near`` metres are not seen (keep it below ``spec.min_range``).
+        dtype: float32 or float64.
+        tile: (beams, azimuth steps) per ray tile, ints >= 1 (at most 65536 rays).
+        near: surfaces closer than ``near`` metres are not seen (keep it below ``spec.min_range``),
+            finite, >= 0.
+        budget: ray-primitive tests per chunk, an int >= 1.
     Returns:
         :class:`LidarScan`, returns ordered ring by ring (top beam first), then by azimuth.
+    Raises:
+        ValueError: a pose that is not a finite rigid (4, 4) transform, a dtype other than
+            float32 / float64, or a bad ``spec``, ``tile``, ``near`` or ``budget``.
     """
+    _check_scene_arg(scene)
     spec = _spec(spec)
     device = scene.device if device is None else torch.device(device)
-    R, o = _rigid(world_from_lidar, dtype, device)
-    dirs, tiles_l, R_lv, tview, cols = _lidar_tiles(spec, tile, dtype, device)
+    dtype = _check_dtype(dtype)
+    th, tw = _check_tile(tile)
+    near = _check_cast_args(near, budget)
+    R, o = _rigid(_check_pose("world_from_lidar", world_from_lidar), dtype, device)
+    dirs, tiles_l, R_lv, tview, cols = _lidar_tiles(spec, (th, tw), dtype, device)
     B, A = dirs.shape[:2]
-    th, tw = tile
     tiles = tiles_l @ R.T
     views = R @ R_lv
     hits = cast_tiles(scene, o, tiles, views, tview, near=near, budget=budget)
@@ -337,7 +437,7 @@ def scan_lidar(scene: Scene, world_from_lidar: Tensor, spec: LidarSpec | str = "
 def _spec(spec) -> LidarSpec:
     if isinstance(spec, LidarSpec):
         return spec
-    if spec not in SENSORS:
+    if not isinstance(spec, str) or spec not in SENSORS:
         raise ValueError(f"sensor must be one of {sorted(SENSORS)} or a LidarSpec, got {spec!r}")
     return SENSORS[spec]
 
@@ -348,6 +448,42 @@ def _transform(T: Tensor, p: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------- frames
+def _check_frame_args(*, seed, sensor, ego_s, time, speed, rate_hz, camera, T_cam_from_lidar, gt, semidense_frames,
+                      dtype, **_) -> dict:
+    """The arguments of :func:`simulate_frame`, checked (ValueError naming the bad one) and normalised,
+    before any work starts (also used by :class:`SyntheticDepthDataset` at construction)."""
+    if not isinstance(gt, str) or gt not in ("dense", "semidense"):
+        raise ValueError(f"gt must be 'dense' or 'semidense', got {gt!r}")
+    seed = check_int("seed", seed, lo=0)
+    spec = _spec(sensor)
+    ego_s = check_number("ego_s", ego_s, unit="metres")
+    if abs(ego_s) > MAX_COORD:
+        raise ValueError(f"ego_s must be within +-{MAX_COORD:g} metres, got {ego_s!r}")
+    time = check_number("time", time, unit="seconds")
+    if abs(time) > MAX_TIME:
+        raise ValueError(f"time must be within +-{MAX_TIME:g} seconds, got {time!r}")
+    speed = check_number("speed", speed, unit="m/s")
+    rate_hz = check_number("rate_hz", rate_hz, gt=0, unit="frames per second")
+    semidense_frames = check_int("semidense_frames", semidense_frames, lo=0, hi=MAX_SEMIDENSE_FRAMES)
+    if gt == "semidense":  # the neighbour scans are at time +- k / rate_hz, ego_s +- speed * k / rate_hz
+        span = semidense_frames / rate_hz
+        if abs(time) + span > MAX_TIME:
+            raise ValueError(f"time +- semidense_frames / rate_hz must stay within +-{MAX_TIME:g} seconds, got "
+                             f"time={time!r}, semidense_frames={semidense_frames}, rate_hz={rate_hz!r}")
+        if abs(ego_s) + abs(speed) * span > MAX_COORD:
+            raise ValueError(f"ego_s +- speed * semidense_frames / rate_hz must stay within +-{MAX_COORD:g} metres, "
+                             f"got ego_s={ego_s!r}, speed={speed!r}, semidense_frames={semidense_frames}, "
+                             f"rate_hz={rate_hz!r}")
+    if camera is not None:
+        if not isinstance(camera, PinholeCamera):
+            raise ValueError(f"camera must be a PinholeCamera or None, got {type(camera).__name__}")
+        if camera.K.dim() != 2:
+            raise ValueError(f"camera must be a single camera, got K {tuple(camera.K.shape)}")
+    T_cl = None if T_cam_from_lidar is None else _check_pose("T_cam_from_lidar", T_cam_from_lidar)
+    return {"seed": seed, "spec": spec, "ego_s": ego_s, "time": time, "speed": speed, "rate_hz": rate_hz,
+            "T_cl": T_cl, "semidense_frames": semidense_frames, "dtype": _check_dtype(dtype)}
+
+
 def simulate_frame(scene: Scene | None = None, *, seed: int = 0, sensor: LidarSpec | str = "hdl64",
                    ego_s: float = 0.0, time: float = 0.0, speed: float = 8.0, rate_hz: float = 10.0,
                    camera: PinholeCamera | None = None, T_cam_from_lidar: Tensor | None = None,
@@ -369,7 +505,13 @@ def simulate_frame(scene: Scene | None = None, *, seed: int = 0, sensor: LidarSp
             (KITTI-like: LiDAR returns of ``2 * semidense_frames + 1`` scans around this one,
             with ego motion, z-buffered into the image; returns not within ``0.05 m + 1 %`` of
             the exact depth are dropped, standing in for KITTI's stereo consistency check).
-        device, dtype: where and in which precision to simulate (float32 default).
+        device, dtype: where and in which precision to simulate (float32 default, or float64).
+
+    Every argument is checked before the work starts: ``seed`` an int >= 0; ``ego_s``, ``time``,
+    ``speed`` finite (``|ego_s| <=`` :data:`MAX_COORD`, ``|time| <=`` :data:`MAX_TIME`, also for the
+    semi-dense neighbours); ``rate_hz`` finite > 0; ``semidense_frames`` an int in
+    [0, :data:`MAX_SEMIDENSE_FRAMES`]; ``T_cam_from_lidar`` a finite rigid (4, 4) transform.
+    A bad one is a ValueError naming it.
 
     Returns:
         :class:`Frame` with image, points_lidar, intensity, T_cam_from_lidar (float64), camera,
@@ -384,22 +526,22 @@ def simulate_frame(scene: Scene | None = None, *, seed: int = 0, sensor: LidarSp
     """
     from ...geometry.projection import lidar_to_depth, points_to_depth
 
-    if gt not in ("dense", "semidense"):
-        raise ValueError(f"gt must be 'dense' or 'semidense', got {gt!r}")
-    spec = _spec(sensor)
+    a = _check_frame_args(seed=seed, sensor=sensor, ego_s=ego_s, time=time, speed=speed, rate_hz=rate_hz,
+                          camera=camera, T_cam_from_lidar=T_cam_from_lidar, gt=gt,
+                          semidense_frames=semidense_frames, dtype=dtype)
+    seed, spec, ego_s, time, speed, rate_hz = a["seed"], a["spec"], a["ego_s"], a["time"], a["speed"], a["rate_hz"]
+    semidense_frames, dtype = a["semidense_frames"], a["dtype"]
     if scene is None:
         scene = make_street_scene(seed)
+    _check_scene_arg(scene)
     device = scene.device if device is None else torch.device(device)
     scene_t = scene.to(device, dtype).at_time(time)
     camera = kitti_camera() if camera is None else camera
-    T_cl = kitti_T_cam_from_lidar() if T_cam_from_lidar is None else torch.as_tensor(T_cam_from_lidar, dtype=torch.float64)
-    if tuple(T_cl.shape) != (4, 4):
-        raise ValueError(f"T_cam_from_lidar must be (4, 4), got {tuple(T_cl.shape)}")
-    T_cl = T_cl.cpu()
+    T_cl = kitti_T_cam_from_lidar() if a["T_cl"] is None else a["T_cl"]
     w_l = ego_world_from_lidar(ego_s)
     w_c = w_l @ torch.linalg.inv(T_cl)
     gen = torch.Generator(device=device)
-    gen.manual_seed(int(seed) * 7919 + int(round(time * 1000)))
+    gen.manual_seed((seed * 7919 + int(round(time * 1000))) % 2**64)  # torch's own reduction of negatives
     cam = render_camera(scene_t, w_c, camera, device=device, dtype=dtype)
     scan = scan_lidar(scene_t, w_l, spec, noise=noise, generator=gen, device=device, dtype=dtype)
     cam_d = camera.to(device)
@@ -438,8 +580,10 @@ def simulate_sequence(n_frames: int, *, seed: int = 0, sensor: LidarSpec | str =
     Extra keyword arguments go to :func:`simulate_frame`. ``poses[i]`` is frame ``i``'s
     world_from_cam (4, 4) float64 (also in ``frames[i].meta["world_from_cam"]``).
     """
-    if n_frames < 1:
-        raise ValueError(f"n_frames must be >= 1, got {n_frames}")
+    n_frames = check_int("n_frames", n_frames, lo=1)
+    speed = check_number("speed", speed, unit="m/s")
+    rate_hz = check_number("rate_hz", rate_hz, gt=0, unit="frames per second")
+    start_s = check_number("start_s", start_s, unit="metres")
     if scene is None:
         scene = make_street_scene(seed, start=start_s - 40.0, length=max(220.0, speed * n_frames / rate_hz + 200.0))
     frames = []

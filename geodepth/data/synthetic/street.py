@@ -10,6 +10,7 @@ import math
 import numpy as np
 import torch
 
+from ..._checks import check_int, check_number
 from .scene import Scene, SceneBuilder
 
 __all__ = ["EGO_LANE_Y", "LANE_HALF_WIDTH", "ROAD_HALF_WIDTH", "make_street_scene"]
@@ -18,6 +19,16 @@ LANE_HALF_WIDTH = 3.5  #: driving lanes span |y| <= 3.5 (two lanes of 3.5 m)
 ROAD_HALF_WIDTH = 5.0  #: plus 1.5 m parking strips; kerbs at |y| = 5
 EGO_LANE_Y = -1.75
 _SIDEWALK = 3.0
+#: longest street, metres (100 km). The scene grows with it: about 2,200 primitives per km at density 1
+#: (22,000 per km at density 10), so the bound keeps a scene under about a million primitives and its
+#: generation under half a minute; an infinite length would loop forever.
+MAX_LENGTH = 1e5
+#: highest density. Parking places and the ego lane are full from about 1.5 on; poles, trees and
+#: pedestrians keep growing (poles every (6..16) / density metres: about a metre apart at 10), and a
+#: huge density (1e9) would loop practically forever placing poles.
+MAX_DENSITY = 10.0
+#: largest |start|, metres (as the sensors' ``MAX_COORD``)
+MAX_START = 1e9
 
 _CAR_COLOURS = [(0.75, 0.75, 0.78), (0.1, 0.1, 0.12), (0.55, 0.08, 0.07), (0.12, 0.22, 0.5), (0.85, 0.85, 0.82),
                 (0.35, 0.36, 0.38), (0.2, 0.35, 0.22), (0.7, 0.55, 0.2)]
@@ -59,9 +70,12 @@ def make_street_scene(seed: int = 0, *, length: float = 220.0, start: float = -4
     """A random street: road with lane markings, kerbs, sidewalks, facades, cars, poles, signs, trees, people.
 
     Args:
-        seed: the random seed; the same seed gives the same scene.
-        length: length of the street along ``x`` in metres, starting at ``start``.
-        density: scales the number of cars, poles, trees and pedestrians.
+        seed: the random seed, an int >= 0; the same seed gives the same scene.
+        length: length of the street along ``x`` in metres, starting at ``start``: finite, in
+            (0, :data:`MAX_LENGTH`].
+        start: where the street starts along ``x``, metres (finite, ``|start| <= 1e9``).
+        density: scales the number of cars, poles, trees and pedestrians: finite, in
+            [0, :data:`MAX_DENSITY`].
         moving: whether some cars and pedestrians move (``Scene.velocity``).
     Returns:
         a :class:`~geodepth.data.synthetic.scene.Scene` (world frame, see module docstring).
@@ -71,7 +85,18 @@ def make_street_scene(seed: int = 0, *, length: float = 220.0, start: float = -4
         >>> len(s) == len(make_street_scene(3)) and bool((s.box_center == make_street_scene(3).box_center).all())
         True
     """
-    rng = np.random.default_rng(int(seed))
+    seed = check_int("seed", seed, lo=0)
+    length = check_number("length", length, gt=0, unit="metres")
+    if length > MAX_LENGTH:
+        raise ValueError(f"length must be <= {MAX_LENGTH:g} metres (about {int(MAX_LENGTH * 2.2):,} primitives at "
+                         f"density 1), got {length!r}")
+    start = check_number("start", start, unit="metres")
+    if abs(start) > MAX_START:
+        raise ValueError(f"start must be within +-{MAX_START:g} metres, got {start!r}")
+    density = check_number("density", density, ge=0)
+    if density > MAX_DENSITY:
+        raise ValueError(f"density must be <= {MAX_DENSITY:g} (objects about a metre apart), got {density!r}")
+    rng = np.random.default_rng(seed)
     b = SceneBuilder()
     x0, x1 = float(start), float(start) + float(length)
     cx = 0.5 * (x0 + x1)

@@ -6,8 +6,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..._checks import check_int, check_number
 from .sensors import SENSORS
-from .simulate import simulate_frame
+from .simulate import _check_frame_args, simulate_frame
+from .street import MAX_LENGTH
 
 __all__ = ["simulate_to_folder"]
 
@@ -51,12 +53,21 @@ def simulate_to_folder(out_dir, *, frames: int, sensor: str = "hdl64", seed: int
     import yaml
     from PIL import Image
 
-    if int(frames) < 1:
-        raise ValueError(f"frames must be >= 1, got {frames}")
-    if sensor not in SENSORS:
+    frames = check_int("frames", frames, lo=1)
+    if not isinstance(sensor, str) or sensor not in SENSORS:
         raise ValueError(f"sensor must be one of {sorted(SENSORS)}, got {sensor!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}")
+    speed = check_number("speed", speed, unit="m/s")
+    rate_hz = check_number("rate_hz", rate_hz, gt=0, unit="frames per second")
+    length = max(220.0, speed * frames / rate_hz + 200.0)  # the street the drive needs
+    if length > MAX_LENGTH:
+        raise ValueError(f"the drive needs a {length:g} m street (speed * frames / rate_hz + 200 m), longer than "
+                         f"{MAX_LENGTH:g} m: got speed={speed!r}, frames={frames}, rate_hz={rate_hz!r}")
+    # every frame's arguments (the last one's ego_s and time are the largest), before anything is written
+    _check_frame_args(seed=seed, sensor=sensor, ego_s=speed * (frames - 1) / rate_hz, time=(frames - 1) / rate_hz,
+                      speed=speed, rate_hz=rate_hz, camera=camera, T_cam_from_lidar=None, gt=gt,
+                      semidense_frames=5, dtype=torch.float32)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a folder")
@@ -73,7 +84,7 @@ def simulate_to_folder(out_dir, *, frames: int, sensor: str = "hdl64", seed: int
     pose_lines = []
     from .street import make_street_scene
 
-    scene = make_street_scene(seed, start=-40.0, length=max(220.0, speed * frames / rate_hz + 200.0))
+    scene = make_street_scene(seed, start=-40.0, length=length)
     for i in it:
         t = i / rate_hz
         f = simulate_frame(scene, seed=seed, sensor=sensor, ego_s=speed * t, time=t, speed=speed, rate_hz=rate_hz,
