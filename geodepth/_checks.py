@@ -6,20 +6,21 @@ NaN result.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["check_int", "check_number"]
+__all__ = ["check_int", "check_number", "check_options"]
 
 
 def check_number(name: str, val: Any, *, gt: float | None = None, ge: float | None = None,
-                 allow_inf: bool = False, unit: str = "") -> float:
+                 allow_inf: bool = False, unit: str = "", abs_max: float | None = None) -> float:
     """``val`` as a float if it is a real number (a Python / numpy number or a 0-d tensor) that is
-    finite (or +inf with ``allow_inf``) and ``> gt`` / ``>= ge``; else ValueError naming ``name``.
-    ``unit`` (e.g. ``"metres"``) is added to the message."""
+    finite (or +inf with ``allow_inf``), ``> gt`` / ``>= ge`` and at most ``abs_max`` in magnitude;
+    else ValueError naming ``name``. ``unit`` (e.g. ``"metres"``) is added to the message."""
     bound = f" > {gt:g}" if gt is not None else f" >= {ge:g}" if ge is not None else ""
     what = f"a {'number' if allow_inf else 'finite number'}{bound}" + (f" ({unit})" if unit else "")
     if val is None or isinstance(val, (str, bytes, bool, np.bool_)):
@@ -33,6 +34,8 @@ def check_number(name: str, val: Any, *, gt: float | None = None, ge: float | No
     ok = (math.isfinite(v) or (allow_inf and v == math.inf)) and (gt is None or v > gt) and (ge is None or v >= ge)
     if not ok:
         raise ValueError(f"{name} must be {what}, got {val!r}")
+    if abs_max is not None and abs(v) > abs_max:
+        raise ValueError(f"{name} must be within +-{abs_max:g}" + (f" {unit}" if unit else "") + f", got {val!r}")
     return v
 
 
@@ -45,3 +48,15 @@ def check_int(name: str, val: Any, *, lo: int | None = None, hi: int | None = No
             or (lo is not None and val < lo) or (hi is not None and val > hi)):
         raise ValueError(f"{name} must be an int{rng}, got {val!r}")
     return int(val)
+
+
+def check_options(owner: str, fn: Callable, opts: dict, fixed: tuple[str, ...] = (), fixed_by: str = "it") -> None:
+    """ValueError unless every key of ``opts`` is a keyword-only parameter of ``fn`` that ``owner``
+    leaves to the caller (``fixed``: set by ``owner`` itself, e.g. knn_idw's weighting, or
+    changing what ``fn`` returns); the message lists the valid ones."""
+    params = inspect.signature(fn).parameters
+    allowed = sorted(n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and n not in fixed)
+    for name in opts:
+        if name not in allowed:
+            why = f"is fixed by {fixed_by}" if name in fixed else f"is not an option of {fn.__name__}"
+            raise ValueError(f"{owner}: {name!r} {why}; its options are {', '.join(allowed)}")

@@ -219,7 +219,7 @@ def test_street_accepts_edge_values():
     ((2,), {"camera": "kitti"}, "camera must be a PinholeCamera"),
     ((2,), {"dtype": torch.int64}, "dtype must be"),
     ((2,), {"foo": 1}, "'foo' is not an option of simulate_frame; its options are"),
-    ((2,), {"ego_s": 1.0}, "'ego_s' is set by the dataset"),
+    ((2,), {"ego_s": 1.0}, "'ego_s' is fixed by the dataset"),
     ((2,), {"speed": NAN}, "speed must be a finite number"),
     ((2,), {"semidense_frames": -1}, "semidense_frames must be an int"),
     ((2,), {"T_cam_from_lidar": torch.zeros(4, 4)}, "T_cam_from_lidar is not a rigid"),

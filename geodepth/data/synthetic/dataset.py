@@ -6,7 +6,7 @@ import inspect
 import torch
 from torch.utils.data import Dataset
 
-from ..._checks import check_int
+from ..._checks import check_int, check_options
 from ...io.frame import Frame
 from .simulate import _check_frame_args, simulate_frame
 from .street import make_street_scene
@@ -55,12 +55,8 @@ class SyntheticDepthDataset(Dataset):
                  device=None, dtype=torch.float32, **kwargs) -> None:
         self.length = check_int("length", length, lo=0)
         seed = check_int("seed", seed, lo=0, hi=2**32 - 1)  # as simulate_to_folder; item seeds stay in 64 bits
+        check_options("SyntheticDepthDataset", simulate_frame, kwargs, _FIXED, fixed_by="the dataset")
         params = inspect.signature(simulate_frame).parameters
-        allowed = sorted(n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and n not in _FIXED)
-        for name in kwargs:
-            if name not in allowed:
-                why = "is set by the dataset" if name in _FIXED else "is not an option of simulate_frame"
-                raise ValueError(f"SyntheticDepthDataset: {name!r} {why}; its options are {', '.join(allowed)}")
         # the values simulate_frame will get (the largest ego_s, time and seed it draws), checked now
         args = {n: p.default for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
         args.update(kwargs, seed=seed * _SEED_STRIDE + max(self.length - 1, 0), sensor=sensor, ego_s=_MAX_EGO_S,

@@ -169,12 +169,8 @@ def ego_world_from_lidar(s: float, *, height: float = KITTI_LIDAR_HEIGHT) -> Ten
     """(4, 4) float64 pose of the LiDAR after driving ``s`` metres along the ego lane (gentle weave).
 
     ``s``: finite, within +-:data:`MAX_COORD`; ``height``: finite, metres above the road."""
-    s = check_number("s", s, unit="metres")
-    if abs(s) > MAX_COORD:
-        raise ValueError(f"s must be within +-{MAX_COORD:g} metres, got {s!r}")
-    height = check_number("height", height, unit="metres")
-    if abs(height) > MAX_COORD:
-        raise ValueError(f"height must be within +-{MAX_COORD:g} metres, got {height!r}")
+    s = check_number("s", s, unit="metres", abs_max=MAX_COORD)
+    height = check_number("height", height, unit="metres", abs_max=MAX_COORD)
     y = EGO_LANE_Y + 0.25 * math.sin(s / 25.0)
     yaw = math.atan(0.01 * math.cos(s / 25.0))
     c, sn = math.cos(yaw), math.sin(yaw)
@@ -456,12 +452,8 @@ def _check_frame_args(*, seed, sensor, ego_s, time, speed, rate_hz, camera, T_ca
         raise ValueError(f"gt must be 'dense' or 'semidense', got {gt!r}")
     seed = check_int("seed", seed, lo=0)
     spec = _spec(sensor)
-    ego_s = check_number("ego_s", ego_s, unit="metres")
-    if abs(ego_s) > MAX_COORD:
-        raise ValueError(f"ego_s must be within +-{MAX_COORD:g} metres, got {ego_s!r}")
-    time = check_number("time", time, unit="seconds")
-    if abs(time) > MAX_TIME:
-        raise ValueError(f"time must be within +-{MAX_TIME:g} seconds, got {time!r}")
+    ego_s = check_number("ego_s", ego_s, unit="metres", abs_max=MAX_COORD)
+    time = check_number("time", time, unit="seconds", abs_max=MAX_TIME)
     speed = check_number("speed", speed, unit="m/s")
     rate_hz = check_number("rate_hz", rate_hz, gt=0, unit="frames per second")
     semidense_frames = check_int("semidense_frames", semidense_frames, lo=0, hi=MAX_SEMIDENSE_FRAMES)

@@ -18,11 +18,11 @@ input's device. Use :func:`complete_classical`, or the registry in
 """
 from __future__ import annotations
 
-import inspect
 from typing import Callable
 
 import torch
 
+from ..._checks import check_options
 from .ipbasic import _as_depth, fill_in_fast, fill_in_multiscale, use_compiled
 from .knn_fill import knn_fill
 from .nearest import nearest_fill
@@ -41,14 +41,7 @@ def _points_uvz(points_uvz, points_cam, camera):
 
 
 def _check_options(method: str, fn: Callable, opts: dict, fixed: tuple[str, ...]) -> None:
-    """ValueError unless every option is a keyword of ``fn`` that the method leaves to the caller
-    (``fixed``: set by the method itself, e.g. knn_idw's weighting, or changing what it returns)."""
-    params = inspect.signature(fn).parameters
-    allowed = sorted(n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and n not in fixed)
-    for name in opts:
-        if name not in allowed:
-            why = "is fixed by the method" if name in fixed else "is not an option of it"
-            raise ValueError(f"method {method!r}: {name!r} {why}; its options are {', '.join(allowed)}")
+    check_options(f"method {method!r}", fn, opts, fixed, fixed_by="the method")
 
 
 def _ipbasic_fast(sparse_depth, *, image=None, camera=None, points_cam=None, points_uvz=None, **opts):

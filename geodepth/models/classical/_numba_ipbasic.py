@@ -20,15 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-try:
-    import numba
-    from numba import njit, prange
-except ImportError:  # optional dependency: keep the module importable (doctest collection)
-    numba = None
-    prange = range
-
-    def njit(*args, **kwargs):
-        return lambda fn: fn
+from ..._numba import njit, prange, threads
 
 __all__ = ["THREADS", "fill_in_fast_numba"]
 
@@ -441,12 +433,8 @@ def fill_in_fast_numba(d: np.ndarray, max_depth: float, rects, shifts, extrapola
     the finished depth map is returned; otherwise the inverted depths after the median (the
     caller applies the bilateral filter and the inversion).
     """
-    prev = numba.get_num_threads()
-    numba.set_num_threads(min(THREADS, numba.config.NUMBA_NUM_THREADS))
-    try:
+    with threads(THREADS):
         return _fill(d, np.float32(max_depth), rects, shifts, extrapolate, gaussian)
-    finally:
-        numba.set_num_threads(prev)
 
 
 def _fill(d, md, rects, shifts, extrapolate, gaussian):

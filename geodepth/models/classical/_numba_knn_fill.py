@@ -29,15 +29,7 @@ import math
 
 import numpy as np
 
-try:
-    import numba
-    from numba import njit, prange
-except ImportError:  # optional dependency: keep the module importable (doctest collection)
-    numba = None
-    prange = range
-
-    def njit(*args, **kwargs):
-        return lambda fn: fn
+from ..._numba import njit, prange, threads
 
 __all__ = ["THREADS", "TILE", "cell_size", "knn_fill_numba"]
 
@@ -292,12 +284,7 @@ def knn_fill_numba(uv: np.ndarray, z: np.ndarray, image: np.ndarray | None, H: i
     out = np.empty((H, W), np.float32)
     conf = np.empty((H, W), np.float32)
     s = cell_size(n, H, W, k)
-    prev = numba.get_num_threads()
-    if THREADS is not None:
-        numba.set_num_threads(max(1, min(THREADS, numba.config.NUMBA_NUM_THREADS)))
-    try:
+    with threads(THREADS):
         _fill(u, v, z, pcol, img, H, W, k, s, idw, float(power), float(eps), float(sigma_space),
               float(sigma_color), rmax, max_sq, out, conf)
-    finally:
-        numba.set_num_threads(prev)
     return out, conf

@@ -11,15 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-try:
-    import numba
-    from numba import njit, prange
-except ImportError:  # optional dependency: keep the module importable (doctest collection)
-    numba = None
-    prange = range
-
-    def njit(*args, **kwargs):
-        return lambda fn: fn
+from ..._numba import njit, prange, threads
 
 __all__ = ["THREADS", "nearest_index_numba"]
 
@@ -72,13 +64,8 @@ def _keys(valid):
 
 def nearest_index_numba(valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For a boolean (H, W) mask: (src, d2), both (H, W) int64, as ``_nearest_index`` returns."""
-    prev = numba.get_num_threads()
-    if THREADS is not None:
-        numba.set_num_threads(max(1, min(THREADS, numba.config.NUMBA_NUM_THREADS)))
-    try:
+    with threads(THREADS):
         best = _keys(np.ascontiguousarray(valid, dtype=np.bool_))
-    finally:
-        numba.set_num_threads(prev)
     n = valid.shape[0] * valid.shape[1]
     none = best == _NONE
     d2 = np.where(none, 0, best // n)

@@ -39,6 +39,7 @@ from ._morph import (
     set_compiled,
 )
 from ..._checks import check_number
+from ..._numba import available
 from ._threads import cpu_single_threaded
 
 __all__ = [
@@ -221,11 +222,7 @@ _BACKENDS = ("auto", "numba", "torch")
 
 
 def _numba_importable() -> bool:
-    try:
-        import numba  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return available()
 
 
 def _use_numba(backend: str, d: torch.Tensor) -> bool:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..._checks import check_int, check_number
+from ..._numba import available
 from .ipbasic import _as_depth
 
 __all__ = ["knn_fill"]
@@ -47,11 +48,9 @@ def _use_numba(backend: str, dev: torch.device) -> bool:
         if backend == "numba":
             raise ValueError(f"backend='numba' runs on CPU tensors only, got {dev}")
         return False
-    try:
-        import numba  # noqa: F401
-    except ImportError:
+    if not available():
         if backend == "numba":
-            raise ValueError("backend='numba' needs numba (pip install numba)") from None
+            raise ValueError("backend='numba' needs numba (pip install numba)")
         return False
     return True
 

@@ -24,13 +24,7 @@ from torch import Tensor
 
 from ._ragged import run_ragged
 
-try:
-    from numba import njit, prange
-except ImportError:  # optional dependency: keep the module importable (doctest collection)
-    prange = range
-
-    def njit(*args, **kwargs):
-        return lambda fn: fn
+from geodepth._numba import available, njit, prange
 
 __all__ = ["grid_available", "grid_knn"]
 
@@ -47,11 +41,7 @@ _QUERY_GROW = 8.0  # ... which may grow the points' cell at most this much
 
 def grid_available() -> bool:
     """Whether numba is importable."""
-    try:
-        import numba  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return available()
 
 
 @njit(cache=True)
