@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["check_int", "check_number", "check_options"]
+__all__ = ["check_int", "check_number", "check_options", "check_size"]
 
 
 def check_number(name: str, val: Any, *, gt: float | None = None, ge: float | None = None,
@@ -60,3 +60,19 @@ def check_options(owner: str, fn: Callable, opts: dict, fixed: tuple[str, ...] =
         if name not in allowed:
             why = f"is fixed by {fixed_by}" if name in fixed else f"is not an option of {fn.__name__}"
             raise ValueError(f"{owner}: {name!r} {why}; its options are {', '.join(allowed)}")
+
+
+def check_size(size: Any, name: str = "size") -> tuple[int, int]:
+    """An image size ``(H, W)`` of two positive whole numbers (ints, or floats / 0-d tensors with
+    whole values; not bools); else ValueError naming ``name``."""
+    try:
+        h, w = size
+        hw = tuple(int(v) for v in (h, w))
+        whole = all(not isinstance(v, (bool, np.bool_)) and v == i for v, i in zip((h, w), hw))
+    except (TypeError, ValueError, RuntimeError):
+        whole = False
+    if not whole:
+        raise ValueError(f"{name} must be (H, W), two whole numbers of pixels, got {size!r}")
+    if hw[0] <= 0 or hw[1] <= 0:
+        raise ValueError(f"{name} must be positive, got {hw}")
+    return hw

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from geodepth._checks import check_int, check_number
+from geodepth._checks import check_int, check_number, check_size
 
 
 @pytest.mark.parametrize("val", [2, 2.5, np.float32(2.5), np.int64(3), torch.tensor(2.5), np.array(1.5)])
@@ -41,3 +41,13 @@ def test_ints():
             check_int("k", bad, lo=1, hi=8)
     with pytest.raises(ValueError, match="n must be an int >= 2"):
         check_int("n", 1, lo=2)
+
+
+def test_sizes():
+    assert check_size((375, 1242)) == (375, 1242)
+    assert check_size((np.int64(4), 5.0)) == (4, 5)
+    for bad in ((8.7, 10), (True, True), (4,), "ab", None, (4, 5, 6)):
+        with pytest.raises(ValueError, match=r"size must be \(H, W\), two whole numbers"):
+            check_size(bad)
+    with pytest.raises(ValueError, match="size must be positive"):
+        check_size((0, 5))

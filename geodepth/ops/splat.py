@@ -14,6 +14,8 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
+from geodepth._checks import check_size
+
 from ._dispatch import use_triton
 
 __all__ = ["Splat", "splat"]
@@ -138,12 +140,7 @@ def splat(uv: Tensor, values: Tensor, size: tuple[int, int], reduce: str = "sum"
         raise ValueError(f"values must be floating point, got {values.dtype}")
     if values.device != uv.device:
         raise ValueError(f"values are on {values.device} but uv is on {uv.device}")
-    try:
-        H, W = (int(s) for s in size)
-    except (TypeError, ValueError):
-        raise ValueError(f"size must be (H, W), got {size!r}") from None
-    if H <= 0 or W <= 0:
-        raise ValueError(f"size must be positive, got {(H, W)}")
+    H, W = check_size(size)
     if reduce not in _REDUCES:
         raise ValueError(f"reduce must be one of {_REDUCES}, got {reduce!r}")
     if depth is not None:

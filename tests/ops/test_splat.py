@@ -169,6 +169,8 @@ def test_errors():
         splat(uv, values, (0, 7))
     with pytest.raises(ValueError, match=r"size must be \(H, W\)"):
         splat(uv, values, 5)
+    with pytest.raises(ValueError, match="two whole numbers"):  # (8.7, 10.2) was truncated to (8, 10)
+        splat(uv, values, (8.7, 10.2))
     with pytest.raises(ValueError, match="depth is only used by reduce"):
         splat(uv, values, (5, 7), "sum", depth=depth)
     bad = uv.clone()

@@ -29,7 +29,7 @@ import math
 import numpy as np
 import torch
 
-from ..._checks import check_int, check_number
+from ..._checks import check_int, check_number, check_size
 from ..._numba import available
 from .ipbasic import _as_depth
 
@@ -172,12 +172,7 @@ def knn_fill(
         H, W = int(image.shape[-2]), int(image.shape[-1])
         dev = image.device
     elif size is not None:
-        try:
-            H, W = (int(v) for v in size)
-        except (TypeError, ValueError):
-            raise ValueError(f"size must be (H, W), got {size!r}") from None
-        if H <= 0 or W <= 0:
-            raise ValueError(f"size must be positive, got {(H, W)}")
+        H, W = check_size(size)
         dev = points_uvz.device if points_uvz is not None else torch.device("cpu")
     else:
         raise ValueError("give depth, image or size to fix the output size")
