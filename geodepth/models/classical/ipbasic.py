@@ -192,7 +192,7 @@ def fill_in_fast(
     _check_blur(blur_type)
     d = _as_depth(depth)
     max_depth = _check_max_depth(d, max_depth)
-    if _use_numba(backend, d):
+    if _use_numba(backend, d.device):
         return _fill_in_fast_numba(d, max_depth, custom_kernel, extrapolate, blur_type)
     d = _invert(d, max_depth)
     ranked = _to_ranks(d) if d.device.type == "cpu" else None
@@ -221,20 +221,16 @@ def fill_in_fast(
 _BACKENDS = ("auto", "numba", "torch")
 
 
-def _numba_importable() -> bool:
-    return available()
-
-
-def _use_numba(backend: str, d: torch.Tensor) -> bool:
+def _use_numba(backend: str, dev: torch.device) -> bool:
+    """Whether a classical method with a numba backend runs it for tensors on ``dev``: CPU only
+    (other devices take torch), numba must be importable for ``backend='numba'``."""
     if backend not in _BACKENDS:
         raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
-    if backend == "torch" or d.device.type != "cpu":
+    if backend == "torch" or dev.type != "cpu":
         return False
-    if backend == "numba":
-        if not _numba_importable():
-            raise ValueError("backend='numba' needs numba (pip install numba)")
-        return True
-    return _numba_importable()
+    if backend == "numba" and not available():
+        raise ValueError("backend='numba' needs numba (pip install numba)")
+    return available()
 
 
 def _fill_in_fast_numba(d, max_depth, kernel, extrapolate, blur_type) -> torch.Tensor:

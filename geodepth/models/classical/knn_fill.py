@@ -30,29 +30,21 @@ import numpy as np
 import torch
 
 from ..._checks import check_int, check_number, check_size
-from ..._numba import available
-from .ipbasic import _as_depth
+from .ipbasic import _BACKENDS, _as_depth
+from .ipbasic import _use_numba as _use_numba_ipbasic
 
 __all__ = ["knn_fill"]
 
 _WEIGHTINGS = ("idw", "bilateral")
-_BACKENDS = ("auto", "numba", "torch")
 _MAX_K = 4096  # neighbours per pixel
 
 
 def _use_numba(backend: str, dev: torch.device) -> bool:
-    """Whether a classical method with a numba backend (knn_fill, nearest_fill) takes it."""
-    if backend not in _BACKENDS:
-        raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
-    if backend == "torch" or dev.type != "cpu":
-        if backend == "numba":
-            raise ValueError(f"backend='numba' runs on CPU tensors only, got {dev}")
-        return False
-    if not available():
-        if backend == "numba":
-            raise ValueError("backend='numba' needs numba (pip install numba)")
-        return False
-    return True
+    """IP-Basic's backend choice, except that ``backend='numba'`` on a non-CPU tensor is an error
+    (knn_fill and nearest_fill have no silent fallback)."""
+    if backend == "numba" and dev.type != "cpu":
+        raise ValueError(f"backend='numba' runs on CPU tensors only, got {dev}")
+    return _use_numba_ipbasic(backend, dev)
 
 
 # float type of the torch path's CPU search coordinates: float64 gives the numba backend's

@@ -15,6 +15,7 @@ import torch
 from ..._checks import check_number
 from ._threads import cpu_single_threaded
 from .ipbasic import _as_depth
+from .knn_fill import _use_numba
 
 __all__ = ["nearest_fill"]
 
@@ -70,12 +71,6 @@ def nearest_fill(
     if return_distance:
         return out[None], dist[None]
     return out[None]
-
-
-def _use_numba(backend: str, dev: torch.device) -> bool:
-    from .knn_fill import _use_numba as use
-
-    return use(backend, dev)
 
 
 def _nearest_index(valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
