@@ -62,9 +62,9 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def exact_cpu_knn2d(monkeypatch):
-    """knn_fill's CPU runs on the torch path with its search in float32 (ties at the k-th distance
-    to the smaller index), as on CUDA, instead of the numba backend (float64): the CUDA path is
-    then compared with a CPU run on the same neighbours."""
+    """knn_fill's CPU runs the CUDA path's algorithm: the torch path with its search in float32
+    (refined to the float64 lists for continuous points, see ``knn_fill._knn2d``) instead of the
+    numba backend: the CUDA path is then compared with a CPU run of the same steps."""
     import importlib
 
     kf = importlib.import_module("geodepth.models.classical.knn_fill")

@@ -19,8 +19,9 @@ The neighbours are exact, and among points exactly as far as the k-th the smalle
 is kept (point order: ``points_uvz``'s rows, or the depth map's valid pixels in row-major
 order), on every backend: on CPU a numba-compiled pixel-tile search fused with the weighting
 (:mod:`._numba_knn_fill`) where numba is installed, else ``geodepth.ops.knn`` and torch (both
-float64, so the same lists); on CUDA ``geodepth.ops.knn``'s Triton search in float32 (the same
-lists for pixel-centre points, whose distances float32 holds exactly).
+float64, so the same lists); on CUDA ``geodepth.ops.knn``'s Triton search in float32, exact as it
+is for pixel-centre points and refined to the float64 lists for continuous ones (re-ranking, a
+rounding-error proof, a float64 re-search of the rows it cannot prove: :func:`_knn2d_refined`).
 """
 from __future__ import annotations
 
@@ -48,29 +49,95 @@ def _use_numba(backend: str, dev: torch.device) -> bool:
 
 
 # float type of the torch path's CPU search coordinates: float64 gives the numba backend's
-# neighbour lists; tests set float32 to reproduce the CUDA search (float32 on the device)
+# neighbour lists directly; tests set float32 to run the CUDA path's search (float32, refined to
+# the float64 lists, see _knn2d_refined) on the CPU
 _CPU_FLOAT = torch.float64
+
+# candidates beyond k that the float32 search keeps for the float64 re-ranking
+_EXTRA = 4
+_U32 = 2.0 ** -24  # float32 unit roundoff
 
 
 def _knn2d(query: torch.Tensor, points: torch.Tensor, k: int,
-           max_sqdist: float = float("inf")) -> tuple[torch.Tensor, torch.Tensor]:
-    """K nearest ``points`` (N, 2) float for each ``query`` (M, 2): ``(sqdist (M, k) float64, idx
-    (M, k) int64)``, ascending, ties at the k-th distance to the smaller index, -1 / inf where
-    fewer than k points: ``geodepth.ops.knn`` on the points lifted to z = 0 (CUDA: our Triton
-    search in float32; CPU: in :data:`_CPU_FLOAT`). ``max_sqdist``: the caller drops neighbours
-    beyond it; bounded backends (Triton, numba grid) stop searching once their cells cover it,
-    others return the unbounded lists (the caller's mask makes them equal)."""
+           max_sqdist: float = float("inf"), lattice: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """K nearest ``points`` (N, 2) float64 for each ``query`` (M, 2) float64: ``(sqdist (M, k)
+    float64, idx (M, k) int64)``, ascending, ties at the k-th distance to the smaller index, -1 /
+    inf where fewer than k points: the float64 lists, on every device. CPU: ``geodepth.ops.knn``
+    in :data:`_CPU_FLOAT` (float64). CUDA: our Triton search in float32, refined to the float64
+    lists (:func:`_knn2d_refined`); for ``lattice`` input (pixel centres on both sides, the depth
+    map's valid pixels) in images under 2896 pixels a side, float32 holds every squared
+    distance exactly and the float32 lists are the float64 ones as they are. ``max_sqdist``: the
+    caller drops neighbours beyond it; bounded backends (Triton, numba grid) stop searching once
+    their cells cover it, others return the unbounded lists (the caller's mask makes them equal)."""
     M, N = query.shape[0], points.shape[0]
     dev = query.device
     kk = min(k, N)
-    if kk > 0:
-        sq, idx = _knn2d_exact(query, points, kk, max_sqdist, torch.float32 if query.is_cuda else _CPU_FLOAT)
-    else:
+    f32 = query.is_cuda or _CPU_FLOAT == torch.float32
+    if kk == 0:
         sq = torch.empty(M, 0, dtype=torch.float64, device=dev)
         idx = torch.empty(M, 0, dtype=torch.int64, device=dev)
+    elif not f32:
+        sq, idx = _knn2d_exact(query, points, kk, max_sqdist, _CPU_FLOAT)
+    elif lattice and _lattice_exact32(query, points):
+        sq, idx = _knn2d_exact(query, points, kk, max_sqdist, torch.float32)
+    else:
+        sq, idx = _knn2d_refined(query, points, kk, max_sqdist)
     if kk < k:
         sq = torch.cat([sq, torch.full((M, k - kk), float("inf"), dtype=sq.dtype, device=dev)], 1)
         idx = torch.cat([idx, torch.full((M, k - kk), -1, dtype=torch.int64, device=dev)], 1)
+    return sq, idx
+
+
+def _lattice_exact32(query: torch.Tensor, points: torch.Tensor) -> bool:
+    """Pixel-centre coordinates (integer + 0.5) below 2**11.5 on both sides: every coordinate,
+    difference, square and sum of two squares (< 2**24) is exact in float32."""
+    lim = 2896.0  # 2 * 2896**2 < 2**24
+    return all(float(a.abs().max()) < lim if a.numel() else True for a in (query, points))
+
+
+def _knn2d_refined(query: torch.Tensor, points: torch.Tensor, k: int,
+                   max_sqdist: float = float("inf")) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float64 lists of :func:`_knn2d_exact` (``dtype=float64``) from a float32 search: the
+    ``k + _EXTRA`` float32 nearest, re-ranked by their float64 distances (ties to the smaller
+    index), are the float64 k nearest where a bound on float32's rounding proves that no point
+    outside them can come closer than the k-th; the rows it cannot prove (near-exact ties between
+    the k-th and the last candidate) are searched again in float64. ``k <= N``.
+
+    The bound: rounding the coordinates to float32 moves a pair's difference vector by at most
+    ``e = sqrt(2) u (max|q| + max|p|)`` (u = 2**-24), and the float32 squared distance of that
+    vector carries at most 4 roundings (taken as 8), so a float32 distance ``s`` means a true
+    distance of at least ``sqrt(s / (1 + 8u)) - e``.
+    """
+    N = points.shape[0]
+    m = min(k + _EXTRA, N)
+    qmax = float(query.abs().max()) if query.numel() else 0.0
+    pmax = float(points.abs().max())
+    e = math.sqrt(2.0) * _U32 * (qmax + pmax)
+    rel = 8 * _U32
+    bound = max_sqdist
+    if math.isfinite(bound):  # every point within max_sqdist (float64) is within this (float32)
+        bound = (math.sqrt(bound) + e) ** 2 * (1 + rel)
+    sq32, cand = _knn2d_exact(query, points, m, bound, torch.float32)
+    valid = cand >= 0
+    p = points[cand.clamp(min=0)]  # (M, m, 2)
+    dx = query[:, None, 0] - p[..., 0]
+    dy = query[:, None, 1] - p[..., 1]
+    d64 = torch.where(valid, dx * dx + dy * dy, math.inf)  # as geodepth.ops.knn in float64
+    # order by (distance, index): by index first, then a stable sort by distance
+    o = torch.argsort(torch.where(valid, cand, N), dim=1, stable=True)
+    d64, cand = d64.gather(1, o), cand.gather(1, o)
+    o = torch.argsort(d64, dim=1, stable=True)
+    d64, cand = d64.gather(1, o), cand.gather(1, o)
+    sq, idx = d64[:, :k].contiguous(), cand[:, :k].contiguous()
+    if m == N:  # every point was a candidate
+        return sq, idx
+    # a full candidate list must prove its k-th; a list cut short by the bound holds every point
+    # within it (and the caller drops the farther ones)
+    last = sq32[:, m - 1]
+    lower = (torch.sqrt((last - 1e-37).clamp(min=0) / (1 + rel)) - e).clamp(min=0) ** 2 * (1 - 1e-15)
+    redo = torch.nonzero((sq32[:, m - 1].isfinite()) & ~(sq[:, k - 1] < lower)).flatten()
+    if redo.numel():
+        sq[redo], idx[redo] = _knn2d_exact(query[redo], points, k, max_sqdist, torch.float64)
     return sq, idx
 
 
@@ -131,7 +198,7 @@ def knn_fill(
             torch), ``"numba"`` (CPU only) or ``"torch"``. Both find the neighbours exactly,
             ties at the k-th distance to the smaller point index: the numba backend with its own
             pixel-tile search in float64, the torch path through ``geodepth.ops.knn`` (float64
-            on CPU, so the same lists; float32 on CUDA, exact there for pixel-centre points).
+            on CPU; on CUDA a float32 search refined to the same float64 lists).
     Returns:
         ``(depth (1, H, W) float32, confidence (1, H, W) float32 in [0, 1])``, 0 where no
         estimate; on the input's device.
@@ -201,7 +268,8 @@ def knn_fill(
         return torch.from_numpy(o)[None], torch.from_numpy(c)[None]
     rr, cc = torch.meshgrid(torch.arange(H, device=dev), torch.arange(W, device=dev), indexing="ij")
     query = torch.stack([cc.flatten(), rr.flatten()], 1).to(torch.float64) + 0.5
-    sq, idx = _knn2d(query, uv, k, float("inf") if max_radius_px is None else max_radius_px * max_radius_px)
+    sq, idx = _knn2d(query, uv, k, float("inf") if max_radius_px is None else max_radius_px * max_radius_px,
+                     lattice=points_uvz is None)
     sq, idx = sq.to(dev), idx.to(dev)
     ok = idx >= 0
     if max_radius_px is not None:

@@ -239,3 +239,119 @@ def test_backend_errors():
     d[0, 1, 1] = 3.0
     with pytest.raises(ValueError, match="backend"):
         knn_fill(d, backend="opencv")
+
+
+# --- the CUDA path's search: float32 (Triton) refined to the float64 lists -------------------
+
+def _f64_lists(q, p, k, bound=float("inf")):
+    return knn_mod._knn2d_exact(q, p, k, bound, torch.float64)
+
+
+def _pixel_queries(H, W):
+    rr, cc = np.meshgrid(np.arange(H), np.arange(W), indexing="ij")
+    return torch.from_numpy(np.stack([cc.ravel() + 0.5, rr.ravel() + 0.5], 1).astype(np.float64))
+
+
+def _same_lists(got, want, bound=float("inf")):
+    """Equal (sqdist, idx) wherever the float64 neighbour lies within ``bound`` (beyond it the
+    caller drops neighbours, and a bounded search may return others there)."""
+    keep = want[0] <= bound
+    assert torch.equal(got[0][keep], want[0][keep]) and torch.equal(got[1][keep], want[1][keep])
+    assert bool((got[0][~keep] > bound).all())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize(("k", "bound"), [(1, float("inf")), (8, float("inf")), (8, 9.0), (16, 30.0)])
+def test_refined_float32_search_gives_the_float64_lists(seed, k, bound):
+    g = np.random.default_rng(seed)
+    p = torch.from_numpy(np.stack([g.random(400) * 613.7, g.random(400) * 187.3], 1))
+    q = _pixel_queries(40, 120) * torch.tensor([5.1, 4.7], dtype=torch.float64)
+    want = _f64_lists(q, p, k, bound)
+    _same_lists(knn_mod._knn2d_refined(q, p, k, bound), want, bound)
+
+
+def test_refined_search_reranks_float32_ties():
+    """Two points one float32 apart from nothing: float32 ties them and keeps the smaller index,
+    float64 sees that the larger index is nearer."""
+    p = torch.tensor([[10.3, 5.7], [10.3 - 1e-9, 5.7], [40.0, 40.0]], dtype=torch.float64)
+    q = torch.tensor([[2.5, 5.5], [30.5, 5.5]], dtype=torch.float64)
+    sq32, i32 = knn_mod._knn2d_exact(q, p, 1, dtype=torch.float32)
+    assert i32[0, 0] == 0 and i32[1, 0] == 0  # float32: a tie, to the smaller index
+    sq, idx = knn_mod._knn2d_refined(q, p, 1)
+    assert idx.flatten().tolist() == [1, 0]  # float64: index 1 is nearer from the left
+    assert torch.equal(sq, _f64_lists(q, p, 1)[0])
+
+
+@pytest.mark.parametrize("x0", [10.3, 1003.3])  # far from the origin, coordinate rounding dominates
+def test_refined_search_redoes_rows_it_cannot_prove(monkeypatch, x0):
+    """Ten points closer together than float32 can tell, the float64 nearest at the largest
+    indices: the k + _EXTRA float32 candidates (the smallest indices) miss them, the proof fails,
+    and those rows are searched again in float64. Eight queries, so that float32 rounds the
+    tied distance up for some (a proof without its rounding margin would accept those rows)."""
+    n = 10
+    x = x0 + (n - 1 - np.arange(n)) * 1e-9  # larger index: smaller x
+    far = x0 + np.array([290.0, 291.0, 292.0])
+    p = torch.from_numpy(np.stack([np.concatenate([x, far]), np.full(n + 3, 5.7)], 1))
+    qx = np.concatenate([x0 - 7.8 + np.arange(8) * 0.37, far[0] - np.array([49.8, 0.8])])
+    q = torch.from_numpy(np.stack([qx, np.full(len(qx), 5.5)], 1))
+    d32 = ((q.float()[:, None] - p.float()[None]) ** 2).sum(-1)[:8, 0].double()
+    d64 = ((q[:, None] - p[None]) ** 2).sum(-1)[:8, 0]
+    assert bool((d32 > d64).any()) and bool((d32 < d64).any())  # rounded up for some, down for others
+    calls = []
+    real = knn_mod._knn2d_exact
+
+    def spy(query, points, k, max_sqdist=float("inf"), dtype=torch.float32):
+        calls.append((query.shape[0], dtype))
+        return real(query, points, k, max_sqdist, dtype)
+
+    monkeypatch.setattr(knn_mod, "_knn2d_exact", spy)
+    got = knn_mod._knn2d_refined(q, p, 3)
+    want = real(q, p, 3, dtype=torch.float64)
+    assert got[1][:8].tolist() == [[9, 8, 7]] * 8 and torch.equal(got[1], want[1]) and torch.equal(got[0], want[0])
+    # one float32 search, then only the eight rows facing the cluster in float64 (the other two
+    # queries' three nearest, ``far``, are clear of it)
+    assert calls == [(10, torch.float32), (8, torch.float64)]
+
+
+def test_refined_search_keeps_points_float32_pushes_past_the_bound():
+    """A point within max_sqdist = 9 in float64 (squared distance 9 - 5e-6) whose float32
+    coordinates land beyond it (9 + 2**-20): the float32 search gets a bound widened by the
+    rounding error, so the point stays."""
+    q = torch.tensor([[1000.5, 0.5]], dtype=torch.float64)
+    p = torch.tensor([[1003.5 - 1e-6, 0.5 + 2.0 ** -10], [1010.5, 0.5]], dtype=torch.float64)
+    assert float(((q - p[:1]) ** 2).sum()) <= 9.0
+    assert float(((q.float() - p[:1].float()) ** 2).sum()) > 9.0
+    assert knn_mod._knn2d_exact(q, p, 1, 9.0, torch.float32)[1].item() == -1  # float32 alone loses it
+    sq, idx = knn_mod._knn2d_refined(q, p, 1, 9.0)
+    assert idx.item() == 0 and sq.item() == float(((q - p[:1]) ** 2).sum())
+
+
+@pytest.mark.parametrize("max_radius", [50.0, None])
+def test_cuda_search_path_on_kitti_points_matches_numba(exact_cpu_knn2d, max_radius):
+    """The CUDA path's algorithm (float32 search refined to float64, torch weighting) run on the
+    CPU with the projected KITTI points (continuous u, v): the same neighbours as the numba
+    backend's float64 search, so the depths agree to summation order."""
+    import geodepth
+
+    frame = geodepth.load_frame(geodepth.sample_dir())
+    uv, z = frame.camera.project(frame.points_cam)
+    uvz = torch.cat([uv, z[:, None]], 1)
+    H, W = frame.sparse_depth.shape[-2:]
+    q = _pixel_queries(H, W)
+    inside = (uvz[:, 2] > 0) & (uvz[:, 0] >= 0) & (uvz[:, 0] < W) & (uvz[:, 1] >= 0) & (uvz[:, 1] < H)
+    p = uvz[inside, :2].to(torch.float64)
+    bound = float("inf") if max_radius is None else max_radius ** 2
+    want = _f64_lists(q, p, 8, bound)
+    got = knn_mod._knn2d(q, p, 8, bound)  # float32 search: the fixture set _CPU_FLOAT as on CUDA
+    _same_lists(got, want, bound)
+    if max_radius is None:  # float32's own lists differ here (near-ties among far neighbours)
+        assert not torch.equal(knn_mod._knn2d_exact(q, p, 8, bound, torch.float32)[1], want[1])
+    a, ca = knn_fill(frame.sparse_depth, points_uvz=uvz, max_radius_px=max_radius, backend="torch")
+    assert int((a > 0).sum()) > 300_000
+    if "numba" in BACKENDS:  # the fixture turned knn_fill's numba choice off: call the backend
+        from geodepth.models.classical._numba_knn_fill import knn_fill_numba
+
+        b, cb = knn_fill_numba(p.numpy(), uvz[inside, 2].double().numpy(), None, H, W, 8, True, 2.0, 0.5,
+                               4.0, 0.1, max_radius)
+        np.testing.assert_allclose(a[0].numpy(), b, rtol=2e-7, atol=0)
+        np.testing.assert_allclose(ca[0].numpy(), cb, rtol=2e-7, atol=1e-7)
