@@ -355,3 +355,21 @@ def test_cuda_search_path_on_kitti_points_matches_numba(exact_cpu_knn2d, max_rad
                                4.0, 0.1, max_radius)
         np.testing.assert_allclose(a[0].numpy(), b, rtol=2e-7, atol=0)
         np.testing.assert_allclose(ca[0].numpy(), cb, rtol=2e-7, atol=1e-7)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("max_radius", [50.0, None])
+def test_cuda_points_match_the_cpu_float64_neighbours(max_radius):
+    """On the GPU, the projected KITTI points (continuous u, v): the refined float32 search gives
+    the float64 lists, so CUDA and the CPU backend (numba or torch, float64) agree to rounding."""
+    import geodepth
+
+    frame = geodepth.load_frame(geodepth.sample_dir())
+    uv, z = frame.camera.project(frame.points_cam)
+    uvz = torch.cat([uv, z[:, None]], 1)
+    kw = dict(points_uvz=uvz, image=frame.image, weighting="bilateral", max_radius_px=max_radius)
+    a, ca = knn_fill(frame.sparse_depth, **kw)
+    b, cb = knn_fill(frame.sparse_depth.cuda(), **{**kw, "points_uvz": uvz.cuda(), "image": frame.image.cuda()})
+    assert b.is_cuda and torch.equal(a > 0, b.cpu() > 0)
+    np.testing.assert_allclose(b.cpu().numpy(), a.numpy(), rtol=1e-6, atol=0)
+    np.testing.assert_allclose(cb.cpu().numpy(), ca.numpy(), rtol=1e-6, atol=1e-7)
