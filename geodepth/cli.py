@@ -31,25 +31,25 @@ def _check_out_dir(out: Path, names: list[str], overwrite: bool) -> None:
 def cmd_demo(args) -> int:
     from . import complete, load_frame
     from .metrics import kitti_metrics
+    from .models.completion import SAVE_NAMES
     from .viz import completion_figure
 
     out = Path(args.out)
-    names = ["depth.png", "depth_color.png", "points.ply", "figure.png", "metrics.json"]
-    _check_out_dir(out, names, args.overwrite)
+    _check_out_dir(out, [*SAVE_NAMES.values(), "figure.png", "metrics.json"], args.overwrite)
     frame = load_frame(_sample_dir(), camera=2)
     print(f"frame: {frame.name} (KITTI, CC BY-NC-SA 3.0), image {frame.camera.width}x{frame.camera.height}, "
           f"{frame.points_lidar.shape[0]} LiDAR points, "
           f"{int((frame.sparse_depth > 0).sum())} sparse depth pixels")
     res = complete(frame, method=args.method, device=args.device)
     print(f"method {res.method}: {res.seconds * 1e3:.1f} ms on {res.depth.device}")
-    res.save(out, overwrite=True)
+    paths = [*res.save(out, overwrite=True).values(), out / "figure.png", out / "metrics.json"]
     dense = res.depth.detach().cpu()
     m = kitti_metrics(dense, frame.gt_depth)
     completion_figure(out / "figure.png", image=frame.image, sparse=frame.sparse_depth, dense=dense,
                       gt=frame.gt_depth, overwrite=True, error_vmax=2.0)
     (out / "metrics.json").write_text(json.dumps({"method": res.method, "frame": frame.name, **m}, indent=2))
     print(_format_metrics(m))
-    print(f"wrote {', '.join(str(out / n) for n in names)}")
+    print(f"wrote {', '.join(str(p) for p in paths)}")
     return 0
 
 
@@ -80,6 +80,7 @@ def _load_single(args):
 
 def cmd_complete(args) -> int:
     from . import complete
+    from .models.completion import SAVE_NAMES
 
     if args.compiled:
         from .models.classical import use_compiled
@@ -96,8 +97,7 @@ def cmd_complete(args) -> int:
         raise CLIError("give --calib-dir DIR, --calib-file FILE or --intrinsics TXT")
     if args.lidar and not (args.calib_dir or args.calib_file):
         raise CLIError("--lidar needs the LiDAR-to-camera transform: give --calib-dir or --calib-file")
-    names = ["depth.png", "depth_color.png", "points.ply"]
-    _check_out_dir(out, names, args.overwrite)
+    _check_out_dir(out, list(SAVE_NAMES.values()), args.overwrite)
     frame = _load_single(args)
     res = complete(frame, method=args.method, device=args.device, use_points=bool(args.lidar) and not args.sparse_depth)
     paths = res.save(out, overwrite=True)

@@ -45,6 +45,32 @@ def test_demo_refuses_to_overwrite(tmp_path, capsys):
     assert (out / "depth.png").read_bytes() == b"precious"
 
 
+@pytest.mark.parametrize("name", ["confidence.png", "points.ply", "metrics.json"])
+def test_demo_refuses_to_overwrite_any_output(tmp_path, capsys, name):
+    """Every file the demo writes is protected, confidence.png included (the default method
+    writes one; it was once missing from the list checked beforehand)."""
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / name).write_bytes(b"precious")
+    assert main(["demo", "--out", str(out)]) == 2
+    assert name in capsys.readouterr().err
+    assert (out / name).read_bytes() == b"precious" and sorted(p.name for p in out.iterdir()) == [name]
+
+
+def test_complete_refuses_to_overwrite_confidence(tmp_path, object_dir, capsys):
+    out = tmp_path / "c"
+    out.mkdir()
+    (out / "confidence.png").write_bytes(b"precious")
+    args = ["complete", "--image", str(object_dir / "image_2" / "000114.png"),
+            "--lidar", str(object_dir / "velodyne" / "000114.bin"),
+            "--calib-file", str(object_dir / "calib" / "000114.txt"), "--out", str(out)]
+    assert main(args) == 2
+    assert "confidence.png" in capsys.readouterr().err
+    assert (out / "confidence.png").read_bytes() == b"precious"
+    assert main(args + ["--overwrite"]) == 0  # knn_bilateral writes a confidence map
+    assert (out / "confidence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_eval_reproduces_devkit_csv(tmp_path, ref_dir, kitti_dir):
     """`geodepth eval` on the IP-Basic reference outputs gives the devkit's per-image numbers."""
     pred, gt = tmp_path / "pred", tmp_path / "gt"

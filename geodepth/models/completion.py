@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._checks import check_not_meta
 from ..geometry.camera import PinholeCamera
 from ..io.frame import Frame
 
@@ -89,11 +90,8 @@ class Completion:
         from ..viz import colorize_depth
 
         out = Path(out_dir)
-        paths = {"depth": out / "depth.png", "depth_color": out / "depth_color.png"}
-        if self.confidence is not None:
-            paths["confidence"] = out / "confidence.png"
-        if ply:
-            paths["points"] = out / "points.ply"
+        keys = ["depth", "depth_color"] + ["confidence"] * (self.confidence is not None) + ["points"] * ply
+        paths = {k: out / SAVE_NAMES[k] for k in keys}
         if not overwrite:
             existing = [str(p) for p in paths.values() if p.exists()]
             if existing:
@@ -109,6 +107,11 @@ class Completion:
             pts, cols = self._cloud()
             write_ply(paths["points"], pts.cpu(), cols.cpu() if cols is not None else None, overwrite=True)
         return paths
+
+
+#: the files :meth:`Completion.save` may write, by key (the CLI refuses to replace any of them)
+SAVE_NAMES = {"depth": "depth.png", "depth_color": "depth_color.png", "confidence": "confidence.png",
+              "points": "points.ply"}
 
 
 def _as_depth(x: Tensor, name: str) -> Tensor:
@@ -200,6 +203,7 @@ def complete(
                       ("sparse_depth", sparse_depth)):
         if val is not None and not isinstance(val, Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(val).__name__}")
+        check_not_meta(name, val)
     if method is not None and not isinstance(method, str):
         raise ValueError(f"method must be a method name (str), got {type(method).__name__}")
     dev = _device(device)
