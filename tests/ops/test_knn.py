@@ -253,6 +253,20 @@ def test_triton_interpreter_vs_reference(interp_results, name):
         assert leftover == 0
 
 
+def test_triton_interpreter_pixels_bounded(interp_results):
+    """The bounded pixel-query case (knn_fill's shape) is built and run by the fixture but is not in
+    the parametrized list above: check it here. Reference: the naive twin's k nearest, cut at the
+    bound (inclusive); and no query needed the second level (the flat grid's ring cap covers the
+    14 px bound). Here every 4th neighbour lies within the bound (12-15 px below the top row), so
+    the bounded search must return the full unbounded lists."""
+    (q, p, k, qo, po), out, leftover, kw = interp_results["pixels_bounded"]
+    ref = knn_reference(q, p, k, query_offsets=qo, points_offsets=po)
+    far = ref.sqdist > kw["max_sqdist"]
+    assert (ref.idx >= 0).all() and (ref.sqdist >= 12.0 ** 2).all()
+    _same(out, KNN(ref.sqdist.masked_fill(far, float("inf")), ref.idx.masked_fill(far, -1)))
+    assert leftover == 0
+
+
 def test_triton_interpreter_kitti_crop(interp_results, kitti_dir):
     """A crop of the real scan (dense near the sensor, ground plane, many z layers empty)."""
     (q, p, k, _, _), out, _, _ = interp_results["kitti_crop"]
