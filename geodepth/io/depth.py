@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._checks import check_number
+from .._checks import check_int, check_number
 from ._paths import open_image, refuse_overwrite, tensor_arg
 
 __all__ = ["KITTI_DEPTH_SCALE", "NYU_DEPTH_SCALE", "read_depth_png", "read_nyu_depth_png", "write_depth_png"]
@@ -57,7 +57,8 @@ def read_nyu_depth_png(path) -> Tensor:
     return read_depth_png(path, scale=NYU_DEPTH_SCALE)
 
 
-def write_depth_png(path, depth: Tensor, scale: float = KITTI_DEPTH_SCALE, *, overwrite: bool = False) -> Path:
+def write_depth_png(path, depth: Tensor, scale: float = KITTI_DEPTH_SCALE, *, overwrite: bool = False,
+                    compress_level: int = 1) -> Path:
     """Write a depth map as a 16-bit PNG: ``clip(round(depth * scale), 0, 65535)``.
 
     Rounding is numpy's (half to even) on ``float64(depth) * scale``, as KITTI's and
@@ -69,9 +70,13 @@ def write_depth_png(path, depth: Tensor, scale: float = KITTI_DEPTH_SCALE, *, ov
         depth: (1, H, W) or (H, W) depth in metres (any float dtype, any device), 0 = none.
         scale: stored value per metre.
         overwrite: replace an existing file (otherwise ``FileExistsError``).
+        compress_level: zlib level 0-9 (lossless: the stored values are the same at every
+            level). 1, OpenCV ``imwrite``'s default, writes a KITTI frame ~4x faster than PIL's
+            default 6 for files ~9 % larger.
     """
     path = refuse_overwrite(path, overwrite)
     scale = check_number("scale", scale, gt=0, unit="stored value per metre")
+    compress_level = check_int("compress_level", compress_level, lo=0, hi=9)
     depth = tensor_arg(depth, "depth")
     if depth.dim() == 3 and depth.shape[0] == 1:
         depth = depth[0]
@@ -86,5 +91,5 @@ def write_depth_png(path, depth: Tensor, scale: float = KITTI_DEPTH_SCALE, *, ov
     from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path, format="PNG")
+    Image.fromarray(arr).save(path, format="PNG", compress_level=compress_level)
     return path

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._checks import check_int
 from ._paths import open_image, refuse_overwrite, tensor_arg
 
 __all__ = ["read_image", "write_image"]
@@ -28,12 +29,14 @@ def read_image(path) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr))
 
 
-def write_image(path, image: Tensor, *, overwrite: bool = False) -> Path:
+def write_image(path, image: Tensor, *, overwrite: bool = False, compress_level: int = 1) -> Path:
     """Write a (3, H, W) or (1, H, W) image as 8-bit, format from the suffix: float in [0, 1]
-    becomes ``round(x * 255)``; uint8 is written as is."""
+    becomes ``round(x * 255)``; uint8 is written as is. ``compress_level``: PNG's zlib level
+    0-9 (lossless; 1, OpenCV ``imwrite``'s default, is the fastest that compresses)."""
     from PIL import Image
 
     path = refuse_overwrite(path, overwrite)
+    compress_level = check_int("compress_level", compress_level, lo=0, hi=9)
     image = tensor_arg(image, "image")
     if image.dim() != 3 or image.shape[0] not in (1, 3):
         raise ValueError(f"image must be (3, H, W) or (1, H, W), got {tuple(image.shape)}")
@@ -45,5 +48,6 @@ def write_image(path, image: Tensor, *, overwrite: bool = False) -> Path:
             raise ValueError(f"image contains NaN or inf; cannot write {path}")
         a = np.clip(np.round(a * 255.0), 0, 255).astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)).save(path)
+    im = Image.fromarray(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0))
+    im.save(path, **({"compress_level": compress_level} if path.suffix.lower() == ".png" else {}))
     return path

@@ -102,7 +102,7 @@ class Completion:
         write_image(paths["depth_color"], colorize_depth(depth), overwrite=True)
         if self.confidence is not None:
             conf = self.confidence.detach().float().cpu().clamp(0, 1)
-            write_image(paths["confidence"], conf.expand(3, -1, -1), overwrite=True)
+            write_image(paths["confidence"], conf, overwrite=True)  # 8-bit grey
         if ply:
             pts, cols = self._cloud()
             write_ply(paths["points"], pts.cpu(), cols.cpu() if cols is not None else None, overwrite=True)

@@ -67,3 +67,30 @@ def test_bad_inputs(tmp_path):
         write_depth_png(tmp_path / "n.png", -torch.ones(1, 2, 2))
     with pytest.raises(ValueError, match=r"\(1, H, W\)"):
         write_depth_png(tmp_path / "n.png", torch.ones(2, 2, 2))
+
+
+def test_compress_level_is_lossless_and_applied(tmp_path, kitti_dir):
+    """Every zlib level stores the same uint16 values (read back with PIL against the KITTI
+    ground truth they came from); the level is really passed on (level 0 stores, 9 squeezes)."""
+    from geodepth.io import read_image, write_image
+
+    gt = np.asarray(Image.open(kitti_dir / "groundtruth_02.png"), dtype=np.uint16)
+    depth = torch.from_numpy(gt.astype(np.float64) / 256.0)
+    sizes = {}
+    for lvl in (0, 1, 6, 9):
+        p = write_depth_png(tmp_path / f"d{lvl}.png", depth, compress_level=lvl)
+        np.testing.assert_array_equal(np.asarray(Image.open(p)), gt)
+        sizes[lvl] = p.stat().st_size
+    assert sizes[0] > 2 * sizes[1] and sizes[1] > sizes[9]
+    assert sizes[0] > gt.nbytes  # stored, not compressed
+    img = torch.rand(3, 20, 30, generator=torch.Generator().manual_seed(0))
+    want = np.round(img.double().numpy() * 255) / 255
+    for lvl in (0, 9):
+        np.testing.assert_allclose(read_image(write_image(tmp_path / f"i{lvl}.png", img, compress_level=lvl)).numpy(),
+                                   want, atol=1e-7)
+    for bad in (-1, 10, 1.5, "1", True):
+        with pytest.raises(ValueError, match="compress_level"):
+            write_depth_png(tmp_path / "x.png", depth, compress_level=bad)
+        with pytest.raises(ValueError, match="compress_level"):
+            write_image(tmp_path / "x.png", img, compress_level=bad)
+    write_image(tmp_path / "x.jpg", img, compress_level=1)  # ignored by formats without it
