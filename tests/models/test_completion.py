@@ -46,7 +46,7 @@ def test_points_reproject_to_the_depth_map(sample_completion):
     assert torch.allclose(col, frame.image[:, rows, cols].T)
     # naive twin of the unprojection (docs/conventions.md): pixel (r, c) holds the point through its
     # centre (c + 0.5, r + 0.5), x = (u - cx) z / fx, y = (v - cy) z / fy; points in row-major order.
-    # (The round trip above cannot see a half-pixel shift: floor() puts such points in the same pixel.)
+    # (The round trip above cannot see a sub-pixel shift: floor() puts such points in the same pixel.)
     K = res.camera.K.double()
     z = res.depth[0, rows, cols].double()
     twin = torch.stack([(cols + 0.5 - K[0, 2]) * z / K[0, 0], (rows + 0.5 - K[1, 2]) * z / K[1, 1], z], 1)
