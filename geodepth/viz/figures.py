@@ -12,6 +12,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
+from .._checks import check_int, check_size
 from ..io._paths import refuse_overwrite
 from .colormap import _to_numpy, colorize_depth, colorize_error
 
@@ -124,7 +125,8 @@ def comparison_figure(
         overwrite: allow replacing an existing file.
         ncols: number of columns (panels fill rows left to right).
         inverse: colour depth panels by inverse depth (see :func:`colorize_depth`).
-        title_height, gap: layout in pixels; background: RGB 0..255 of the canvas.
+        title_height, gap: layout in pixels (ints >= 0; the figure has at most 2**31 pixels);
+            background: RGB 0..255 of the canvas.
 
     Returns:
         ``(figure, boxes)``: the (H, W, 3) uint8 figure and a :class:`PanelBox` per panel.
@@ -133,8 +135,10 @@ def comparison_figure(
 
     if not panels:
         raise ValueError("panels must not be empty")
-    if int(ncols) < 1:
-        raise ValueError(f"ncols must be >= 1, got {ncols}")
+    ncols = check_int("ncols", ncols, lo=1)
+    title_height = check_int("title_height", title_height, lo=0)
+    gap = check_int("gap", gap, lo=0)
+    sparse_radius = check_int("sparse_radius", sparse_radius, lo=0)
     if path is not None:
         path = Path(path)
         if path.suffix.lower() != ".png":
@@ -158,13 +162,14 @@ def comparison_figure(
         if vals:
             vmin = min(v[0] for v in vals) if vmin is None else vmin
             vmax = max(v[1] for v in vals) if vmax is None else vmax
-    imgs = [_panel_rgb(x, vmin, vmax, cmap, sparse_threshold, int(sparse_radius), inverse) for _, x in panels]
-    ncols = min(int(ncols), len(imgs))
+    imgs = [_panel_rgb(x, vmin, vmax, cmap, sparse_threshold, sparse_radius, inverse) for _, x in panels]
+    ncols = min(ncols, len(imgs))
     nrows = (len(imgs) + ncols - 1) // ncols
     cell_w = max(im.shape[1] for im in imgs)
     cell_h = max(im.shape[0] for im in imgs) + title_height
     Wf = ncols * cell_w + (ncols + 1) * gap
     Hf = nrows * cell_h + (nrows + 1) * gap
+    check_size((Hf, Wf), "the figure (panels, title_height and gap)")  # a huge gap would reach the allocator
     canvas = Image.new("RGB", (Wf, Hf), tuple(int(c) for c in background))
     draw = ImageDraw.Draw(canvas)
     font = _font(max(8, title_height - 8))

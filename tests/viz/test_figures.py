@@ -87,3 +87,20 @@ def test_figure_errors(tmp_path):
         comparison_figure([np.zeros((3, 2, 2))], None)
     with pytest.raises(ValueError, match=".png"):
         comparison_figure([("a", np.zeros((3, 2, 2)))], tmp_path / "x.jpg")
+
+
+@pytest.mark.parametrize(("kw", "match"), [
+    (dict(gap=-5), "gap must be an int >= 0, got -5"),  # was drawn with overlapping, shifted panels
+    (dict(gap=2.5), "gap must be an int >= 0, got 2.5"),
+    (dict(title_height=-3), "title_height must be an int >= 0, got -3"),
+    (dict(ncols=0), r"ncols must be an int >= 1, got 0"),
+    (dict(ncols="2"), r"ncols must be an int >= 1, got '2'"),
+    (dict(sparse_radius=-1), "sparse_radius must be an int >= 0, got -1"),
+    # a canvas of 4e12 pixels: PIL's allocation killed the process
+    (dict(gap=10 ** 6), r"the figure \(panels, title_height and gap\) must have at most 2147483648 pixels"),
+])
+def test_figure_layout_numbers(kw, match):
+    with pytest.raises(ValueError, match=match):
+        comparison_figure([("a", np.zeros((3, 2, 2)))], None, **kw)
+    fig, boxes = comparison_figure([("a", np.zeros((3, 2, 2)))], None, gap=0, title_height=0)
+    assert fig.shape == (2, 2, 3) and boxes[0][1:] == (0, 0, 2, 2)
