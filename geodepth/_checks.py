@@ -12,8 +12,16 @@ import numbers
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
-__all__ = ["check_int", "check_number", "check_options", "check_size"]
+__all__ = ["MAX_ELEMENTS", "OFFSETS_DTYPES", "check_int", "check_not_meta", "check_number", "check_options",
+           "check_size"]
+
+#: the most elements a size argument may ask for (an image's H * W, a neighbour table's M * k):
+#: beyond it a typo (``size=(1e7, 1e7)``) would reach the allocator, and int32 indexing breaks
+MAX_ELEMENTS = 2 ** 31
+#: dtypes accepted for packed row splits ``offsets`` (B + 1,); int32 is converted to int64
+OFFSETS_DTYPES = (torch.int64, torch.int32)
 
 
 def check_number(name: str, val: Any, *, gt: float | None = None, ge: float | None = None,
@@ -62,9 +70,9 @@ def check_options(owner: str, fn: Callable, opts: dict, fixed: tuple[str, ...] =
             raise ValueError(f"{owner}: {name!r} {why}; its options are {', '.join(allowed)}")
 
 
-def check_size(size: Any, name: str = "size") -> tuple[int, int]:
+def check_size(size: Any, name: str = "size", max_pixels: int = MAX_ELEMENTS) -> tuple[int, int]:
     """An image size ``(H, W)`` of two positive whole numbers (ints, or floats / 0-d tensors with
-    whole values; not bools); else ValueError naming ``name``."""
+    whole values; not bools) with ``H * W <= max_pixels``; else ValueError naming ``name``."""
     try:
         h, w = size
         hw = tuple(int(v) for v in (h, w))
@@ -75,4 +83,14 @@ def check_size(size: Any, name: str = "size") -> tuple[int, int]:
         raise ValueError(f"{name} must be (H, W), two whole numbers of pixels, got {size!r}")
     if hw[0] <= 0 or hw[1] <= 0:
         raise ValueError(f"{name} must be positive, got {hw}")
+    if hw[0] * hw[1] > max_pixels:
+        raise ValueError(f"{name} must have at most {max_pixels} pixels (H * W), got {hw}: {hw[0] * hw[1]} pixels")
     return hw
+
+
+def check_not_meta(name: str, t: Any) -> None:
+    """ValueError if ``t`` is a tensor on the ``meta`` device: it has a shape but no values to
+    check or compute with (``.tolist()`` / ``.item()`` on it would fail deep inside)."""
+    if isinstance(t, torch.Tensor) and t.device.type == "meta":
+        raise ValueError(f"{name} on device meta is not supported: a meta tensor ({tuple(t.shape)}, "
+                         f"{str(t.dtype).replace('torch.', '')}) has a shape but no values")

@@ -51,3 +51,44 @@ def test_sizes():
             check_size(bad)
     with pytest.raises(ValueError, match="size must be positive"):
         check_size((0, 5))
+
+
+def test_size_pixel_bound():
+    assert check_size((2 ** 16, 2 ** 15)) == (2 ** 16, 2 ** 15)  # 2**31 pixels: the most allowed
+    with pytest.raises(ValueError, match=r"size must have at most 2147483648 pixels \(H \* W\), got "
+                                         r"\(10000000, 10000000\): 100000000000000 pixels"):
+        check_size((1e7, 1e7))
+    with pytest.raises(ValueError, match=r"canvas must have at most 100 pixels"):
+        check_size((10, 11), "canvas", max_pixels=100)
+
+
+def test_meta_tensors_are_refused_by_the_ops():
+    """Meta tensors (shape, no values) reached .tolist() / .item() inside the validators
+    (NotImplementedError: Cannot copy out of meta tensor); the ops say what is wrong instead."""
+    from geodepth import ops
+    from geodepth._checks import check_not_meta
+
+    check_not_meta("x", torch.zeros(2))  # data-carrying tensors and non-tensors pass
+    check_not_meta("x", None)
+    meta = torch.device("meta")
+    pts, idx = torch.rand(5, 3), torch.tensor([[0, 1], [2, -1]])
+    calls = {
+        "query": lambda: ops.knn(pts.to(meta), pts, 2),
+        "points": lambda: ops.radius(pts, pts.to(meta), 1.0),
+        "query_offsets": lambda: ops.knn(pts, pts, 2, query_offsets=torch.tensor([0, 5], device=meta),
+                                         points_offsets=torch.tensor([0, 5])),
+        "features": lambda: ops.aggregate(pts.to(meta), idx),
+        "idx": lambda: ops.scored_aggregate(pts, idx.to(meta), torch.ones(2, 2, 1)),
+        "uv": lambda: ops.splat(pts[:, :2].to(meta), pts[:, 0], (4, 4)),
+        "feature_map": lambda: ops.sample(torch.zeros(1, 4, 4, device=meta), pts[:, :2]),
+        "offsets": lambda: ops.offsets_to_batch(torch.tensor([0, 2, 5], device=meta)),
+        "batch": lambda: ops.batch_to_offsets(torch.tensor([0, 0, 1], device=meta)),
+        "edge_index": lambda: ops.edge_index_to_knn(torch.tensor([[0], [0]], device=meta), 2, 2),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=rf"^{name} on device meta is not supported: a meta tensor \("):
+            call()
+    with pytest.raises(ValueError, match="^idx on device meta"):
+        ops.knn_to_edge_index(idx.to(meta))
+    with pytest.raises(ValueError, match="^features on device meta"):
+        ops.continuous_conv(pts.to(meta), pts, pts[:2], idx, torch.ones(1, 3, 2), scores=torch.ones(2, 2, 1))

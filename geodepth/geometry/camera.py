@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .._checks import check_not_meta
+
 __all__ = ["PinholeCamera"]
 
 
@@ -22,6 +24,7 @@ def _check_K(K: Tensor) -> Tensor:
         K = torch.as_tensor(K, dtype=torch.float64)
     if K.shape[-2:] != (3, 3) or K.dim() not in (2, 3):
         raise ValueError(f"K must be (3, 3) or (B, 3, 3), got {tuple(K.shape)}")
+    check_not_meta("K", K)
     if not torch.is_floating_point(K):
         K = K.to(torch.float64)
     if not torch.isfinite(K).all():

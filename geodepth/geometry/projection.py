@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .._checks import check_number
+from .._checks import OFFSETS_DTYPES, check_not_meta, check_number
 from .camera import PinholeCamera, _check_K
 from .transforms import _as_T
 
@@ -198,10 +198,12 @@ def unproject_points(uv: Tensor, z: Tensor, K, *, distortion=None, distortion_mo
 
 # ---------------------------------------------------------------------------- depth maps
 def _check_offsets(offsets, n: int, device) -> Tensor:
-    if not isinstance(offsets, Tensor) or offsets.dim() != 1 or offsets.numel() < 2 or offsets.dtype != torch.int64:
-        raise ValueError(f"offsets must be a (B + 1,) int64 tensor, got {getattr(offsets, 'dtype', type(offsets).__name__)} "
-                         f"{tuple(getattr(offsets, 'shape', ()))}")
-    offsets = offsets.to(device)
+    if (not isinstance(offsets, Tensor) or offsets.dim() != 1 or offsets.numel() < 2
+            or offsets.dtype not in OFFSETS_DTYPES):
+        raise ValueError(f"offsets must be a (B + 1,) int64 or int32 tensor, got "
+                         f"{getattr(offsets, 'dtype', type(offsets).__name__)} {tuple(getattr(offsets, 'shape', ()))}")
+    check_not_meta("offsets", offsets)
+    offsets = offsets.to(device, torch.int64)
     if int(offsets[0]) != 0 or int(offsets[-1]) != n or bool((offsets[1:] < offsets[:-1]).any()):
         raise ValueError(f"offsets must rise from 0 to N={n}, got {offsets.tolist() if offsets.numel() < 20 else '...'}")
     return offsets
@@ -228,7 +230,7 @@ def points_to_depth(
         points_cam: (N, 3) points in the camera frame, metres, float32 or float64; with
             ``offsets``, the packed points of B frames.
         camera: the camera; ``K`` (3, 3), or (B, 3, 3) with ``offsets`` (one per frame).
-        offsets: optional (B + 1,) int64 row splits of a packed batch: frame ``b`` owns
+        offsets: optional (B + 1,) int64 (or int32) row splits of a packed batch: frame ``b`` owns
             ``points_cam[offsets[b]:offsets[b + 1]]``.
         min_depth: keep points with ``z > min_depth`` (metres, a finite number >= 0, default
             0.1 as KITTI).

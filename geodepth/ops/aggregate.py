@@ -13,6 +13,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from geodepth._checks import check_not_meta
+
 from ._dispatch import use_triton
 
 __all__ = ["aggregate"]
@@ -84,6 +86,7 @@ def _check_idx(idx: Tensor, n: int, m: int | None = None, name: str = "idx") -> 
         raise ValueError(f"{name} must be an (M, k) tensor, got {tuple(idx.shape) if isinstance(idx, Tensor) else type(idx).__name__}")
     if idx.dtype != torch.int64:
         raise ValueError(f"{name} must be int64, got {idx.dtype}")
+    check_not_meta(name, idx)
     if m is not None and idx.shape[0] != m:
         raise ValueError(f"{name} must have {m} rows, got {tuple(idx.shape)}")
     if idx.numel() and not torch.compiler.is_compiling():
@@ -97,6 +100,7 @@ def _check_features(features: Tensor, name: str = "features") -> None:
         raise ValueError(f"{name} must be an (N, C) tensor, got {tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__}")
     if not features.is_floating_point():
         raise ValueError(f"{name} must be floating point, got {features.dtype}")
+    check_not_meta(name, features)
 
 
 def aggregate(features: Tensor, idx: Tensor, weights: Tensor | None = None, reduce: str = "sum") -> Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from geodepth._checks import check_int
+from geodepth._checks import MAX_ELEMENTS, check_int, check_not_meta
 
 __all__ = ["batch_to_offsets", "edge_index_to_knn", "knn_to_edge_index", "offsets_to_batch"]
 
@@ -37,6 +37,7 @@ def knn_to_edge_index(idx: Tensor, *, self_loops: bool = True) -> Tensor:
     if not isinstance(idx, Tensor) or idx.dim() != 2 or idx.dtype != torch.int64:
         desc = (tuple(idx.shape), idx.dtype) if isinstance(idx, Tensor) else type(idx).__name__
         raise ValueError(f"idx must be an int64 (M, k) tensor, got {desc}")
+    check_not_meta("idx", idx)
     target = torch.arange(idx.shape[0], device=idx.device)[:, None].expand_as(idx)
     keep = idx >= 0
     if not self_loops:
@@ -54,6 +55,7 @@ def edge_index_to_knn(edge_index: Tensor, num_nodes: int, k: int) -> Tensor:
         edge_index: (2, E) integer, row 0 sources j (>= 0), row 1 targets i in [0, num_nodes).
         num_nodes: number of target nodes M.
         k: list length; a target with more than k incoming edges is an error.
+            ``num_nodes * k`` is at most 2**31.
 
     Example:
         >>> edge_index_to_knn(torch.tensor([[0, 1, 1], [0, 0, 1]]), 2, 2).tolist()
@@ -64,8 +66,12 @@ def edge_index_to_knn(edge_index: Tensor, num_nodes: int, k: int) -> Tensor:
         raise ValueError(f"edge_index must be (2, E), got {shape}")
     if edge_index.dtype.is_floating_point or edge_index.dtype == torch.bool or edge_index.is_complex():
         raise ValueError(f"edge_index must hold integer node indices, got {edge_index.dtype}")
+    check_not_meta("edge_index", edge_index)
     num_nodes = check_int("num_nodes", num_nodes, lo=0)
     k = check_int("k", k, lo=1)
+    if num_nodes * k > MAX_ELEMENTS:
+        raise ValueError(f"num_nodes * k must be at most {MAX_ELEMENTS} (the (num_nodes, k) table), "
+                         f"got num_nodes={num_nodes}, k={k}")
     src, dst = edge_index[0].long(), edge_index[1].long()
     out = torch.full((num_nodes, k), -1, dtype=torch.int64, device=edge_index.device)
     if src.numel() == 0:
@@ -86,7 +92,7 @@ def edge_index_to_knn(edge_index: Tensor, num_nodes: int, k: int) -> Tensor:
 
 
 def offsets_to_batch(offsets: Tensor) -> Tensor:
-    """Row splits (B+1,) int64 to a PyG ``batch`` vector (N,) int64 (batch number of each row).
+    """Row splits (B+1,) int64 (or int32) to a PyG ``batch`` vector (N,) int64 (batch number of each row).
 
     Example:
         >>> offsets_to_batch(torch.tensor([0, 2, 2, 3])).tolist()
@@ -96,6 +102,7 @@ def offsets_to_batch(offsets: Tensor) -> Tensor:
 
     if not isinstance(offsets, Tensor) or offsets.dim() != 1 or offsets.numel() < 1:
         raise ValueError(f"offsets must be a 1-D tensor (B+1,), got {getattr(offsets, 'shape', offsets)}")
+    check_not_meta("offsets", offsets)
     validate_offsets(offsets, int(offsets[-1]), "offsets")
     counts = offsets[1:] - offsets[:-1]
     return torch.repeat_interleave(torch.arange(counts.numel(), device=offsets.device), counts)
@@ -115,6 +122,7 @@ def batch_to_offsets(batch: Tensor, num_batches: int | None = None) -> Tensor:
         raise ValueError(f"batch must be a 1-D tensor (N,), got {getattr(batch, 'shape', batch)}")
     if batch.dtype.is_floating_point or batch.dtype == torch.bool or batch.is_complex():
         raise ValueError(f"batch must hold integer batch numbers, got {batch.dtype}")
+    check_not_meta("batch", batch)
     if num_batches is not None:
         num_batches = check_int("num_batches", num_batches, lo=0)
     if batch.numel() and (int(batch.min()) < 0 or bool((batch[1:] < batch[:-1]).any())):

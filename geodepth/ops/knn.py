@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from geodepth._checks import OFFSETS_DTYPES, check_not_meta
 from geodepth.ops._dispatch import plain_eager, triton_available, use_triton
 
 __all__ = ["KNN", "knn", "validate_offsets"]
@@ -45,14 +46,15 @@ class KNN(NamedTuple):
 
 
 def validate_offsets(offsets: Tensor | None, n: int, name: str) -> list[int]:
-    """Check packed row splits ``offsets`` (B+1,) int64 for ``n`` rows; return them as python ints."""
+    """Check packed row splits ``offsets`` (B+1,) int64 or int32 for ``n`` rows; return them as python ints."""
     if offsets is None:
         return [0, n]
     if not isinstance(offsets, Tensor) or offsets.dim() != 1 or offsets.numel() < 2:
         shape = tuple(offsets.shape) if isinstance(offsets, Tensor) else type(offsets).__name__
         raise ValueError(f"{name} must be a 1-D tensor (B+1,) with B >= 1, got {shape}")
-    if offsets.dtype not in (torch.int64, torch.int32):
-        raise ValueError(f"{name} must be int64, got {offsets.dtype}")
+    if offsets.dtype not in OFFSETS_DTYPES:
+        raise ValueError(f"{name} must be int64 or int32, got {offsets.dtype}")
+    check_not_meta(name, offsets)
     off = [int(v) for v in offsets.tolist()]
     if off[0] != 0:
         raise ValueError(f"{name} must start at 0, got {off[0]}")
@@ -69,6 +71,7 @@ def _check_cloud(x: Tensor, name: str) -> None:
         raise ValueError(f"{name} must be (N, 3) or (N, 2), got {shape}")
     if x.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"{name} must be float32 or float64, got {x.dtype}")
+    check_not_meta(name, x)
 
 
 #: coordinates must stay below this magnitude, so that every squared distance (three squared
@@ -208,8 +211,8 @@ def knn(query: Tensor, points: Tensor, k: int, *, query_offsets: Tensor | None =
         points: (N, D), same dtype, device and frame as ``query``. Pass the same tensor as
             ``query`` for a self-KNN graph: then every point is its own first neighbour (distance 0).
         k: neighbours per query, 1 <= k <= 64.
-        query_offsets, points_offsets: (B+1,) int64 row splits of packed batches (both or
-            neither); query batch b searches only points batch b. Empty batches are allowed.
+        query_offsets, points_offsets: (B+1,) int64 (or int32) row splits of packed batches (both
+            or neither); query batch b searches only points batch b. Empty batches are allowed.
         backend: "auto" (CUDA float32 -> Triton kernel; CPU -> numba grid for >= 30k points if
             numba is importable, else k-d tree if pykdtree or scipy is importable, else torch),
             or force "triton", "grid" (numba cell list, CPU), "kdtree" or "torch" (brute force).

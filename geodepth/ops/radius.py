@@ -24,7 +24,8 @@ def radius(query: Tensor, points: Tensor, r: float, *, max_neighbors: int = 32, 
         points: (N, D), same dtype and device.
         r: radius in the units of the points, ``r >= 0`` (inclusive: ``sqdist <= r**2`` counts).
         max_neighbors: cap on neighbours per query, 1..64; the nearest are kept.
-        query_offsets, points_offsets: (B+1,) int64 row splits of packed batches (both or neither).
+        query_offsets, points_offsets: (B+1,) int64 (or int32) row splits of packed batches
+            (both or neither).
         backend: as for :func:`geodepth.ops.knn`.
 
     Returns:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from geodepth._checks import OFFSETS_DTYPES, check_not_meta
+
 from ._dispatch import use_triton
 
 __all__ = ["sample"]
@@ -78,7 +80,7 @@ def sample(feature_map: Tensor, uv: Tensor, *, offsets: Tensor | None = None, mo
         feature_map: (C, H, W) or (B, C, H, W) floating point image features.
         uv: (N, 2) continuous pixel coordinates ``(u, v) = (column, row)``, same dtype as
             ``feature_map``; the centre of pixel (r, c) is (c + 0.5, r + 0.5). NaN/inf rejected.
-        offsets: for a batched (B, C, H, W) map, (B + 1,) int64 row splits of the packed
+        offsets: for a batched (B, C, H, W) map, (B + 1,) int64 (or int32) row splits of the packed
             ``uv``: points ``offsets[b]:offsets[b + 1]`` sample image b. Optional when B == 1.
         mode: "bilinear" (differentiable w.r.t. ``feature_map`` and ``uv``) or "nearest"
             (pixel ``(floor(v), floor(u))``; differentiable w.r.t. ``feature_map``).
@@ -98,6 +100,7 @@ def sample(feature_map: Tensor, uv: Tensor, *, offsets: Tensor | None = None, mo
                          f"{tuple(feature_map.shape) if isinstance(feature_map, Tensor) else type(feature_map).__name__}")
     if not feature_map.is_floating_point():
         raise ValueError(f"feature_map must be floating point, got {feature_map.dtype}")
+    check_not_meta("feature_map", feature_map)
     if not isinstance(uv, Tensor) or uv.dim() != 2 or uv.shape[1] != 2:
         raise ValueError(f"uv must be (N, 2), got {tuple(uv.shape) if isinstance(uv, Tensor) else type(uv).__name__}")
     if uv.dtype != feature_map.dtype or uv.device != feature_map.device:
@@ -118,10 +121,11 @@ def sample(feature_map: Tensor, uv: Tensor, *, offsets: Tensor | None = None, mo
             raise ValueError(f"a batched feature_map (B={B}) needs offsets (B + 1,) for the packed uv")
         bidx = torch.zeros(N, dtype=torch.int64, device=uv.device)
     else:
-        if not isinstance(offsets, Tensor) or offsets.dtype != torch.int64 or tuple(offsets.shape) != (B + 1,):
-            raise ValueError(f"offsets must be ({B + 1},) int64, got "
+        if not isinstance(offsets, Tensor) or offsets.dtype not in OFFSETS_DTYPES or tuple(offsets.shape) != (B + 1,):
+            raise ValueError(f"offsets must be ({B + 1},) int64 or int32, got "
                              f"{(tuple(offsets.shape), offsets.dtype) if isinstance(offsets, Tensor) else type(offsets).__name__}")
-        offsets = offsets.to(uv.device)
+        check_not_meta("offsets", offsets)
+        offsets = offsets.to(uv.device, torch.int64)
         if not compiling:
             o = offsets.tolist()
             if o[0] != 0 or o[-1] != N or any(a > b for a, b in zip(o, o[1:])):

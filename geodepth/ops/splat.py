@@ -14,7 +14,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from geodepth._checks import check_size
+from geodepth._checks import check_not_meta, check_size
 
 from ._dispatch import use_triton
 
@@ -108,7 +108,7 @@ def splat(uv: Tensor, values: Tensor, size: tuple[int, int], reduce: str = "sum"
             point n lands in pixel ``(floor(v), floor(u))``; points outside are dropped.
             NaN/inf are rejected.
         values: (N, C) or (N,) floating point values to splat ((N,) is treated as C = 1).
-        size: ``(H, W)`` of the grid, pixels.
+        size: ``(H, W)`` of the grid, pixels; at most 2**31 pixels (``H * W``).
         reduce: "sum", "mean" (over the points in the pixel), "min" or "max". Without
             ``depth``, "min"/"max" act per channel (ties -> smaller point index).
         depth: optional (N,) key for "min"/"max" (e.g. camera-frame z in metres): each pixel
@@ -132,6 +132,7 @@ def splat(uv: Tensor, values: Tensor, size: tuple[int, int], reduce: str = "sum"
         raise ValueError(f"uv must be (N, 2), got {tuple(uv.shape) if isinstance(uv, Tensor) else type(uv).__name__}")
     if not uv.is_floating_point():
         raise ValueError(f"uv must be floating point, got {uv.dtype}")
+    check_not_meta("uv", uv)
     N = uv.shape[0]
     if not isinstance(values, Tensor) or values.dim() not in (1, 2) or values.shape[0] != N:
         raise ValueError(f"values must be ({N},) or ({N}, C), got "

@@ -124,3 +124,21 @@ def test_graphs_equal_torch_cluster():
     nn_ = knn(q, x, 5, query_offsets=qoff, points_offsets=off)
     row, col = tc.knn(x, q, 5, batch_x=batch, batch_y=offsets_to_batch(qoff))  # row: query, col: point
     assert torch.equal(edge_index_to_knn(torch.stack([col, row]), 90, 5), nn_.idx)
+
+
+def test_edge_index_to_knn_refuses_tables_beyond_2_31_entries():
+    """k=10**12 (or as many nodes) went to torch.full and failed in the allocator."""
+    ei = torch.tensor([[0], [0]])
+    for num_nodes, k in ((2, 10 ** 12), (10 ** 12, 1), (2 ** 16, 2 ** 15 + 1)):
+        match = rf"num_nodes \* k must be at most 2147483648 .*num_nodes={num_nodes}, k={k}"
+        with pytest.raises(ValueError, match=match):
+            edge_index_to_knn(ei, num_nodes, k)
+    assert edge_index_to_knn(ei, 2, 1000).shape == (2, 1000)  # wide tables are fine (aggregate takes any k)
+
+
+def test_offsets_to_batch_takes_int32_offsets():
+    off = torch.tensor([0, 2, 2, 5])
+    assert torch.equal(offsets_to_batch(off.int()), offsets_to_batch(off))
+    assert offsets_to_batch(off.int()).dtype == torch.int64
+    with pytest.raises(ValueError, match="offsets must be int64 or int32, got torch.int16"):
+        offsets_to_batch(off.short())

@@ -698,3 +698,64 @@ def test_overflowing_coordinates_are_refused_on_every_cpu_backend(backend):
 def test_radius_beyond_float64_squares_bounds_nothing():
     p = torch.tensor([[0.0, 0, 0], [1, 0, 0], [3, 0, 0]])
     assert radius(p, p, 1e200, max_neighbors=3).idx.tolist() == knn(p, p, 3).idx.tolist()
+
+
+# ------------------------------------------------------------------ int32 offsets (accepted, as int64)
+
+def _ragged_case():
+    g = torch.Generator().manual_seed(17)
+    qs, ps = (5, 0, 7, 9), (12, 6, 0, 30)  # an empty query batch, an empty point batch
+    q = torch.randint(0, 4, (sum(qs), 3), generator=g).float()  # a lattice: ties everywhere
+    p = torch.randint(0, 4, (sum(ps), 3), generator=g).float()
+    return q, p, _offsets(*qs), _offsets(*ps)
+
+
+@pytest.mark.parametrize("backend", ["auto", "kdtree", "torch", "grid"])
+def test_int32_offsets_give_the_int64_result(backend):
+    """The docstrings say int64 or int32: int32 row splits give bitwise the result of int64 ones
+    (and of the reference) on every CPU backend, for knn and radius."""
+    if backend == "grid":
+        pytest.importorskip("numba")
+    q, p, qo, po = _ragged_case()
+    ref = knn_reference(q, p, 6, query_offsets=qo, points_offsets=po)
+    out64 = knn(q, p, 6, query_offsets=qo, points_offsets=po, backend=backend)
+    out32 = knn(q, p, 6, query_offsets=qo.int(), points_offsets=po.int(), backend=backend)
+    _same(out64, ref)
+    _same(out32, out64)
+    r64 = radius(q, p, 1.5, max_neighbors=8, query_offsets=qo, points_offsets=po, backend=backend)
+    r32 = radius(q, p, 1.5, max_neighbors=8, query_offsets=qo.int(), points_offsets=po, backend=backend)
+    _same(r32, r64)
+
+
+def test_int32_offsets_give_the_int64_result_on_triton_interpreted():
+    """The same through the public knn with backend='triton' (the Triton kernels under the interpreter)."""
+    pytest.importorskip("triton")
+    from triton_interp import run_interpreted
+
+    run_interpreted("""
+        import torch
+        from geodepth.ops import knn, radius
+        from geodepth.ops._reference import knn_reference
+        g = torch.Generator().manual_seed(17)
+        q = torch.randint(0, 4, (21, 3), generator=g).float()
+        p = torch.randint(0, 4, (48, 3), generator=g).float()
+        qo, po = torch.tensor([0, 5, 5, 12, 21]), torch.tensor([0, 12, 18, 18, 48])
+        ref = knn_reference(q, p, 6, query_offsets=qo, points_offsets=po)
+        for a, b in ((qo, po), (qo.int(), po.int()), (qo.int(), po)):
+            out = knn(q, p, 6, query_offsets=a, points_offsets=b, backend="triton")
+            assert torch.equal(out.idx, ref.idx) and torch.equal(out.sqdist, ref.sqdist), (a.dtype, b.dtype)
+        r64 = radius(q, p, 1.5, max_neighbors=8, query_offsets=qo, points_offsets=po, backend="triton")
+        r32 = radius(q, p, 1.5, max_neighbors=8, query_offsets=qo.int(), points_offsets=po.int(), backend="triton")
+        assert torch.equal(r32.idx, r64.idx) and torch.equal(r32.sqdist, r64.sqdist)
+        print("OK")
+    """)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int16, torch.uint8, torch.bool])
+def test_offsets_of_other_dtypes_are_refused_saying_int64_or_int32(dtype):
+    """The message names both accepted dtypes (it said 'must be int64' while int32 passed)."""
+    q, p = torch.zeros(3, 3), torch.rand(5, 3)
+    with pytest.raises(ValueError, match=r"query_offsets must be int64 or int32, got torch\." + str(dtype)[6:]):
+        knn(q, p, 2, query_offsets=torch.tensor([0, 3]).to(dtype), points_offsets=torch.tensor([0, 5]))
+    with pytest.raises(ValueError, match="points_offsets must be int64 or int32"):
+        radius(q, p, 1.0, query_offsets=torch.tensor([0, 3]), points_offsets=torch.tensor([0, 5]).to(dtype))

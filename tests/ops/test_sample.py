@@ -172,3 +172,19 @@ def test_zero_channels():
     assert out.shape == (20, 0)
     out.sum().backward()
     assert f.grad.shape == f.shape and uv.grad is not None and not uv.grad.any()
+
+
+def test_int32_offsets_give_the_int64_result():
+    """int32 row splits are accepted (as by knn) and give the int64 result, gradients included;
+    other dtypes are refused naming both. (The kernels never see offsets: sample() turns them
+    into an int64 batch index first.)"""
+    fmap, uv, off = make()
+    fmap.requires_grad_(True)
+    a = sample(fmap, uv, offsets=off)
+    b = sample(fmap, uv, offsets=off.int())
+    assert torch.equal(a, b)
+    torch.testing.assert_close(a, sample_reference(fmap, uv, offsets=off), rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(a)
+    assert torch.equal(torch.autograd.grad(a, fmap, g)[0], torch.autograd.grad(b, fmap, g)[0])
+    with pytest.raises(ValueError, match=r"offsets must be \(3,\) int64 or int32, got \(\(3,\), torch.float32\)"):
+        sample(fmap, uv, offsets=off.float())

@@ -195,3 +195,11 @@ def test_cuda_vs_cpu(reduce):
         assert torch.equal(a.count.cpu(), b.count)
         if b.index is not None:
             assert torch.equal(a.index.cpu(), b.index)
+
+
+def test_sizes_beyond_2_31_pixels_are_refused():
+    """size=(1e7, 1e7) reached the allocator (an 800 TB image); the bound is the shared check_size's."""
+    uv, values, depth = make()
+    for size in ((1e7, 1e7), (2 ** 16, 2 ** 15 + 1), (1, 2 ** 31 + 1)):
+        with pytest.raises(ValueError, match=r"size must have at most 2147483648 pixels \(H \* W\)"):
+            splat(uv, values, size, "min", depth=depth)
