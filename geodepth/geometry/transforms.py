@@ -75,21 +75,27 @@ def make_transform(R, t) -> Tensor:
     return T
 
 
-def invert_transform(T) -> Tensor:
+def invert_transform(T, *, atol: float = RIGID_ATOL) -> Tensor:
     """Inverse of a rigid transform, ``[[R^T, -R^T t], [0, 1]]`` (exact for rigid ``T``).
 
     Args:
         T: (4, 4) or (B, 4, 4) rigid transform.
+        atol: rigidity tolerance, as for :func:`check_rigid`.
 
     Returns:
         The inverse, same shape and dtype.
+
+    Raises:
+        ValueError: ``T`` is not rigid within ``atol`` (a scale, shear, reflection or a last
+        row other than ``[0, 0, 0, 1]``: the formula above would not invert it), or holds
+        NaN / inf. Use ``torch.linalg.inv`` for general 4x4 matrices.
 
     Example:
         >>> T = make_transform(torch.tensor([[0., -1, 0], [1, 0, 0], [0, 0, 1]]), torch.tensor([1., 0, 0]))
         >>> (invert_transform(T) @ T).tolist() == torch.eye(4).tolist()
         True
     """
-    T = _as_T(T)
+    T = check_rigid(T, atol=atol)
     R, t = T[..., :3, :3], T[..., :3, 3]
     Rt = R.transpose(-1, -2)
     return make_transform(Rt, -(Rt @ t[..., None])[..., 0])

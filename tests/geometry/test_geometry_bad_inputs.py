@@ -173,3 +173,62 @@ def test_transform_points_still_takes_arrays():
     import numpy as np
 
     assert torch.equal(transform_points(np.eye(4), P.double()), P.double())
+
+
+# ------------------------------------------------------------------ int32 offsets, invert_transform
+def test_points_to_depth_int32_offsets_give_the_int64_result():
+    """Row splits may be int32 (as for the ops); other dtypes are refused naming both."""
+    pts = torch.cat([P, P + 0.1, P * 2])
+    off = torch.tensor([0, 2, 2, 6])
+    d64, i64 = points_to_depth(pts, _cam(), offsets=off, return_index=True)
+    d32, i32 = points_to_depth(pts, _cam(), offsets=off.int(), return_index=True)
+    assert torch.equal(d32, d64) and torch.equal(i32, i64) and bool((i64 >= 0).any())
+    with pytest.raises(ValueError, match=r"offsets must be a \(B \+ 1,\) int64 or int32 tensor, got torch.float32"):
+        points_to_depth(pts, _cam(), offsets=off.float())
+
+
+def _shear():
+    T = torch.eye(4, dtype=torch.float64)
+    T[0, 1] = 0.5
+    return T
+
+
+def _bottom_row():
+    T = torch.eye(4, dtype=torch.float64)
+    T[3, 0] = 0.5
+    return T
+
+
+@pytest.mark.parametrize(("T", "what"), [
+    (torch.diag(torch.tensor([2.0, 2.0, 2.0, 1.0])), r"max\|R\^T R - I\| = 3"),  # a scale
+    (_shear(), r"max\|R\^T R - I\| = 0.5"),
+    (torch.diag(torch.tensor([1.0, 1.0, -1.0, 1.0])), r"\|det R - 1\| = 2"),  # a reflection
+    (_bottom_row(), r"last row off \[0, 0, 0, 1\] by 0.5"),
+    (torch.stack([torch.eye(4), 2 * torch.eye(4)]), r"max\|R\^T R - I\| = 3"),  # one bad matrix of a batch
+])
+def test_invert_transform_refuses_non_rigid(T, what):
+    """The rigid formula [[R^T, -R^T t], [0, 1]] silently gave a wrong inverse of these."""
+    from geodepth.geometry import invert_transform
+
+    with pytest.raises(ValueError, match=r"T is not a rigid transform: .*" + what):
+        invert_transform(T)
+    with pytest.raises(ValueError, match=r"\(tolerance 0.0001\)"):
+        invert_transform(T)
+
+
+def test_invert_transform_tolerance():
+    """Within the tolerance (KITTI's rounded rotations) it inverts; atol is checked like check_rigid's."""
+    from geodepth.geometry import invert_transform
+
+    c, s = 0.6, 0.8
+    T = make_transform(torch.tensor([[c, -s, 0], [s, c, 0], [0, 0, 1.0]], dtype=torch.float64),
+                       torch.tensor([1.0, 2, 3], dtype=torch.float64))
+    torch.testing.assert_close(invert_transform(T) @ T, torch.eye(4, dtype=torch.float64), atol=1e-12, rtol=0)
+    T_off = T.clone()
+    T_off[0, 0] += 1e-6  # print rounding
+    torch.testing.assert_close(invert_transform(T_off) @ T_off, torch.eye(4, dtype=torch.float64), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="not a rigid transform"):
+        invert_transform(T_off, atol=1e-8)
+    for bad in (NAN, -1.0, "1e-4"):
+        with pytest.raises(ValueError, match="atol must be a finite number >= 0"):
+            invert_transform(T, atol=bad)
