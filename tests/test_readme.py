@@ -33,11 +33,25 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     assert torch.equal(geodepth.read_depth_png(paths["depth"]) > 0, result.depth > 0)
 
 
-def test_readme_ops_example_runs_and_is_right():
+def test_readme_ops_example_runs_and_is_right(monkeypatch):
     """Run the README's ops block; check what it computes against plain torch."""
-    block = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "from geodepth.ops import knn" in b]
+    import torch.nn.functional as F
+
+    import geodepth.ops
+    from geodepth.ops._reference import continuous_conv_reference
+
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    block = [b for b in blocks if "from geodepth.ops import knn" in b]
     assert len(block) == 1
     ns: dict = {}
+    sampled = []  # the block samples an unnamed feature map: record what sample() is given
+    real_sample = geodepth.ops.sample
+
+    def recording_sample(fmap, uv, *args, **kwargs):
+        sampled.append((fmap, uv))
+        return real_sample(fmap, uv, *args, **kwargs)
+
+    monkeypatch.setattr(geodepth.ops, "sample", recording_sample)
     torch.manual_seed(0)
     exec(block[0], ns)
     pts, off, nn, feats = ns["pts"], ns["off"], ns["nn"], ns["feats"]
@@ -48,7 +62,18 @@ def test_readme_ops_example_runs_and_is_right():
         assert torch.allclose(nn.sqdist[off[b]:off[b + 1]].double(), ref, atol=1e-6)
         assert ((nn.idx[off[b]:off[b + 1]] >= off[b]) & (nn.idx[off[b]:off[b + 1]] < off[b + 1])).all()
     assert torch.allclose(ns["mean"], feats[nn.idx].mean(1), atol=1e-5)
-    assert ns["y"].shape == (1000, 64) and ns["f"].shape == (1000, 64)
+    # PyG edge_index by hand: row 0 the neighbour (source), row 1 the query (target), no -1 here
+    assert torch.equal(ns["edge_index"], torch.stack([nn.idx.flatten(), torch.arange(1000).repeat_interleave(16)]))
+    # the layer is the unfused continuous convolution (per-edge kernels) with its own score MLP
+    conv = ns["conv"]
+    want = continuous_conv_reference(feats, pts, pts, nn.idx, conv.weight, conv.scores, bias=conv.bias, reduce="mean")
+    assert ns["y"].shape == (1000, 64) and torch.allclose(ns["y"], want, atol=1e-5, rtol=1e-4)
+    # bilinear sampling at (u, v) with pixel centres at +0.5 is grid_sample(align_corners=False),
+    # run in float64 (in float32 its grid normalisation alone costs ~6e-5 at u ~ 1000 px)
+    (fmap, uv_s), = sampled
+    grid = (2 * uv_s.double() / torch.tensor([1242.0, 375.0], dtype=torch.float64) - 1).view(1, 1, -1, 2)
+    want = F.grid_sample(fmap[None].double(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    assert ns["f"].shape == (1000, 64) and torch.allclose(ns["f"].double(), want[0, :, 0].t(), atol=1e-5, rtol=1e-4)
     img, z, uv = ns["zbuf"].image, ns["z"], ns["uv"]
     r, c = uv[:, 1].floor().long(), uv[:, 0].floor().long()
     naive = torch.full((375, 1242), float("inf"))
