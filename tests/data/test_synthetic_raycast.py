@@ -54,6 +54,23 @@ def test_raycast_matches_numpy_twin(shared):
     n = h.normal.numpy()[fin]
     np.testing.assert_allclose(np.linalg.norm(n, axis=1), 1.0, atol=1e-9)
     assert ((n * D.numpy()[fin]).sum(1) <= 1e-12).all()
+    # perpendicular: two rays turned by 1e-6 rad about each ray hit the same surface at points whose
+    # chords from the hit are tangent, so |n . chord| / |chord| is ~0 (curvature: <= 1e-4 here);
+    # rays whose neighbours land on another primitive or face (normals differ) are left out
+    Dh = D / D.norm(dim=1, keepdim=True)
+    a = torch.linalg.cross(Dh, torch.tensor([0.3, 0.5, 0.8], dtype=torch.float64).expand_as(D))
+    a = a / a.norm(dim=1, keepdim=True)
+    p = O + h.t[:, None] * D
+    tested = torch.from_numpy(fin).clone()
+    for e in (a, torch.linalg.cross(Dh, a)):
+        D2 = D + 1e-6 * D.norm(dim=1, keepdim=True) * e
+        h2 = raycast(scene, O, D2)
+        same = tested & (h2.prim == h.prim) & torch.isfinite(h2.t) & ((h2.normal * h.normal).sum(1) > 1 - 1e-6)
+        chord = (O + h2.t[:, None] * D2 - p)[same]
+        cos = (chord * h.normal[same]).sum(1).abs() / chord.norm(dim=1)
+        assert cos.max() < 1e-3, float(cos.max())
+        tested &= same
+    assert tested.sum() > 0.95 * fin.sum()  # nearly every hit was checked
 
 
 def test_culled_equals_all_pairs_on_street_float32():
