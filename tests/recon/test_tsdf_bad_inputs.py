@@ -28,6 +28,17 @@ def _plane(z=2.0):
     return np.full((1, H, W), z, np.float32)
 
 
+def _assert_wall(mesh, voxel, z=2.0):
+    """The mesh of ``_plane(z)`` is the wall: vertices at depth z (within half a voxel, the TSDF's
+    zero crossing) spread over the camera's view (their pixels span most of the image)."""
+    v = np.asarray(mesh.vertices, np.float64)
+    assert len(v) > 100
+    assert np.abs(v[:, 2] - z).max() < 0.5 * voxel, np.abs(v[:, 2] - z).max()
+    u, w = K[0, 0] * v[:, 0] / v[:, 2] + K[0, 2], K[1, 1] * v[:, 1] / v[:, 2] + K[1, 2]
+    assert u.min() > -1 and u.max() < W + 1 and w.min() > -1 and w.max() < H + 1
+    assert np.ptp(u) > 0.8 * W and np.ptp(w) > 0.8 * H
+
+
 @pytest.fixture
 def no_integration(monkeypatch):
     """Make any integration fail, so a guard that comes too late fails the test instead of crashing it."""
@@ -61,18 +72,18 @@ def test_voxel_guard_decision_and_suggestion(monkeypatch):
     # lower the limit so that a tiny scene crosses it: 20 blocks of 16^3 voxels
     monkeypatch.setattr(tsdf, "MAX_TSDF_VOXELS", 20 * 16 ** 3)
     d = _plane()
-    assert len(fuse_tsdf([d], CAM, None, voxel_length=0.05, block_count=1).vertices) > 0  # 4 blocks: fits
+    _assert_wall(fuse_tsdf([d], CAM, None, voxel_length=0.05, block_count=1), 0.05)  # 4 blocks: fits
     with pytest.raises(ValueError, match=r"voxel_length=0.002 is too fine.*use voxel_length >=") as e:
         fuse_tsdf([d], CAM, None, voxel_length=0.002, block_count=1)
     v = _suggested(str(e.value))
     assert 0.002 < v < 0.05
-    assert len(fuse_tsdf([d], CAM, None, voxel_length=v, block_count=1).vertices) > 0  # the suggestion works
+    _assert_wall(fuse_tsdf([d], CAM, None, voxel_length=v, block_count=1), v)  # the suggestion works
 
 
 def test_block_count_beyond_the_voxel_limit():
     with pytest.raises(ValueError, match="block_count=40000"):
         fuse_tsdf([_plane()], CAM, None, block_count=40000)  # 40000 x 16^3 > 2**27
-    assert len(fuse_tsdf([_plane()], CAM, None, block_count=100).vertices) > 0
+    _assert_wall(fuse_tsdf([_plane()], CAM, None, block_count=100), 0.05)
 
 
 @pytest.mark.parametrize("name, value", [
@@ -111,4 +122,8 @@ def test_frames_without_depth_are_skipped():
     with pytest.warns(RuntimeWarning, match="no depth"):
         assert len(fuse_tsdf([empty], CAM, None).vertices) == 0
     m = fuse_tsdf([_plane(), empty], CAM, np.stack([np.eye(4)] * 2))
-    assert len(m.vertices) > 0
+    _assert_wall(m, 0.05)
+    # skipping the empty frame leaves the mesh of the wall frame alone (as a set of vertices)
+    alone = fuse_tsdf([_plane()], CAM, None)
+    np.testing.assert_array_equal(np.unique(np.round(m.vertices, 6), axis=0),
+                                  np.unique(np.round(alone.vertices, 6), axis=0))
