@@ -48,7 +48,12 @@ def test_colorize_depth_vmin_above_vmax():
         colorize_depth(d, vmin=8.0, vmax=2.0)
     with pytest.raises(ValueError, match=r"vmin must be <= vmax, got vmin=20, vmax=10 \(default"):
         colorize_depth(d, vmin=20.0)
-    colorize_depth(d, vmin=3.0, vmax=3.0)  # an empty range is allowed: every valid pixel at the bottom
+    # an empty range is allowed: every valid pixel at the bottom of the map (matplotlib's turbo(0)),
+    # the empty pixel in the invalid colour (black by default)
+    got = colorize_depth(d, vmin=3.0, vmax=3.0, dtype="float")[:, 0].T
+    mpl = pytest.importorskip("matplotlib")
+    bottom = mpl.colormaps["turbo"](0.0)[:3]
+    np.testing.assert_allclose(got, [[0.0, 0.0, 0.0], bottom, bottom], atol=1e-4)
 
 
 @pytest.mark.parametrize("kw", [{"vmin": NAN}, {"vmax": INF}, {"vmin": "1"}, {"vmax": True}])
