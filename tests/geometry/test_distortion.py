@@ -62,6 +62,10 @@ def test_unproject_and_depth_round_trip_with_distortion():
     # distortion survives crops and resizes
     assert torch.equal(cam.crop(10, 10, 600, 400).distortion, cam.distortion)
     assert cam.resize(320, 240).has_distortion
+    # and acts on the normalised coordinates, before K: a crop shifts the distorted pixels, a 2x
+    # downsize halves them (pixel edges at integers: K's first two rows scale exactly)
+    torch.testing.assert_close(cam.crop(10, 10, 600, 400).project(p)[0], uv - 10.0, atol=1e-9, rtol=0)
+    torch.testing.assert_close(cam.resize(320, 240).project(p)[0], uv * 0.5, atol=1e-9, rtol=0)
 
 
 def test_check_distortion_errors():
