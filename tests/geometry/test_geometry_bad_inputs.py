@@ -123,6 +123,12 @@ def test_project_points_at_z_0_with_distortion_still_returns():
     """uv of z = 0 points is documented as meaningless, not an error (filter on z)."""
     uv, z = project_points(torch.tensor([[0.0, 0.0, 0.0], [0.1, 0.2, 1.0]]), K, distortion=D)
     assert z.tolist() == [0.0, 1.0] and bool(torch.isfinite(uv[1]).all())
+    # the z = 1 point by hand (Brown-Conrady, D = k1, k2, p1, p2): x, y = 0.1, 0.2, r^2 = 0.05,
+    # radial 1 - 0.3 * 0.05 + 0.1 * 0.05^2 = 0.98525;
+    # xd = 0.1 * 0.98525 + 2 * 0.001 * 0.02 - 0.002 * (0.05 + 2 * 0.01) = 0.098425,
+    # yd = 0.2 * 0.98525 + 0.001 * (0.05 + 2 * 0.04) + 2 * -0.002 * 0.02 = 0.1971;
+    # u = 50 xd + 32 = 36.92125, v = 50 yd + 24 = 33.855
+    torch.testing.assert_close(uv[1], torch.tensor([36.92125, 33.855]), atol=1e-4, rtol=0)
 
 
 # ------------------------------------------------------------------ transforms
@@ -159,6 +165,12 @@ def test_compose_mismatched_batches():
         compose_transforms(A, torch.eye(4), B)
     # B = 1 and unbatched transforms broadcast
     assert compose_transforms(A, torch.eye(4)[None], torch.eye(4)).shape == (2, 4, 4)
+    # ... as matrix products, item by item (torch.matmul broadcasts the same way)
+    R0 = make_transform(torch.tensor([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]]), torch.tensor([1.0, 2, 3]))
+    R1 = make_transform(torch.tensor([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]]), torch.tensor([-1.0, 0, 5]))
+    Ab = torch.stack([R0, R1])
+    got = compose_transforms(Ab, R1[None], R0)
+    torch.testing.assert_close(got, torch.stack([R0 @ R1 @ R0, R1 @ R1 @ R0]), atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("bad", ["eye", None, [[1, 2], "x"]])
