@@ -137,6 +137,7 @@ def test_organised_pcd_drops_missing_returns(tmp_path):
         p, c = read_point_cloud(tmp_path / "o.pcd")
     assert p.tolist() == [[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]
     assert c is not None and c.shape == (2, 3) and c[0, 0] == 1.0 and c[1, 2] == 1.0
+    assert c.tolist() == [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]  # packed rgb 0xFF0000 red, 0x0000FF blue
     (tmp_path / "n.pcd").write_text(head.replace("WIDTH 2", "WIDTH 1").replace("HEIGHT 2", "HEIGHT 1")
                                     .replace("POINTS 4", "POINTS 1") + "nan nan nan 0\n")
     with pytest.raises(ValueError, match="all 1 points have NaN"):

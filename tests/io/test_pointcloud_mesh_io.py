@@ -28,6 +28,8 @@ def test_write_ply_read_by_open3d(tmp_path, dtype):
     p3, c3 = read_ply(tmp_path / "c.ply")
     assert p3.dtype == dtype and torch.equal(p3, pts)
     torch.testing.assert_close(c3, c2)
+    # both readers give back the colours written, quantised to 8 bits (as Open3D reads them above)
+    torch.testing.assert_close(c2.double(), torch.round(col.double() * 255) / 255, atol=1e-6, rtol=0)
 
 
 def test_read_ply_of_open3d_files(tmp_path):
