@@ -91,8 +91,13 @@ def _knn2d(query: torch.Tensor, points: torch.Tensor, k: int,
 def _lattice_exact32(query: torch.Tensor, points: torch.Tensor) -> bool:
     """Pixel-centre coordinates (integer + 0.5) below 2**11.5 on both sides: every coordinate,
     difference, square and sum of two squares (< 2**24) is exact in float32."""
-    lim = 2896.0  # 2 * 2896**2 < 2**24
-    return all(float(a.abs().max()) < lim if a.numel() else True for a in (query, points))
+    return max(_abs_max(query, points)) < 2896.0  # 2 * 2896**2 < 2**24
+
+
+def _abs_max(*tensors: torch.Tensor) -> list[float]:
+    """The largest magnitude in each tensor (0 for an empty one), read from the device at once."""
+    t = [a.abs().max() if a.numel() else a.new_zeros(()) for a in tensors]
+    return torch.stack(t).tolist()
 
 
 def _knn2d_refined(query: torch.Tensor, points: torch.Tensor, k: int,
@@ -110,8 +115,7 @@ def _knn2d_refined(query: torch.Tensor, points: torch.Tensor, k: int,
     """
     N = points.shape[0]
     m = min(k + _EXTRA, N)
-    qmax = float(query.abs().max()) if query.numel() else 0.0
-    pmax = float(points.abs().max())
+    qmax, pmax = _abs_max(query, points)
     e = math.sqrt(2.0) * _U32 * (qmax + pmax)
     rel = 8 * _U32
     bound = max_sqdist
