@@ -4,10 +4,11 @@ Runs each classical method (IP-Basic fast / multiscale, nearest, K-nearest-point
 bilateral) on ``velodyne_raw_02.png``, prints devkit MAE / RMSE against ``groundtruth_02.png``
 and saves a picture of the inputs and results to ``out/examples/kitti_classical_fill.png``.
 
-    python examples/kitti_classical_fill.py
+    python examples/kitti_classical_fill.py [--out DIR]
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -46,6 +47,9 @@ def colourise(depth: np.ndarray, vmax: float = 80.0) -> np.ndarray:
 
 
 def main() -> Path:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=REPO / "out" / "examples")
+    args = ap.parse_args()
     root = next(p for p in SAMPLE if (p / "velodyne_raw_02.png").exists())
     sparse = read_depth_png(root / "velodyne_raw_02.png")
     gt = read_depth_png(root / "groundtruth_02.png")
@@ -75,7 +79,7 @@ def main() -> Path:
         ax.set_title(title, fontsize=8)
         ax.axis("off")
     fig.tight_layout()
-    out_dir = REPO / "out" / "examples"
+    out_dir = args.out
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "kitti_classical_fill.png"
     fig.savefig(path, dpi=110)

@@ -4,10 +4,11 @@ their 3D neighbours (``knn`` + ``ContinuousConv``) and the result is pushed back
 image grid (``splat``, a z-buffer). Untrained weights: this shows the plumbing and its cost,
 not a model. Saves ``out/examples/pointcloud_fuse_features.png``.
 
-    python examples/pointcloud_fuse_features.py
+    python examples/pointcloud_fuse_features.py [--out DIR]
 """
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -22,6 +23,9 @@ OUT = Path(__file__).resolve().parents[1] / "out" / "examples"
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
     torch.manual_seed(0)
     frame = geodepth.load_frame(geodepth.sample_dir())
     cam = frame.camera
@@ -53,7 +57,7 @@ def main() -> None:
     feat_img = zbuf.image[1:]
     lo, hi = feat_img.amin(dim=(1, 2), keepdim=True), feat_img.amax(dim=(1, 2), keepdim=True)
     feat_img = torch.where(zbuf.count[None] > 0, (feat_img - lo) / (hi - lo + 1e-9), torch.zeros_like(feat_img))
-    path = OUT / "pointcloud_fuse_features.png"
+    path = args.out / "pointcloud_fuse_features.png"
     comparison_figure([("RGB", frame.image), ("z-buffered LiDAR depth (splat)", zbuf.image[:1]),
                        ("point features after one ContinuousConv, splatted back", feat_img)], path, overwrite=True)
     print(f"saved {path}")
