@@ -11,7 +11,7 @@ import functools
 import torch
 from torch import Tensor
 
-__all__ = ["plain_eager", "triton_available", "use_triton"]
+__all__ = ["eager_without_grad", "plain_eager", "triton_available", "use_triton"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -42,3 +42,15 @@ def plain_eager(*tensors: Tensor) -> bool:
 
     return (not torch.compiler.is_compiling() and not is_in_torch_dispatch_mode()
             and all(type(t) is Tensor for t in tensors))
+
+
+def eager_without_grad(*tensors: Tensor | None) -> bool:
+    """Whether an op with gradients may run its implementation directly: :func:`plain_eager`, and
+    autograd has nothing to record (grad mode off, or no input requires grad). The first call of
+    any ``torch.library`` custom op in a process imports ``torch._dynamo`` (~1 s on this
+    project's CPU), which a script that only runs inference should not pay; training, tracing and
+    dispatch modes go through the registered op and its autograd formula."""
+    ts = [t for t in tensors if t is not None]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in ts):
+        return False
+    return plain_eager(*ts)

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from geodepth._checks import check_not_meta
 
-from ._dispatch import use_triton
+from ._dispatch import eager_without_grad, use_triton
 
 __all__ = ["aggregate"]
 
@@ -26,8 +26,7 @@ def _on_triton(t: Tensor) -> bool:
     return use_triton(t)
 
 
-@torch.library.custom_op("geodepth::aggregate", mutates_args=())
-def _aggregate_op(features: Tensor, idx: Tensor, weights: Optional[Tensor], reduce: str) -> tuple[Tensor, Tensor]:
+def _aggregate_impl(features: Tensor, idx: Tensor, weights: Optional[Tensor], reduce: str) -> tuple[Tensor, Tensor]:
     if _on_triton(features):
         from ._triton.aggregate import aggregate_forward_triton
 
@@ -35,6 +34,9 @@ def _aggregate_op(features: Tensor, idx: Tensor, weights: Optional[Tensor], redu
     from ._cpu.aggregate import aggregate_forward_cpu
 
     return aggregate_forward_cpu(features, idx, weights, reduce)
+
+
+_aggregate_op = torch.library.custom_op("geodepth::aggregate", _aggregate_impl, mutates_args=())
 
 
 @_aggregate_op.register_fake
@@ -145,5 +147,6 @@ def aggregate(features: Tensor, idx: Tensor, weights: Tensor | None = None, redu
         if weights.dtype != features.dtype or weights.device != features.device:
             raise ValueError(f"weights must match features' dtype and device ({features.dtype}, {features.device}), "
                              f"got ({weights.dtype}, {weights.device})")
-    out, _ = _aggregate_op(features, idx, weights, reduce)
+    run = _aggregate_impl if eager_without_grad(features, idx, weights) else _aggregate_op
+    out, _ = run(features, idx, weights, reduce)
     return out

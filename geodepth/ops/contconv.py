@@ -22,14 +22,13 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ._dispatch import use_triton
+from ._dispatch import eager_without_grad, use_triton
 from .aggregate import _check_features, _check_idx
 
 __all__ = ["continuous_conv", "scored_aggregate"]
 
 
-@torch.library.custom_op("geodepth::scored_aggregate", mutates_args=())
-def _scored_op(features: Tensor, idx: Tensor, scores: Tensor) -> Tensor:
+def _scored_impl(features: Tensor, idx: Tensor, scores: Tensor) -> Tensor:
     if use_triton(features):
         from ._triton.aggregate import scored_aggregate_forward_triton
 
@@ -37,6 +36,9 @@ def _scored_op(features: Tensor, idx: Tensor, scores: Tensor) -> Tensor:
     from ._cpu.aggregate import scored_aggregate_forward_cpu
 
     return scored_aggregate_forward_cpu(features, idx, scores)
+
+
+_scored_op = torch.library.custom_op("geodepth::scored_aggregate", _scored_impl, mutates_args=())
 
 
 @_scored_op.register_fake
@@ -108,6 +110,8 @@ def scored_aggregate(features: Tensor, idx: Tensor, scores: Tensor) -> Tensor:
     if scores.dtype != features.dtype or scores.device != features.device or idx.device != features.device:
         raise ValueError(f"scores and idx must be on features' device {features.device} and scores of dtype "
                          f"{features.dtype}, got scores {scores.dtype} on {scores.device}, idx on {idx.device}")
+    if eager_without_grad(features, idx, scores):
+        return _scored_impl(features, idx, scores)
     return _scored_op(features, idx, scores)
 
 

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from geodepth._checks import OFFSETS_DTYPES, check_not_meta
 
-from ._dispatch import use_triton
+from ._dispatch import eager_without_grad, use_triton
 
 __all__ = ["sample"]
 
@@ -21,8 +21,7 @@ _MODES = ("bilinear", "nearest")
 _PADDINGS = ("zeros", "border")
 
 
-@torch.library.custom_op("geodepth::sample", mutates_args=())
-def _sample_op(fmap: Tensor, uv: Tensor, bidx: Tensor, mode: str, padding: str) -> Tensor:
+def _sample_impl(fmap: Tensor, uv: Tensor, bidx: Tensor, mode: str, padding: str) -> Tensor:
     if use_triton(fmap):
         from ._triton.sample import sample_forward_triton
 
@@ -30,6 +29,9 @@ def _sample_op(fmap: Tensor, uv: Tensor, bidx: Tensor, mode: str, padding: str) 
     from ._cpu.sample import sample_forward_cpu
 
     return sample_forward_cpu(fmap, uv, bidx, mode, padding)
+
+
+_sample_op = torch.library.custom_op("geodepth::sample", _sample_impl, mutates_args=())
 
 
 @_sample_op.register_fake
@@ -133,4 +135,6 @@ def sample(feature_map: Tensor, uv: Tensor, *, offsets: Tensor | None = None, mo
         bidx = torch.repeat_interleave(torch.arange(B, device=uv.device), offsets.diff(), output_size=N)
     if N and not compiling and not bool(torch.isfinite(uv).all()):
         raise ValueError("uv contains NaN or inf")
+    if eager_without_grad(fmap, uv):
+        return _sample_impl(fmap, uv, bidx, mode, padding)
     return _sample_op(fmap, uv, bidx, mode, padding)

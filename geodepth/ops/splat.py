@@ -16,7 +16,7 @@ from torch import Tensor
 
 from geodepth._checks import check_not_meta, check_size
 
-from ._dispatch import use_triton
+from ._dispatch import eager_without_grad, use_triton
 
 __all__ = ["Splat", "splat"]
 
@@ -46,9 +46,8 @@ def _use_triton(values: Tensor, depth: Optional[Tensor], reduce: str) -> bool:
     return True
 
 
-@torch.library.custom_op("geodepth::splat", mutates_args=())
-def _splat_op(uv: Tensor, values: Tensor, depth: Optional[Tensor], H: int, W: int,
-              reduce: str) -> tuple[Tensor, Tensor, Tensor]:
+def _splat_impl(uv: Tensor, values: Tensor, depth: Optional[Tensor], H: int, W: int,
+                reduce: str) -> tuple[Tensor, Tensor, Tensor]:
     if _use_triton(values, depth, reduce):
         from ._triton.splat import splat_forward_triton
 
@@ -56,6 +55,9 @@ def _splat_op(uv: Tensor, values: Tensor, depth: Optional[Tensor], H: int, W: in
     from ._cpu.splat import splat_forward_cpu
 
     return splat_forward_cpu(uv, values, depth, H, W, reduce)
+
+
+_splat_op = torch.library.custom_op("geodepth::splat", _splat_impl, mutates_args=())
 
 
 @_splat_op.register_fake
@@ -159,5 +161,6 @@ def splat(uv: Tensor, values: Tensor, size: tuple[int, int], reduce: str = "sum"
         if depth is not None and not bool(torch.isfinite(depth).all()):
             raise ValueError("depth contains NaN or inf")
     v2 = values.unsqueeze(1) if values.dim() == 1 else values
-    image, count, index = _splat_op(uv.detach(), v2, depth, H, W, reduce)
+    run = _splat_impl if eager_without_grad(uv, v2, depth) else _splat_op
+    image, count, index = run(uv.detach(), v2, depth, H, W, reduce)
     return Splat(image, count, index if reduce in ("min", "max") else None)
