@@ -224,6 +224,10 @@ def complete(
         raise ValueError("no input depth: give sparse_depth or points_lidar with T_cam_from_lidar")
 
     points_cam = None
+    if T_cam_from_lidar is not None:  # a rigid 4x4, as the calibration readers require
+        from ..geometry import check_rigid
+
+        check_rigid(T_cam_from_lidar.detach().to("cpu", torch.float64), "T_cam_from_lidar")
     if have_points:
         T = T_cam_from_lidar.to(torch.float64)
         points_cam = transform_points(T, points_lidar.to(torch.float64)).to(torch.float32)

@@ -105,6 +105,11 @@ def _cam():
     (dict(sparse_depth=torch.ones(1, 48, 64), image=torch.ones(3, 10, 10)), r"image must be \(3, 48, 64\)"),
     (dict(points_lidar=torch.tensor([[0.0, 0, -5]]), T_cam_from_lidar=torch.eye(4, dtype=torch.float64)), "behind"),
     (dict(points_lidar=torch.ones(3, 3)), "T_cam_from_lidar"),
+    # a scaled or sheared T used to complete, and points_lidar then failed (or was wrong)
+    (dict(points_lidar=torch.tensor([[0.0, 0, 5]]), T_cam_from_lidar=torch.diag(torch.tensor([1.01, 1, 1, 1]))),
+     r"T_cam_from_lidar is not a rigid transform"),
+    (dict(sparse_depth=torch.ones(1, 48, 64), T_cam_from_lidar=torch.tensor(
+        [[1.0, 0.1, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])), r"T_cam_from_lidar is not a rigid transform"),
     (dict(sparse_depth=torch.ones(1, 48, 64), image=torch.ones(3, 48, 64, dtype=torch.uint8)), "uint8"),
     (dict(sparse_depth=torch.ones(1, 48, 64), image=torch.full((3, 48, 64), 200.0)), r"\[0, 1\].*255"),
     (dict(sparse_depth=torch.ones(1, 48, 64), image=torch.full((3, 48, 64), float("nan"))), r"\[0, 1\]"),
