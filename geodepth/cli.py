@@ -214,7 +214,7 @@ def cmd_fuse(args) -> int:
             results.append((res.depth.detach().cpu(), frame.camera, frame.image))
     depths, cams, images = zip(*results)
     mesh = fuse_tsdf(list(depths), list(cams), poses, images=list(images), voxel_length=args.voxel,
-                     depth_max=args.depth_max)
+                     depth_max=args.depth_max, progress=True)
     export_mesh(mesh, out, overwrite=True)
     print(f"fused {len(depths)} frames into {out}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces")
     return 0

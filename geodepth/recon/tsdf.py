@@ -95,8 +95,17 @@ def _frame_blocks(o3d: Any, o3c: Any, vbg: Any, d: np.ndarray, K: np.ndarray, po
         raise
 
 
+def _bar(it, desc: str, show: bool):
+    """``it`` with a tqdm progress bar (frames) when ``show``."""
+    if not show:
+        return it
+    from tqdm import tqdm
+
+    return tqdm(it, desc=desc, unit="frame")
+
+
 def _count_blocks(frames: Sequence[tuple], voxel_length: float, trunc_voxels: float, block_resolution: int,
-                  depth_max: float, stop_above: int | None = None) -> int:
+                  depth_max: float, stop_above: int | None = None, progress: bool = False) -> int:
     """Distinct voxel blocks the frames allocate (Open3D's own block selection, nothing integrated); counting
     stops early once it passes ``stop_above``."""
     import open3d as o3d
@@ -106,7 +115,7 @@ def _count_blocks(frames: Sequence[tuple], voxel_length: float, trunc_voxels: fl
         attr_names=("tsdf",), attr_dtypes=(o3c.float32,), attr_channels=(1,), voxel_size=float(voxel_length),
         block_resolution=int(block_resolution), block_count=1, device=o3c.Device("CPU:0"))
     seen = np.zeros(0, np.dtype((np.void, 12)))
-    for d, _, K, _, _, pose in frames:
+    for d, _, K, _, _, pose in _bar(frames, "fuse: counting blocks", progress):
         b = _frame_blocks(o3d, o3c, vbg, d, K, pose, depth_max, trunc_voxels)
         if b is None:
             continue
@@ -153,6 +162,7 @@ def fuse_tsdf(
     min_observations: int = 1,
     block_resolution: int = 16,
     block_count: int = 1000,
+    progress: bool = False,
 ) -> Mesh:
     """Fuse posed depth maps into a TSDF volume and extract a mesh.
 
@@ -174,6 +184,8 @@ def fuse_tsdf(
             (an int from 1 to the number of frames).
         block_resolution: voxels per side of a hashed block (>= 2); block_count: initial capacity
             of the block hash map (it grows when needed; a large value costs allocation time).
+        progress: tqdm progress bars over the frames (the block count that guards Open3D's
+            voxel limit, then the integration; ~0.5-0.9 s per KITTI-size frame at 10 / 5 cm).
 
     Returns:
         :class:`Mesh` in the world frame (vertex colours when images were given). Empty
@@ -209,6 +221,8 @@ def fuse_tsdf(
     # marching cubes needs neighbouring voxels: with 1 voxel per block Open3D 0.20 extracts nothing
     block_resolution = check_int("block_resolution", block_resolution, lo=2)
     block_count = check_int("block_count", block_count, lo=1)
+    if not isinstance(progress, (bool, np.bool_)):
+        raise ValueError(f"progress must be True or False, got {progress!r}")
     if block_count * block_resolution ** 3 > MAX_TSDF_VOXELS:
         raise ValueError(f"block_count={block_count} x block_resolution**3={block_resolution ** 3} voxels exceeds "
                          f"the {MAX_TSDF_VOXELS} voxels Open3D can mesh; lower block_count (the map grows as needed)")
@@ -278,7 +292,8 @@ def fuse_tsdf(
     trunc_voxels = sdf_trunc / voxel_length
     # the guard against MAX_TSDF_VOXELS: count the blocks Open3D will allocate before integrating anything
     max_blocks = MAX_TSDF_VOXELS // block_resolution ** 3
-    n_blocks = _count_blocks(frames, voxel_length, trunc_voxels, block_resolution, depth_max, max_blocks)
+    n_blocks = _count_blocks(frames, voxel_length, trunc_voxels, block_resolution, depth_max, max_blocks,
+                             progress=progress)
     if n_blocks > max_blocks:
         v_min = _smallest_voxel(frames, voxel_length, trunc_voxels, block_resolution, depth_max, max_blocks)
         advice = (f"use voxel_length >= {v_min:g} (sdf_trunc = {trunc_voxels:g} x voxel_length), or fewer frames "
@@ -299,7 +314,7 @@ def fuse_tsdf(
     vbg = o3d.t.geometry.VoxelBlockGrid(
         attr_names=tuple(names), attr_dtypes=tuple(dtypes), attr_channels=tuple(chans),
         voxel_size=voxel_length, block_resolution=block_resolution, block_count=block_count, device=dev)
-    for d, rgb, K, W, H, pose in frames:
+    for d, rgb, K, W, H, pose in _bar(frames, "fuse: integrating", progress):
         # VoxelBlockGrid reads the pixel (int(u), int(v)): geodepth's floor binning, no shift
         blocks = _frame_blocks(o3d, o3c, vbg, d, K, pose, depth_max, trunc_voxels)
         if blocks is None:  # no depth in range

@@ -133,3 +133,19 @@ def test_fuse_errors():
         fuse_tsdf([d], cam, 2 * np.eye(4))
     with pytest.raises(ValueError, match="unsupported mesh format"):
         export_mesh(Mesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64)), "x.xyz")
+
+
+def test_progress_bars_count_the_frames_and_change_nothing(capsys):
+    poses = [_look_at_pose(e, TARGET) for e in EYES[:3]]
+    depths = [torch.from_numpy(_raycast_depth(p))[None] for p in poses]
+    cam = PinholeCamera(torch.tensor(K), W, H)
+    kw = dict(voxel_length=0.08, depth_max=10.0, block_count=500)
+    quiet = fuse_tsdf(depths, cam, np.stack(poses), **kw)
+    assert capsys.readouterr().err == ""
+    shown = fuse_tsdf(depths, cam, np.stack(poses), progress=True, **kw)
+    err = capsys.readouterr().err
+    assert "fuse: counting blocks" in err and "fuse: integrating" in err and "3/3" in err, err
+    np.testing.assert_array_equal(shown.vertices, quiet.vertices)
+    np.testing.assert_array_equal(shown.faces, quiet.faces)
+    with pytest.raises(ValueError, match="progress must be True or False"):
+        fuse_tsdf(depths, cam, np.stack(poses), progress="yes", **kw)
