@@ -188,7 +188,7 @@ def cmd_fuse(args) -> int:
 
     from . import complete
     from .io import list_kitti_dc_frames, load_kitti_dc_frame, read_poses_txt
-    from .recon import export_mesh, fuse_tsdf
+    from .recon import TSDFVolume, export_mesh
 
     root = Path(args.frames)
     out = Path(args.out)
@@ -202,21 +202,21 @@ def cmd_fuse(args) -> int:
         if args.max_frames < 1:
             raise CLIError(f"--max-frames must be >= 1, got {args.max_frames}")
         entries, poses = entries[: args.max_frames], poses[: args.max_frames]
-    results = []
-    for e in tqdm(entries, desc="completing", unit="frame"):
+    # streaming: each frame is completed, integrated and dropped (memory follows the volume, not the
+    # number of frames); the volume refuses a frame that would pass Open3D's voxel limit
+    vol = TSDFVolume(args.voxel, depth_max=args.depth_max)
+    for e, pose in zip(tqdm(entries, desc="completing + fusing", unit="frame"), poses):
         frame = load_kitti_dc_frame(e)
         if args.use_gt:
             if frame.gt_depth is None:
                 raise CLIError(f"{e['name']} has no ground truth")
-            results.append((frame.gt_depth, frame.camera, frame.image))
+            depth = frame.gt_depth
         else:
-            res = complete(frame, method=args.method, device=args.device, use_points=False)
-            results.append((res.depth.detach().cpu(), frame.camera, frame.image))
-    depths, cams, images = zip(*results)
-    mesh = fuse_tsdf(list(depths), list(cams), poses, images=list(images), voxel_length=args.voxel,
-                     depth_max=args.depth_max, progress=True)
+            depth = complete(frame, method=args.method, device=args.device, use_points=False).depth.detach().cpu()
+        vol.integrate(depth, frame.camera, pose, image=frame.image)
+    mesh = vol.extract_mesh()
     export_mesh(mesh, out, overwrite=True)
-    print(f"fused {len(depths)} frames into {out}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces")
+    print(f"fused {vol.frames} frames into {out}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces")
     return 0
 
 

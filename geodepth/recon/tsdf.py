@@ -25,7 +25,7 @@ import numpy as np
 from .._checks import check_int, check_number
 from ..io._paths import refuse_overwrite
 
-__all__ = ["Mesh", "export_mesh", "fuse_tsdf", "to_open3d_mesh", "to_trimesh"]
+__all__ = ["Mesh", "TSDFVolume", "export_mesh", "fuse_tsdf", "to_open3d_mesh", "to_trimesh"]
 
 # Most voxels (allocated blocks x block_resolution**3) a fusion may allocate. Open3D 0.20's CPU marching
 # cubes (VoxelBlockGrid.extract_triangle_mesh) keeps a 4 x int32 = 16-byte record per allocated voxel and
@@ -149,6 +149,216 @@ def _smallest_voxel(frames: Sequence[tuple], voxel_length: float, trunc_voxels: 
     return hi
 
 
+def _open3d():
+    try:
+        import open3d as o3d
+        import open3d.core as o3c
+    except ImportError as e:  # pragma: no cover - depends on the machine
+        raise ImportError("TSDF fusion needs open3d (pip install open3d; CPU build: open3d-cpu)") from e
+    return o3d, o3c
+
+
+def _fusion_params(voxel_length, sdf_trunc, depth_max, depth_min, block_resolution, block_count, progress):
+    """The checked fusion parameters ``(voxel_length, sdf_trunc, depth_max, depth_min, block_resolution,
+    block_count)`` (sdf_trunc defaults to 4 voxels)."""
+    voxel_length = check_number("voxel_length", voxel_length, gt=0)
+    sdf_trunc = 4.0 * voxel_length if sdf_trunc is None else check_number("sdf_trunc", sdf_trunc, gt=0)
+    if sdf_trunc < voxel_length:
+        raise ValueError(f"sdf_trunc={sdf_trunc:g} must be >= voxel_length={voxel_length:g} (a band thinner than a "
+                         f"voxel has no zero crossing to extract; 3 to 5 voxels is usual)")
+    depth_max = check_number("depth_max", depth_max, gt=0)
+    depth_min = check_number("depth_min", depth_min, ge=0)
+    if not depth_max > depth_min:
+        raise ValueError(f"need depth_max > depth_min, got depth_max={depth_max}, depth_min={depth_min}")
+    # marching cubes needs neighbouring voxels: with 1 voxel per block Open3D 0.20 extracts nothing
+    block_resolution = check_int("block_resolution", block_resolution, lo=2)
+    block_count = check_int("block_count", block_count, lo=1)
+    if not isinstance(progress, (bool, np.bool_)):
+        raise ValueError(f"progress must be True or False, got {progress!r}")
+    if block_count * block_resolution ** 3 > MAX_TSDF_VOXELS:
+        raise ValueError(f"block_count={block_count} x block_resolution**3={block_resolution ** 3} voxels exceeds "
+                         f"the {MAX_TSDF_VOXELS} voxels Open3D can mesh; lower block_count (the map grows as needed)")
+    return voxel_length, sdf_trunc, depth_max, depth_min, block_resolution, block_count
+
+
+def _check_poses(poses: np.ndarray, name: str = "poses_world_from_cam") -> None:
+    if not np.isfinite(poses).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    R = poses[:, :3, :3]
+    if np.abs(R @ R.transpose(0, 2, 1) - np.eye(3)).max() > 1e-4 or np.abs(poses[:, 3] - [0, 0, 0, 1]).max() > 0:
+        raise ValueError(f"{name} must be rigid transforms (orthonormal rotation, last row 0 0 0 1)")
+
+
+def _prepare_frame(i: int, item: Any, cam: Any, img: Any, depth_min: float, depth_max: float) -> tuple:
+    """``(depth (H, W) float32 with out-of-range depths zeroed, rgb (H, W, 3) uint8 or None, K, W, H)`` of
+    one frame; ``cam`` / ``img`` (when not None) replace the item's own camera / image."""
+    depth, own_cam, own_img = _item_depth_camera_image(item)
+    cam = cam if cam is not None else own_cam
+    if cam is None:
+        raise ValueError(f"frame {i}: no camera (pass cameras=)")
+    img = img if img is not None else own_img
+    d = _np(depth).astype(np.float32)
+    if d.ndim == 3 and d.shape[0] == 1:
+        d = d[0]
+    K, W, H = _K_of(cam)
+    if d.shape != (H, W):
+        raise ValueError(f"frame {i}: depth is {tuple(d.shape)} but the camera is {W}x{H}")
+    if not np.isfinite(d).all() or (d < 0).any():
+        raise ValueError(f"frame {i}: depth must be finite and >= 0")
+    d = np.where((d > depth_min) & (d <= depth_max), d, 0.0).astype(np.float32)
+    rgb = None
+    if img is not None:
+        a = _np(img)
+        if a.ndim != 3 or a.shape[0] != 3 or a.shape[1:] != (H, W):
+            raise ValueError(f"frame {i}: image must be (3, {H}, {W}), got {tuple(a.shape)}")
+        a = a if a.dtype == np.uint8 else np.round(np.clip(a.astype(np.float64), 0, 1) * 255).astype(np.uint8)
+        rgb = np.ascontiguousarray(a.transpose(1, 2, 0))
+    return d, rgb, K, W, H
+
+
+class TSDFVolume:
+    """A TSDF volume that takes posed frames one at a time (streaming fusion: memory follows the
+    volume, not the number of frames), then gives the mesh.
+
+    Example (a posed sequence, completing and fusing frame by frame)::
+
+        vol = TSDFVolume(voxel_length=0.05, depth_max=40.0)
+        for frame, pose in zip(frames, poses):
+            vol.integrate(geodepth.complete(frame), pose_world_from_cam=pose)
+        mesh = vol.extract_mesh()
+
+    Args: as :func:`fuse_tsdf`. Frames with and without images cannot be mixed (the first frame
+    decides whether the mesh has vertex colours).
+
+    Open3D's mesh extraction crashes beyond :data:`MAX_TSDF_VOXELS` voxels; before a frame is
+    integrated its new voxel blocks are counted, and a frame that would pass the limit is refused
+    with a ``ValueError``; the volume keeps what it has and stays usable. The voxel size the
+    message suggests is an estimate from the blocks so far (they scale about as
+    1 / voxel_length**2 on surfaces), not a guarantee: :func:`fuse_tsdf`, which sees every frame
+    first, names the smallest voxel that fits exactly.
+    """
+
+    def __init__(self, voxel_length: float = 0.05, *, sdf_trunc: float | None = None, depth_max: float = 80.0,
+                 depth_min: float = 0.0, block_resolution: int = 16, block_count: int = 1000):
+        (self.voxel_length, self.sdf_trunc, self.depth_max, self.depth_min, self.block_resolution,
+         self.block_count) = _fusion_params(voxel_length, sdf_trunc, depth_max, depth_min, block_resolution,
+                                            block_count, False)
+        self._o3d, self._o3c = _open3d()
+        self._vbg = None
+        self._color: bool | None = None
+        self.frames = 0  #: frames given to :meth:`integrate` (with or without depth in range)
+
+    @property
+    def blocks(self) -> int:
+        """Voxel blocks allocated so far (``block_resolution**3`` voxels each)."""
+        return 0 if self._vbg is None else int(self._vbg.hashmap().size())
+
+    def _grid(self, color: bool):
+        o3d, o3c = self._o3d, self._o3c
+        names, dtypes, chans = ["tsdf", "weight"], [o3c.float32, o3c.float32], [1, 1]
+        if color:
+            names.append("color"), dtypes.append(o3c.float32), chans.append(3)
+        return o3d.t.geometry.VoxelBlockGrid(
+            attr_names=tuple(names), attr_dtypes=tuple(dtypes), attr_channels=tuple(chans),
+            voxel_size=self.voxel_length, block_resolution=self.block_resolution, block_count=self.block_count,
+            device=o3c.Device("CPU:0"))
+
+    def integrate(self, depth: Any, camera: Any = None, pose_world_from_cam: Any = None, image: Any = None) -> bool:
+        """Integrate one frame.
+
+        Args:
+            depth: (1, H, W) or (H, W) depth in metres (torch or numpy), 0 = none; or an object
+                with ``.depth`` (or ``.gt_depth`` / ``.sparse_depth``), ``.camera`` and optionally
+                ``.image`` (a :class:`~geodepth.Completion` or :class:`~geodepth.io.frame.Frame`).
+            camera: its :class:`~geodepth.geometry.camera.PinholeCamera` (else the item's).
+            pose_world_from_cam: (4, 4) rigid camera -> world transform; None = identity.
+            image: optional (3, H, W) RGB in [0, 1] (or uint8) (else the item's, if any).
+
+        Returns:
+            Whether the frame had depth in range (False: nothing to integrate, not an error).
+        """
+        d, rgb, K, _, _ = _prepare_frame(self.frames, depth, camera, image, self.depth_min, self.depth_max)
+        pose = np.eye(4) if pose_world_from_cam is None else _np(pose_world_from_cam).astype(np.float64)
+        if pose.shape != (4, 4):
+            raise ValueError(f"pose_world_from_cam must be (4, 4), got {tuple(pose.shape)}")
+        _check_poses(pose[None], "pose_world_from_cam")
+        if self._color is None:
+            self._color = rgb is not None
+            self._vbg = self._grid(self._color)
+        elif self._color != (rgb is not None):
+            raise ValueError(f"frame {self.frames}: give images for all frames or for none (the first frame "
+                             f"{'had' if self._color else 'had none'})")
+        added = self._add(d, rgb, K, pose)
+        self.frames += 1
+        return added
+
+    def _add(self, d: np.ndarray, rgb: np.ndarray | None, K: np.ndarray, pose: np.ndarray) -> bool:
+        """Integrate a prepared frame, refusing it if its new blocks would pass the voxel limit."""
+        o3d, o3c, vbg = self._o3d, self._o3c, self._vbg
+        trunc_voxels = self.sdf_trunc / self.voxel_length
+        # VoxelBlockGrid reads the pixel (int(u), int(v)): geodepth's floor binning, no shift
+        blocks = _frame_blocks(o3d, o3c, vbg, d, K, pose, self.depth_max, trunc_voxels)
+        if blocks is None:  # no depth in range
+            return False
+        max_blocks = MAX_TSDF_VOXELS // self.block_resolution ** 3
+        have = int(vbg.hashmap().size())
+        total = have + int((~vbg.hashmap().find(blocks)[1].numpy()).sum())
+        if total > max_blocks:
+            v = self.voxel_length * math.sqrt(total / max_blocks)
+            raise ValueError(
+                f"frame {self.frames} would take the volume to {total} blocks of {self.block_resolution}^3 voxels, "
+                f"over the {MAX_TSDF_VOXELS} voxels (2**27) Open3D's mesh extraction can index (it crashes beyond); "
+                f"the frame was not integrated (the volume keeps its {self.frames} frame(s)). Use a larger "
+                f"voxel_length: blocks grow about as 1 / voxel_length**2 on surfaces, so the frames so far need "
+                f"about {float(f'{1.1 * v:.2g}'):g} or more, and later frames add blocks; or fewer frames or a "
+                f"smaller depth_max")
+        intr = o3c.Tensor(K, o3c.float64)
+        extr = o3c.Tensor(np.linalg.inv(pose), o3c.float64)
+        depth = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(d)))
+        if rgb is not None:
+            color = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(rgb.astype(np.float32) / 255.0)))
+            vbg.integrate(blocks, depth, color, intr, intr, extr, 1.0, self.depth_max, trunc_voxels)
+        else:
+            vbg.integrate(blocks, depth, intr, extr, 1.0, self.depth_max, trunc_voxels)
+        return True
+
+    def extract_mesh(self, min_observations: int = 1) -> Mesh:
+        """The zero level set (marching cubes) where voxels were seen by at least
+        ``min_observations`` frames (1 to :attr:`frames`). Empty, with a warning, when there is no
+        surface."""
+        if self.frames == 0:
+            raise ValueError("no frames integrated yet")
+        min_observations = check_int("min_observations", min_observations, lo=1)
+        if min_observations > self.frames:
+            raise ValueError(f"min_observations={min_observations} exceeds the {self.frames} frame(s) given: no "
+                             f"voxel can be seen that often")
+        empty = Mesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64), np.zeros((0, 3)) if self._color else None)
+        if self.blocks == 0:
+            warnings.warn(f"TSDF fusion: no depth in ({self.depth_min:g}, {self.depth_max:g}) m in any of the "
+                          f"{self.frames} frame(s); returning an empty mesh", RuntimeWarning, stacklevel=2)
+            return empty
+        if self.blocks * self.block_resolution ** 3 > MAX_TSDF_VOXELS:  # integrate refuses this: never crash
+            raise ValueError(f"the fused volume holds {self.blocks} blocks of {self.block_resolution}^3 voxels, "
+                             f"over the {MAX_TSDF_VOXELS} voxels Open3D can mesh; use a larger voxel_length")
+        try:
+            m = self._vbg.extract_triangle_mesh(weight_threshold=float(min_observations) - 0.5)
+        except RuntimeError as e:
+            # Open3D 0.20 sets the (absent) vertex colours of an empty mesh when the grid has no colour
+            # attribute and fails with "SetVertexColors ... shape {0}": that is "no surface"
+            if self._color or "SetVertexColors" not in str(e):
+                raise
+            m = None
+        if m is None or "positions" not in m.vertex or m.vertex.positions.shape[0] == 0:
+            warnings.warn(f"TSDF fusion: no surface seen by >= {min_observations} frame(s) at voxel_length="
+                          f"{self.voxel_length:g}, sdf_trunc={self.sdf_trunc:g}; returning an empty mesh",
+                          RuntimeWarning, stacklevel=2)
+            return empty
+        v = m.vertex.positions.numpy().astype(np.float64)
+        f = m.triangle.indices.numpy().astype(np.int64)
+        c = m.vertex["colors"].numpy().astype(np.float64).clip(0, 1) if self._color and "colors" in m.vertex else None
+        return Mesh(v, f, c)
+
+
 def fuse_tsdf(
     frames_or_depths: Sequence[Any],
     cameras: Any = None,
@@ -187,6 +397,10 @@ def fuse_tsdf(
         progress: tqdm progress bars over the frames (the block count that guards Open3D's
             voxel limit, then the integration; ~0.5-0.9 s per KITTI-size frame at 10 / 5 cm).
 
+    All frames are held in memory (the voxel limit is checked on all of them before anything is
+    integrated, and a refusal names the smallest voxel that fits); for long sequences stream them
+    through :class:`TSDFVolume` instead.
+
     Returns:
         :class:`Mesh` in the world frame (vertex colours when images were given). Empty
         (0 vertices, with a warning) when no surface was observed.
@@ -197,35 +411,17 @@ def fuse_tsdf(
             per touched block), beyond which Open3D's mesh extraction crashes; the message gives
             the smallest voxel_length that fits these frames.
     """
-    try:
-        import open3d as o3d
-    except ImportError as e:  # pragma: no cover - depends on the machine
-        raise ImportError("fuse_tsdf needs open3d (pip install open3d; CPU build: open3d-cpu)") from e
+    _open3d()
     items = list(frames_or_depths)
     n = len(items)
     if n == 0:
         raise ValueError("frames_or_depths is empty")
-    voxel_length = check_number("voxel_length", voxel_length, gt=0)
-    sdf_trunc = 4.0 * voxel_length if sdf_trunc is None else check_number("sdf_trunc", sdf_trunc, gt=0)
-    if sdf_trunc < voxel_length:
-        raise ValueError(f"sdf_trunc={sdf_trunc:g} must be >= voxel_length={voxel_length:g} (a band thinner than a "
-                         f"voxel has no zero crossing to extract; 3 to 5 voxels is usual)")
-    depth_max = check_number("depth_max", depth_max, gt=0)
-    depth_min = check_number("depth_min", depth_min, ge=0)
-    if not depth_max > depth_min:
-        raise ValueError(f"need depth_max > depth_min, got depth_max={depth_max}, depth_min={depth_min}")
+    voxel_length, sdf_trunc, depth_max, depth_min, block_resolution, block_count = _fusion_params(
+        voxel_length, sdf_trunc, depth_max, depth_min, block_resolution, block_count, progress)
     min_observations = check_int("min_observations", min_observations, lo=1)
     if min_observations > n:
         raise ValueError(f"min_observations={min_observations} exceeds the {n} frame(s) given: no voxel can be "
                          f"seen that often")
-    # marching cubes needs neighbouring voxels: with 1 voxel per block Open3D 0.20 extracts nothing
-    block_resolution = check_int("block_resolution", block_resolution, lo=2)
-    block_count = check_int("block_count", block_count, lo=1)
-    if not isinstance(progress, (bool, np.bool_)):
-        raise ValueError(f"progress must be True or False, got {progress!r}")
-    if block_count * block_resolution ** 3 > MAX_TSDF_VOXELS:
-        raise ValueError(f"block_count={block_count} x block_resolution**3={block_resolution ** 3} voxels exceeds "
-                         f"the {MAX_TSDF_VOXELS} voxels Open3D can mesh; lower block_count (the map grows as needed)")
     # cameras
     if cameras is None:
         cams = [None] * n
@@ -247,48 +443,18 @@ def fuse_tsdf(
             poses = poses[None]
         if poses.shape != (n, 4, 4):
             raise ValueError(f"poses_world_from_cam must be ({n}, 4, 4), got {tuple(poses.shape)}")
-        if not np.isfinite(poses).all():
-            raise ValueError("poses_world_from_cam contains NaN or inf")
-        R = poses[:, :3, :3]
-        if np.abs(R @ R.transpose(0, 2, 1) - np.eye(3)).max() > 1e-4 or np.abs(poses[:, 3] - [0, 0, 0, 1]).max() > 0:
-            raise ValueError("poses_world_from_cam must be rigid transforms (orthonormal rotation, last row 0 0 0 1)")
+        _check_poses(poses)
     if images is not None and len(images) != n:
         raise ValueError(f"got {len(images)} images for {n} frames")
 
     frames = []
-    use_color = None
     for i, item in enumerate(items):
-        depth, cam, img = _item_depth_camera_image(item)
-        cam = cams[i] if cams[i] is not None else cam
-        if cam is None:
-            raise ValueError(f"frame {i}: no camera (pass cameras=)")
-        img = images[i] if images is not None else img
-        d = _np(depth).astype(np.float32)
-        if d.ndim == 3 and d.shape[0] == 1:
-            d = d[0]
-        K, W, H = _K_of(cam)
-        if d.shape != (H, W):
-            raise ValueError(f"frame {i}: depth is {tuple(d.shape)} but the camera is {W}x{H}")
-        if not np.isfinite(d).all() or (d < 0).any():
-            raise ValueError(f"frame {i}: depth must be finite and >= 0")
-        d = np.where((d > depth_min) & (d <= depth_max), d, 0.0).astype(np.float32)
-        has = img is not None
-        if use_color is None:
-            use_color = has
-        elif use_color != has:
+        d, rgb, K, W, H = _prepare_frame(i, item, cams[i], images[i] if images is not None else None,
+                                         depth_min, depth_max)
+        if frames and (frames[0][1] is None) != (rgb is None):
             raise ValueError("give images for all frames or for none")
-        rgb = None
-        if has:
-            a = _np(img)
-            if a.ndim != 3 or a.shape[0] != 3 or a.shape[1:] != (H, W):
-                raise ValueError(f"frame {i}: image must be (3, {H}, {W}), got {tuple(a.shape)}")
-            a = a if a.dtype == np.uint8 else np.round(np.clip(a.astype(np.float64), 0, 1) * 255).astype(np.uint8)
-            rgb = np.ascontiguousarray(a.transpose(1, 2, 0))
         frames.append((d, rgb, K, W, H, poses[i]))
 
-    import open3d.core as o3c
-
-    empty = Mesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64), np.zeros((0, 3)) if use_color else None)
     trunc_voxels = sdf_trunc / voxel_length
     # the guard against MAX_TSDF_VOXELS: count the blocks Open3D will allocate before integrating anything
     max_blocks = MAX_TSDF_VOXELS // block_resolution ** 3
@@ -302,51 +468,17 @@ def fuse_tsdf(
             f"voxel_length={voxel_length:g} is too fine for these {n} frame(s): they touch more than {max_blocks} "
             f"blocks of {block_resolution}^3 voxels, over the {MAX_TSDF_VOXELS} voxels (2**27) Open3D's mesh "
             f"extraction can index (it crashes beyond); {advice}")
+    vol = TSDFVolume(voxel_length, sdf_trunc=sdf_trunc, depth_max=depth_max, depth_min=depth_min,
+                     block_resolution=block_resolution, block_count=block_count)
+    vol._color = frames[0][1] is not None
     if n_blocks == 0:
-        warnings.warn(f"fuse_tsdf: no depth in ({depth_min:g}, {depth_max:g}) m in any of the {n} frame(s); "
-                      f"returning an empty mesh", RuntimeWarning, stacklevel=2)
-        return empty
-
-    dev = o3c.Device("CPU:0")
-    names, dtypes, chans = ["tsdf", "weight"], [o3c.float32, o3c.float32], [1, 1]
-    if use_color:
-        names.append("color"), dtypes.append(o3c.float32), chans.append(3)
-    vbg = o3d.t.geometry.VoxelBlockGrid(
-        attr_names=tuple(names), attr_dtypes=tuple(dtypes), attr_channels=tuple(chans),
-        voxel_size=voxel_length, block_resolution=block_resolution, block_count=block_count, device=dev)
-    for d, rgb, K, W, H, pose in _bar(frames, "fuse: integrating", progress):
-        # VoxelBlockGrid reads the pixel (int(u), int(v)): geodepth's floor binning, no shift
-        blocks = _frame_blocks(o3d, o3c, vbg, d, K, pose, depth_max, trunc_voxels)
-        if blocks is None:  # no depth in range
-            continue
-        intr = o3c.Tensor(K, o3c.float64)
-        extr = o3c.Tensor(np.linalg.inv(pose), o3c.float64)
-        depth = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(d)))
-        if rgb is not None:
-            color = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(rgb.astype(np.float32) / 255.0)))
-            vbg.integrate(blocks, depth, color, intr, intr, extr, 1.0, depth_max, trunc_voxels)
-        else:
-            vbg.integrate(blocks, depth, intr, extr, 1.0, depth_max, trunc_voxels)
-    if vbg.hashmap().size() * block_resolution ** 3 > MAX_TSDF_VOXELS:  # the count above missed: never crash
-        raise ValueError(f"the fused volume holds {vbg.hashmap().size()} blocks of {block_resolution}^3 voxels, over "
-                         f"the {MAX_TSDF_VOXELS} voxels Open3D can mesh; use a larger voxel_length")
-    try:
-        m = vbg.extract_triangle_mesh(weight_threshold=float(min_observations) - 0.5)
-    except RuntimeError as e:
-        # Open3D 0.20 sets the (absent) vertex colours of an empty mesh when the grid has no colour
-        # attribute and fails with "SetVertexColors ... shape {0}": that is "no surface"
-        if use_color or "SetVertexColors" not in str(e):
-            raise
-        m = None
-    if m is None or "positions" not in m.vertex or m.vertex.positions.shape[0] == 0:
-        warnings.warn(f"fuse_tsdf: no surface seen by >= {min_observations} frame(s) at voxel_length="
-                      f"{voxel_length:g}, sdf_trunc={sdf_trunc:g}; returning an empty mesh", RuntimeWarning,
-                      stacklevel=2)
-        return empty
-    v = m.vertex.positions.numpy().astype(np.float64)
-    f = m.triangle.indices.numpy().astype(np.int64)
-    c = m.vertex["colors"].numpy().astype(np.float64).clip(0, 1) if use_color and "colors" in m.vertex else None
-    return Mesh(v, f, c)
+        vol.frames = n
+        return vol.extract_mesh(min_observations)  # (warns: no depth in range)
+    vol._vbg = vol._grid(vol._color)
+    for d, rgb, K, _, _, pose in _bar(frames, "fuse: integrating", progress):
+        vol._add(d, rgb, K, pose)
+        vol.frames += 1
+    return vol.extract_mesh(min_observations)
 
 
 def to_open3d_mesh(mesh: Mesh):

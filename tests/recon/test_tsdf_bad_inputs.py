@@ -127,3 +127,29 @@ def test_frames_without_depth_are_skipped():
     alone = fuse_tsdf([_plane()], CAM, None)
     np.testing.assert_array_equal(np.unique(np.round(m.vertices, 6), axis=0),
                                   np.unique(np.round(alone.vertices, 6), axis=0))
+
+
+def test_streaming_volume_refuses_the_frame_that_would_pass_the_limit(monkeypatch):
+    """Frame by frame the limit is checked before each integration: the frame that would cross it
+    is refused, and the volume keeps (and meshes) the frames before it. Walls at 2..7 m and 2 cm
+    voxels allocate 35, 89, 155, ... blocks: under a 100-block limit the third frame is refused."""
+    from test_tsdf import canonical_triangles
+
+    from geodepth.recon import TSDFVolume
+
+    monkeypatch.setattr(tsdf, "MAX_TSDF_VOXELS", 100 * 16 ** 3)
+    walls = [_plane(z) for z in (2.0, 3.0, 4.0, 5.0)]
+    vol = TSDFVolume(voxel_length=0.02, block_count=1)
+    with pytest.raises(ValueError, match=r"frame 2 would take the volume to 155 blocks.*not integrated.*about "
+                                         r"([0-9.e+-]+) or more") as e:
+        for d in walls:
+            vol.integrate(d, CAM)
+    assert vol.frames == 2 and vol.blocks == 89  # the refused frame left nothing behind
+    kept = vol.extract_mesh()
+    want = fuse_tsdf(walls[:2], CAM, [np.eye(4)] * 2, voxel_length=0.02, block_count=1)
+    assert len(kept.faces) > 100
+    np.testing.assert_array_equal(canonical_triangles(kept), canonical_triangles(want))
+    # the estimate: 0.02 * sqrt(155 / 100) * 1.1, two significant digits
+    assert float(re.search(r"about ([0-9.e+-]+) or more", str(e.value)).group(1)) == 0.027
+    vol.integrate(walls[0], CAM)  # still usable: a frame within the limit goes in
+    assert vol.frames == 3 and vol.blocks == 89
