@@ -20,11 +20,24 @@ def _sample_dir() -> Path:
 
 
 def _check_out_dir(out: Path, names: list[str], overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} is a file; expected an output folder")
     if overwrite:
         return
     existing = [str(out / n) for n in names if (out / n).exists()]
     if existing:
         raise CLIError(f"refusing to overwrite {', '.join(existing)}; pass --overwrite")
+
+
+def _check_out_file(path: Path, option: str, overwrite: bool, suffixes: tuple[str, ...] = ()) -> None:
+    """An output file, checked before any work: not a folder, a suffix the writer takes, and
+    not replaced without --overwrite."""
+    if path.is_dir():
+        raise CLIError(f"{option} {path} is a directory; expected an output file path")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise CLIError(f"{option} {path} must end in {', '.join(suffixes)}")
+    if path.exists() and not overwrite:
+        raise CLIError(f"refusing to overwrite {path}; pass --overwrite")
 
 
 # ---------------------------------------------------------------------------------- demo
@@ -131,8 +144,8 @@ def _complete_folder(args) -> int:
 def cmd_eval(args) -> int:
     from .metrics import evaluate_folders, format_kitti_table
 
-    if args.json and Path(args.json).exists() and not args.overwrite:
-        raise CLIError(f"refusing to overwrite {args.json}; pass --overwrite")
+    if args.json:
+        _check_out_file(Path(args.json), "--json", args.overwrite)
     res = evaluate_folders(args.pred, args.gt, progress=not args.quiet)
     if args.json:
         p = Path(args.json)
@@ -152,6 +165,9 @@ def cmd_sim(args) -> int:
         from .data.synthetic import use_compiled_kernels
 
         use_compiled_kernels()
+    out = Path(args.out)
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise CLIError(f"{out} is not empty; pass --overwrite to write into it")
     simulate_to_folder(args.out, frames=args.frames, sensor=args.sensor, seed=args.seed, gt=args.gt,
                        overwrite=args.overwrite, progress=True)
     print(f"wrote {args.frames} {args.sensor} frames to {args.out} (KITTI depth completion layout)")
@@ -168,8 +184,7 @@ def cmd_view(args) -> int:
         raise CLIError(f"{args.path} holds no points")
     if args.png:
         p = Path(args.png)
-        if p.exists() and not args.overwrite:
-            raise CLIError(f"refusing to overwrite {p}; pass --overwrite")
+        _check_out_file(p, "--png", args.overwrite, (".png",))
         r = render_offscreen(pts, cols, p, args.width, args.height, view=args.view, backend=args.backend,
                              point_size=args.point_size, overwrite=True)
         print(f"wrote {p} ({r.backend} renderer, {pts.shape[0]} points, view {args.view})")
@@ -183,6 +198,9 @@ def cmd_view(args) -> int:
 
 
 # ---------------------------------------------------------------------------------- fuse
+MESH_SUFFIXES = (".ply", ".obj", ".stl", ".off", ".glb")  # what export_mesh writes
+
+
 def cmd_fuse(args) -> int:
     from tqdm import tqdm
 
@@ -192,8 +210,7 @@ def cmd_fuse(args) -> int:
 
     root = Path(args.frames)
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise CLIError(f"refusing to overwrite {out}; pass --overwrite")
+    _check_out_file(out, "--out", args.overwrite, MESH_SUFFIXES)
     entries = list_kitti_dc_frames(root)
     poses = read_poses_txt(args.poses or root / "poses.txt")
     if len(poses) != len(entries):
@@ -223,9 +240,10 @@ def cmd_fuse(args) -> int:
 # ---------------------------------------------------------------------------------- bench
 BENCHES = {"classical": "bm_classical", "methods": "bm_methods", "knn": "bm_knn", "aggregate": "bm_aggregate",
            "sim": "bm_sim", "sm90": "sm90_report", "knn-model": "knn_work_model", "knn-lockstep": "knn_work_model",
-           "knn-host": "knn_host_cost"}
+           "knn-host": "knn_host_cost", "fuse": "bm_fuse"}
 # CPU-only reports (no --device / --repeats), with their own arguments
-NO_DEVICE = {"methods": [], "sm90": [], "knn-model": [], "knn-lockstep": ["--two-level"], "knn-host": []}
+NO_DEVICE = {"methods": [], "sm90": [], "knn-model": [], "knn-lockstep": ["--two-level"], "knn-host": [],
+             "fuse": []}
 GROUPS = {"ops": ["knn", "aggregate"], "all": ["classical", "knn", "aggregate", "sim"]}
 
 
@@ -343,9 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(fn=cmd_fuse)
 
     b = sub.add_parser("bench", help="run benchmarks against the anchors on this machine (source checkout)")
-    b.add_argument("name", nargs="?", default="all", help="classical, methods, knn, aggregate, sim, sm90 (static "
+    b.add_argument("name", nargs="?", default="all", help="classical, methods, knn, aggregate, sim, fuse (TSDF "
+                   "fusion, all frames at once vs streaming: time and peak memory), sm90 (static "
                    "sm_90 build report), knn-model (KNN work per cell size), knn-lockstep (lockstep cost of the GPU "
-                   "KNN search per ring cap), knn-host (host-side cost of a GPU KNN call, launches stubbed), ops, all")
+                   "KNN search per ring cap), knn-host (host-side cost of a GPU KNN call, launches stubbed), ops, "
+                   "all (the default)")
     b.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     b.add_argument("--repeats", type=int, default=None)
     b.set_defaults(fn=cmd_bench)
