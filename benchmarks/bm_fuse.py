@@ -5,9 +5,10 @@ Frames: ``simulate_sequence`` (KITTI camera 1242 x 375, exact dense ground-truth
 image), fused at ``--voxel`` with ``depth_max`` 40 m. Each mode runs in its own process, which
 loads the frames (from a temporary ``.pt`` file, like a loader would from disk) and fuses them;
 peak memory is the process's peak resident set (``VmHWM``; ``ru_maxrss`` would carry the parent's
-over the fork) minus its resident set before the first frame is read. Batch mode holds every frame (as ``geodepth fuse`` did); streaming holds one.
+over the fork) minus its resident set before the first frame is read. Batch mode holds every
+frame (as ``geodepth fuse`` did); streaming holds one.
 
-    python benchmarks/bm_fuse.py [--frames 1 5 20] [--voxel 0.1] [--sensor vlp16]
+    python benchmarks/bm_fuse.py [--frames 1 20 100] [--voxel 0.1] [--sensor vlp16]
 """
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ print(json.dumps({"seconds": sec, "peak_growth_mb": peak - base, "faces": len(me
 
 def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, nargs="+", default=[1, 5, 20])
+    ap.add_argument("--frames", type=int, nargs="+", default=[1, 20, 100])
     ap.add_argument("--voxel", type=float, default=0.1)
     ap.add_argument("--sensor", default="vlp16")
     ap.add_argument("--device", default="cpu", help="fusion runs on the CPU (Open3D); accepted for `geodepth bench`")

@@ -261,3 +261,90 @@ def test_view_without_display_says_so(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     assert main(["view", str(p)]) == 2
     assert "--png" in capsys.readouterr().err
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_output_paths_are_checked_before_any_work(tmp_path, monkeypatch, capsys):
+    """An output path that cannot be written (a folder where a file goes, a file where a folder
+    goes, a suffix the writer does not take) is refused in one line before anything is computed:
+    `fuse` used to complete every frame and then fail in export_mesh, `demo` to complete the frame
+    and then fail with '[Errno 17] File exists', and `--json DIR` to say 'pass --overwrite'
+    (which then failed too, after the evaluation)."""
+    import geodepth
+
+    from geodepth.io import write_ply
+
+    def no_work(*a, **k):
+        raise AssertionError("completed a frame before checking the output path")
+
+    monkeypatch.setattr(geodepth, "complete", no_work)
+    assert main(["sim", "--out", str(tmp_path / "s"), "--frames", "1", "--sensor", "vlp16"]) == 0
+    capsys.readouterr()
+    a_file = tmp_path / "taken.txt"
+    a_file.write_text("precious")
+    write_ply(tmp_path / "p.ply", np.random.rand(10, 3))
+    cases = [
+        (["fuse", "--frames", str(tmp_path / "s"), "--out", str(tmp_path / "mesh.png")], "must end in .ply, .obj"),
+        (["fuse", "--frames", str(tmp_path / "s"), "--out", str(tmp_path), "--overwrite"], "is a directory"),
+        (["demo", "--out", str(a_file)], "is a file; expected an output folder"),
+        (["complete", "--image", str(tmp_path / "s"), "--out", str(a_file)], "is a file; expected an output folder"),
+        (["eval", "--pred", str(tmp_path / "s" / "velodyne_raw"), "--gt", str(tmp_path / "s" / "groundtruth_depth"),
+          "--json", str(tmp_path), "--overwrite", "--quiet"], "--json"),
+        (["view", str(tmp_path / "p.ply"), "--png", str(tmp_path), "--backend", "numpy"], "is a directory"),
+        (["view", str(tmp_path / "p.ply"), "--png", str(tmp_path / "v.jpg"), "--backend", "numpy"], "must end in .png"),
+    ]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for argv, words in cases:
+        assert main(argv) == 2, argv
+        err = _one_line_error(capsys)
+        assert words in err and "overwrite" not in err.split("error:")[1], (argv, err)
+    assert a_file.read_text() == "precious" and sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_sim_into_a_full_folder_names_the_cli_option(tmp_path, capsys):
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main(["sim", "--out", str(out), "--frames", "1"]) == 2
+    err = _one_line_error(capsys)
+    assert "pass --overwrite" in err and "overwrite=True" not in err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_eval_with_a_file_for_a_folder_says_so(tmp_path, kitti_dir, capsys):
+    rc = main(["eval", "--pred", str(kitti_dir / "groundtruth_02.png"), "--gt", str(kitti_dir), "--quiet"])
+    assert rc == 2
+    err = _one_line_error(capsys)
+    assert "is a file; expected a folder" in err and "not found" not in err
+
+
+def test_calibration_read_errors_are_one_line(tmp_path, object_dir, kitti_dir, capsys):
+    """A YAML syntax error is one line with PyYAML's own position of the problem (1-based); an
+    image given as --intrinsics is 'not a text calibration file', not a 'malformed number'."""
+    import yaml
+
+    bad = tmp_path / "rig.yaml"
+    bad.write_text("width: 1242\nheight: 375\nK: [[721.5, 0, 609.6], [0, 721.5, 172.9]\n")
+    try:
+        yaml.safe_load(bad.read_text())
+    except yaml.YAMLError as e:
+        want = f"line {e.problem_mark.line + 1}, column {e.problem_mark.column + 1}"
+    assert want == "line 4, column 1"
+    rc = main(["complete", "--image", str(object_dir / "image_2" / "000114.png"),
+               "--lidar", str(object_dir / "velodyne" / "000114.bin"), "--calib-file", str(bad),
+               "--out", str(tmp_path / "c")])
+    assert rc == 2
+    err = _one_line_error(capsys)
+    assert "invalid YAML" in err and want in err
+    rc = main(["complete", "--image", str(kitti_dir / "image_02.png"), "--sparse-depth",
+               str(kitti_dir / "velodyne_raw_02.png"), "--intrinsics", str(kitti_dir / "image_02.png"),
+               "--out", str(tmp_path / "c")])
+    assert rc == 2
+    err = _one_line_error(capsys)
+    assert "not a text calibration file" in err and "malformed number" not in err
+    assert not (tmp_path / "c").exists()

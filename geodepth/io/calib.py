@@ -149,8 +149,9 @@ def read_kitti_object_calib(path, *, camera: int = 2, width: int | None = None, 
 def read_intrinsics_txt(path) -> Tensor:
     """Read a 3x3 intrinsics matrix written as 9 numbers (KITTI ``intrinsics/*.txt``) -> (3, 3) float64."""
     path = existing_file(path, "intrinsics file")
+    text = _read_text(path)  # a binary file: its own message, not "malformed number"
     try:
-        vals = [float(x) for x in _read_text(path).split()]
+        vals = [float(x) for x in text.split()]
     except ValueError as e:
         raise ValueError(f"{path}: malformed number in intrinsics: {e}") from None
     if len(vals) != 9:
@@ -269,8 +270,11 @@ def _load_mapping(path: Path) -> Any:
 
     try:
         return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: invalid YAML: {e}") from None
+    except yaml.YAMLError as e:  # one line: PyYAML's own message spans several, with a caret drawing
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or " ".join(str(e).split())
+        raise ValueError(f"{path}: invalid YAML{where}: {problem}") from None
 
 
 def read_calib_file(path, *, camera: int = 2, width: int | None = None, height: int | None = None,

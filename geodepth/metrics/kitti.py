@@ -336,6 +336,8 @@ def _mean_devkit(values: Iterable[float]) -> float:
 
 
 def _list_pngs(d: Path, what: str) -> list[Path]:
+    if d.is_file():
+        raise ValueError(f"{what} directory {d} is a file; expected a folder of PNGs")
     if not d.is_dir():
         raise FileNotFoundError(f"{what} directory not found: {d}")
     # the devkit uses scandir + alphasort (strcmp order of the byte names)
