@@ -185,7 +185,7 @@ def complete(
         >>> float(out.depth.min()), float(out.depth.max())
         (5.0, 5.0)
     """
-    from ..geometry import lidar_to_depth, transform_points
+    from ..geometry import DEFAULT_MIN_DEPTH, lidar_to_depth, transform_points
     from . import registry
 
     if frame is not None:
@@ -231,6 +231,10 @@ def complete(
     if have_points:
         T = T_cam_from_lidar.to(torch.float64)
         points_cam = transform_points(T, points_lidar.to(torch.float64)).to(torch.float32)
+        # the points the sparse map keeps (z > DEFAULT_MIN_DEPTH, as lidar_to_depth): a point just
+        # in front of the camera plane has x / z ~ 1e6, which a lens distortion polynomial
+        # (r^6) overflows to inf / NaN pixels in float32, and no such point lands in the image
+        points_cam = points_cam[points_cam[:, 2] > DEFAULT_MIN_DEPTH]
         if dev is not None:
             points_cam = points_cam.to(dev)
     if use_points:
