@@ -7,10 +7,16 @@ modules stay importable (doctest collection, ``available()`` checks); callers ch
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 try:
     import numba
     from numba import njit, prange
+
+    # Open3D loads its own older TBB; numba then warns at its first parallel launch that it cannot
+    # use TBB and falls back to its OpenMP / workqueue layer by itself (`geodepth fuse` printed it)
+    warnings.filterwarnings("ignore", message="The TBB threading layer requires TBB version",
+                            category=numba.NumbaWarning)
 except ImportError:  # optional dependency
     numba = None
     prange = range
