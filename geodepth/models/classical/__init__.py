@@ -36,7 +36,10 @@ def _points_uvz(points_uvz, points_cam, camera):
     if points_cam is not None and camera is not None:
         front = points_cam[points_cam[:, 2] > 0]  # on or behind the camera plane: no pixel
         uv, z = camera.project(front)
-        return torch.cat([uv, z[..., None]], dim=-1)
+        # points just in front of the camera plane can overflow (x / z, or a distortion
+        # polynomial far outside its range) to non-finite pixels: they land in no image
+        keep = torch.isfinite(uv).all(-1)
+        return torch.cat([uv[keep], z[keep, None]], dim=-1)
     return None
 
 

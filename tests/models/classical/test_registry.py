@@ -115,3 +115,23 @@ def test_oversized_kernel_is_refused(backend):
     d, _ = frame()
     with pytest.raises(ValueError, match="at most 63 x 63"):
         fill_in_fast(d, custom_kernel=torch.ones(999, 999), backend=backend)
+
+
+@pytest.mark.parametrize("name", ["knn_idw", "knn_bilateral"])  # the methods that take points
+def test_points_projecting_to_non_finite_pixels_are_dropped(name):
+    """A point just in front of the camera plane (z = 1e-44) projects to an infinite pixel: it lands
+    in no image and is dropped, instead of failing the method ('points_uvz must be finite'); the
+    result is the one without that point."""
+    from geodepth.geometry import PinholeCamera
+    from geodepth.models.classical import complete_classical
+
+    cam = PinholeCamera(torch.tensor([[20.0, 0, 16], [0, 20.0, 12], [0, 0, 1]]), 32, 24)
+    g = torch.Generator().manual_seed(0)
+    pts = torch.stack([torch.rand(40, generator=g) * 4 - 2, torch.rand(40, generator=g) * 3 - 1.5,
+                       torch.rand(40, generator=g) * 5 + 3], 1)
+    bad = torch.cat([pts, torch.tensor([[1.0, 0.5, 1e-44]])])
+    assert not bool(torch.isfinite(cam.project(bad[-1:])[0]).all())
+    sparse = torch.zeros(1, 24, 32)
+    want = complete_classical(name, sparse, camera=cam, points_cam=pts)["depth"]
+    got = complete_classical(name, sparse, camera=cam, points_cam=bad)["depth"]
+    assert int((want > 0).sum()) > 100 and torch.equal(got, want)
