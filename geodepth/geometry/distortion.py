@@ -15,12 +15,16 @@ Supported models (coefficient order as in OpenCV and ROS ``camera_info.D``):
 """
 from __future__ import annotations
 
+import functools
+import math
+
+import numpy as np
 import torch
 from torch import Tensor
 
 from .._checks import check_int
 
-__all__ = ["DISTORTION_MODELS", "check_distortion", "distort_points", "undistort_points"]
+__all__ = ["DISTORTION_MODELS", "check_distortion", "distort_points", "max_undistorted_radius", "undistort_points"]
 
 #: number of coefficients each model takes (plumb_bob also accepts 4: k3 = 0)
 DISTORTION_MODELS = {"plumb_bob": 5, "rational_polynomial": 8}
@@ -99,6 +103,58 @@ def distort_points(xy: Tensor, D, model: str = "plumb_bob") -> Tensor:
         [[0.512499988079071, 0.0]]
     """
     return _distort(_check_xy(xy, "xy"), D, model)
+
+
+#: the radius (x / z) up to which :func:`max_undistorted_radius` searches: 20, i.e. 87 degrees off-axis
+_RADIUS_SEARCH = 20.0
+
+
+def max_undistorted_radius(D, model: str = "plumb_bob") -> float:
+    """Where the lens model stops being a lens: the smallest normalised radius ``r = |(x, y)| / z``
+    at which the radial mapping ``rho(r) = r * s(r)`` (``s`` as in the module docstring) stops
+    increasing, or ``inf`` if it increases up to 20 (87 degrees off-axis).
+
+    Beyond it the polynomial folds back: a point farther off-axis lands closer to the image
+    centre than points inside (OpenCV's ``projectPoints`` maps it there anyway). With strongly
+    negative ``k1`` this happens at fields of view a 360-degree LiDAR scan covers, so
+    :func:`~geodepth.geometry.projection.project_points` gives such points no pixel (NaN).
+    Tangential terms are left out of the criterion (they are small where a model is valid).
+
+    Example:
+        >>> round(max_undistorted_radius([-0.3, 0.0, 0.0, 0.0]), 4)  # rho' = 1 - 0.9 r^2 = 0
+        1.0541
+        >>> max_undistorted_radius([0.1, 0.01, 0.0, 0.0])
+        inf
+    """
+    D = check_distortion(D, model)
+    return _max_radius(tuple(float(c) for c in D.tolist()), model)
+
+
+@functools.lru_cache(maxsize=64)
+def _max_radius(D: tuple, model: str) -> float:
+    k1, k2, _, _, k3 = D[:5]
+    k4, k5, k6 = D[5:8] if model == "rational_polynomial" else (0.0, 0.0, 0.0)
+    r = np.linspace(0.0, _RADIUS_SEARCH, 400_001)
+    r2 = r * r
+    with np.errstate(all="ignore"):
+        rho = r * (1 + k1 * r2 + k2 * r2 ** 2 + k3 * r2 ** 3) / (1 + k4 * r2 + k5 * r2 ** 2 + k6 * r2 ** 3)
+    ok = np.isfinite(rho[1:]) & (np.diff(rho) > 0)
+    if ok.all():
+        return math.inf
+    i = int(np.argmin(ok))  # rho rises up to r[i] and not from r[i] to r[i + 1]
+
+    def rising(a: float) -> bool:
+        # rho = r n(x) / d(x) with x = r^2: rho' d^2 = (n + 2 x n') d - 2 x n d', and d^2 > 0
+        x = a * a
+        n, dn = 1 + k1 * x + k2 * x * x + k3 * x ** 3, k1 + 2 * k2 * x + 3 * k3 * x * x
+        d, dd = 1 + k4 * x + k5 * x * x + k6 * x ** 3, k4 + 2 * k5 * x + 3 * k6 * x * x
+        return d != 0 and (n + 2 * x * dn) * d - 2 * x * n * dd > 0
+
+    lo, hi = float(r[max(i - 1, 0)]), float(r[i + 1])
+    for _ in range(60):  # bisection on the sign of rho' between the last rising and the first falling sample
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if rising(mid) else (lo, mid)
+    return lo
 
 
 def _distort(xy: Tensor, D, model: str) -> Tensor:

@@ -11,6 +11,7 @@ bit (:func:`lidar_to_depth` does this by default).
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -117,6 +118,10 @@ def project_points(points_cam: Tensor, K, *, distortion=None, distortion_model: 
     Returns:
         ``(uv, z)``: (..., N, 2) pixel coordinates ``(u, v) = (column, row)`` and (..., N)
         depths in metres. Points with ``z <= 0`` give meaningless ``uv``: filter on ``z``.
+        With distortion, points farther off-axis than the model's valid field
+        (:func:`~geodepth.geometry.distortion.max_undistorted_radius`, where the polynomial
+        folds back) get ``uv = NaN``: they have no pixel (``projectPoints`` would put them
+        inside the image); comparisons with the image bounds drop them.
 
     Example:
         >>> import torch
@@ -139,13 +144,17 @@ def _project(points_cam: Tensor, K: Tensor, distortion, distortion_model: str) -
         uvw = points_cam @ K.transpose(-1, -2)
         uv = uvw[..., :2] / uvw[..., 2:3]
         return uv, z
-    from .distortion import _distort
+    from .distortion import _distort, max_undistorted_radius
 
     xy = points_cam[..., :2] / z[..., None]  # inf / NaN for z = 0: such uv are documented as meaningless
-    xy = _distort(xy, distortion, distortion_model)
-    u = K[..., 0, 0, None] * xy[..., 0] + K[..., 0, 1, None] * xy[..., 1] + K[..., 0, 2, None]
-    v = K[..., 1, 1, None] * xy[..., 1] + K[..., 1, 2, None]
-    return torch.stack([u, v], dim=-1), z
+    r_max = max_undistorted_radius(distortion, distortion_model)
+    xyd = _distort(xy, distortion, distortion_model)
+    u = K[..., 0, 0, None] * xyd[..., 0] + K[..., 0, 1, None] * xyd[..., 1] + K[..., 0, 2, None]
+    v = K[..., 1, 1, None] * xyd[..., 1] + K[..., 1, 2, None]
+    uv = torch.stack([u, v], dim=-1)
+    if math.isfinite(r_max):  # beyond it the polynomial folds back into the image: no pixel
+        uv = torch.where(((xy * xy).sum(-1) < r_max * r_max)[..., None], uv, torch.nan)
+    return uv, z
 
 
 def unproject_points(uv: Tensor, z: Tensor, K, *, distortion=None, distortion_model: str = "plumb_bob") -> Tensor:

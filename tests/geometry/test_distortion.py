@@ -78,3 +78,73 @@ def test_check_distortion_errors():
         check_distortion(["a", 1, 2, 3])
     with pytest.raises(ValueError, match="NaN or inf"):
         check_distortion([float("nan"), 0, 0, 0])
+
+
+def _first_root_radius(dpoly_coeffs_in_r2) -> float:
+    """Smallest r > 0 with rho'(r) = 0, rho' a polynomial in x = r^2 (coefficients low to high)."""
+    roots = np.roots(dpoly_coeffs_in_r2[::-1])
+    x = [z.real for z in roots if abs(z.imag) < 1e-12 and z.real > 0]
+    return float(np.sqrt(min(x))) if x else np.inf
+
+
+@pytest.mark.parametrize("D", [[-0.3, 0, 0, 0], [-0.291, 0.083, 0.0012, -0.0007, -0.011],
+                               [-0.3691481, 0.1968681, 0.001353473, 0.0005677587, -0.06770705], [0.1, 0.01, 0, 0]])
+def test_max_undistorted_radius_is_where_the_radial_mapping_turns(D):
+    """plumb_bob: rho(r) = r (1 + k1 r^2 + k2 r^4 + k3 r^6), so rho'(r) = 1 + 3 k1 x + 5 k2 x^2 + 7 k3 x^3
+    with x = r^2; its smallest positive root (numpy.roots) is the model's edge (inf: none)."""
+    from geodepth.geometry.distortion import max_undistorted_radius
+
+    k1, k2, k3 = D[0], D[1], D[4] if len(D) > 4 else 0.0
+    want = _first_root_radius([1.0, 3 * k1, 5 * k2, 7 * k3])
+    got = max_undistorted_radius(D)
+    if np.isinf(want) or want > 20:
+        assert got == np.inf
+    else:
+        assert abs(got - want) < 1e-9, (got, want)
+
+
+def test_max_undistorted_radius_rational():
+    """rational_polynomial: rho = r n(x) / d(x), rho' = 0 where n d + 2x (n' d - n d') = 0 (x = r^2)."""
+    from numpy.polynomial import polynomial as P
+
+    from geodepth.geometry.distortion import max_undistorted_radius
+
+    D = [-0.8, 0.1, 0.0, 0.0, 0.02, 0.3, 0.01, 0.0]
+    n, d = np.array([1, D[0], D[1], D[4]]), np.array([1, D[5], D[6], D[7]])
+    num = P.polyadd(P.polymul(n, d), 2 * P.polymul([0, 1], P.polysub(P.polymul(P.polyder(n), d),
+                                                                       P.polymul(n, P.polyder(d)))))
+    want = _first_root_radius(num)
+    assert np.isfinite(want)
+    assert abs(max_undistorted_radius(D, "rational_polynomial") - want) < 1e-9
+
+
+def test_points_beyond_the_valid_field_get_no_pixel():
+    """KITTI camera 02's raw distortion folds points more than ~50 degrees off-axis back into the
+    image (projectPoints puts them there); project_points gives them NaN, and a sparse map of a
+    scan equals the one made from only the points inside the field (numpy filter, by definition)."""
+    from geodepth.geometry.distortion import max_undistorted_radius
+
+    D = [-0.3691481, 0.1968681, 0.001353473, 0.0005677587, -0.06770705]
+    Kk = np.array([[721.5, 0, 609.6], [0, 721.5, 172.9], [0, 0, 1.0]])
+    r_max = max_undistorted_radius(D)
+    assert 1.2 < r_max < 1.22  # ~50.4 degrees
+    # a point at r = 1.4 (54 degrees): projectPoints maps it inside the 1242 x 375 image (u ~ 1138)
+    p = np.array([[1.4 * 4.0, 0.1 * 4.0, 4.0], [0.5 * 4.0, 0.1 * 4.0, 4.0]])
+    ref, _ = cv2.projectPoints(p.reshape(-1, 1, 3), np.zeros(3), np.zeros(3), Kk, np.array(D))
+    assert 0 <= ref[0, 0, 0] < 1242 and 0 <= ref[0, 0, 1] < 375  # folded into the image
+    uv, _ = project_points(torch.from_numpy(p), torch.from_numpy(Kk), distortion=D)
+    assert torch.isnan(uv[0]).all()
+    np.testing.assert_allclose(uv[1].numpy(), ref[1, 0], atol=1e-9, rtol=0)  # inside: unchanged
+    # a wide random cloud: the sparse map is the map of the in-field points alone
+    rng = np.random.default_rng(0)
+    z = rng.uniform(1, 30, 20000)
+    pts = np.stack([rng.uniform(-4, 4, z.size) * z, rng.uniform(-0.5, 0.5, z.size) * z, z], 1)
+    inside_field = np.hypot(pts[:, 0] / z, pts[:, 1] / z) < r_max
+    cam = PinholeCamera(torch.from_numpy(Kk), 1242, 375, D)
+    full = points_to_depth(torch.from_numpy(pts), cam)
+    twin = points_to_depth(torch.from_numpy(pts[inside_field]), cam)
+    assert torch.equal(full, twin) and int((full > 0).sum()) > 1000
+    # (and the folded points would have landed in the image: projectPoints of the others)
+    out, _ = cv2.projectPoints(pts[~inside_field].reshape(-1, 1, 3), np.zeros(3), np.zeros(3), Kk, np.array(D))
+    landed = (out[:, 0, 0] >= 0) & (out[:, 0, 0] < 1242) & (out[:, 0, 1] >= 0) & (out[:, 0, 1] < 375)
+    assert landed.sum() > 100
