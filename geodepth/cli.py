@@ -175,11 +175,22 @@ def cmd_sim(args) -> int:
 
 
 # ---------------------------------------------------------------------------------- view
+def lidar_to_camera_axes(points_lidar):
+    """KITTI LiDAR axes (x forward, y left, z up) to camera axes (x right, y down, z forward), so a
+    scan shows in the views made for camera-frame clouds: ``(-y, -z, x)``."""
+    import torch
+
+    return torch.stack([-points_lidar[:, 1], -points_lidar[:, 2], points_lidar[:, 0]], 1)
+
+
 def cmd_view(args) -> int:
-    from .io import read_point_cloud
+    from .io import read_point_cloud, read_velodyne_bin
     from .viz import render_offscreen, show
 
-    pts, cols = read_point_cloud(args.path)
+    if Path(args.path).suffix.lower() == ".bin":  # a KITTI scan: its LiDAR frame, shown in camera axes
+        pts, cols = lidar_to_camera_axes(read_velodyne_bin(args.path)[0]), None
+    else:
+        pts, cols = read_point_cloud(args.path)
     if pts.shape[0] == 0:
         raise CLIError(f"{args.path} holds no points")
     if args.png:
@@ -334,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(fn=cmd_sim)
 
-    v = sub.add_parser("view", help="show a point cloud (PLY/PCD) in an Open3D window, or render it to PNG")
+    v = sub.add_parser("view", help="show a point cloud (PLY/PCD/..., or a KITTI .bin scan in camera axes) in an "
+                       "Open3D window, or render it to PNG")
     v.add_argument("path")
     v.add_argument("--png", default=None, help="render offscreen to this PNG instead of opening a window")
     v.add_argument("--width", type=int, default=1280)

@@ -143,6 +143,30 @@ def test_view_renders_the_cloud_it_reads(tmp_path):
     assert main(["view", str(tmp_path / "p.ply"), "--png", str(png), "--backend", "numpy"]) == 2  # no overwrite
 
 
+def test_view_shows_a_kitti_scan_in_camera_axes(tmp_path):
+    """`geodepth view scan.bin`: KITTI LiDAR axes (x forward, y left, z up) turned to camera axes,
+    so the camera view looks forward: points 5 m ahead, 1 m left / 0.5 m up land where the
+    renderer's pinhole puts (x, y, z)_cam = (-y, -z, x) (the view test's camera)."""
+    import torch
+
+    from geodepth.geometry import PinholeCamera
+    from geodepth.io import write_velodyne_bin
+
+    lidar = torch.tensor([[5.0, 0.0, 0.0], [4.0, 1.0, 0.5], [6.0, -1.0, -0.5], [-5.0, 0.0, 0.0]])
+    write_velodyne_bin(tmp_path / "s.bin", lidar)
+    png = tmp_path / "v.png"
+    assert main(["view", str(tmp_path / "s.bin"), "--png", str(png), "--view", "camera", "--backend", "numpy",
+                 "--width", "64", "--height", "48", "--point-size", "1"]) == 0
+    lit = {tuple(x) for x in np.argwhere(np.asarray(Image.open(png)).sum(-1) > 0).tolist()}
+    f = 32 / np.tan(np.radians(30))
+    cam = PinholeCamera(torch.tensor([[f, 0, 32], [0, f, 24], [0, 0, 1]]), 64, 48)
+    cam_pts = torch.tensor([[0.0, 0.0, 5.0], [-1.0, -0.5, 4.0], [1.0, 0.5, 6.0]])  # the point behind: unseen
+    uv, _ = cam.project(cam_pts)
+    assert lit == {(int(np.floor(v)), int(np.floor(u))) for u, v in uv.tolist()}
+    # the one to the left (y_lidar = +1) is left of centre, the one up (z_lidar = +0.5) above it
+    assert uv[1, 0] < 32 and uv[1, 1] < 24
+
+
 def test_sim_complete_eval_pipeline(tmp_path):
     """sim -> complete (folder mode) -> eval: the devkit MAE/RMSE of dense predictions equal the
     plain masked errors computed here from the PNGs (no interpolation is involved when every
