@@ -282,13 +282,19 @@ class TSDFVolume:
         if pose.shape != (4, 4):
             raise ValueError(f"pose_world_from_cam must be (4, 4), got {tuple(pose.shape)}")
         _check_poses(pose[None], "pose_world_from_cam")
-        if self._color is None:
+        first = self._color is None
+        if first:
             self._color = rgb is not None
             self._vbg = self._grid(self._color)
         elif self._color != (rgb is not None):
             raise ValueError(f"frame {self.frames}: give images for all frames or for none (the first frame "
                              f"{'had' if self._color else 'had none'})")
-        added = self._add(d, rgb, K, pose)
+        try:
+            added = self._add(d, rgb, K, pose)
+        except ValueError:
+            if first:  # a refused first frame leaves nothing, not even the colour choice
+                self._color = self._vbg = None
+            raise
         self.frames += 1
         return added
 
@@ -326,6 +332,11 @@ class TSDFVolume:
         """The zero level set (marching cubes) where voxels were seen by at least
         ``min_observations`` frames (1 to :attr:`frames`). Empty, with a warning, when there is no
         surface."""
+        return self._extract_mesh(min_observations, "TSDF fusion")
+
+    def _extract_mesh(self, min_observations: int, who: str) -> Mesh:
+        """:meth:`extract_mesh`, its warnings prefixed ``who`` and pointed at the caller of the
+        public function that called this one (``extract_mesh`` or ``fuse_tsdf``)."""
         if self.frames == 0:
             raise ValueError("no frames integrated yet")
         min_observations = check_int("min_observations", min_observations, lo=1)
@@ -334,8 +345,8 @@ class TSDFVolume:
                              f"voxel can be seen that often")
         empty = Mesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64), np.zeros((0, 3)) if self._color else None)
         if self.blocks == 0:
-            warnings.warn(f"TSDF fusion: no depth in ({self.depth_min:g}, {self.depth_max:g}) m in any of the "
-                          f"{self.frames} frame(s); returning an empty mesh", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"{who}: no depth in ({self.depth_min:g}, {self.depth_max:g}) m in any of the "
+                          f"{self.frames} frame(s); returning an empty mesh", RuntimeWarning, stacklevel=3)
             return empty
         if self.blocks * self.block_resolution ** 3 > MAX_TSDF_VOXELS:  # integrate refuses this: never crash
             raise ValueError(f"the fused volume holds {self.blocks} blocks of {self.block_resolution}^3 voxels, "
@@ -349,9 +360,9 @@ class TSDFVolume:
                 raise
             m = None
         if m is None or "positions" not in m.vertex or m.vertex.positions.shape[0] == 0:
-            warnings.warn(f"TSDF fusion: no surface seen by >= {min_observations} frame(s) at voxel_length="
+            warnings.warn(f"{who}: no surface seen by >= {min_observations} frame(s) at voxel_length="
                           f"{self.voxel_length:g}, sdf_trunc={self.sdf_trunc:g}; returning an empty mesh",
-                          RuntimeWarning, stacklevel=2)
+                          RuntimeWarning, stacklevel=3)
             return empty
         v = m.vertex.positions.numpy().astype(np.float64)
         f = m.triangle.indices.numpy().astype(np.int64)
@@ -473,12 +484,12 @@ def fuse_tsdf(
     vol._color = frames[0][1] is not None
     if n_blocks == 0:
         vol.frames = n
-        return vol.extract_mesh(min_observations)  # (warns: no depth in range)
+        return vol._extract_mesh(min_observations, "fuse_tsdf")  # (warns: no depth in range)
     vol._vbg = vol._grid(vol._color)
     for d, rgb, K, _, _, pose in _bar(frames, "fuse: integrating", progress):
         vol._add(d, rgb, K, pose)
         vol.frames += 1
-    return vol.extract_mesh(min_observations)
+    return vol._extract_mesh(min_observations, "fuse_tsdf")
 
 
 def to_open3d_mesh(mesh: Mesh):

@@ -153,3 +153,29 @@ def test_streaming_volume_refuses_the_frame_that_would_pass_the_limit(monkeypatc
     assert float(re.search(r"about ([0-9.e+-]+) or more", str(e.value)).group(1)) == 0.027
     vol.integrate(walls[0], CAM)  # still usable: a frame within the limit goes in
     assert vol.frames == 3 and vol.blocks == 89
+
+
+def test_a_refused_first_frame_does_not_decide_the_colours(monkeypatch):
+    """The voxel limit refuses the first frame (with an image): it leaves nothing behind, not even
+    the colour choice, so an image-less frame is then integrated and meshed without colours."""
+    from geodepth.recon import TSDFVolume
+
+    monkeypatch.setattr(tsdf, "MAX_TSDF_VOXELS", 40 * 16 ** 3)  # a wall at 3 m: 54 blocks, at 2 m: 35
+    vol = TSDFVolume(voxel_length=0.02, block_count=1)
+    with pytest.raises(ValueError, match="not integrated"):
+        vol.integrate(_plane(3.0), CAM, image=np.full((3, H, W), 0.5, np.float32))
+    assert vol.frames == 0 and vol.blocks == 0
+    assert vol.integrate(_plane(2.0), CAM)
+    m = vol.extract_mesh()
+    assert m.vertex_colors is None
+    _assert_wall(m, 0.02)
+
+
+def test_fuse_tsdf_warnings_name_fuse_tsdf_and_point_at_the_caller():
+    empty = np.zeros((1, H, W), np.float32)
+    with pytest.warns(RuntimeWarning, match="^fuse_tsdf: no depth") as rec:
+        fuse_tsdf([empty], CAM, None)
+    assert rec[0].filename == __file__
+    with pytest.warns(RuntimeWarning, match="^fuse_tsdf: no surface") as rec:
+        fuse_tsdf([_plane()], CAM, None, voxel_length=1e6)
+    assert rec[0].filename == __file__
