@@ -88,6 +88,7 @@ sample(torch.rand(2, 8, 8), uv); splat(uv, torch.rand(50, 1), (8, 8), "min")
 nn = knn(p, p, 6); aggregate(f, nn.idx, reduce="max"); scored_aggregate(f, nn.idx, torch.rand(200, 6, 3))
 with torch.no_grad():  # the layer's MLP has parameters: inference means no_grad
     ContinuousConv(4, 2, num_banks=3)(f, p, nn.idx)
+    aggregate(torch.nn.Parameter(f), nn.idx)  # an nn.Parameter is a plain tensor too
 assert "torch._dynamo" not in sys.modules
 f.requires_grad_(True); aggregate(f, nn.idx).sum().backward()  # training goes through the op
 assert "torch._dynamo" in sys.modules and f.grad is not None
@@ -95,6 +96,23 @@ print("OK")
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert r.returncode == 0 and r.stdout.strip().endswith("OK"), r.stdout + r.stderr
+
+
+def test_parameters_take_the_op_with_grad_and_the_direct_route_without():
+    """An nn.Parameter input: with grad mode on, the registered op and its autograd formula (the
+    gradient of a sum is the neighbour count of each row, by hand); under no_grad, the twin's
+    values and no graph."""
+    fmap, uv, feats, idx, w, scores, depth = _inputs()
+    par = torch.nn.Parameter(feats.clone())
+    out = aggregate(par, idx, None, "sum")
+    assert "geodepth_aggregate" in type(out.grad_fn).__name__
+    out.sum().backward()
+    want = torch.bincount(idx[idx >= 0], minlength=feats.shape[0]).to(feats.dtype)
+    torch.testing.assert_close(par.grad, want[:, None].expand_as(feats), rtol=0, atol=0)
+    with torch.no_grad():
+        out = aggregate(par, idx, None, "sum")
+    assert out.grad_fn is None
+    torch.testing.assert_close(out, aggregate_reference(feats, idx, None, "sum"), rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("reduce", ["sum", "max"])
