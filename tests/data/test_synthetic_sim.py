@@ -1,7 +1,6 @@
 """Sensor simulation: exact surfaces and depth, KITTI-likeness (vs the real sample frame), files on disk."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
