@@ -282,6 +282,10 @@ class TSDFVolume:
         if pose.shape != (4, 4):
             raise ValueError(f"pose_world_from_cam must be (4, 4), got {tuple(pose.shape)}")
         _check_poses(pose[None], "pose_world_from_cam")
+        return self._integrate_prepared(d, rgb, K, pose)
+
+    def _integrate_prepared(self, d: np.ndarray, rgb: np.ndarray | None, K: np.ndarray, pose: np.ndarray) -> bool:
+        """:meth:`integrate` of a frame already checked and converted (:func:`_prepare_frame`)."""
         first = self._color is None
         if first:
             self._color = rgb is not None
@@ -481,15 +485,9 @@ def fuse_tsdf(
             f"extraction can index (it crashes beyond); {advice}")
     vol = TSDFVolume(voxel_length, sdf_trunc=sdf_trunc, depth_max=depth_max, depth_min=depth_min,
                      block_resolution=block_resolution, block_count=block_count)
-    vol._color = frames[0][1] is not None
-    if n_blocks == 0:
-        vol.frames = n
-        return vol._extract_mesh(min_observations, "fuse_tsdf")  # (warns: no depth in range)
-    vol._vbg = vol._grid(vol._color)
-    for d, rgb, K, _, _, pose in _bar(frames, "fuse: integrating", progress):
-        vol._add(d, rgb, K, pose)
-        vol.frames += 1
-    return vol._extract_mesh(min_observations, "fuse_tsdf")
+    for d, rgb, K, _, _, pose in _bar(frames, "fuse: integrating", progress and n_blocks > 0):
+        vol._integrate_prepared(d, rgb, K, pose)
+    return vol._extract_mesh(min_observations, "fuse_tsdf")  # (warns when there is no depth in range)
 
 
 def to_open3d_mesh(mesh: Mesh):
