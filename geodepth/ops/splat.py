@@ -4,7 +4,9 @@ A point at continuous pixel coordinates ``(u, v)`` (column, row) lands in pixel
 ``(floor(v), floor(u))`` (geodepth's pixel convention); points outside the grid are dropped.
 "min"/"max" with ``depth`` is a z-buffer: each pixel takes all values of the point with the
 smallest (largest) depth, ties -> smaller point index, deterministic on every backend.
-CUDA: Triton atomics (one packed int64 ``atomic_min`` for the z-buffer); CPU: ``scatter_reduce``.
+CUDA: Triton atomics (one packed int64 ``atomic_min`` for the z-buffer); CPU: one compiled
+numba pass over the points from 4,096 points on (float32/float64, numba installed), else
+``scatter_reduce`` (the same results bit for bit).
 Registered as ``torch.ops.geodepth.splat`` with fake and autograd.
 """
 from __future__ import annotations

@@ -7,9 +7,21 @@ import pytest
 import torch
 from triton_interp import run_interpreted
 
+from geodepth.ops._cpu import splat as cpu_splat
 from geodepth.ops._reference import splat_reference
 from geodepth.ops.splat import splat
 
+
+@pytest.fixture(params=["torch", "numba"])
+def cpu_backend(request, monkeypatch):
+    """Run the test on the CPU path's torch code, and again on its compiled numba pass (taken
+    from ``NUMBA_MIN_POINTS`` points on; lowered to 0 here so small inputs take it too)."""
+    if request.param == "numba":
+        pytest.importorskip("numba")
+        monkeypatch.setattr(cpu_splat, "NUMBA_MIN_POINTS", 0)
+    else:
+        monkeypatch.setattr(cpu_splat, "NUMBA_MIN_POINTS", 2**62)
+    return request.param
 
 
 def make(N=60, C=3, H=5, W=7, dtype=torch.float64, seed=0, ties=True):
@@ -30,7 +42,7 @@ CASES = [("sum", False), ("mean", False), ("min", False), ("max", False), ("min"
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])  # float32 keys take the packed one-pass path
 @pytest.mark.parametrize("C", [1, 3])
 @pytest.mark.parametrize("reduce,use_depth", CASES)
-def test_vs_reference(reduce, use_depth, C, dtype):
+def test_vs_reference(reduce, use_depth, C, dtype, cpu_backend):
     uv, values, depth = make(C=C, dtype=dtype)
     d = depth if use_depth else None
     ours = splat(uv, values, (5, 7), reduce, depth=d)
@@ -43,14 +55,14 @@ def test_vs_reference(reduce, use_depth, C, dtype):
         assert torch.equal(ours.index, index)
 
 
-def test_one_dim_values_and_outside_points_dropped():
+def test_one_dim_values_and_outside_points_dropped(cpu_backend):
     uv = torch.tensor([[0.0, 0.0], [1.999, 0.5], [-0.001, 0.5], [2.0, 0.5], [0.5, 1.0]])
     out = splat(uv, torch.tensor([1.0, 2.0, 4.0, 8.0, 16.0]), (1, 2), "sum")
     assert out.image.tolist() == [[[1.0, 2.0]]]  # (0,0) -> pixel (0,0); (1.999,.5) -> (0,1); others outside
     assert out.count.tolist() == [[1, 1]]
 
 
-def test_zbuffer_ties_and_negative_zero():
+def test_zbuffer_ties_and_negative_zero(cpu_backend):
     uv = torch.tensor([[0.5, 0.5]] * 4)
     z = torch.tensor([2.0, 0.0, -0.0, 3.0])
     s = splat(uv, torch.arange(4.0), (1, 1), "min", depth=z)
@@ -60,7 +72,7 @@ def test_zbuffer_ties_and_negative_zero():
 
 
 @pytest.mark.parametrize("reduce", ["sum", "mean", "min", "max"])
-def test_grad_vs_reference(reduce):
+def test_grad_vs_reference(reduce, cpu_backend):
     uv, values, depth = make(N=40, seed=2)
     g = torch.randn(3, 5, 7, dtype=torch.float64)
     for d in ([None, depth] if reduce in ("min", "max") else [None]):
@@ -81,21 +93,73 @@ def test_gradcheck(reduce):
 
 
 @pytest.mark.parametrize("reduce", ["sum", "min"])
-def test_opcheck(reduce):
+def test_opcheck(reduce, cpu_backend):
     uv, values, depth = make(N=20, dtype=torch.float32)
     torch.library.opcheck(torch.ops.geodepth.splat.default, (uv, values.requires_grad_(), None, 5, 7, reduce))
     if reduce == "min":
         torch.library.opcheck(torch.ops.geodepth.splat.default, (uv, values, depth, 5, 7, reduce))
 
 
-def test_empty():
+def test_empty(cpu_backend):
     s = splat(torch.zeros(0, 2), torch.zeros(0, 4), (3, 2), "min", depth=torch.zeros(0))
     assert s.image.shape == (4, 3, 2) and not s.image.any() and (s.index == -1).all() and not s.count.any()
+    s = splat(torch.full((3, 2), -5.0), torch.ones(3, 2), (3, 2), "max")  # nothing lands
+    assert s.index.shape == (2, 3, 2) and (s.index == -1).all() and not s.image.any() and not s.count.any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_numba_pass_is_bitwise_the_torch_path_on_crowded_pixels(dtype):
+    # 20,000 points on 6 x 5 pixels (~670 per pixel): float sums in point order, many key ties
+    pytest.importorskip("numba")
+    from geodepth.ops._cpu.splat_numba import splat_forward_numba
+
+    g = torch.Generator().manual_seed(7)
+    N, H, W = 20000, 6, 5
+    uv = (torch.rand(N, 2, generator=g) * torch.tensor([W + 1.0, H + 1.0]) - 0.5).to(dtype)
+    values = torch.randn(N, 4, generator=g).to(dtype)
+    values[::3, 1] = 0.25  # ties of channel 1 in every pixel
+    values[1::3, 1] = -0.0
+    depth = (torch.rand(N, generator=g) * 4).round().to(dtype)  # only 5 distinct keys: ties everywhere
+    depth[depth == 0] = -0.0
+    for reduce in ("sum", "mean", "min", "max"):
+        for d in ([None, depth] if reduce in ("min", "max") else [None]):
+            want = _torch_path(uv, values, d, H, W, reduce)
+            got = splat_forward_numba(uv, values, d, H, W, reduce)
+            for x, y in zip(got, want):
+                assert x.dtype == y.dtype and x.shape == y.shape
+                assert torch.equal(x, y), (reduce, d is None)
+
+
+def _torch_path(uv, values, d, H, W, reduce):
+    saved = cpu_splat.NUMBA_MIN_POINTS
+    cpu_splat.NUMBA_MIN_POINTS = 2**62
+    try:
+        return cpu_splat.splat_forward_cpu(uv, values, d, H, W, reduce)
+    finally:
+        cpu_splat.NUMBA_MIN_POINTS = saved
+
+
+def test_large_inputs_take_the_numba_pass_and_fall_back_without_it(monkeypatch):
+    pytest.importorskip("numba")
+    from geodepth.ops._cpu import splat_numba
+
+    calls = []
+    real = splat_numba.splat_forward_numba
+    monkeypatch.setattr(splat_numba, "splat_forward_numba", lambda *a: calls.append(1) or real(*a))
+    uv, values, depth = make(N=cpu_splat.NUMBA_MIN_POINTS, dtype=torch.float32, seed=3)
+    want = _torch_path(uv, values, depth, 5, 7, "min")
+    got = splat(uv, values, (5, 7), "min", depth=depth)
+    assert calls == [1] and torch.equal(got.index, want[2]) and torch.equal(got.image, want[0])
+    splat(uv[:-1], values[:-1], (5, 7), "min", depth=depth[:-1])  # below the threshold: torch code
+    splat(uv, values.half(), (5, 7), "min", depth=depth)  # float16: torch code
+    monkeypatch.setattr(splat_numba, "available", lambda: False)  # numba not installed: torch code
+    got = splat(uv, values, (5, 7), "min", depth=depth)
+    assert calls == [1] and torch.equal(got.index, want[2])
 
 
 @pytest.mark.parametrize("ref_name,frame", [("pp_000002", "000002"), ("pp_000134", "000134"),
                                             ("cvml_000114", "000114"), ("ddm_0000000001", "000001")])
-def test_matches_kitti_sparse_depth_projection(object_dir, ref_dir, ref_name, frame):
+def test_matches_kitti_sparse_depth_projection(object_dir, ref_dir, ref_name, frame, cpu_backend):
     # peer oracle: reference/sparse_from_scan = nearest z per pixel of the projected object-format scan
     from PIL import Image
 

@@ -1,4 +1,9 @@
-"""CPU (plain torch) path of ``splat``: scatter_reduce onto the pixel grid, exact and deterministic.
+"""CPU path of ``splat``: scatter_reduce onto the pixel grid, exact and deterministic.
+
+From :data:`NUMBA_MIN_POINTS` points on, float32/float64 CPU inputs take the compiled one-pass
+numba path (:mod:`geodepth.ops._cpu.splat_numba`, same results); below it, or without numba,
+this module's torch code runs (below that size the compiled path's one-off import and cache load,
+about half a second, would cost more than it saves).
 
 The z-buffer for float32 keys is one ``scatter_reduce`` "amin" of packed int64
 ``(order-preserving key bits, point index)``, as in the Triton kernel; for float64 keys it is
@@ -10,7 +15,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["pixel_index", "splat_backward_cpu", "splat_forward_cpu"]
+__all__ = ["NUMBA_MIN_POINTS", "pixel_index", "splat_backward_cpu", "splat_forward_cpu"]
+
+NUMBA_MIN_POINTS = 4096
 
 
 def pixel_index(uv: Tensor, H: int, W: int) -> Tensor:
@@ -39,6 +46,11 @@ def splat_forward_cpu(uv: Tensor, values: Tensor, depth: Tensor | None, H: int, 
                       reduce: str) -> tuple[Tensor, Tensor, Tensor]:
     """See ``ops.splat``. Returns (image (C, H, W), count (H, W) int64, winner)."""
     N, C = values.shape
+    if N >= NUMBA_MIN_POINTS:
+        from .splat_numba import numba_splat_supported, splat_forward_numba
+
+        if numba_splat_supported(uv, values, depth):
+            return splat_forward_numba(uv, values, depth, H, W, reduce)
     P = H * W
     pix = pixel_index(uv, H, W)
     ok = pix >= 0
