@@ -395,7 +395,10 @@ def depth_to_points(depth: Tensor, camera: PinholeCamera, *, image: Tensor | Non
 
     Pixel ``(r, c)`` with depth ``d > 0`` becomes the camera-frame point that projects to
     ``(c + 0.5, r + 0.5)`` at ``z = d`` (undistorting first if the camera has distortion),
-    so :func:`points_to_depth` of the result gives the depth map back.
+    so :func:`points_to_depth` of the result gives the depth map back. With distortion, a pixel
+    beyond the distorted radius the lens model reaches (where its radial mapping folds back,
+    :func:`~geodepth.geometry.distortion.max_undistorted_radius`; image corners of strongly
+    distorted lenses) has no ray and is left out, as :func:`project_points` gives no pixel there.
 
     Args:
         depth: (1, H, W) or (B, 1, H, W) depth in metres, 0 = no value (negative values
@@ -445,13 +448,25 @@ def depth_to_points(depth: Tensor, camera: PinholeCamera, *, image: Tensor | Non
     yn = (uv[:, 1] - cy) / fy
     xn = (uv[:, 0] - cx - s * yn) / fx
     if camera.has_distortion:
-        from .distortion import undistort_points
+        from .distortion import _distort, max_undistorted_radius, undistort_points
 
-        xy = undistort_points(torch.stack([xn, yn], dim=-1), camera.distortion, camera.distortion_model)
+        xyd = torch.stack([xn, yn], dim=-1)
+        xy = undistort_points(xyd, camera.distortion, camera.distortion_model)
+        # a pixel beyond the distorted radius the lens model reaches (it folds back at
+        # max_undistorted_radius) has no ray: the fixed-point iteration then gives a point far
+        # off-axis (or NaN) that does not project back into the pixel; such pixels are dropped
+        e = _distort(xy, camera.distortion, camera.distortion_model) - xyd
+        du, dv = fx * e[:, 0] + s * e[:, 1], fy * e[:, 1]
+        keep = (du.abs() < 0.5) & (dv.abs() < 0.5)  # NaN fails
+        r_max = max_undistorted_radius(camera.distortion, camera.distortion_model)
+        if math.isfinite(r_max):
+            keep &= (xy * xy).sum(-1) < r_max * r_max
+        if not bool(keep.all()):
+            b, r, c, z, xy = b[keep], r[keep], c[keep], z[keep], xy[keep]
         xn, yn = xy[:, 0], xy[:, 1]
     points = torch.stack([xn * z, yn * z, z], dim=-1)
     colors = img[b, :, r, c] if image is not None else None
-    counts = valid.reshape(B, -1).sum(dim=1)
+    counts = torch.zeros(B, dtype=torch.int64, device=dev).index_add_(0, b, torch.ones_like(b))
     offsets = torch.zeros(B + 1, dtype=torch.int64, device=dev)
     offsets[1:] = torch.cumsum(counts, 0)
     return DepthPoints(points, colors, torch.stack([r, c], dim=-1), offsets)

@@ -148,3 +148,34 @@ def test_points_beyond_the_valid_field_get_no_pixel():
     out, _ = cv2.projectPoints(pts[~inside_field].reshape(-1, 1, 3), np.zeros(3), np.zeros(3), Kk, np.array(D))
     landed = (out[:, 0, 0] >= 0) & (out[:, 0, 0] < 1242) & (out[:, 0, 1] >= 0) & (out[:, 0, 1] < 375)
     assert landed.sum() > 100
+
+
+def test_depth_to_points_leaves_out_pixels_the_lens_model_does_not_reach():
+    """With KITTI camera 02's raw distortion on a 1242 x 375 image (the README's calibration), the
+    radial mapping peaks at a distorted radius of 0.815 (x / z), inside the image's corners: those
+    pixels have no ray. depth_to_points leaves them out (it gave points up to 7,700 x z off-axis);
+    every point it keeps projects back into its own pixel through OpenCV's projectPoints, and the
+    kept pixels are those within the peak radius (numpy, tangential terms 0), up to the pixels
+    within half a pixel of that circle."""
+    from geodepth.geometry.distortion import max_undistorted_radius
+
+    D = [-0.37, 0.20, 0.0, 0.0, -0.068]
+    Kk = np.array([[721.5377, 0, 609.5593], [0, 721.5377, 172.854], [0, 0, 1.0]])
+    W, H = 1242, 375
+    r_max = max_undistorted_radius(D)
+    rho_max = r_max * (1 + D[0] * r_max ** 2 + D[1] * r_max ** 4 + D[4] * r_max ** 6)
+    assert 0.81 < rho_max < 0.82
+    cam = PinholeCamera(torch.from_numpy(Kk), W, H, D)
+    out = depth_to_points(torch.full((1, H, W), 10.0, dtype=torch.float64), cam)
+    assert torch.isfinite(out.points).all() and out.offsets.tolist() == [0, out.points.shape[0]]
+    r, c = out.pixels[:, 0].numpy(), out.pixels[:, 1].numpy()
+    ref, _ = cv2.projectPoints(out.points.numpy().reshape(-1, 1, 3), np.zeros(3), np.zeros(3), Kk, np.array(D))
+    assert (np.floor(ref[:, 0, 0]) == c).all() and (np.floor(ref[:, 0, 1]) == r).all()
+    uu, vv = np.meshgrid(np.arange(W) + 0.5, np.arange(H) + 0.5)
+    rd = np.hypot(uu - Kk[0, 2], vv - Kk[1, 2]) / Kk[0, 0]
+    kept = np.zeros((H, W), bool)
+    kept[r, c] = True
+    want = rd < rho_max
+    assert (~want).sum() > 30000  # the corners
+    assert (np.abs(rd - rho_max)[kept != want] < 0.5 / Kk[0, 0]).all()
+    assert (kept != want).sum() < 200
