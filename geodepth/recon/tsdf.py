@@ -213,7 +213,32 @@ def _prepare_frame(i: int, item: Any, cam: Any, img: Any, depth_min: float, dept
             raise ValueError(f"frame {i}: image must be (3, {H}, {W}), got {tuple(a.shape)}")
         a = a if a.dtype == np.uint8 else np.round(np.clip(a.astype(np.float64), 0, 1) * 255).astype(np.uint8)
         rgb = np.ascontiguousarray(a.transpose(1, 2, 0))
+    if getattr(cam, "has_distortion", False):  # Open3D's integration knows K only
+        src = _pinhole_source_pixels(cam)
+        d = np.where(src >= 0, d.reshape(-1)[np.maximum(src, 0)], 0.0).reshape(H, W).astype(np.float32)
+        if rgb is not None:
+            rgb = np.ascontiguousarray(np.where((src >= 0)[:, None], rgb.reshape(-1, 3)[np.maximum(src, 0)], 0)
+                                       .reshape(H, W, 3).astype(np.uint8))
     return d, rgb, K, W, H
+
+
+def _pinhole_source_pixels(cam: Any) -> np.ndarray:
+    """(H * W,) int64: for each pixel of the distortion-free camera with ``cam``'s K and size, the
+    flat index of the pixel of ``cam``'s (distorted) image its centre ray falls in (nearest-pixel
+    resampling), or -1 where that is outside the image or beyond the lens model's valid field."""
+    import torch
+
+    c64 = cam.to("cpu", torch.float64)
+    K = c64.K
+    W, H = c64.width, c64.height
+    v, u = torch.meshgrid(torch.arange(H, dtype=torch.float64) + 0.5, torch.arange(W, dtype=torch.float64) + 0.5,
+                          indexing="ij")
+    y = (v.reshape(-1) - K[1, 2]) / K[1, 1]
+    x = (u.reshape(-1) - K[0, 2] - K[0, 1] * y) / K[0, 0]
+    uv, _ = c64.project(torch.stack([x, y, torch.ones_like(x)], -1))  # NaN beyond the valid field
+    col, row = torch.floor(uv[:, 0]), torch.floor(uv[:, 1])
+    ok = (col >= 0) & (col < W) & (row >= 0) & (row < H)  # NaN fails
+    return torch.where(ok, row * W + col, -1.0).to(torch.int64).numpy()
 
 
 class TSDFVolume:
@@ -270,7 +295,10 @@ class TSDFVolume:
             depth: (1, H, W) or (H, W) depth in metres (torch or numpy), 0 = none; or an object
                 with ``.depth`` (or ``.gt_depth`` / ``.sparse_depth``), ``.camera`` and optionally
                 ``.image`` (a :class:`~geodepth.Completion` or :class:`~geodepth.io.frame.Frame`).
-            camera: its :class:`~geodepth.geometry.camera.PinholeCamera` (else the item's).
+            camera: its :class:`~geodepth.geometry.camera.PinholeCamera` (else the item's). With
+                lens distortion the depth map and image are first resampled (nearest pixel) onto
+                the distortion-free camera with the same K and size, as Open3D's integration
+                takes K only.
             pose_world_from_cam: (4, 4) rigid camera -> world transform; None = identity.
             image: optional (3, H, W) RGB in [0, 1] (or uint8) (else the item's, if any).
 
@@ -397,7 +425,9 @@ def fuse_tsdf(
             ``.camera`` and optionally ``.image`` (a :class:`~geodepth.Completion` or a
             :class:`~geodepth.io.frame.Frame`).
         cameras: one :class:`~geodepth.geometry.camera.PinholeCamera` for all frames or a list
-            of N; may be None when the items carry their cameras.
+            of N; may be None when the items carry their cameras. A camera with lens distortion:
+            its depth maps and images are resampled (nearest pixel) onto the distortion-free
+            camera with the same K and size first (Open3D's integration takes K only).
         poses_world_from_cam: (N, 4, 4) or a list of N (4, 4) rigid transforms camera -> world
             (metres). None = identity for a single frame.
         images: optional N (3, H, W) RGB in [0, 1] (or uint8) for vertex colours; taken from
