@@ -105,7 +105,7 @@ def cmd_complete(args) -> int:
     if image.is_dir():
         return _complete_folder(args)
     if not args.lidar and not args.sparse_depth:
-        raise CLIError("give --lidar BIN or --sparse-depth PNG (or a KITTI depth-completion folder as --image)")
+        raise CLIError("give --lidar SCAN or --sparse-depth PNG (or a KITTI depth-completion folder as --image)")
     if not (args.calib_dir or args.calib_file or args.intrinsics):
         raise CLIError("give --calib-dir DIR, --calib-file FILE or --intrinsics TXT")
     if args.lidar and not (args.calib_dir or args.calib_file):
@@ -311,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--image", required=True, help="RGB image, or a folder in the KITTI depth completion layout")
     src = c.add_mutually_exclusive_group()
     src.add_argument("--sparse-depth", help="sparse depth PNG (uint16, value / 256 m)")
-    src.add_argument("--lidar", help="LiDAR scan .bin (float32 x, y, z, intensity)")
+    src.add_argument("--lidar", help="LiDAR scan in the LiDAR frame: KITTI .bin (float32 x, y, z, intensity), "
+                     "or a .ply / .pcd / .xyz point cloud")
     cal = c.add_mutually_exclusive_group()
     cal.add_argument("--calib-dir", help="KITTI raw calibration folder (calib_cam_to_cam.txt, calib_velo_to_cam.txt)")
     cal.add_argument("--calib-file", help="KITTI object calibration .txt, or plain calibration .yaml/.json")

@@ -245,6 +245,32 @@ def test_complete_with_plain_yaml_calibration(tmp_path, object_dir, ref_dir):
     assert np.abs(dense[valid] - sparse_ref[valid]).max() <= 1
 
 
+@pytest.mark.parametrize("suffix", [".ply", ".pcd"])
+def test_complete_with_a_point_cloud_file_scan(tmp_path, object_dir, ref_dir, suffix):
+    """A robotics scan saved as PLY or PCD (LiDAR frame, no reflectance) is read as a point cloud,
+    not as KITTI .bin records (it stopped with 'not a multiple of 16 bytes', or, for one file size
+    in 16, read the header and the packed fields as garbage points): the completed map keeps
+    KITTI's reference sparse depths, as with the .bin."""
+    from geodepth.io import read_velodyne_bin, write_ply
+
+    pts, _ = read_velodyne_bin(object_dir / "velodyne" / "000114.bin")
+    scan = tmp_path / f"scan{suffix}"
+    if suffix == ".ply":
+        write_ply(scan, pts)
+    else:
+        o3d = pytest.importorskip("open3d")
+        pc = o3d.t.geometry.PointCloud(o3d.core.Tensor(pts.numpy()))
+        assert o3d.t.io.write_point_cloud(str(scan), pc)
+    out = tmp_path / "c"
+    assert main(["complete", "--image", str(object_dir / "image_2" / "000114.png"), "--lidar", str(scan),
+                 "--calib-file", str(object_dir / "calib" / "000114.txt"), "--method", "nearest",
+                 "--out", str(out)]) == 0
+    dense = _png16(out / "depth.png")
+    sparse_ref = _png16(ref_dir / "sparse_from_scan" / "cvml_000114_sparse_depth.png")
+    valid = sparse_ref > 0
+    assert valid.sum() > 10000 and np.abs(dense[valid] - sparse_ref[valid]).max() <= 1
+
+
 def test_bench_unknown_name_lists_the_choices(capsys):
     assert main(["bench", "nope"]) == 2
     err = capsys.readouterr().err

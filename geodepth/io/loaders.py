@@ -242,6 +242,17 @@ def _camera_from_intrinsics_arg(intrinsics, width: int, height: int) -> PinholeC
     return PinholeCamera(K, width, height)
 
 
+def _read_scan(path) -> tuple[Tensor, Tensor | None]:
+    """A LiDAR scan by its suffix: a KITTI ``.bin`` (float32 x, y, z, reflectance records), or a
+    point cloud file (PLY, PCD, XYZ, ... through :func:`~geodepth.io.pointcloud.read_point_cloud`;
+    no reflectance), in the LiDAR frame. ``(points (N, 3) float32, intensity (N,) or None)``."""
+    if Path(path).suffix.lower() == ".bin":
+        return read_velodyne_bin(path)
+    from .pointcloud import read_point_cloud
+
+    return read_point_cloud(path)[0], None
+
+
 def load_files_frame(*, image=None, lidar=None, sparse_depth=None, gt_depth=None, calib_dir=None, calib_file=None,
                      intrinsics=None, camera: int = 2, depth_scale: float = KITTI_DEPTH_SCALE, crop=None,
                      quantize: bool = True, min_depth: float = DEFAULT_MIN_DEPTH, name: str | None = None) -> Frame:
@@ -249,7 +260,9 @@ def load_files_frame(*, image=None, lidar=None, sparse_depth=None, gt_depth=None
 
     Args:
         image: RGB image file.
-        lidar: KITTI ``.bin`` scan (needs extrinsics: ``calib_dir`` or ``calib_file``).
+        lidar: LiDAR scan, LiDAR frame: a KITTI ``.bin`` (float32 x, y, z, reflectance) or a point
+            cloud file (``.ply``, ``.pcd``, ``.xyz``, ``.xyzn``, ``.xyzrgb``, ``.pts``; no
+            reflectance); needs extrinsics (``calib_dir`` or ``calib_file``).
         sparse_depth, gt_depth: 16-bit depth PNGs (``value / depth_scale`` metres). Without
             ``sparse_depth`` but with ``lidar``, the scan is projected (as in
             :func:`load_kitti_object_frame`).
@@ -283,7 +296,7 @@ def load_files_frame(*, image=None, lidar=None, sparse_depth=None, gt_depth=None
     if lidar is not None:
         if T is None:
             raise ValueError("lidar= needs extrinsics (T_cam_from_lidar): pass calib_dir= or calib_file=")
-        pts, inten = read_velodyne_bin(lidar)
+        pts, inten = _read_scan(lidar)
         if sp is None:
             sp = _sparse_from_scan(pts, T, cam, quantize, min_depth)
     meta: dict[str, Any] = {"source": "files", "image": image, "lidar": lidar, "sparse_depth": sparse_depth,
