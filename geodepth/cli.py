@@ -129,12 +129,14 @@ def _complete_folder(args) -> int:
     if not entries:
         raise CLIError(f"no frames found in {root} (expected image/ and velodyne_raw/ subfolders)")
     out = Path(args.out)
-    names = [Path(e["sparse_depth"]).name for e in entries]
+    # named as the velodyne_raw maps; a rig's own folder (scans, no maps) as the images, .png
+    names = [Path(e["sparse_depth"]).name if e["sparse_depth"] is not None else f"{e['name']}.png" for e in entries]
     _check_out_dir(out, names, args.overwrite)
     out.mkdir(parents=True, exist_ok=True)
     for e, name in tqdm(list(zip(entries, names)), desc="completing", unit="frame"):
         frame = load_kitti_dc_frame(e)
-        res = complete(frame, method=args.method, device=args.device, use_points=False)
+        # a scan without a velodyne_raw map goes in as points (their continuous pixels), as --lidar does
+        res = complete(frame, method=args.method, device=args.device, use_points=e["sparse_depth"] is None)
         write_depth_png(out / name, res.depth.cpu(), overwrite=True)
     print(f"wrote {len(entries)} depth maps to {out}")
     return 0
@@ -240,7 +242,8 @@ def cmd_fuse(args) -> int:
                 raise CLIError(f"{e['name']} has no ground truth")
             depth = frame.gt_depth
         else:
-            depth = complete(frame, method=args.method, device=args.device, use_points=False).depth.detach().cpu()
+            depth = complete(frame, method=args.method, device=args.device,
+                             use_points=e["sparse_depth"] is None).depth.detach().cpu()
         vol.integrate(depth, frame.camera, pose, image=frame.image)
     mesh = vol.extract_mesh()
     export_mesh(mesh, out, overwrite=True)

@@ -271,6 +271,34 @@ def test_complete_with_a_point_cloud_file_scan(tmp_path, object_dir, ref_dir, su
     assert valid.sum() > 10000 and np.abs(dense[valid] - sparse_ref[valid]).max() <= 1
 
 
+def test_complete_folder_of_scans_without_velodyne_raw(tmp_path, object_dir, ref_dir):
+    """A rig's own recordings: image/, velodyne/ and calib/ (plain YAML), no velodyne_raw/ maps (it
+    stopped with 'has no velodyne_raw/ folder'). Each scan is projected: load_frame's sparse map is
+    KITTI's reference projection bit for bit, and `geodepth complete` on the folder keeps it."""
+    from geodepth.io import load_frame, read_kitti_object_calib, write_calib_file
+
+    root = tmp_path / "rig"
+    for sub in ("image", "velodyne", "calib"):
+        (root / sub).mkdir(parents=True)
+    img = object_dir / "image_2" / "000114.png"
+    w, h = Image.open(img).size
+    cam, T = read_kitti_object_calib(object_dir / "calib" / "000114.txt", camera=2, width=w, height=h)
+    shutil.copy(img, root / "image" / "f000.png")
+    shutil.copy(object_dir / "velodyne" / "000114.bin", root / "velodyne" / "f000.bin")
+    write_calib_file(root / "calib" / "f000.yaml", cam, T)
+    sparse_ref = _png16(ref_dir / "sparse_from_scan" / "cvml_000114_sparse_depth.png")
+    frame = load_frame(root)
+    assert np.array_equal(np.round(frame.sparse_depth[0].numpy().astype(np.float64) * 256).astype(np.int64), sparse_ref)
+    out = tmp_path / "c"
+    assert main(["complete", "--image", str(root), "--method", "nearest", "--out", str(out)]) == 0
+    dense = _png16(out / "f000.png")
+    valid = sparse_ref > 0
+    assert valid.sum() > 10000 and np.abs(dense[valid] - sparse_ref[valid]).max() <= 1
+    shutil.rmtree(root / "calib")  # scans without extrinsics cannot be projected
+    with pytest.raises(FileNotFoundError, match="nor velodyne/ and calib/"):
+        load_frame(root)
+
+
 def test_bench_unknown_name_lists_the_choices(capsys):
     assert main(["bench", "nope"]) == 2
     err = capsys.readouterr().err

@@ -322,24 +322,31 @@ def list_kitti_dc_frames(root) -> list[dict[str, Any]]:
 
     ``root`` holds ``image/`` and ``velodyne_raw/`` and optionally ``groundtruth_depth/``
     (or ``groundtruth/``), ``intrinsics/`` (3x3 txt), ``velodyne/`` (.bin scans) and
-    ``calib/`` (plain YAML/JSON per frame). Files are paired by their sorted order within
-    each folder, as the KITTI devkit pairs them; every present folder must hold the same
-    number of files.
+    ``calib/`` (plain YAML/JSON per frame). A rig's own recordings may hold ``velodyne/`` and
+    ``calib/`` instead of ``velodyne_raw/``: the sparse depth is then projected from the scan
+    (:func:`load_kitti_dc_frame`). Files are paired by their sorted order within each folder,
+    as the KITTI devkit pairs them; every present folder must hold the same number of files.
 
     Returns:
         One dict per frame: ``name`` (the image's stem) and the paths ``image``,
         ``sparse_depth``, ``gt_depth``, ``intrinsics``, ``velodyne``, ``calib`` (None where the
         folder is absent).
+
+    Raises:
+        FileNotFoundError: no ``image/``, or neither ``velodyne_raw/`` nor ``velodyne/`` with ``calib/``.
     """
     root = _need(Path(root), "KITTI depth-completion root")
     found: dict[str, list[Path] | None] = {}
     for key, (names, exts) in _DC_FOLDERS.items():
         folder = next((root / n for n in names if (root / n).is_dir()), None)
         found[key] = None if folder is None else sorted(p for p in folder.iterdir() if p.suffix.lower() in exts)
-    for key in ("image", "sparse_depth"):
-        if found[key] is None:
-            raise FileNotFoundError(f"{root} has no {_DC_FOLDERS[key][0][0]}/ folder (a KITTI depth-completion root needs "
-                                    "image/ and velodyne_raw/)")
+    if found["image"] is None:
+        raise FileNotFoundError(f"{root} has no image/ folder (a KITTI depth-completion root needs image/ and "
+                                "velodyne_raw/, or image/, velodyne/ and calib/)")
+    if found["sparse_depth"] is None and (found["velodyne"] is None or found["calib"] is None):
+        raise FileNotFoundError(f"{root} has no velodyne_raw/ folder, nor velodyne/ and calib/ to project the scans "
+                                "(a KITTI depth-completion root needs image/ and velodyne_raw/, or image/, velodyne/ "
+                                "and calib/)")
     n = len(found["image"])
     counts = {k: len(v) for k, v in found.items() if v is not None}
     if any(c != n for c in counts.values()):
@@ -358,7 +365,9 @@ def load_kitti_dc_frame(entry: dict[str, Any], *, load_scan: bool = True) -> Fra
 
     The camera comes from ``calib`` (which also gives ``T_cam_from_lidar``) or else from
     ``intrinsics`` with the image's size; where both exist their K must agree. A scan in
-    ``velodyne`` needs ``calib``.
+    ``velodyne`` needs ``calib``. Without ``sparse_depth`` (no ``velodyne_raw/``) the sparse depth
+    is the scan projected as :func:`load_files_frame` projects it (float64, ``z > 0.1 m``,
+    nearest wins, KITTI's 1/256 m steps), whatever ``load_scan`` says.
     """
     img_path = Path(entry["image"])
     image = read_image(img_path)
@@ -376,18 +385,26 @@ def load_kitti_dc_frame(entry: dict[str, Any], *, load_scan: bool = True) -> Fra
             raise ValueError(f"K of {entry['calib']} ({cam.K.tolist()}) and of {entry['intrinsics']} ({K.tolist()}) disagree")
     if cam is None:
         raise ValueError(f"frame {entry.get('name')!r} has neither calib/ nor intrinsics/: the camera is unknown")
-    sp = read_depth_png(entry["sparse_depth"])
-    _check_size(sp, entry["sparse_depth"], cam, "sparse depth", f"the image ({img_path.name})")
+    sp = None
+    if entry.get("sparse_depth") is not None:
+        sp = read_depth_png(entry["sparse_depth"])
+        _check_size(sp, entry["sparse_depth"], cam, "sparse depth", f"the image ({img_path.name})")
     gt = None
     if entry.get("gt_depth") is not None:
         gt = read_depth_png(entry["gt_depth"])
         _check_size(gt, entry["gt_depth"], cam, "ground truth", f"the image ({img_path.name})")
     pts = inten = None
-    if load_scan and entry.get("velodyne") is not None:
+    if (load_scan or sp is None) and entry.get("velodyne") is not None:
         if T is None:
             raise ValueError(f"scan {entry['velodyne']} has no extrinsics: frame {entry.get('name')!r} needs a calib/ file "
                              "with T_cam_from_lidar")
         pts, inten = read_velodyne_bin(entry["velodyne"])
+    if sp is None:
+        if pts is None:
+            raise ValueError(f"frame {entry.get('name')!r} has neither velodyne_raw/ nor a velodyne/ scan")
+        sp = _sparse_from_scan(pts, T, cam, True, DEFAULT_MIN_DEPTH)
+        if not load_scan:
+            pts = inten = None
     meta = {"source": "kitti_dc", **{k: (str(v) if isinstance(v, Path) else v) for k, v in entry.items()}}
     return Frame(cam, image, pts, inten, T, sp, gt, str(entry["name"]), meta)
 
@@ -419,7 +436,7 @@ def load_frame(path=None, *, camera: int = 2, crop=None, frame_id=None, index: i
         if frame_id is None:
             raise ValueError(f"{p} is a KITTI object root: pass frame_id=")
         return load_kitti_object_frame(p, frame_id, camera=camera, crop=crop, **kwargs)
-    if (p / "image").is_dir() and (p / "velodyne_raw").is_dir():
+    if (p / "image").is_dir() and ((p / "velodyne_raw").is_dir() or (p / "velodyne").is_dir()):
         frames = list_kitti_dc_frames(p)
         i = 0 if index is None else int(index)
         if not -len(frames) <= i < len(frames):
@@ -429,4 +446,4 @@ def load_frame(path=None, *, camera: int = 2, crop=None, frame_id=None, index: i
         f = load_nyu_frame(p, index=0 if index is None else int(index), **kwargs)
         return _apply_crop(f, crop)
     raise ValueError(f"{p}: unknown layout (expected a KITTI sample dir, a KITTI object root, a KITTI depth-completion "
-                     "root with image/ and velodyne_raw/, or an NYU dir with rgb_*.jpg)")
+                     "root with image/ and velodyne_raw/ (or velodyne/ and calib/), or an NYU dir with rgb_*.jpg)")
