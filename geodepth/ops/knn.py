@@ -45,16 +45,21 @@ class KNN(NamedTuple):
     idx: Tensor
 
 
-def validate_offsets(offsets: Tensor | None, n: int, name: str) -> list[int]:
-    """Check packed row splits ``offsets`` (B+1,) int64 or int32 for ``n`` rows; return them as python ints."""
-    if offsets is None:
-        return [0, n]
+def _check_offsets_tensor(offsets: Tensor, name: str) -> None:
+    """The checks of :func:`validate_offsets` that read no values (shape, dtype, device)."""
     if not isinstance(offsets, Tensor) or offsets.dim() != 1 or offsets.numel() < 2:
         shape = tuple(offsets.shape) if isinstance(offsets, Tensor) else type(offsets).__name__
         raise ValueError(f"{name} must be a 1-D tensor (B+1,) with B >= 1, got {shape}")
     if offsets.dtype not in OFFSETS_DTYPES:
         raise ValueError(f"{name} must be int64 or int32, got {offsets.dtype}")
     check_not_meta(name, offsets)
+
+
+def validate_offsets(offsets: Tensor | None, n: int, name: str) -> list[int]:
+    """Check packed row splits ``offsets`` (B+1,) int64 or int32 for ``n`` rows; return them as python ints."""
+    if offsets is None:
+        return [0, n]
+    _check_offsets_tensor(offsets, name)
     off = [int(v) for v in offsets.tolist()]
     if off[0] != 0:
         raise ValueError(f"{name} must start at 0, got {off[0]}")
@@ -104,7 +109,10 @@ def _check_finite(query: Tensor, points: Tensor, backend: str) -> None:
             raise coord_error(name, query.dtype)
 
 
-def _validate(query, points, k, query_offsets, points_offsets, backend):
+def _validate(query, points, k, query_offsets, points_offsets, backend, values: bool = True):
+    """The argument checks; ``values=False`` (tracing under ``torch.compile``) skips those that read
+    the clouds' or the offsets' values, which the registered op then makes when it runs, and
+    returns None for the offsets."""
     _check_cloud(query, "query")
     _check_cloud(points, "points")
     if query.shape[1] != points.shape[1]:
@@ -117,9 +125,18 @@ def _validate(query, points, k, query_offsets, points_offsets, backend):
         raise ValueError(f"k must be an int in [1, {MAX_K}], got {k!r}")
     if backend not in _BACKENDS:
         raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
-    _check_finite(query, points, backend)
+    if values:
+        _check_finite(query, points, backend)
     if (query_offsets is None) != (points_offsets is None):
         raise ValueError("give both query_offsets and points_offsets, or neither")
+    if not values:
+        if query_offsets is not None:
+            _check_offsets_tensor(query_offsets, "query_offsets")
+            _check_offsets_tensor(points_offsets, "points_offsets")
+            if query_offsets.shape[0] != points_offsets.shape[0]:
+                raise ValueError(f"query_offsets and points_offsets must describe the same number of batches, "
+                                 f"got {query_offsets.shape[0] - 1} and {points_offsets.shape[0] - 1}")
+        return None, None
     qo = validate_offsets(query_offsets, query.shape[0], "query_offsets")
     po = validate_offsets(points_offsets, points.shape[0], "points_offsets")
     if len(qo) != len(po):
@@ -190,8 +207,10 @@ def _dispatch(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int
 @torch.library.custom_op("geodepth::knn", mutates_args=())
 def _knn_op(query: Tensor, points: Tensor, k: int, query_offsets: Tensor, points_offsets: Tensor,
             backend: str, max_sqdist: float) -> tuple[Tensor, Tensor]:
-    qo = [int(v) for v in query_offsets.tolist()]
-    po = [int(v) for v in points_offsets.tolist()]
+    # the value checks :func:`_knn` leaves to the op when it is traced by torch.compile
+    _check_finite(query, points, backend)
+    qo = validate_offsets(query_offsets, query.shape[0], "query_offsets")
+    po = validate_offsets(points_offsets, points.shape[0], "points_offsets")
     sq, ix = _run_backend(query, points, k, qo, po, backend, max_sqdist)
     return sq, ix
 
@@ -237,6 +256,16 @@ def knn(query: Tensor, points: Tensor, k: int, *, query_offsets: Tensor | None =
 
 def _knn(query, points, k, query_offsets, points_offsets, backend, max_sqdist: float = float("inf")) -> KNN:
     """:func:`knn` with an optional inclusive bound on the squared distance (what ``radius`` uses)."""
+    if torch.compiler.is_compiling():
+        # no checks that read values while tracing (a graph break, an error under fullgraph=True):
+        # the op makes them when it runs
+        _validate(query, points, k, query_offsets, points_offsets, backend, values=False)
+        if query_offsets is None:
+            qo_t, po_t = _offsets_tensor([0, query.shape[0]]), _offsets_tensor([0, points.shape[0]])
+        else:
+            qo_t, po_t = query_offsets.to(torch.int64), points_offsets.to(torch.int64)
+        sq, ix = torch.ops.geodepth.knn(query.detach(), points.detach(), k, qo_t, po_t, backend, max_sqdist)
+        return KNN(sq, ix)
     qo, po = _validate(query, points, k, query_offsets, points_offsets, backend)
     if plain_eager(query, points):  # (no gradients: the registered op adds only dispatch time here)
         return KNN(*_run_backend(query.detach(), points.detach(), k, qo, po, backend, max_sqdist))

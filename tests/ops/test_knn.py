@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from geodepth.ops._cpu import knn_kdtree
-from geodepth.ops._reference import knn_reference
+from geodepth.ops._reference import knn_reference, radius_reference
 from geodepth.ops.knn import KNN, knn
 from geodepth.ops.radius import radius
 
@@ -588,6 +588,37 @@ def test_knn_under_torch_compile():
 
     compiled = torch.compile(f, backend="eager", fullgraph=True)
     torch.testing.assert_close(compiled(p), knn_reference(p, p, 3).sqdist.sum(1), rtol=0, atol=0)
+
+
+def test_public_knn_and_radius_compile_fullgraph():
+    """The public ``knn`` / ``radius`` trace into one graph (their NaN and offsets checks read values:
+    they broke the graph, and failed under ``fullgraph=True``); the op makes those checks when it
+    runs, so bad values are still a ValueError. One graph for ragged clouds of changing sizes."""
+    from torch._dynamo.testing import CompileCounter
+
+    def f(p, off):
+        nn_ = knn(p, p, 4, query_offsets=off, points_offsets=off)
+        r = radius(p, p, 0.3, max_neighbors=5, query_offsets=off, points_offsets=off)
+        return nn_.sqdist, nn_.idx, r.sqdist, r.idx
+
+    cnt = CompileCounter()
+    compiled = torch.compile(f, backend=cnt, fullgraph=True, dynamic=True)
+    g = torch.Generator().manual_seed(8)
+    for sizes in ((30, 0, 20), (41, 7, 0), (5, 33, 12)):
+        p = torch.rand(sum(sizes), 3, generator=g)
+        off = _offsets(*sizes).to(torch.int32)
+        sq, ix, rsq, rix = compiled(p, off)
+        ref_off = _offsets(*sizes)
+        _same(KNN(sq, ix), knn_reference(p, p, 4, query_offsets=ref_off, points_offsets=ref_off))
+        _same(KNN(rsq, rix), radius_reference(p, p, 0.3, max_neighbors=5, query_offsets=ref_off,
+                                              points_offsets=ref_off))
+    assert cnt.frame_count == 1
+    p = torch.rand(50, 3, generator=g)
+    with pytest.raises(ValueError, match="query_offsets must end at the number of rows 50"):
+        compiled(p, _offsets(20, 29))
+    p[7, 2] = float("nan")
+    with pytest.raises(ValueError, match="query contains NaN"):
+        compiled(p, _offsets(20, 30))
 
 
 # ------------------------------------------------------------------ GPU (lent machine)
