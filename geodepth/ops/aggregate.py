@@ -27,6 +27,7 @@ def _on_triton(t: Tensor) -> bool:
 
 
 def _aggregate_impl(features: Tensor, idx: Tensor, weights: Optional[Tensor], reduce: str) -> tuple[Tensor, Tensor]:
+    _check_idx_values(idx, features.shape[0])  # here, not in aggregate(): under torch.compile this runs too
     if _on_triton(features):
         from ._triton.aggregate import aggregate_forward_triton
 
@@ -82,8 +83,9 @@ def _backward(ctx, grad_out, grad_argmax):
 _aggregate_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _check_idx(idx: Tensor, n: int, m: int | None = None, name: str = "idx") -> None:
-    """Validate a neighbour index tensor: (M, k) int64, values in [-1, n)."""
+def _check_idx(idx: Tensor, n: int, m: int | None = None, name: str = "idx", values: bool = True) -> None:
+    """Validate a neighbour index tensor: (M, k) int64, values in [-1, n) (unless ``values=False``:
+    the ops check them when they run, see :func:`_check_idx_values`)."""
     if not isinstance(idx, Tensor) or idx.dim() != 2:
         raise ValueError(f"{name} must be an (M, k) tensor, got {tuple(idx.shape) if isinstance(idx, Tensor) else type(idx).__name__}")
     if idx.dtype != torch.int64:
@@ -91,6 +93,15 @@ def _check_idx(idx: Tensor, n: int, m: int | None = None, name: str = "idx") -> 
     check_not_meta(name, idx)
     if m is not None and idx.shape[0] != m:
         raise ValueError(f"{name} must have {m} rows, got {tuple(idx.shape)}")
+    if values:
+        _check_idx_values(idx, n, name)
+
+
+def _check_idx_values(idx: Tensor, n: int, name: str = "idx") -> None:
+    """ValueError unless every entry of ``idx`` is in [-1, n). The ops call it from their
+    implementation, which runs in eager mode and, under ``torch.compile``, when the compiled graph
+    runs (a check in the traced Python code would break the graph; skipping it let bad indices
+    through as silent padding or an indexing error from inside torch)."""
     if idx.numel() and not torch.compiler.is_compiling():
         lo, hi = torch.stack(torch.aminmax(idx)).tolist()  # one device sync on CUDA
         if lo < -1 or hi >= n:
@@ -134,7 +145,7 @@ def aggregate(features: Tensor, idx: Tensor, weights: Tensor | None = None, redu
         [3.0, 6.0, 0.0]
     """
     _check_features(features)
-    _check_idx(idx, features.shape[0])
+    _check_idx(idx, features.shape[0], values=False)  # (the values: in _aggregate_impl)
     if reduce not in _REDUCES:
         raise ValueError(f"reduce must be one of {_REDUCES}, got {reduce!r}")
     if idx.device != features.device:

@@ -23,12 +23,13 @@ import torch
 from torch import Tensor
 
 from ._dispatch import eager_without_grad, use_triton
-from .aggregate import _check_features, _check_idx
+from .aggregate import _check_features, _check_idx, _check_idx_values
 
 __all__ = ["continuous_conv", "scored_aggregate"]
 
 
 def _scored_impl(features: Tensor, idx: Tensor, scores: Tensor) -> Tensor:
+    _check_idx_values(idx, features.shape[0])  # here, not in scored_aggregate(): runs under torch.compile too
     if use_triton(features):
         from ._triton.aggregate import scored_aggregate_forward_triton
 
@@ -102,7 +103,7 @@ def scored_aggregate(features: Tensor, idx: Tensor, scores: Tensor) -> Tensor:
         [[21.0, 0.5]]
     """
     _check_features(features)
-    _check_idx(idx, features.shape[0])
+    _check_idx(idx, features.shape[0], values=False)  # (the values: in _scored_impl)
     M, k = idx.shape
     if not isinstance(scores, Tensor) or scores.dim() != 3 or tuple(scores.shape[:2]) != (M, k):
         raise ValueError(f"scores must be (M, k, B) with (M, k) = {(M, k)}, "

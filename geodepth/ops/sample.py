@@ -8,6 +8,8 @@ four-corner gathers. Registered as ``torch.ops.geodepth.sample`` with fake and a
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import Tensor
 
@@ -21,7 +23,32 @@ _MODES = ("bilinear", "nearest")
 _PADDINGS = ("zeros", "border")
 
 
-def _sample_impl(fmap: Tensor, uv: Tensor, bidx: Tensor, mode: str, padding: str) -> Tensor:
+def _batch_index(offsets: Optional[Tensor], N: int, device: torch.device) -> Tensor:
+    """(N,) int64 image of each point from the row splits (None: all in image 0)."""
+    if offsets is None:
+        return torch.zeros(N, dtype=torch.int64, device=device)
+    return torch.repeat_interleave(torch.arange(offsets.shape[0] - 1, device=device), offsets.diff(), output_size=N)
+
+
+def _check_values(uv: Tensor, offsets: Optional[Tensor]) -> None:
+    """The checks that read values: ``offsets`` rise from 0 to N, ``uv`` finite. Called from the
+    implementation, so that they run under ``torch.compile`` too (when the compiled graph runs; a
+    check while tracing would break the graph, and skipping it let NaN through as garbage indices
+    and bad offsets as a wrong batch assignment)."""
+    if torch.compiler.is_compiling():
+        return
+    N = uv.shape[0]
+    if offsets is not None:
+        o = offsets.tolist()
+        if o[0] != 0 or o[-1] != N or any(a > b for a, b in zip(o, o[1:])):
+            raise ValueError(f"offsets must rise from 0 to N={N}, got {o}")
+    if N and not bool(torch.isfinite(uv).all()):
+        raise ValueError("uv contains NaN or inf")
+
+
+def _sample_impl(fmap: Tensor, uv: Tensor, offsets: Optional[Tensor], mode: str, padding: str) -> Tensor:
+    _check_values(uv, offsets)
+    bidx = _batch_index(offsets, uv.shape[0], uv.device)
     if use_triton(fmap):
         from ._triton.sample import sample_forward_triton
 
@@ -35,7 +62,7 @@ _sample_op = torch.library.custom_op("geodepth::sample", _sample_impl, mutates_a
 
 
 @_sample_op.register_fake
-def _(fmap, uv, bidx, mode, padding):
+def _(fmap, uv, offsets, mode, padding):
     return fmap.new_empty((uv.shape[0], fmap.shape[1]))
 
 
@@ -57,16 +84,17 @@ def _(grad, fmap, uv, bidx, mode, padding, need_fmap, need_uv):
 
 
 def _setup_context(ctx, inputs, output):
-    fmap, uv, bidx, mode, padding = inputs
+    fmap, uv, offsets, mode, padding = inputs
     ctx.mode, ctx.padding = mode, padding
-    ctx.save_for_backward(fmap, uv, bidx)
+    ctx.save_for_backward(fmap, uv, offsets)
 
 
 def _backward(ctx, grad):
-    fmap, uv, bidx = ctx.saved_tensors
+    fmap, uv, offsets = ctx.saved_tensors
     need_m, need_uv = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
     if not (need_m or need_uv):
         return None, None, None, None, None
+    bidx = _batch_index(offsets, uv.shape[0], uv.device)
     dm, duv = _sample_backward_op(grad.contiguous(), fmap, uv, bidx, ctx.mode, ctx.padding, need_m, need_uv)
     return (dm if need_m else None), (duv if need_uv else None), None, None, None
 
@@ -114,27 +142,18 @@ def sample(feature_map: Tensor, uv: Tensor, *, offsets: Tensor | None = None, mo
         raise ValueError(f"padding must be one of {_PADDINGS}, got {padding!r}")
     fmap = feature_map if feature_map.dim() == 4 else feature_map.unsqueeze(0)
     B = fmap.shape[0]
-    N = uv.shape[0]
     if fmap.shape[2] == 0 or fmap.shape[3] == 0:
         raise ValueError(f"feature_map must have H, W > 0, got {tuple(feature_map.shape)}")
-    compiling = torch.compiler.is_compiling()
     if offsets is None:
         if B != 1:
             raise ValueError(f"a batched feature_map (B={B}) needs offsets (B + 1,) for the packed uv")
-        bidx = torch.zeros(N, dtype=torch.int64, device=uv.device)
     else:
         if not isinstance(offsets, Tensor) or offsets.dtype not in OFFSETS_DTYPES or tuple(offsets.shape) != (B + 1,):
             raise ValueError(f"offsets must be ({B + 1},) int64 or int32, got "
                              f"{(tuple(offsets.shape), offsets.dtype) if isinstance(offsets, Tensor) else type(offsets).__name__}")
         check_not_meta("offsets", offsets)
         offsets = offsets.to(uv.device, torch.int64)
-        if not compiling:
-            o = offsets.tolist()
-            if o[0] != 0 or o[-1] != N or any(a > b for a, b in zip(o, o[1:])):
-                raise ValueError(f"offsets must rise from 0 to N={N}, got {o}")
-        bidx = torch.repeat_interleave(torch.arange(B, device=uv.device), offsets.diff(), output_size=N)
-    if N and not compiling and not bool(torch.isfinite(uv).all()):
-        raise ValueError("uv contains NaN or inf")
+    # (the offsets' values and NaN / inf in uv are checked in _sample_impl)
     if eager_without_grad(fmap, uv):
-        return _sample_impl(fmap, uv, bidx, mode, padding)
-    return _sample_op(fmap, uv, bidx, mode, padding)
+        return _sample_impl(fmap, uv, offsets, mode, padding)
+    return _sample_op(fmap, uv, offsets, mode, padding)

@@ -48,8 +48,20 @@ def _use_triton(values: Tensor, depth: Optional[Tensor], reduce: str) -> bool:
     return True
 
 
+def _check_finite(uv: Tensor, depth: Optional[Tensor]) -> None:
+    """NaN / inf in ``uv`` or ``depth`` is a ValueError. Called from the implementation, so that it
+    runs under ``torch.compile`` too (when the compiled graph runs; a check while tracing would
+    break the graph, and skipping it dropped NaN points silently)."""
+    if uv.shape[0] and not torch.compiler.is_compiling():
+        if not bool(torch.isfinite(uv).all()):
+            raise ValueError("uv contains NaN or inf")
+        if depth is not None and not bool(torch.isfinite(depth).all()):
+            raise ValueError("depth contains NaN or inf")
+
+
 def _splat_impl(uv: Tensor, values: Tensor, depth: Optional[Tensor], H: int, W: int,
                 reduce: str) -> tuple[Tensor, Tensor, Tensor]:
+    _check_finite(uv, depth)
     if _use_triton(values, depth, reduce):
         from ._triton.splat import splat_forward_triton
 
@@ -157,11 +169,6 @@ def splat(uv: Tensor, values: Tensor, size: tuple[int, int], reduce: str = "sum"
         if depth.device != uv.device:
             raise ValueError(f"depth is on {depth.device} but uv is on {uv.device}")
         depth = depth.reshape(N).detach()
-    if N and not torch.compiler.is_compiling():
-        if not bool(torch.isfinite(uv).all()):
-            raise ValueError("uv contains NaN or inf")
-        if depth is not None and not bool(torch.isfinite(depth).all()):
-            raise ValueError("depth contains NaN or inf")
     v2 = values.unsqueeze(1) if values.dim() == 1 else values
     run = _splat_impl if eager_without_grad(uv, v2, depth) else _splat_op
     image, count, index = run(uv.detach(), v2, depth, H, W, reduce)
