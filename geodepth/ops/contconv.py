@@ -156,8 +156,10 @@ def continuous_conv(features: Tensor, points: Tensor, query: Tensor, idx: Tensor
         idx: (M, k) int64 neighbours of each query in ``points``, -1 = none (e.g. ``ops.knn``).
         weight: (B, C_in, C_out) weight bank.
         score_fn: maps relative positions (M, k, 3) ``points[idx] - query`` (metres; 0 at
-            padding) to (M, k, B) bank scores, e.g. a small MLP. Give it or ``scores``.
-        scores: precomputed (M, k, B) scores instead of ``score_fn``.
+            padding) to (M, k, B) bank scores, e.g. a small MLP; a floating point result of
+            another dtype (``torch.autocast`` runs an MLP in bf16 / fp16) is cast to the dtype of
+            ``features``. Give it or ``scores``.
+        scores: precomputed (M, k, B) scores instead of ``score_fn``, dtype of ``features``.
         bias: optional (C_out,).
         reduce: "sum" over neighbours, or "mean" (divided by the number of valid neighbours).
 
@@ -199,6 +201,8 @@ def continuous_conv(features: Tensor, points: Tensor, query: Tensor, idx: Tensor
         if t.device != features.device:
             raise ValueError(f"{name} is on {t.device} but features are on {features.device}")
     s = edge_scores(points, query, idx, score_fn, scores)
+    if score_fn is not None and s.dtype != features.dtype and s.is_floating_point():
+        s = s.to(features.dtype)  # e.g. under torch.autocast, which runs score_fn's layers in bf16 / fp16
     if s.shape[2] != B:
         raise ValueError(f"scores have {s.shape[2]} banks but weight has B={B}")
     z = scored_aggregate(features, idx, s)  # (M, B, C_in); padding entries contribute nothing

@@ -96,3 +96,19 @@ def test_query_points_and_errors():
         ContinuousConv(4, 4, reduce="max")
     with pytest.raises(ValueError, match=r"weight must be \(B, C_in=4, C_out\)"):
         conv(x[:, :4], p, idx)
+
+
+def test_autocast_bf16():
+    """Under torch.autocast the score MLP runs in bf16 while the features stay float32: the layer
+    refused its own scores ('scores ... of dtype torch.float32, got scores torch.bfloat16'); now it
+    trains under autocast and agrees with the float32 reference to bf16 precision."""
+    torch.manual_seed(0)
+    conv = ContinuousConv(5, 3)
+    x, p, idx = cloud(dtype=torch.float32)
+    with torch.no_grad():
+        ref = continuous_conv_reference(x, p, p, idx, conv.weight, conv.scores, bias=conv.bias, reduce="mean")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = conv(x, p, idx)
+    out.float().square().sum().backward()
+    torch.testing.assert_close(out.float(), ref, rtol=2e-2, atol=1e-2)
+    assert conv.weight.grad is not None and bool(torch.isfinite(conv.score_weight1.grad).all())
