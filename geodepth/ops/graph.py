@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from geodepth._checks import MAX_ELEMENTS, check_int, check_not_meta
+from geodepth._checks import MAX_ELEMENTS, OFFSETS_DTYPES, check_int, check_not_meta
 
 __all__ = ["batch_to_offsets", "edge_index_to_knn", "knn_to_edge_index", "offsets_to_batch"]
 
@@ -94,6 +94,9 @@ def edge_index_to_knn(edge_index: Tensor, num_nodes: int, k: int) -> Tensor:
 def offsets_to_batch(offsets: Tensor) -> Tensor:
     """Row splits (B+1,) int64 (or int32) to a PyG ``batch`` vector (N,) int64 (batch number of each row).
 
+    ``offsets = [0]`` (no batches, what :func:`batch_to_offsets` gives for an empty ``batch``) gives
+    an empty vector.
+
     Example:
         >>> offsets_to_batch(torch.tensor([0, 2, 2, 3])).tolist()
         [0, 0, 2]
@@ -103,6 +106,11 @@ def offsets_to_batch(offsets: Tensor) -> Tensor:
     if not isinstance(offsets, Tensor) or offsets.dim() != 1 or offsets.numel() < 1:
         raise ValueError(f"offsets must be a 1-D tensor (B+1,), got {getattr(offsets, 'shape', offsets)}")
     check_not_meta("offsets", offsets)
+    if offsets.numel() == 1:  # B = 0 (validate_offsets wants a batch)
+        if offsets.dtype not in OFFSETS_DTYPES or int(offsets[0]) != 0:
+            raise ValueError(f"offsets must be int64 or int32 row splits starting at 0, got {offsets.tolist()} "
+                             f"({offsets.dtype})")
+        return torch.zeros(0, dtype=torch.int64, device=offsets.device)
     validate_offsets(offsets, int(offsets[-1]), "offsets")
     counts = offsets[1:] - offsets[:-1]
     return torch.repeat_interleave(torch.arange(counts.numel(), device=offsets.device), counts)

@@ -95,6 +95,19 @@ def test_offsets_batch_match_pyg_batch():
     assert batch_to_offsets(b.batch).tolist() == b.ptr.tolist()  # trailing batch non-empty here
 
 
+def test_offsets_batch_no_batches():
+    """batch_to_offsets of an empty batch vector gives [0] (no batches); offsets_to_batch took it
+    back as an error ('must be a 1-D tensor (B+1,) with B >= 1'), now as the empty vector."""
+    empty = torch.zeros(0, dtype=torch.int64)
+    off = batch_to_offsets(empty)
+    assert off.tolist() == [0]
+    for o in (off, off.int()):
+        out = offsets_to_batch(o)
+        assert out.dtype == torch.int64 and out.tolist() == []
+    with pytest.raises(ValueError, match="starting at 0"):
+        offsets_to_batch(torch.tensor([3]))
+
+
 def test_offsets_batch_errors():
     with pytest.raises(ValueError, match="sorted"):
         batch_to_offsets(torch.tensor([0, 2, 1]))
