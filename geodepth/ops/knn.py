@@ -6,7 +6,7 @@ dispatches to a backend:
 
 * CUDA float32: our Triton cell-list search with an exhaustive second level for the queries
   the grid leaves open (:mod:`geodepth.ops._triton.knn_grid`);
-* CPU: from 30k points on, if numba is importable, a compiled cell-list search
+* CPU: from 30k points per cloud on (mean over a batch's clouds), if numba is importable, a compiled cell-list search
   (:mod:`geodepth.ops._cpu.knn_grid_numba`); else a k-d tree (pykdtree, else scipy) made exact
   under our conventions (:mod:`geodepth.ops._cpu.knn_kdtree`); else chunked brute force in torch;
 * anything else (e.g. CUDA float64): chunked brute force in torch.
@@ -31,9 +31,16 @@ __all__ = ["KNN", "knn", "validate_offsets"]
 
 _BACKENDS = ("auto", "grid", "kdtree", "torch", "triton")
 MAX_K = 64
-# "auto" on CPU takes the numba grid from this many points on (below, numba's parallel start-up and
-# the k-d tree's cheaper setup win; measured on KITTI subsets)
+# "auto" on CPU takes the numba grid from this many points per cloud on (mean over the batch's
+# non-empty clouds: each cloud is searched on its own grid; below, numba's parallel start-up and
+# the k-d tree's cheaper setup win; measured on KITTI subsets, single and batched)
 GRID_MIN_POINTS = 30_000
+
+
+def _points_per_cloud(po: list[int]) -> float:
+    """Mean size of the non-empty clouds of the row splits ``po``."""
+    sizes = [b - a for a, b in zip(po[:-1], po[1:]) if b > a]
+    return sum(sizes) / max(len(sizes), 1)
 
 
 class KNN(NamedTuple):
@@ -171,7 +178,7 @@ def _dispatch(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int
             from geodepth.ops._cpu.knn_grid_numba import grid_available
             from geodepth.ops._cpu.knn_kdtree import kdtree_available
 
-            if points.shape[0] >= GRID_MIN_POINTS and grid_available():
+            if _points_per_cloud(po) >= GRID_MIN_POINTS and grid_available():
                 backend = "grid"  # benchmarks/bm_knn.py: faster than pykdtree on both KITTI sets
             else:
                 backend = "kdtree" if kdtree_available() else "torch"
@@ -232,7 +239,7 @@ def knn(query: Tensor, points: Tensor, k: int, *, query_offsets: Tensor | None =
         k: neighbours per query, 1 <= k <= 64.
         query_offsets, points_offsets: (B+1,) int64 (or int32) row splits of packed batches (both
             or neither); query batch b searches only points batch b. Empty batches are allowed.
-        backend: "auto" (CUDA float32 -> Triton kernel; CPU -> numba grid for >= 30k points if
+        backend: "auto" (CUDA float32 -> Triton kernel; CPU -> numba grid for >= 30k points per cloud if
             numba is importable, else k-d tree if pykdtree or scipy is importable, else torch),
             or force "triton", "grid" (numba cell list, CPU), "kdtree" or "torch" (brute force).
 

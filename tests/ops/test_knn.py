@@ -790,3 +790,26 @@ def test_offsets_of_other_dtypes_are_refused_saying_int64_or_int32(dtype):
         knn(q, p, 2, query_offsets=torch.tensor([0, 3]).to(dtype), points_offsets=torch.tensor([0, 5]))
     with pytest.raises(ValueError, match="points_offsets must be int64 or int32"):
         radius(q, p, 1.0, query_offsets=torch.tensor([0, 3]), points_offsets=torch.tensor([0, 5]).to(dtype))
+
+
+def test_auto_picks_the_cpu_backend_by_cloud_size_not_batch_total(monkeypatch):
+    # each cloud of a packed batch is searched on its own, so the grid's threshold is per cloud
+    # (mean size of the non-empty clouds), not the batch's total row count
+    pytest.importorskip("numba")
+    from geodepth.ops._cpu import knn_grid_numba
+
+    knn_mod = sys.modules["geodepth.ops.knn"]  # the module (geodepth.ops.knn is also the function's name)
+
+    monkeypatch.setattr(knn_mod, "GRID_MIN_POINTS", 1000)
+    calls = []
+    real = knn_grid_numba.grid_knn
+    monkeypatch.setattr(knn_grid_numba, "grid_knn", lambda *a: calls.append(a[0].shape[0]) or real(*a))
+    g = torch.Generator().manual_seed(5)
+    for sizes, grid in (([1200], True), ([500, 0, 500, 500], False), ([1100, 0, 1100], True)):
+        pts = torch.rand(sum(sizes), 3, generator=g, dtype=torch.float64)
+        off = torch.tensor(np.cumsum([0] + sizes))
+        calls.clear()
+        got = knn(pts, pts, 8, query_offsets=off, points_offsets=off)
+        want = knn_reference(pts, pts, 8, query_offsets=off, points_offsets=off)
+        assert (calls == [sum(sizes)]) == grid, (sizes, calls)
+        assert torch.equal(got.idx, want.idx) and torch.equal(got.sqdist, want.sqdist)
