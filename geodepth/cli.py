@@ -254,9 +254,10 @@ def cmd_fuse(args) -> int:
 # ---------------------------------------------------------------------------------- bench
 BENCHES = {"classical": "bm_classical", "methods": "bm_methods", "knn": "bm_knn", "aggregate": "bm_aggregate",
            "sim": "bm_sim", "sm90": "sm90_report", "knn-model": "knn_work_model", "knn-lockstep": "knn_work_model",
-           "knn-host": "knn_host_cost", "fuse": "bm_fuse"}
+           "knn-host": "knn_host_cost", "fuse": "bm_fuse", "knn-batched": "bm_knn_batched"}
 # CPU-only reports (no --device / --repeats), with their own arguments
 NO_DEVICE = {"methods": [], "sm90": [], "knn-model": [], "knn-lockstep": ["--two-level"], "knn-host": [],
+             "knn-batched": [],
              "fuse": []}
 GROUPS = {"ops": ["knn", "aggregate"], "all": ["classical", "knn", "aggregate", "sim"]}
 
