@@ -117,9 +117,9 @@ def _check_finite(query: Tensor, points: Tensor, backend: str) -> None:
 
 
 def _validate(query, points, k, query_offsets, points_offsets, backend, values: bool = True):
-    """The argument checks; ``values=False`` (tracing under ``torch.compile``) skips those that read
-    the clouds' or the offsets' values, which the registered op then makes when it runs, and
-    returns None for the offsets."""
+    """The argument checks; ``values=False`` (calls that go through the registered op: traced by
+    ``torch.compile``, dispatch modes, tensor subclasses) skips those that read the clouds' or the
+    offsets' values, which the op then makes when it runs, and returns None for the offsets."""
     _check_cloud(query, "query")
     _check_cloud(points, "points")
     if query.shape[1] != points.shape[1]:
@@ -214,7 +214,7 @@ def _dispatch(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int
 @torch.library.custom_op("geodepth::knn", mutates_args=())
 def _knn_op(query: Tensor, points: Tensor, k: int, query_offsets: Tensor, points_offsets: Tensor,
             backend: str, max_sqdist: float) -> tuple[Tensor, Tensor]:
-    # the value checks :func:`_knn` leaves to the op when it is traced by torch.compile
+    # the value checks :func:`_knn` leaves to the op (every call that goes through it)
     _check_finite(query, points, backend)
     qo = validate_offsets(query_offsets, query.shape[0], "query_offsets")
     po = validate_offsets(points_offsets, points.shape[0], "points_offsets")
@@ -263,19 +263,16 @@ def knn(query: Tensor, points: Tensor, k: int, *, query_offsets: Tensor | None =
 
 def _knn(query, points, k, query_offsets, points_offsets, backend, max_sqdist: float = float("inf")) -> KNN:
     """:func:`knn` with an optional inclusive bound on the squared distance (what ``radius`` uses)."""
-    if torch.compiler.is_compiling():
-        # no checks that read values while tracing (a graph break, an error under fullgraph=True):
-        # the op makes them when it runs
-        _validate(query, points, k, query_offsets, points_offsets, backend, values=False)
-        if query_offsets is None:
-            qo_t, po_t = _offsets_tensor([0, query.shape[0]]), _offsets_tensor([0, points.shape[0]])
-        else:
-            qo_t, po_t = query_offsets.to(torch.int64), points_offsets.to(torch.int64)
-        sq, ix = torch.ops.geodepth.knn(query.detach(), points.detach(), k, qo_t, po_t, backend, max_sqdist)
-        return KNN(sq, ix)
-    qo, po = _validate(query, points, k, query_offsets, points_offsets, backend)
     if plain_eager(query, points):  # (no gradients: the registered op adds only dispatch time here)
+        qo, po = _validate(query, points, k, query_offsets, points_offsets, backend)
         return KNN(*_run_backend(query.detach(), points.detach(), k, qo, po, backend, max_sqdist))
-    sq, ix = torch.ops.geodepth.knn(query.detach(), points.detach(), k, _offsets_tensor(qo), _offsets_tensor(po),
-                                    backend, max_sqdist)
+    # through the registered op (traced by torch.compile, a dispatch mode, tensor subclasses): here
+    # only the checks that read no values (while tracing, the others would break the graph, or fail
+    # under fullgraph=True); the op makes the rest when it runs, so each check is made once
+    _validate(query, points, k, query_offsets, points_offsets, backend, values=False)
+    if query_offsets is None:
+        qo_t, po_t = _offsets_tensor([0, query.shape[0]]), _offsets_tensor([0, points.shape[0]])
+    else:
+        qo_t, po_t = query_offsets.to(torch.int64), points_offsets.to(torch.int64)
+    sq, ix = torch.ops.geodepth.knn(query.detach(), points.detach(), k, qo_t, po_t, backend, max_sqdist)
     return KNN(sq, ix)
