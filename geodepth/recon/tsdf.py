@@ -14,6 +14,7 @@ over unchanged (the legacy volumes round instead, i.e. centre pixels at integers
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import warnings
@@ -225,12 +226,22 @@ def _prepare_frame(i: int, item: Any, cam: Any, img: Any, depth_min: float, dept
 def _pinhole_source_pixels(cam: Any) -> np.ndarray:
     """(H * W,) int64: for each pixel of the distortion-free camera with ``cam``'s K and size, the
     flat index of the pixel of ``cam``'s (distorted) image its centre ray falls in (nearest-pixel
-    resampling), or -1 where that is outside the image or beyond the lens model's valid field."""
+    resampling), or -1 where that is outside the image or beyond the lens model's valid field.
+    Computed once per camera (by value; ~36 ms at KITTI size) and shared by the frames: read-only."""
+    key = (tuple(cam.K.reshape(-1).tolist()), cam.width, cam.height, tuple(cam.distortion.reshape(-1).tolist()),
+           cam.distortion_model)
+    return _source_pixels(*key)
+
+
+@functools.lru_cache(maxsize=8)
+def _source_pixels(K: tuple, W: int, H: int, D: tuple, model: str) -> np.ndarray:
     import torch
 
-    c64 = cam.to("cpu", torch.float64)
+    from ..geometry.camera import PinholeCamera
+
+    c64 = PinholeCamera(torch.tensor(K, dtype=torch.float64).reshape(3, 3), W, H,
+                        torch.tensor(D, dtype=torch.float64), model)
     K = c64.K
-    W, H = c64.width, c64.height
     v, u = torch.meshgrid(torch.arange(H, dtype=torch.float64) + 0.5, torch.arange(W, dtype=torch.float64) + 0.5,
                           indexing="ij")
     y = (v.reshape(-1) - K[1, 2]) / K[1, 1]
@@ -238,7 +249,9 @@ def _pinhole_source_pixels(cam: Any) -> np.ndarray:
     uv, _ = c64.project(torch.stack([x, y, torch.ones_like(x)], -1))  # NaN beyond the valid field
     col, row = torch.floor(uv[:, 0]), torch.floor(uv[:, 1])
     ok = (col >= 0) & (col < W) & (row >= 0) & (row < H)  # NaN fails
-    return torch.where(ok, row * W + col, -1.0).to(torch.int64).numpy()
+    src = torch.where(ok, row * W + col, -1.0).to(torch.int64).numpy()
+    src.flags.writeable = False  # shared by every frame of this camera
+    return src
 
 
 class TSDFVolume:
