@@ -143,12 +143,76 @@ def _complete_folder(args) -> int:
 
 
 # ---------------------------------------------------------------------------------- eval
+DEPTH_PNG_MODES = ("I;16", "I;16B", "I;16L")  # what read_kitti_depth_png takes: 16-bit, one channel
+
+
+def _png_mode(path: Path) -> str | None:
+    """The PIL mode of an image from its header; None if it does not open as one."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.mode
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+
+
+def _is_depth_png(path: Path) -> bool:
+    """Whether a PNG can be a KITTI depth map (16-bit, one channel). A file that does not open as
+    an image counts as one, so that reading it names the problem."""
+    mode = _png_mode(path)
+    return mode is None or mode in DEPTH_PNG_MODES
+
+
+def _depth_pngs(path: str, option: str) -> tuple[list[Path], list[str]]:
+    """The depth maps ``--pred`` / ``--gt`` names: the PNG file itself, or the folder's 16-bit
+    single-channel PNGs in the devkit's order (byte order of the names). The folder's other PNGs
+    (the 8-bit previews ``geodepth complete`` writes beside depth.png: depth_color.png,
+    confidence.png, figure.png) cannot be depth maps and are returned as skipped names."""
+    import os
+
+    p = Path(path)
+    if p.is_file():
+        if p.suffix.lower() != ".png":
+            raise CLIError(f"{option} {p} is not a .png file (give a depth PNG or a folder of them)")
+        if not _is_depth_png(p):
+            raise CLIError(f"{option} {p} is not a depth map: a KITTI depth PNG is 16-bit with one channel, "
+                           f"this one is mode {_png_mode(p)!r}")
+        return [p], []
+    if not p.is_dir():
+        raise CLIError(f"{option} {p} not found")
+    pngs = sorted((q for q in p.iterdir() if q.suffix == ".png" and q.is_file()), key=lambda q: os.fsencode(q.name))
+    keep = [q for q in pngs if _is_depth_png(q)]
+    return keep, [q.name for q in pngs if q not in keep]
+
+
+def _names(names: list[str], most: int = 4) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
 def cmd_eval(args) -> int:
-    from .metrics import evaluate_folders, format_kitti_table
+    from .metrics import evaluate_files, format_kitti_table
 
     if args.json:
         _check_out_file(Path(args.json), "--json", args.overwrite)
-    res = evaluate_folders(args.pred, args.gt, progress=not args.quiet)
+    preds, pred_skip = _depth_pngs(args.pred, "--pred")
+    gts, gt_skip = _depth_pngs(args.gt, "--gt")
+
+    def holds(option, path, files, skipped):
+        s = f"{option} {path} holds {len(files)} depth PNG{'s' * (len(files) != 1)} (16-bit)"
+        return s + (f", not counting {len(skipped)} other PNG{'s' * (len(skipped) != 1)} ({_names(skipped)})"
+                    if skipped else "")
+
+    if not preds or not gts or len(preds) != len(gts):
+        raise CLIError(f"{holds('--pred', args.pred, preds, pred_skip)} but {holds('--gt', args.gt, gts, gt_skip)}; "
+                       "predictions and ground truth are paired by sorted name, one to one")
+    for option, path, skipped in (("--pred", args.pred, pred_skip), ("--gt", args.gt, gt_skip)):
+        if skipped:
+            one = len(skipped) == 1
+            print(f"geodepth eval: {option} {path}: skipped {len(skipped)} PNG{'' if one else 's'} that "
+                  f"{'is not a 16-bit depth map' if one else 'are not 16-bit depth maps'} ({_names(skipped)})",
+                  file=sys.stderr)
+    res = evaluate_files(preds, gts, progress=not args.quiet)
     if args.json:
         p = Path(args.json)
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -298,7 +362,8 @@ def cmd_methods(args) -> int:
 
 # ---------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="geodepth", description="Point-cloud-native depth completion from LiDAR and camera.")
+    p = argparse.ArgumentParser(prog="geodepth",
+                                description="Point-cloud-native depth completion from LiDAR and camera.")
     from ._version import __version__
 
     p.add_argument("--version", action="version", version=f"geodepth {__version__}")
@@ -330,9 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--overwrite", action="store_true")
     c.set_defaults(fn=cmd_complete)
 
-    e = sub.add_parser("eval", help="KITTI devkit metrics over a folder pair (paired by sorted name)")
-    e.add_argument("--pred", required=True)
-    e.add_argument("--gt", required=True)
+    e = sub.add_parser("eval", help="KITTI devkit metrics of predicted depth PNGs against ground truth (paired by "
+                       "sorted name)")
+    e.add_argument("--pred", required=True, help="a depth PNG, or a folder of them (e.g. the output of `geodepth "
+                   "complete`); only 16-bit PNGs count, previews such as depth_color.png are skipped")
+    e.add_argument("--gt", required=True, help="ground-truth depth PNG, or a folder of them (16-bit, value / 256 m)")
     e.add_argument("--json", default=None, help="write per-image and mean metrics to this JSON file")
     e.add_argument("--overwrite", action="store_true")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -366,7 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("fuse", help="complete every frame of a posed KITTI-layout folder and fuse them into a mesh")
     f.add_argument("--frames", required=True, help="KITTI depth-completion folder (e.g. from `geodepth sim`)")
-    f.add_argument("--poses", default=None, help="world_from_cam per frame, 12 numbers a line (default FRAMES/poses.txt)")
+    f.add_argument("--poses", default=None,
+                   help="world_from_cam per frame, 12 numbers a line (default FRAMES/poses.txt)")
     f.add_argument("--out", required=True, help="mesh file (.ply, .obj, ...)")
     f.add_argument("--method", default=None)
     f.add_argument("--device", default=None)

@@ -90,10 +90,11 @@ def test_eval_reproduces_devkit_csv(tmp_path, ref_dir, kitti_dir):
     for i, cam in enumerate(("02", "03")):
         ref = rows[("full1242x375", "fast_gauss_extrap", f"image_{cam}")]
         got = res["per_image"][i]
-        for ours, theirs in (("mae", "mae"), ("rmse", "rmse"), ("inverse_mae", "inverse_mae"), ("inverse_rmse", "inverse_rmse")):
-            assert got[ours] == pytest.approx(float(ref[theirs]), rel=1e-5), (cam, ours)
+        for k in ("mae", "rmse", "inverse_mae", "inverse_rmse"):
+            assert got[k] == pytest.approx(float(ref[k]), rel=1e-5), (cam, k)
     for k in ("mae", "rmse"):
-        assert res["mean"][k] == pytest.approx(np.mean([r[k] for r in res["per_image"]]), rel=1e-6)  # float32 mean, as the devkit
+        # float32 mean, as the devkit
+        assert res["mean"][k] == pytest.approx(np.mean([r[k] for r in res["per_image"]]), rel=1e-6)
 
 
 def test_complete_from_lidar_and_object_calib(tmp_path, object_dir, ref_dir):
@@ -175,7 +176,8 @@ def test_sim_complete_eval_pipeline(tmp_path):
     assert main(["sim", "--out", str(sim), "--frames", "2", "--sensor", "vlp32", "--seed", "3"]) == 0
     assert main(["complete", "--image", str(sim), "--method", "nearest", "--out", str(pred)]) == 0
     js = tmp_path / "m.json"
-    assert main(["eval", "--pred", str(pred), "--gt", str(sim / "groundtruth_depth"), "--json", str(js), "--quiet"]) == 0
+    assert main(["eval", "--pred", str(pred), "--gt", str(sim / "groundtruth_depth"), "--json", str(js),
+                 "--quiet"]) == 0
     res = json.loads(js.read_text())
     preds = sorted(pred.glob("*.png"))
     gts = sorted((sim / "groundtruth_depth").glob("*.png"))
@@ -394,11 +396,83 @@ def test_sim_into_a_full_folder_names_the_cli_option(tmp_path, capsys):
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
-def test_eval_with_a_file_for_a_folder_says_so(tmp_path, kitti_dir, capsys):
-    rc = main(["eval", "--pred", str(kitti_dir / "groundtruth_02.png"), "--gt", str(kitti_dir), "--quiet"])
-    assert rc == 2
+def _devkit_row(ref_dir, cam="02") -> dict:
+    rows = [r for r in csv.DictReader(open(ref_dir / "devkit" / "per_image_metrics.csv"))
+            if (r["encoding"], r["crop"], r["config"], r["image"]) == ("round", "full1242x375", "fast_gauss_extrap",
+                                                                       f"image_{cam}")]
+    assert len(rows) == 1
+    return rows[0]
+
+
+def test_eval_on_the_output_folder_of_complete(tmp_path, kitti_dir, ref_dir, capsys):
+    """complete -> eval on its output folder just works: only the 16-bit depth.png is a prediction
+    (depth_color.png, the 8-bit preview, made eval stop with 'number of ground-truth (1) and
+    prediction files (2) mismatch'), and the score is the devkit's own for this frame."""
+    out, gt = tmp_path / "c", tmp_path / "gt"
+    gt.mkdir()
+    shutil.copy(kitti_dir / "groundtruth_02.png", gt / "0000000005.png")
+    assert main(["complete", "--image", str(kitti_dir / "image_02.png"), "--sparse-depth",
+                 str(kitti_dir / "velodyne_raw_02.png"), "--calib-dir", str(kitti_dir), "--method", "ipbasic_fast",
+                 "--out", str(out)]) == 0
+    assert (out / "depth_color.png").exists()
+    capsys.readouterr()
+    ref = _devkit_row(ref_dir)
+    for i, gt_arg in enumerate((gt, gt / "0000000005.png")):  # a folder, or the one ground-truth file
+        js = tmp_path / f"m{i}.json"
+        assert main(["eval", "--pred", str(out), "--gt", str(gt_arg), "--json", str(js), "--quiet"]) == 0
+        res = json.loads(js.read_text())
+        assert res["n_images"] == 1 and Path(res["per_image"][0]["pred"]).name == "depth.png"
+        for k in ("mae", "rmse", "inverse_mae", "inverse_rmse"):
+            assert res["per_image"][0][k] == pytest.approx(float(ref[k]), rel=1e-5), k
+        assert "skipped 1 PNG that is not a 16-bit depth map (depth_color.png)" in capsys.readouterr().err
+
+
+def test_eval_skips_the_confidence_map_and_the_demo_figure(tmp_path, kitti_dir, capsys):
+    """The default method also writes confidence.png (8-bit grey) and the demo a figure.png: both
+    are skipped, and the score is the plain masked error of depth.png against the ground truth
+    (every pixel is predicted, so the devkit's interpolation does nothing)."""
+    out, gt = tmp_path / "c", tmp_path / "gt"
+    gt.mkdir()
+    shutil.copy(kitti_dir / "groundtruth_02.png", gt / "g.png")
+    assert main(["complete", "--image", str(kitti_dir / "image_02.png"), "--sparse-depth",
+                 str(kitti_dir / "velodyne_raw_02.png"), "--calib-dir", str(kitti_dir), "--method", "nearest",
+                 "--out", str(out)]) == 0
+    Image.fromarray(np.zeros((375, 1242), np.uint8)).save(out / "confidence.png")  # as knn methods write it
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(out / "figure.png")
+    js = tmp_path / "m.json"
+    capsys.readouterr()
+    assert main(["eval", "--pred", str(out), "--gt", str(gt), "--json", str(js), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "skipped 3 PNGs" in err and "confidence.png, depth_color.png, figure.png" in err
+    r = json.loads(js.read_text())["per_image"][0]
+    d, t = _png16(out / "depth.png") / 256.0, _png16(gt / "g.png") / 256.0
+    m = t > 0
+    assert (d > 0).all()
+    assert r["mae"] == pytest.approx(np.abs(d[m] - t[m]).mean(), rel=1e-4)
+    assert r["rmse"] == pytest.approx(np.sqrt(((d[m] - t[m]) ** 2).mean()), rel=1e-4)
+
+
+def test_eval_of_a_mismatched_folder_is_a_clear_error(tmp_path, kitti_dir, capsys):
+    """A genuinely mismatched pair (two predictions, one ground truth) still stops, naming both
+    counts and what was not counted; a file that is no depth map says which mode it has."""
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    pred.mkdir(), gt.mkdir()
+    for n in ("a.png", "b.png"):
+        shutil.copy(kitti_dir / "velodyne_raw_02.png", pred / n)
+    shutil.copy(kitti_dir / "image_02.png", pred / "rgb.png")
+    shutil.copy(kitti_dir / "groundtruth_02.png", gt / "a.png")
+    assert main(["eval", "--pred", str(pred), "--gt", str(gt), "--quiet"]) == 2
     err = _one_line_error(capsys)
-    assert "is a file; expected a folder" in err and "not found" not in err
+    assert f"--pred {pred} holds 2 depth PNGs (16-bit), not counting 1 other PNG (rgb.png)" in err
+    assert f"--gt {gt} holds 1 depth PNG (16-bit)" in err
+    assert main(["eval", "--pred", str(kitti_dir / "image_02.png"), "--gt", str(gt), "--quiet"]) == 2
+    assert "is not a depth map" in _one_line_error(capsys)
+    assert main(["eval", "--pred", str(tmp_path / "nope"), "--gt", str(gt), "--quiet"]) == 2
+    assert "not found" in _one_line_error(capsys)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["eval", "--pred", str(empty), "--gt", str(gt), "--quiet"]) == 2
+    assert "holds 0 depth PNGs" in _one_line_error(capsys)
 
 
 def test_calibration_read_errors_are_one_line(tmp_path, object_dir, kitti_dir, capsys):

@@ -36,12 +36,13 @@ from __future__ import annotations
 import array
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 __all__ = [
     "KITTI_METRICS",
+    "evaluate_files",
     "evaluate_folders",
     "format_kitti_table",
     "interpolate_background",
@@ -380,6 +381,31 @@ def evaluate_folders(
                          f"({gt_dir} vs {pred_dir})")
     if not preds:
         raise ValueError(f"no .png files in {pred_dir}")
+    return evaluate_files(preds, gts, progress=progress, precision=precision, log_math=log_math)
+
+
+def evaluate_files(
+    pred_files: Sequence[str | os.PathLike],
+    gt_files: Sequence[str | os.PathLike],
+    *,
+    progress: bool = True,
+    precision: str = "devkit",
+    log_math: str = "double",
+) -> dict[str, Any]:
+    """Evaluate predicted KITTI depth PNGs against ground-truth PNGs, the i-th against the i-th.
+
+    What :func:`evaluate_folders` does once it has listed the two folders; use it where the
+    pairs are chosen otherwise (``geodepth eval`` keeps only a folder's 16-bit depth maps).
+    Same arguments (minus the folders) and the same result.
+
+    Raises:
+        ValueError: if the lists differ in length or are empty, or a pair differs in size.
+    """
+    preds, gts = [Path(p) for p in pred_files], [Path(g) for g in gt_files]
+    if len(preds) != len(gts):
+        raise ValueError(f"{len(preds)} prediction files but {len(gts)} ground-truth files")
+    if not preds:
+        raise ValueError("no files to evaluate")
     pairs = list(zip(preds, gts))
     it: Iterable = pairs
     if progress:
