@@ -244,27 +244,33 @@ def cmd_sim(args) -> int:
 def lidar_to_camera_axes(points_lidar):
     """KITTI LiDAR axes (x forward, y left, z up) to camera axes (x right, y down, z forward), so a
     scan shows in the views made for camera-frame clouds: ``(-y, -z, x)``."""
-    import torch
+    from .viz import to_camera_axes
 
-    return torch.stack([-points_lidar[:, 1], -points_lidar[:, 2], points_lidar[:, 0]], 1)
+    return to_camera_axes(points_lidar, "lidar")
 
 
 def cmd_view(args) -> int:
     from .io import read_point_cloud, read_velodyne_bin
-    from .viz import render_offscreen, show
+    from .viz import render_offscreen, show, to_camera_axes
 
-    if Path(args.path).suffix.lower() == ".bin":  # a KITTI scan: its LiDAR frame, shown in camera axes
-        pts, cols = lidar_to_camera_axes(read_velodyne_bin(args.path)[0]), None
+    is_bin = Path(args.path).suffix.lower() == ".bin"
+    # a KITTI scan is in its LiDAR frame; a PLY / PCD could be either: geodepth writes camera-frame
+    # clouds (points.ply), so that is the default, and --frame lidar says otherwise
+    frame = args.frame if args.frame != "auto" else ("lidar" if is_bin else "camera")
+    if args.png:  # before reading: a large cloud is not read to be refused
+        _check_out_file(Path(args.png), "--png", args.overwrite, (".png",))
+    if is_bin:
+        pts, cols = read_velodyne_bin(args.path)[0], None
     else:
         pts, cols = read_point_cloud(args.path)
     if pts.shape[0] == 0:
         raise CLIError(f"{args.path} holds no points")
+    pts = to_camera_axes(pts, frame)
     if args.png:
         p = Path(args.png)
-        _check_out_file(p, "--png", args.overwrite, (".png",))
         r = render_offscreen(pts, cols, p, args.width, args.height, view=args.view, backend=args.backend,
                              point_size=args.point_size, overwrite=True)
-        print(f"wrote {p} ({r.backend} renderer, {pts.shape[0]} points, view {args.view})")
+        print(f"wrote {p} ({r.backend} renderer, {pts.shape[0]} points in {frame} axes, view {args.view})")
     else:
         from .viz.open3d_scene import has_display
 
@@ -417,14 +423,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(fn=cmd_sim)
 
-    v = sub.add_parser("view", help="show a point cloud (PLY/PCD/..., or a KITTI .bin scan in camera axes) in an "
-                       "Open3D window, or render it to PNG")
+    v = sub.add_parser("view", help="show a point cloud (PLY/PCD/..., or a KITTI .bin scan) in an Open3D window, or "
+                       "render it to PNG; --frame lidar for a LiDAR-frame cloud")
     v.add_argument("path")
     v.add_argument("--png", default=None, help="render offscreen to this PNG instead of opening a window")
     v.add_argument("--width", type=int, default=1280)
     v.add_argument("--height", type=int, default=720)
     v.add_argument("--view", choices=("camera", "orbit", "bev"), default="orbit",
                    help="camera: from the origin looking down +z (camera-frame clouds); orbit; bev (bird's eye)")
+    v.add_argument("--frame", choices=("auto", "camera", "lidar", "opengl"), default="auto",
+                   help="axes of the cloud, turned to camera axes for the views: camera (x right, y down, z "
+                   "forward; geodepth's points.ply), lidar (x forward, y left, z up; Velodyne, ROS), opengl (x "
+                   "right, y up, z backward); auto (default): lidar for a .bin scan, camera otherwise")
     v.add_argument("--point-size", type=float, default=2.0, help="point size in pixels (default 2)")
     v.add_argument("--backend", choices=("auto", "open3d", "numpy"), default="auto",
                    help="offscreen renderer: Open3D (headless Vulkan/EGL) or the numpy point splatter")

@@ -168,6 +168,48 @@ def test_view_shows_a_kitti_scan_in_camera_axes(tmp_path):
     assert uv[1, 0] < 32 and uv[1, 1] < 24
 
 
+@pytest.mark.parametrize("suffix", [".ply", ".pcd"])
+def test_view_frame_lidar_turns_a_point_cloud_file(tmp_path, monkeypatch, capsys, suffix):
+    """`geodepth view scan.pcd --frame lidar`: a LiDAR-frame cloud (x forward, y left, z up) is
+    turned to camera axes, (x, y, z) -> (-y, -z, x), before any view; without the flag a PLY / PCD
+    is taken as camera axes (as geodepth writes points.ply) and shown as it is. Checked on the
+    points handed to the renderer and on the pixels they light."""
+    import torch
+
+    import geodepth.viz as viz
+    from geodepth.geometry import PinholeCamera
+    from geodepth.io import write_ply
+
+    lidar = np.array([[5.0, 0.0, 0.0], [4.0, 1.0, 0.5], [6.0, -1.0, -0.5]])
+    turned = np.array([[0.0, 0.0, 5.0], [-1.0, -0.5, 4.0], [1.0, 0.5, 6.0]])  # by hand: (-y, -z, x)
+    cloud = tmp_path / f"scan{suffix}"
+    if suffix == ".ply":
+        write_ply(cloud, torch.tensor(lidar, dtype=torch.float32))
+    else:
+        o3d = pytest.importorskip("open3d")
+        assert o3d.io.write_point_cloud(str(cloud), o3d.geometry.PointCloud(o3d.utility.Vector3dVector(lidar)))
+    seen = []
+    real = viz.render_offscreen
+    monkeypatch.setattr(viz, "render_offscreen",
+                        lambda pts, *a, **k: seen.append(np.asarray(pts)) or real(pts, *a, **k))
+    args = ["--view", "camera", "--backend", "numpy", "--width", "64", "--height", "48", "--point-size", "1"]
+    assert main(["view", str(cloud), "--png", str(tmp_path / "l.png"), "--frame", "lidar", *args]) == 0
+    assert "in lidar axes" in capsys.readouterr().out
+    assert main(["view", str(cloud), "--png", str(tmp_path / "c.png"), *args]) == 0
+    assert "in camera axes" in capsys.readouterr().out
+    np.testing.assert_allclose(seen[0], turned, atol=1e-6)
+    np.testing.assert_allclose(seen[1], lidar, atol=1e-6)
+    f = 32 / np.tan(np.radians(30))
+    cam = PinholeCamera(torch.tensor([[f, 0, 32], [0, f, 24], [0, 0, 1]]), 64, 48)
+    uv, _ = cam.project(torch.tensor(turned))
+    lit = {tuple(x) for x in np.argwhere(np.asarray(Image.open(tmp_path / "l.png")).sum(-1) > 0).tolist()}
+    assert lit == {(int(np.floor(v)), int(np.floor(u))) for u, v in uv.tolist()}
+    assert uv[1, 0] < 32 and uv[1, 1] < 24  # 1 m left and 0.5 m up: left of and above the centre
+    with pytest.raises(SystemExit):  # argparse: "invalid choice: 'enu' (choose from ...)"
+        main(["view", str(cloud), "--png", str(tmp_path / "x.png"), "--frame", "enu", *args])
+    assert "invalid choice: 'enu'" in capsys.readouterr().err
+
+
 def test_sim_complete_eval_pipeline(tmp_path):
     """sim -> complete (folder mode) -> eval: the devkit MAE/RMSE of dense predictions equal the
     plain masked errors computed here from the PNGs (no interpolation is involved when every

@@ -168,7 +168,8 @@ def open3d_can_render(timeout: float = 120.0) -> bool:
         ok = importlib.util.find_spec("open3d") is not None
         if ok:
             try:
-                ok = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, timeout=timeout).returncode == 0
+                r = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, timeout=timeout)
+                ok = r.returncode == 0
             except (OSError, subprocess.SubprocessError):
                 ok = False
         _CAN_RENDER.append(ok)

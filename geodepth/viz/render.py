@@ -10,7 +10,44 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["look_at", "points_to_numpy", "render_points_image"]
+__all__ = ["AXES", "look_at", "points_to_numpy", "render_points_image", "to_camera_axes"]
+
+#: Axis conventions of point clouds, as the rotation ``R`` that turns a cloud's axes into camera
+#: axes (x right, y down, z forward), the axes every view of :func:`render_offscreen` is made for:
+#: ``p_view = R @ p``. A rotation only (no translation, no mirror): it shows the cloud the right
+#: way round, it does not move it to a real camera's position (that is ``T_cam_from_lidar``).
+#:
+#: - ``camera``: x right, y down, z forward (OpenCV; geodepth's completions, ``points.ply``).
+#: - ``lidar``: x forward, y left, z up (Velodyne / KITTI scans, ROS REP 103 sensor frames):
+#:   ``(x, y, z) -> (-y, -z, x)``.
+#: - ``opengl``: x right, y up, z backward (OpenGL, Open3D's and Blender's viewers):
+#:   ``(x, y, z) -> (x, -y, -z)``.
+AXES = {
+    "camera": np.eye(3),
+    "lidar": np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]]),
+    "opengl": np.diag([1.0, -1.0, -1.0]),
+}
+
+
+def to_camera_axes(points: Any, frame: str):
+    """``points`` (N, 3) of a cloud in the axis convention ``frame`` (a key of :data:`AXES`),
+    turned into camera axes (x right, y down, z forward): ``points @ AXES[frame].T``, in the
+    input's type (torch or numpy) and dtype. ``camera`` returns the points unchanged.
+
+    Example:
+        >>> to_camera_axes(np.array([[5.0, 1.0, 0.5]]), "lidar").tolist()  # 5 m ahead, 1 m left, 0.5 m up
+        [[-1.0, -0.5, 5.0]]
+    """
+    if not isinstance(frame, str) or frame not in AXES:
+        raise ValueError(f"frame must be one of {sorted(AXES)}, got {frame!r}")
+    if frame == "camera":
+        return points
+    R = AXES[frame]
+    if hasattr(points, "detach"):  # torch: same dtype and device
+        import torch
+
+        return points @ torch.as_tensor(R.T, dtype=points.dtype, device=points.device)
+    return np.asarray(points) @ R.T
 
 
 def points_to_numpy(points: Any, colors: Any = None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -123,7 +160,8 @@ def render_points_image(
         raise ValueError(f"point_size must be >= 1, got {point_size}")
     s = int(point_size)
     if T_cam_from_world is not None:
-        T = T_cam_from_world.detach().cpu().numpy() if hasattr(T_cam_from_world, "detach") else np.asarray(T_cam_from_world)
+        T = T_cam_from_world
+        T = T.detach().cpu().numpy() if hasattr(T, "detach") else np.asarray(T)
         if T.shape != (4, 4):
             raise ValueError(f"T_cam_from_world must be (4, 4), got {tuple(T.shape)}")
         T = T.astype(np.float64)

@@ -128,3 +128,27 @@ def test_to_o3d_point_cloud_roundtrip():
     pc = to_o3d_point_cloud(torch.from_numpy(p), c)
     np.testing.assert_allclose(np.asarray(pc.points), p.astype(np.float64))
     np.testing.assert_allclose(np.asarray(pc.colors), c / 255.0)
+
+
+def test_axes_turn_named_directions_to_camera_axes():
+    """Each axis convention's rotation, worked by hand: a proper rotation (no mirror: left stays
+    left) that sends the convention's forward / left / up to the camera's +z / -x / -y."""
+    from geodepth.viz import AXES, to_camera_axes
+
+    fwd, left, up = np.array([0.0, 0, 1]), np.array([-1.0, 0, 0]), np.array([0.0, -1, 0])  # in camera axes
+    named = {"camera": {"fwd": [0, 0, 1], "left": [-1, 0, 0], "up": [0, -1, 0]},
+             "lidar": {"fwd": [1, 0, 0], "left": [0, 1, 0], "up": [0, 0, 1]},
+             "opengl": {"fwd": [0, 0, -1], "left": [-1, 0, 0], "up": [0, 1, 0]}}
+    assert sorted(AXES) == sorted(named)
+    for frame, d in named.items():
+        R = AXES[frame]
+        assert np.allclose(R @ R.T, np.eye(3)) and np.linalg.det(R) == pytest.approx(1.0), frame
+        for k, want in (("fwd", fwd), ("left", left), ("up", up)):
+            assert np.array_equal(R @ np.array(d[k], dtype=float), want), (frame, k)
+    # the function applies it row by row, to numpy and torch alike, keeping the dtype
+    pts = np.array([[5.0, 1.0, 0.5], [-2.0, 3.0, -1.0]])
+    assert np.array_equal(to_camera_axes(pts, "lidar"), np.array([[-1.0, -0.5, 5.0], [-3.0, 1.0, -2.0]]))
+    t = to_camera_axes(torch.tensor(pts, dtype=torch.float32), "opengl")
+    assert t.dtype == torch.float32 and torch.equal(t, torch.tensor([[5.0, -1.0, -0.5], [-2.0, -3.0, 1.0]]))
+    with pytest.raises(ValueError, match="frame must be one of .*'velodyne'"):
+        to_camera_axes(pts, "velodyne")
