@@ -222,21 +222,99 @@ def cmd_eval(args) -> int:
 
 
 # ---------------------------------------------------------------------------------- sim
+def _sim_sensor(args):
+    """The LiDAR of ``geodepth sim``: a named sensor, with --beams / --azimuth-steps applied."""
+    import dataclasses
+
+    import numpy as np
+
+    from ._checks import check_int
+    from .data.synthetic import SENSORS
+    from .data.synthetic.sensors import MAX_RAYS
+
+    spec = SENSORS[args.sensor]
+    if args.beams is not None:
+        n = check_int("--beams", args.beams, lo=1, hi=spec.beams)
+        if n != spec.beams:  # n of the sensor's rings, spread evenly from its top beam to its bottom one
+            rings = sorted(spec.elevation_deg, reverse=True)
+            keep = np.unique(np.round(np.linspace(0, spec.beams - 1, n)).astype(int))
+            spec = dataclasses.replace(spec, name=f"{spec.name}_{n}beams",
+                                       elevation_deg=tuple(rings[i] for i in keep))
+    if args.azimuth_steps is not None:
+        steps = check_int("--azimuth-steps", args.azimuth_steps, lo=1, hi=MAX_RAYS // spec.beams)
+        spec = dataclasses.replace(spec, azimuth_steps=steps, name=f"{spec.name}_{steps}az")
+    return spec
+
+
+def _sim_camera(args):
+    """(camera, T_cam_from_lidar) of ``geodepth sim``; None for KITTI's camera / mounting."""
+    import math
+
+    import torch
+
+    from ._checks import check_number, check_size
+    from .geometry import PinholeCamera
+
+    size = None
+    if (args.width is None) != (args.height is None):
+        raise CLIError("give --width and --height together")
+    if args.width is not None:
+        h, w = check_size((args.height, args.width), "--height, --width")
+        size = (w, h)
+    if args.calib:
+        if args.fov is not None:
+            raise CLIError("--fov and --calib both set the camera; give one")
+        from .io import read_calib_file
+
+        cam, T = read_calib_file(args.calib, width=size[0] if size else None, height=size[1] if size else None,
+                                 require_extrinsics=False)
+        if size and (cam.width, cam.height) != size:
+            cam = cam.resize(*size)
+        return cam, T
+    if size is None and args.fov is None:
+        return None, None
+    W, H = size or (1242, 375)
+    if args.fov is not None:
+        fov = check_number("--fov", args.fov, gt=0, unit="degrees")
+        if not fov < 180:
+            raise CLIError(f"--fov must be a horizontal field of view in (0, 180) degrees, got {args.fov!r}")
+        f = 0.5 * W / math.tan(math.radians(fov) / 2)
+    else:  # KITTI's horizontal field of view (81.4 degrees) at the new width
+        f = 721.5377 * W / 1242
+    K = torch.tensor([[f, 0.0, W / 2], [0.0, f, H / 2], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    return PinholeCamera(K, W, H), None
+
+
 def cmd_sim(args) -> int:
+    from ._checks import check_number
     from .data.synthetic import simulate_to_folder
 
     if args.frames < 1:
         raise CLIError(f"--frames must be at least 1, got {args.frames}")
+    # everything checked before the (slow) compile and the first frame
+    spec = _sim_sensor(args)
+    camera, T = _sim_camera(args)
+    height = check_number("--lidar-height", args.lidar_height, gt=0, unit="metres")
+    speed = check_number("--speed", args.speed, unit="m/s")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} is a file; expected an output folder")
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise CLIError(f"{out} is not empty; pass --overwrite to write into it")
     if args.compiled:
         from .data.synthetic import use_compiled_kernels
 
         use_compiled_kernels()
-    out = Path(args.out)
-    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
-        raise CLIError(f"{out} is not empty; pass --overwrite to write into it")
-    simulate_to_folder(args.out, frames=args.frames, sensor=args.sensor, seed=args.seed, gt=args.gt,
-                       overwrite=args.overwrite, progress=True)
-    print(f"wrote {args.frames} {args.sensor} frames to {args.out} (KITTI depth completion layout)")
+    from .data.synthetic import kitti_camera
+
+    cam = camera or kitti_camera()
+    print(f"camera {cam.width}x{cam.height} fx={float(cam.K[0, 0]):.2f} fy={float(cam.K[1, 1]):.2f} "
+          f"cx={float(cam.K[0, 2]):.2f} cy={float(cam.K[1, 2]):.2f}; LiDAR {spec.name}: {spec.beams} beams x "
+          f"{spec.azimuth_steps} steps at {height:g} m, {'no noise' if args.no_noise else 'with noise'}")
+    simulate_to_folder(args.out, frames=args.frames, sensor=spec if spec.name != args.sensor else args.sensor,
+                       seed=args.seed, gt=args.gt, overwrite=args.overwrite, progress=True, camera=camera,
+                       T_cam_from_lidar=T, lidar_height=height, noise=not args.no_noise, speed=speed)
+    print(f"wrote {args.frames} {spec.name} frames to {args.out} (KITTI depth completion layout)")
     return 0
 
 
@@ -418,6 +496,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--gt", choices=("dense", "semidense"), default="dense",
                    help="ground truth: exact dense depth, or KITTI-like accumulated semi-dense")
+    s.add_argument("--beams", type=int, default=None,
+                   help="keep this many of the sensor's beams, spread evenly over its rings (e.g. 16 of hdl64's 64)")
+    s.add_argument("--azimuth-steps", type=int, default=None,
+                   help="firings per revolution (default the sensor's: hdl64 2000, vlp32/vlp16 1800, os128 2048)")
+    s.add_argument("--lidar-height", type=float, default=1.73,
+                   help="LiDAR mounting height above the road in metres (default 1.73, KITTI); the camera hangs "
+                   "off it through T_cam_from_lidar")
+    s.add_argument("--no-noise", action="store_true", help="exact LiDAR returns (no range noise, no dropout)")
+    s.add_argument("--width", type=int, default=None, help="image width (with --height; default KITTI's 1242)")
+    s.add_argument("--height", type=int, default=None, help="image height (with --width; default KITTI's 375)")
+    s.add_argument("--fov", type=float, default=None,
+                   help="horizontal field of view in degrees: a square-pixel camera centred on the image "
+                   "(--width / --height alone keep KITTI's 81.4 degrees)")
+    s.add_argument("--calib", default=None,
+                   help="the rig to simulate: calibration file (plain YAML/JSON as `sim` writes in calib/, KITTI "
+                   "object .txt with --width/--height, KITTI raw): its K, size and T_cam_from_lidar (default "
+                   "KITTI's camera 2 and mounting); --width/--height resize it")
+    s.add_argument("--speed", type=float, default=8.0, help="ego speed in m/s (default 8; frames are 0.1 s apart)")
     s.add_argument("--compiled", action="store_true",
                    help="torch.compile the ray caster and shading (faster per frame after a ~15-60 s compile)")
     s.add_argument("--overwrite", action="store_true")

@@ -237,6 +237,86 @@ def test_sim_complete_eval_pipeline(tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in sorted(pred.glob("*.png"))} == before
 
 
+def _sim_files(out: Path):
+    import yaml
+
+    scan = np.fromfile(next((out / "velodyne").glob("*.bin")), dtype=np.float32).reshape(-1, 4)
+    K = np.loadtxt(next((out / "intrinsics").glob("*.txt"))).reshape(3, 3)
+    calib = yaml.safe_load(next((out / "calib").glob("*.yaml")).read_text())
+    return scan, K, calib
+
+
+def test_sim_camera_and_lidar_options(tmp_path, capsys):
+    """`geodepth sim` takes the camera (size, field of view), the LiDAR (beams kept of a sensor,
+    azimuth steps, noise) and its mounting height, checked on what it writes: K worked by hand
+    (f = (W / 2) / tan(fov / 2), principal point at the centre), the scan's elevations are the 16
+    rings spread evenly over the HDL-64E's 64 (ring 0, 4, 8, ..., 63 from the top), and without
+    noise the road (world z = 0) lies at z = -height in the LiDAR frame. It had no such options."""
+    from geodepth.data.synthetic import SENSORS
+
+    out = tmp_path / "s"
+    assert main(["sim", "--out", str(out), "--frames", "1", "--sensor", "hdl64", "--beams", "16", "--azimuth-steps",
+                 "720", "--width", "96", "--height", "32", "--fov", "90", "--lidar-height", "2.5", "--no-noise"]) == 0
+    assert "camera 96x32 fx=48.00 fy=48.00 cx=48.00 cy=16.00; LiDAR hdl64_16beams_720az: 16 beams x 720 steps at " \
+           "2.5 m, no noise" in capsys.readouterr().out
+    scan, K, calib = _sim_files(out)
+    np.testing.assert_allclose(K, [[48.0, 0, 48], [0, 48.0, 16], [0, 0, 1]], atol=1e-9)
+    assert (calib["width"], calib["height"]) == (96, 32)
+    assert Image.open(next((out / "image").glob("*.png"))).size == (96, 32)
+    rings = sorted(SENSORS["hdl64"].elevation_deg, reverse=True)
+    # round(linspace(0, 63, 16)), by hand
+    kept = [rings[i] for i in (0, 4, 8, 13, 17, 21, 25, 29, 34, 38, 42, 46, 50, 55, 59, 63)]
+    x, y, z = scan[:, 0].astype(np.float64), scan[:, 1].astype(np.float64), scan[:, 2].astype(np.float64)
+    el = np.degrees(np.arctan2(z, np.hypot(x, y)))
+    nearest = np.abs(el[:, None] - np.array(kept)[None]).min(1)
+    assert nearest.max() < 1e-3  # every return on one of the 16 kept beams
+    assert len({int(np.argmin(np.abs(np.array(kept) - e))) for e in el}) >= 12  # most of them see something
+    az = np.degrees(np.arctan2(y, x)) % 360 / 0.5  # 720 steps: firings every 0.5 degrees
+    assert np.abs(az - np.round(az)).max() < 1e-3
+    road = np.abs(z + 2.5) < 1e-3
+    assert road.mean() > 0.1 and z.min() > -2.5 - 1e-3  # measured: 20 % of the returns
+
+
+def test_sim_calib_is_the_rig_it_simulates(tmp_path, kitti_dir):
+    """`geodepth sim --calib` simulates the rig of a calibration (here KITTI raw's, the sample's
+    folder), resized by --width / --height: the written K is the file's K scaled by the size ratio
+    and the mounting is its T_cam_from_lidar."""
+    from geodepth.io import read_calib_file
+
+    cam, T = read_calib_file(kitti_dir)
+    out = tmp_path / "s"
+    assert main(["sim", "--out", str(out), "--frames", "1", "--sensor", "vlp16", "--azimuth-steps", "360",
+                 "--calib", str(kitti_dir), "--width", "124", "--height", "75"]) == 0
+    _, K, calib = _sim_files(out)
+    Kf = cam.K.double().numpy()
+    sx, sy = 124 / cam.width, 75 / cam.height
+    want = np.array([[Kf[0, 0] * sx, 0, Kf[0, 2] * sx], [0, Kf[1, 1] * sy, Kf[1, 2] * sy], [0, 0, 1]])
+    np.testing.assert_allclose(K, want, rtol=1e-9)
+    np.testing.assert_allclose(np.array(calib["T_cam_from_lidar"]), T.double().numpy(), atol=1e-12)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--beams", "0"], "--beams must be an int in [1, 64]"),
+    (["--sensor", "vlp16", "--beams", "32"], "--beams must be an int in [1, 16]"),
+    (["--azimuth-steps", "0"], "--azimuth-steps must be an int in [1, "),
+    (["--width", "100"], "give --width and --height together"),
+    (["--width", "0", "--height", "10"], "must be positive"),
+    (["--fov", "180"], "--fov must be a horizontal field of view in (0, 180) degrees"),
+    (["--fov", "nan"], "--fov must be a finite number > 0"),
+    (["--lidar-height", "-1"], "--lidar-height must be a finite number > 0"),
+    (["--lidar-height", "0.05"], "the camera would be -0.02"),
+    (["--speed", "inf"], "--speed must be a finite number"),
+    (["--calib", "nope.yaml"], "not found"),
+    (["--calib", "CALIB", "--fov", "60"], "--fov and --calib both set the camera"),
+])
+def test_sim_rejects_bad_options_before_writing(tmp_path, kitti_dir, capsys, argv, words):
+    out = tmp_path / "s"
+    argv = [str(kitti_dir) if a == "CALIB" else a for a in argv]
+    assert main(["sim", "--out", str(out), "--frames", "1", *argv]) == 2
+    assert words in _one_line_error(capsys)
+    assert not out.exists()
+
+
 def test_fuse_mesh_lies_on_the_simulated_surfaces(tmp_path):
     """sim -> fuse: vertices of the fused mesh, seen from the first camera, sit at the exact depth
     of the simulator's dense ground truth (within a voxel) — for ground-truth depth and, looser,

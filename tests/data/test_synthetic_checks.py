@@ -172,6 +172,11 @@ def test_raycast_rejects_bad_tile_near_budget(scene):
     ({"dtype": torch.int64}, "dtype must be"),
     ({"gt": ["dense"]}, "gt must be"),
     ({"camera": "kitti"}, "camera must be a PinholeCamera"),
+    ({"lidar_height": NAN}, "lidar_height must be a finite number > 0"),
+    ({"lidar_height": 0.0}, "lidar_height must be a finite number > 0"),
+    ({"lidar_height": "1.73"}, "lidar_height must be a finite number > 0"),
+    # KITTI's camera hangs 7.6 cm below its LiDAR: at 5 cm the camera would be under the road
+    ({"lidar_height": 0.05}, "the camera would be -0.02. m above the road"),
 ])
 def test_simulate_frame_rejects_bad_scalars(scene, cam, kw, match):
     kw = {"camera": cam, **kw}
@@ -252,3 +257,35 @@ def test_simulate_to_folder_checks_before_writing(tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):
         simulate_to_folder(tmp_path / "out", **kw)
     assert not (tmp_path / "out").exists()
+
+
+def test_simulate_frame_refuses_a_distorted_camera(scene, cam, tmp_path):
+    """The image is rendered through K alone while the scan's sparse map would be projected
+    through the distortion: the two would disagree silently, so a distorted camera is refused."""
+    from geodepth.geometry import PinholeCamera
+
+    bent = PinholeCamera(cam.K, cam.width, cam.height, distortion=torch.tensor([-0.2, 0.05, 0.0, 0.0, 0.0]))
+    with pytest.raises(ValueError, match="camera must be a pinhole camera without distortion.*plumb_bob"):
+        simulate_frame(scene, sensor="vlp16", camera=bent)
+    from geodepth.data.synthetic import simulate_to_folder
+
+    with pytest.raises(ValueError, match="without distortion"):
+        simulate_to_folder(tmp_path / "out", frames=1, camera=bent, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_lidar_height_moves_the_sensor_and_the_camera(scene, cam):
+    """lidar_height is the LiDAR's height above the world's z = 0: the pose the frame records
+    has it as its z, the camera sits T_cam_from_lidar below / beside it, and (no noise) a return
+    from the flat plane of the test scene (z = -1.7 in the world) lies at z = -1.7 - height in the
+    LiDAR frame."""
+    from geodepth.data.synthetic import kitti_T_cam_from_lidar
+
+    for h in (1.73, 3.0):
+        f = simulate_frame(scene, sensor="vlp16", camera=cam, lidar_height=h, noise=False, dtype=torch.float64)
+        assert float(f.meta["world_from_lidar"][2, 3]) == h
+        w_c = f.meta["world_from_lidar"] @ torch.linalg.inv(kitti_T_cam_from_lidar())
+        assert torch.allclose(f.meta["world_from_cam"], w_c, atol=1e-12)
+        z = f.points_lidar[:, 2]
+        ground = (z + 1.7 + h).abs() < 1e-6
+        assert ground.sum() > 100 and bool((z >= -1.7 - h - 1e-6).all())

@@ -445,7 +445,7 @@ def _transform(T: Tensor, p: Tensor) -> Tensor:
 
 # ---------------------------------------------------------------------- frames
 def _check_frame_args(*, seed, sensor, ego_s, time, speed, rate_hz, camera, T_cam_from_lidar, gt, semidense_frames,
-                      dtype, **_) -> dict:
+                      dtype, lidar_height=KITTI_LIDAR_HEIGHT, **_) -> dict:
     """The arguments of :func:`simulate_frame`, checked (ValueError naming the bad one) and normalised,
     before any work starts (also used by :class:`SyntheticDepthDataset` at construction)."""
     if not isinstance(gt, str) or gt not in ("dense", "semidense"):
@@ -471,16 +471,26 @@ def _check_frame_args(*, seed, sensor, ego_s, time, speed, rate_hz, camera, T_ca
             raise ValueError(f"camera must be a PinholeCamera or None, got {type(camera).__name__}")
         if camera.K.dim() != 2:
             raise ValueError(f"camera must be a single camera, got K {tuple(camera.K.shape)}")
+        if camera.has_distortion:  # the image is rendered through K alone; the scan would be projected distorted
+            raise ValueError(f"camera must be a pinhole camera without distortion (the simulator renders through K "
+                             f"alone), got distortion model {camera.distortion_model!r}")
     T_cl = None if T_cam_from_lidar is None else _check_pose("T_cam_from_lidar", T_cam_from_lidar)
+    lidar_height = check_number("lidar_height", lidar_height, gt=0, unit="metres above the road", abs_max=MAX_COORD)
+    # the camera hangs off the LiDAR (world_from_cam = world_from_lidar @ lidar_from_cam; the ego pose only yaws)
+    cam_z = lidar_height + float(torch.linalg.inv(kitti_T_cam_from_lidar() if T_cl is None else T_cl)[2, 3])
+    if cam_z <= 0:
+        raise ValueError(f"the camera would be {cam_z:.3f} m above the road (lidar_height={lidar_height!r} plus the "
+                         f"camera's height in the LiDAR frame from T_cam_from_lidar): it must be above the road")
     return {"seed": seed, "spec": spec, "ego_s": ego_s, "time": time, "speed": speed, "rate_hz": rate_hz,
-            "T_cl": T_cl, "semidense_frames": semidense_frames, "dtype": _check_dtype(dtype)}
+            "T_cl": T_cl, "semidense_frames": semidense_frames, "dtype": _check_dtype(dtype),
+            "lidar_height": lidar_height}
 
 
 def simulate_frame(scene: Scene | None = None, *, seed: int = 0, sensor: LidarSpec | str = "hdl64",
                    ego_s: float = 0.0, time: float = 0.0, speed: float = 8.0, rate_hz: float = 10.0,
                    camera: PinholeCamera | None = None, T_cam_from_lidar: Tensor | None = None,
                    noise: bool = True, gt: str = "dense", semidense_frames: int = 5, device=None,
-                   dtype=torch.float32, name: str | None = None) -> Frame:
+                   dtype=torch.float32, name: str | None = None, lidar_height: float = KITTI_LIDAR_HEIGHT) -> Frame:
     """Simulate one KITTI-like frame: the same :class:`Frame` the KITTI loader returns.
 
     Args:
@@ -492,6 +502,8 @@ def simulate_frame(scene: Scene | None = None, *, seed: int = 0, sensor: LidarSp
         speed, rate_hz: ego speed (m/s) and frame rate, used for the semi-dense accumulation.
         camera: default :func:`kitti_camera` (1242 x 375, KITTI P2 intrinsics).
         T_cam_from_lidar: (4, 4) default :func:`kitti_T_cam_from_lidar`.
+        lidar_height: mounting height of the LiDAR above the road, metres (default KITTI's 1.73);
+            the camera is mounted on it through ``T_cam_from_lidar`` and must end up above the road.
         noise: range noise and dropout on the LiDAR.
         gt: ``"dense"`` (exact z of every pixel that sees a surface, 0 = sky) or ``"semidense"``
             (KITTI-like: LiDAR returns of ``2 * semidense_frames + 1`` scans around this one,
@@ -502,7 +514,8 @@ def simulate_frame(scene: Scene | None = None, *, seed: int = 0, sensor: LidarSp
     Every argument is checked before the work starts: ``seed`` an int >= 0; ``ego_s``, ``time``,
     ``speed`` finite (``|ego_s| <=`` :data:`MAX_COORD`, ``|time| <=`` :data:`MAX_TIME`, also for the
     semi-dense neighbours); ``rate_hz`` finite > 0; ``semidense_frames`` an int in
-    [0, :data:`MAX_SEMIDENSE_FRAMES`]; ``T_cam_from_lidar`` a finite rigid (4, 4) transform.
+    [0, :data:`MAX_SEMIDENSE_FRAMES`]; ``T_cam_from_lidar`` a finite rigid (4, 4) transform; ``camera``
+    a single pinhole without distortion; ``lidar_height`` finite > 0 with the camera above the road.
     A bad one is a ValueError naming it.
 
     Returns:
@@ -520,9 +533,9 @@ def simulate_frame(scene: Scene | None = None, *, seed: int = 0, sensor: LidarSp
 
     a = _check_frame_args(seed=seed, sensor=sensor, ego_s=ego_s, time=time, speed=speed, rate_hz=rate_hz,
                           camera=camera, T_cam_from_lidar=T_cam_from_lidar, gt=gt,
-                          semidense_frames=semidense_frames, dtype=dtype)
+                          semidense_frames=semidense_frames, dtype=dtype, lidar_height=lidar_height)
     seed, spec, ego_s, time, speed, rate_hz = a["seed"], a["spec"], a["ego_s"], a["time"], a["speed"], a["rate_hz"]
-    semidense_frames, dtype = a["semidense_frames"], a["dtype"]
+    semidense_frames, dtype, lidar_height = a["semidense_frames"], a["dtype"], a["lidar_height"]
     if scene is None:
         scene = make_street_scene(seed)
     _check_scene_arg(scene)
@@ -530,7 +543,7 @@ def simulate_frame(scene: Scene | None = None, *, seed: int = 0, sensor: LidarSp
     scene_t = scene.to(device, dtype).at_time(time)
     camera = kitti_camera() if camera is None else camera
     T_cl = kitti_T_cam_from_lidar() if a["T_cl"] is None else a["T_cl"]
-    w_l = ego_world_from_lidar(ego_s)
+    w_l = ego_world_from_lidar(ego_s, height=lidar_height)
     w_c = w_l @ torch.linalg.inv(T_cl)
     gen = torch.Generator(device=device)
     gen.manual_seed((seed * 7919 + int(round(time * 1000))) % 2**64)  # torch's own reduction of negatives
@@ -548,7 +561,7 @@ def simulate_frame(scene: Scene | None = None, *, seed: int = 0, sensor: LidarSp
             if k == 0:
                 continue
             dt = k / rate_hz
-            w_lk = ego_world_from_lidar(ego_s + speed * dt)
+            w_lk = ego_world_from_lidar(ego_s + speed * dt, height=lidar_height)
             sk = scan_lidar(scene.to(device, dtype).at_time(time + dt), w_lk, spec, noise=noise, generator=gen,
                             device=device, dtype=dtype)
             acc.append(_transform(c_w @ w_lk, sk.points_lidar.to(torch.float64)))

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from ..._checks import check_int, check_number
-from .sensors import SENSORS
+from .sensors import KITTI_LIDAR_HEIGHT, SENSORS, LidarSpec
 from .simulate import _check_frame_args, simulate_frame
 from .street import MAX_LENGTH
 
@@ -22,9 +22,10 @@ def _write_depth(path, depth) -> None:
     write_depth_png(path, torch.where(d * 256.0 < 65535.5, d, torch.zeros_like(d)), overwrite=True)
 
 
-def simulate_to_folder(out_dir, *, frames: int, sensor: str = "hdl64", seed: int = 0, overwrite: bool = False,
-                       progress: bool = True, gt: str = "dense", speed: float = 8.0, rate_hz: float = 10.0,
-                       camera=None, device=None) -> Path:
+def simulate_to_folder(out_dir, *, frames: int, sensor: str | LidarSpec = "hdl64", seed: int = 0,
+                       overwrite: bool = False, progress: bool = True, gt: str = "dense", speed: float = 8.0,
+                       rate_hz: float = 10.0, camera=None, T_cam_from_lidar=None,
+                       lidar_height: float = KITTI_LIDAR_HEIGHT, noise: bool = True, device=None) -> Path:
     """Simulate a drive of ``frames`` frames and write it in the KITTI depth completion layout.
 
     Files (``<seq>`` = ``sim_<sensor>_seed<seed>``, ``<f>`` = the frame number, 10 digits)::
@@ -41,11 +42,15 @@ def simulate_to_folder(out_dir, *, frames: int, sensor: str = "hdl64", seed: int
     Args:
         out_dir: the folder to write; an existing non-empty folder is refused unless ``overwrite``.
         frames: number of frames (>= 1).
-        sensor: ``hdl64``, ``vlp32``, ``vlp16`` or ``os128``.
+        sensor: ``hdl64``, ``vlp32``, ``vlp16``, ``os128`` or a :class:`LidarSpec` (its name goes
+            into ``<seq>``).
         seed: scene and noise seed.
         gt: ``"dense"`` (exact) or ``"semidense"`` (KITTI-like accumulation) ground truth.
         progress: show a tqdm progress bar.
-        camera: a :class:`PinholeCamera` (default KITTI's 1242 x 375).
+        camera: a :class:`PinholeCamera` without distortion (default KITTI's 1242 x 375).
+        T_cam_from_lidar: (4, 4) the camera's mounting on the LiDAR (default KITTI's).
+        lidar_height: the LiDAR's height above the road, metres (default KITTI's 1.73).
+        noise: range noise and dropout on the LiDAR (False: exact returns).
         device: where to simulate (default CPU).
     Returns:
         the folder.
@@ -54,8 +59,10 @@ def simulate_to_folder(out_dir, *, frames: int, sensor: str = "hdl64", seed: int
     from PIL import Image
 
     frames = check_int("frames", frames, lo=1)
-    if not isinstance(sensor, str) or sensor not in SENSORS:
-        raise ValueError(f"sensor must be one of {sorted(SENSORS)}, got {sensor!r}")
+    if not isinstance(sensor, LidarSpec) and (not isinstance(sensor, str) or sensor not in SENSORS):
+        raise ValueError(f"sensor must be one of {sorted(SENSORS)} or a LidarSpec, got {sensor!r}")
+    if not isinstance(noise, bool):
+        raise ValueError(f"noise must be True or False, got {noise!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}")
     speed = check_number("speed", speed, unit="m/s")
@@ -66,14 +73,14 @@ def simulate_to_folder(out_dir, *, frames: int, sensor: str = "hdl64", seed: int
                          f"{MAX_LENGTH:g} m: got speed={speed!r}, frames={frames}, rate_hz={rate_hz!r}")
     # every frame's arguments (the last one's ego_s and time are the largest), before anything is written
     _check_frame_args(seed=seed, sensor=sensor, ego_s=speed * (frames - 1) / rate_hz, time=(frames - 1) / rate_hz,
-                      speed=speed, rate_hz=rate_hz, camera=camera, T_cam_from_lidar=None, gt=gt,
-                      semidense_frames=5, dtype=torch.float32)
+                      speed=speed, rate_hz=rate_hz, camera=camera, T_cam_from_lidar=T_cam_from_lidar, gt=gt,
+                      semidense_frames=5, dtype=torch.float32, lidar_height=lidar_height)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a folder")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} is not empty; pass overwrite=True to write into it")
-    seq = f"sim_{sensor}_seed{int(seed)}"
+    seq = f"sim_{sensor.name if isinstance(sensor, LidarSpec) else sensor}_seed{int(seed)}"
     for sub in ("image", "velodyne_raw", "groundtruth_depth", "intrinsics", "velodyne", "calib"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     it = range(int(frames))
@@ -88,7 +95,8 @@ def simulate_to_folder(out_dir, *, frames: int, sensor: str = "hdl64", seed: int
     for i in it:
         t = i / rate_hz
         f = simulate_frame(scene, seed=seed, sensor=sensor, ego_s=speed * t, time=t, speed=speed, rate_hz=rate_hz,
-                           gt=gt, camera=camera, device=device)
+                           gt=gt, camera=camera, T_cam_from_lidar=T_cam_from_lidar, lidar_height=lidar_height,
+                           noise=noise, device=device)
         name = f"{i:010d}"
         img = (f.image.detach().cpu().permute(1, 2, 0).clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
         Image.fromarray(img).save(out / "image" / f"{seq}_image_{name}_image_02.png")
