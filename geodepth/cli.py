@@ -88,6 +88,8 @@ def _load_single(args):
         kw["calib_file"] = args.calib_file
     if args.intrinsics:
         kw["intrinsics"] = args.intrinsics
+    if args.depth_scale is not None:
+        kw["depth_scale"] = args.depth_scale
     return load_frame(**kw)
 
 
@@ -102,6 +104,12 @@ def cmd_complete(args) -> int:
 
     out = Path(args.out)
     image = Path(args.image)
+    if args.depth_scale is not None and (image.is_dir() or not args.sparse_depth):
+        raise CLIError("--depth-scale is the scale of the --sparse-depth PNG; a KITTI folder's maps are value / 256")
+    if args.depth_scale is not None:
+        from ._checks import check_number
+
+        check_number("--depth-scale", args.depth_scale, gt=0, unit="PNG value per metre")
     if image.is_dir():
         return _complete_folder(args)
     if not args.lidar and not args.sparse_depth:
@@ -463,13 +471,16 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("complete", help="complete one frame, or every frame of a KITTI depth-completion folder")
     c.add_argument("--image", required=True, help="RGB image, or a folder in the KITTI depth completion layout")
     src = c.add_mutually_exclusive_group()
-    src.add_argument("--sparse-depth", help="sparse depth PNG (uint16, value / 256 m)")
+    src.add_argument("--sparse-depth", help="sparse depth PNG (uint16, value / --depth-scale m)")
     src.add_argument("--lidar", help="LiDAR scan in the LiDAR frame: KITTI .bin (float32 x, y, z, intensity), "
                      "or a .ply / .pcd / .xyz point cloud")
     cal = c.add_mutually_exclusive_group()
     cal.add_argument("--calib-dir", help="KITTI raw calibration folder (calib_cam_to_cam.txt, calib_velo_to_cam.txt)")
     cal.add_argument("--calib-file", help="KITTI object calibration .txt, or plain calibration .yaml/.json")
     cal.add_argument("--intrinsics", help="text file with the 3x3 K (only with --sparse-depth)")
+    c.add_argument("--depth-scale", type=float, default=None,
+                   help="PNG value per metre of --sparse-depth: 256 (KITTI, the default), 1000 (NYU, millimetres); "
+                   "depth.png is always written as KITTI's value / 256")
     c.add_argument("--camera", type=int, choices=(2, 3), default=2, help="KITTI camera (default 2)")
     c.add_argument("--method", default=None, help="completion method (see `geodepth methods`)")
     c.add_argument("--device", default=None)

@@ -113,6 +113,31 @@ def test_complete_from_lidar_and_object_calib(tmp_path, object_dir, ref_dir):
     assert (dense > 0).mean() > 0.9  # nearest fill covers the image
 
 
+def test_complete_nyu_millimetre_depth_with_depth_scale(tmp_path, nyu_dir, capsys):
+    """NYU depth PNGs are millimetres: `--depth-scale 1000` reads them so (it was fixed at KITTI's
+    256, so every NYU depth came out 3.9x too far): the completed depth.png (KITTI encoding,
+    value / 256) keeps each input pixel's depth, mm / 1000, within the PNG rounding."""
+    (tmp_path / "K.txt").write_text("518.8579 0 325.58245\n0 519.46961 253.73617\n0 0 1\n")
+    mm = _png16(nyu_dir / "depth_00000.png")
+    sparse = np.zeros_like(mm)
+    sparse[::20, ::20] = mm[::20, ::20]  # a sparse input, as the NYU protocol samples it
+    Image.fromarray(sparse.astype(np.uint16)).save(tmp_path / "sparse.png")
+    out = tmp_path / "c"
+    args = ["complete", "--image", str(nyu_dir / "rgb_00000.jpg"), "--sparse-depth", str(tmp_path / "sparse.png"),
+            "--intrinsics", str(tmp_path / "K.txt"), "--method", "nearest"]
+    assert main([*args, "--depth-scale", "1000", "--out", str(out)]) == 0
+    dense = _png16(out / "depth.png") / 256.0
+    valid = sparse > 0
+    assert valid.sum() > 500
+    assert np.abs(dense[valid] - sparse[valid] / 1000.0).max() <= 1 / 512 + 1e-9
+    assert (dense > 0).all() and dense.max() <= mm.max() / 1000.0 + 1 / 512
+    for bad, words in ((["--depth-scale", "0"], "--depth-scale must be a finite number > 0"),
+                       (["--depth-scale", "nan"], "--depth-scale must be a finite number > 0")):
+        assert main([*args, *bad, "--out", str(tmp_path / "x")]) == 2
+        assert words in _one_line_error(capsys)
+    assert not (tmp_path / "x").exists()
+
+
 def test_complete_rejects_missing_calibration(tmp_path, object_dir, capsys):
     rc = main(["complete", "--image", str(object_dir / "image_2" / "000114.png"),
                "--lidar", str(object_dir / "velodyne" / "000114.bin"), "--out", str(tmp_path / "x")])
