@@ -584,6 +584,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CLIError, ValueError, OSError) as e:  # bad input / files: one line, not a traceback
         print(f"geodepth {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except MemoryError as e:  # e.g. numpy's "Unable to allocate 224. GiB for an array ..."
+        print(f"geodepth {args.command}: error: out of memory: {e or 'an allocation failed'}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -490,6 +490,27 @@ def test_view_without_display_says_so(tmp_path, monkeypatch, capsys):
     assert "--png" in capsys.readouterr().err
 
 
+def test_view_too_large_or_out_of_memory_is_one_line(tmp_path, monkeypatch, capsys):
+    """`view --width 100000 --height 100000` ended in numpy's MemoryError traceback; it is now one
+    line naming the size, and any MemoryError (a large cloud) is one line with exit status 2."""
+    import geodepth.viz as viz
+    from geodepth.io import write_ply
+
+    write_ply(tmp_path / "p.ply", np.random.rand(10, 3) + [0, 0, 2])
+    png = tmp_path / "v.png"
+    assert main(["view", str(tmp_path / "p.ply"), "--png", str(png), "--backend", "numpy", "--width", "100000",
+                 "--height", "100000"]) == 2
+    assert "image size (height, width) must have at most 67108864 pixels" in _one_line_error(capsys)
+
+    def oom(*a, **k):
+        raise MemoryError("Unable to allocate 224. GiB for an array with shape (100000, 100000, 3)")
+
+    monkeypatch.setattr(viz, "render_offscreen", oom)
+    assert main(["view", str(tmp_path / "p.ply"), "--png", str(png), "--backend", "numpy"]) == 2
+    assert "out of memory: Unable to allocate 224. GiB" in _one_line_error(capsys)
+    assert not png.exists()
+
+
 def _one_line_error(capsys) -> str:
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err

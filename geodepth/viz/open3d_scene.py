@@ -25,7 +25,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from ..io._paths import refuse_overwrite
-from .render import _K_wh, look_at, points_to_numpy, render_points_image
+from .render import _K_wh, check_render_size, look_at, points_to_numpy, render_points_image
 
 __all__ = ["Render", "open3d_can_render", "render_offscreen", "resolve_view", "show", "to_o3d_point_cloud"]
 
@@ -111,7 +111,7 @@ def resolve_view(
         if camera is not None:
             K, W, H = _K_wh(camera, None, None, None)
         else:
-            W, H = int(width), int(height)
+            H, W = check_render_size(width, height)
             K = _fov_K(W, H, 60.0)
         if T_cam_from_world is None:
             T = np.eye(4)
@@ -121,9 +121,7 @@ def resolve_view(
             if T.shape != (4, 4):
                 raise ValueError(f"T_cam_from_world must be (4, 4), got {tuple(T.shape)}")
         return K, T, W, H
-    W, H = int(width), int(height)
-    if W <= 0 or H <= 0:
-        raise ValueError(f"image size must be positive, got {W}x{H}")
+    H, W = check_render_size(width, height)
     if len(points) == 0:
         center, radius = np.zeros(3), 1.0
     else:

@@ -10,7 +10,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["AXES", "look_at", "points_to_numpy", "render_points_image", "to_camera_axes"]
+__all__ = ["AXES", "MAX_RENDER_PIXELS", "look_at", "points_to_numpy", "render_points_image", "to_camera_axes"]
+
+#: largest picture the renderers draw (width * height): 8192 x 8192. The numpy splatter holds
+#: about 30 bytes a pixel (float64 RGB, z-buffer), so a typo such as 100000 x 100000 is our
+#: ValueError rather than the allocator's MemoryError for hundreds of GiB.
+MAX_RENDER_PIXELS = 1 << 26
 
 #: Axis conventions of point clouds, as the rotation ``R`` that turns a cloud's axes into camera
 #: axes (x right, y down, z forward), the axes every view of :func:`render_offscreen` is made for:
@@ -117,9 +122,16 @@ def _K_wh(camera: Any, K: Any, width: int | None, height: int | None) -> tuple[n
     Km = K.detach().cpu().numpy() if hasattr(K, "detach") else np.asarray(K, dtype=np.float64)
     if Km.shape != (3, 3):
         raise ValueError(f"K must be (3, 3), got {tuple(Km.shape)}")
-    if int(width) <= 0 or int(height) <= 0:
-        raise ValueError(f"image size must be positive, got {width}x{height}")
-    return Km.astype(np.float64), int(width), int(height)
+    H, W = check_render_size(width, height)
+    return Km.astype(np.float64), W, H
+
+
+def check_render_size(width: Any, height: Any) -> tuple[int, int]:
+    """``(height, width)`` of a picture as ints: positive whole numbers with at most
+    :data:`MAX_RENDER_PIXELS` pixels; else ValueError naming the size."""
+    from .._checks import check_size
+
+    return check_size((height, width), "image size (height, width)", max_pixels=MAX_RENDER_PIXELS)
 
 
 def render_points_image(

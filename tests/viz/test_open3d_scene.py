@@ -118,6 +118,23 @@ def test_render_errors():
         render_offscreen(np.zeros((4, 3)), backend="vulkan")
 
 
+@pytest.mark.parametrize("view", ["camera", "orbit", "bev"])
+@pytest.mark.parametrize("size, words", [((100_000, 100_000), "must have at most 67108864 pixels"),
+                                         ((0, 720), "must be positive"),
+                                         ((640.5, 480), "must be \\(H, W\\), two whole numbers")])
+def test_render_size_is_bounded_before_allocating(view, size, words):
+    """A picture of 100000 x 100000 (a typo) was handed to numpy, which stopped with a MemoryError
+    for 224 GiB (a traceback in `geodepth view`); now a ValueError names the size, for every view
+    and for the splatter itself. 8192 x 8192 (MAX_RENDER_PIXELS) is the largest."""
+    from geodepth.viz.render import MAX_RENDER_PIXELS
+
+    assert MAX_RENDER_PIXELS == 8192 * 8192
+    with pytest.raises(ValueError, match=f"image size \\(height, width\\) {words}"):
+        render_offscreen(np.ones((4, 3)), width=size[0], height=size[1], view=view, backend="numpy")
+    with pytest.raises(ValueError, match=f"image size \\(height, width\\) {words}"):
+        render_points_image(np.ones((4, 3)), K=K, width=size[0], height=size[1])
+
+
 def test_to_o3d_point_cloud_roundtrip():
     pytest.importorskip("open3d")
     from geodepth.viz import to_o3d_point_cloud
