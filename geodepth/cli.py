@@ -416,6 +416,13 @@ NO_DEVICE = {"methods": [], "sm90": [], "knn-model": [], "knn-lockstep": ["--two
              "knn-batched": [],
              "fuse": []}
 GROUPS = {"ops": ["knn", "aggregate"], "all": ["classical", "knn", "aggregate", "sim"]}
+BENCH_HELP = {"methods": "quality of every method on real and simulated frames",
+              "fuse": "TSDF fusion, all frames at once vs streaming: time and peak memory",
+              "sm90": "static sm_90 build report", "knn-model": "KNN work per cell size",
+              "knn-lockstep": "lockstep cost of the GPU KNN search per ring cap",
+              "knn-host": "host-side cost of a GPU KNN call, launches stubbed",
+              "knn-batched": "knn on packed batches vs a plain loop and torch_cluster",
+              "ops": "knn and aggregate", "all": "classical, knn, aggregate and sim"}
 
 
 def cmd_bench(args) -> int:
@@ -563,11 +570,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(fn=cmd_fuse)
 
     b = sub.add_parser("bench", help="run benchmarks against the anchors on this machine (source checkout)")
-    b.add_argument("name", nargs="?", default="all", help="classical, methods, knn, aggregate, sim, fuse (TSDF "
-                   "fusion, all frames at once vs streaming: time and peak memory), sm90 (static "
-                   "sm_90 build report), knn-model (KNN work per cell size), knn-lockstep (lockstep cost of the GPU "
-                   "KNN search per ring cap), knn-host (host-side cost of a GPU KNN call, launches stubbed), ops, "
-                   "all (the default)")
+    b.add_argument("name", nargs="?", default="all", help="one of: " + ", ".join(
+        f"{n} ({BENCH_HELP[n]})" if n in BENCH_HELP else n for n in [*BENCHES, *GROUPS]) + " (all is the default)")
     b.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     b.add_argument("--repeats", type=int, default=None)
     b.set_defaults(fn=cmd_bench)

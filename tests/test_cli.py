@@ -448,6 +448,17 @@ def test_complete_folder_of_scans_without_velodyne_raw(tmp_path, object_dir, ref
         load_frame(root)
 
 
+def test_bench_help_names_every_benchmark(capsys):
+    """`geodepth bench --help` lists every name `bench` runs (knn-batched was missing)."""
+    from geodepth.cli import BENCHES, GROUPS
+
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help
+    missing = [n for n in [*BENCHES, *GROUPS] if f" {n} (" not in text and f" {n}," not in text]
+    assert not missing, missing
+
+
 def test_bench_unknown_name_lists_the_choices(capsys):
     assert main(["bench", "nope"]) == 2
     err = capsys.readouterr().err
