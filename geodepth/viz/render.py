@@ -189,27 +189,29 @@ def render_points_image(
     uvw = p @ Km.T
     u, v = uvw[:, 0] / z, uvw[:, 1] / z
     col0, row0 = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
+    # each pixel takes the point first in (z, index) order among those whose square covers it:
+    # rank the points once, keep each pixel's smallest rank (memory O(N + H * W) for any point
+    # size; the square's offsets are visited one at a time)
+    n = len(z)
+    order = np.lexsort((np.arange(n), z))  # nearest first, ties -> lowest index
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
     lo = -((s - 1) // 2)
-    rows, cols, zs, idx = [], [], [], []
-    ids = np.arange(len(z))
-    for dr in range(lo, lo + s):
-        for dc in range(lo, lo + s):
+    hi = lo + s - 1
+    some = (row0 >= -hi) & (row0 < H - lo) & (col0 >= -hi) & (col0 < W - lo)  # its square meets the image
+    row0, col0, rank = row0[some], col0[some], rank[some]
+    best = np.full(H * W, n, dtype=np.int64)
+    for dr in range(lo, hi + 1):
+        for dc in range(lo, hi + 1):
             r, cc = row0 + dr, col0 + dc
             ok = (r >= 0) & (r < H) & (cc >= 0) & (cc < W)
-            rows.append(r[ok]), cols.append(cc[ok]), zs.append(z[ok]), idx.append(ids[ok])
+            np.minimum.at(best, r[ok] * W + cc[ok], rank[ok])
     img = np.empty((H, W, 3), dtype=np.float64)
     img[:] = bg / 255.0
     zbuf = np.zeros((H, W), dtype=np.float32)
-    if rows:
-        r, cc, zz, ii = (np.concatenate(a) for a in (rows, cols, zs, idx))
-        if r.size:
-            pix = r * W + cc
-            order = np.lexsort((ii, zz, pix))  # by pixel, then nearest, then lowest index
-            pix, zz, ii = pix[order], zz[order], ii[order]
-            first = np.ones(pix.size, dtype=bool)
-            first[1:] = pix[1:] != pix[:-1]
-            pix, zz, ii = pix[first], zz[first], ii[first]
-            img.reshape(-1, 3)[pix] = c[ii]
-            zbuf.reshape(-1)[pix] = zz
+    hit = np.flatnonzero(best < n)
+    win = order[best[hit]]
+    img.reshape(-1, 3)[hit] = c[win]
+    zbuf.reshape(-1)[hit] = z[win]
     out = np.round(img * 255.0).astype(np.uint8).transpose(2, 0, 1).copy()
     return (out, zbuf) if return_depth else out
