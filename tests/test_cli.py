@@ -583,6 +583,29 @@ def _devkit_row(ref_dir, cam="02") -> dict:
     return rows[0]
 
 
+def test_sim_overwrite_does_not_mix_two_drives(tmp_path, capsys):
+    """`sim --overwrite` into a folder of another simulation wrote the new frames beside the old
+    ones: 3 frames of two drives, poses.txt with 1 line, `fuse` failing with '3 frames but 1 poses'
+    and `complete` scoring the mixture. It is refused, nothing touched; a rerun that writes the
+    same files still replaces them."""
+    from geodepth.io import list_kitti_dc_frames, read_poses_txt
+
+    out = tmp_path / "s"
+    small = ["--sensor", "vlp16", "--width", "64", "--height", "24", "--azimuth-steps", "360"]
+    assert main(["sim", "--out", str(out), "--frames", "2", *small]) == 0
+    capsys.readouterr()
+    before = {q: q.stat().st_mtime_ns for q in out.rglob("*") if q.is_file()}
+    assert main(["sim", "--out", str(out), "--frames", "1", "--seed", "1", "--overwrite", *small]) == 2
+    err = _one_line_error(capsys)
+    assert "holds 12 file(s) of frames this simulation does not write" in err and "mix two drives" in err
+    assert {q: q.stat().st_mtime_ns for q in out.rglob("*") if q.is_file()} == before
+    assert main(["sim", "--out", str(out), "--frames", "1", "--overwrite", *small]) == 2  # frame 1 would be stale
+    assert "holds 6 file(s)" in _one_line_error(capsys)
+    assert main(["sim", "--out", str(out), "--frames", "2", "--overwrite", "--no-noise", *small]) == 0
+    assert len(list_kitti_dc_frames(out)) == len(read_poses_txt(out / "poses.txt")) == 2
+    assert all(q.stat().st_mtime_ns > before[q] for q in before)
+
+
 def test_eval_on_the_output_folder_of_complete(tmp_path, kitti_dir, ref_dir, capsys):
     """complete -> eval on its output folder just works: only the 16-bit depth.png is a prediction
     (depth_color.png, the 8-bit preview, made eval stop with 'number of ground-truth (1) and

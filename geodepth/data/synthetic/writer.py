@@ -13,6 +13,18 @@ from .street import MAX_LENGTH
 
 __all__ = ["simulate_to_folder"]
 
+_SUBFOLDERS = ("image", "velodyne_raw", "groundtruth_depth", "intrinsics", "velodyne", "calib")
+
+
+def _frame_files(seq: str, name: str) -> dict[str, str]:
+    """The file of each subfolder for frame ``name`` (10 digits) of sequence ``seq``."""
+    return {"image": f"{seq}_image_{name}_image_02.png",
+            "velodyne_raw": f"{seq}_velodyne_raw_{name}_image_02.png",
+            "groundtruth_depth": f"{seq}_groundtruth_depth_{name}_image_02.png",
+            "intrinsics": f"{seq}_image_{name}_image_02.txt",
+            "velodyne": f"{seq}_{name}.bin",
+            "calib": f"{seq}_{name}.yaml"}
+
 
 def _write_depth(path, depth) -> None:
     """KITTI uint16 PNG (``round(depth * 256)``); depths of 256 m or more do not fit and become 0."""
@@ -40,7 +52,9 @@ def simulate_to_folder(out_dir, *, frames: int, sensor: str | LidarSpec = "hdl64
                                                             of world_from_cam[:3, :4], row-major
 
     Args:
-        out_dir: the folder to write; an existing non-empty folder is refused unless ``overwrite``.
+        out_dir: the folder to write; an existing non-empty folder is refused unless ``overwrite``,
+            and even then if its six subfolders hold files this run does not write (another
+            drive's frames, or more frames of this one): FileExistsError naming one.
         frames: number of frames (>= 1).
         sensor: ``hdl64``, ``vlp32``, ``vlp16``, ``os128`` or a :class:`LidarSpec` (its name goes
             into ``<seq>``).
@@ -81,7 +95,16 @@ def simulate_to_folder(out_dir, *, frames: int, sensor: str | LidarSpec = "hdl64
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} is not empty; pass overwrite=True to write into it")
     seq = f"sim_{sensor.name if isinstance(sensor, LidarSpec) else sensor}_seed{int(seed)}"
-    for sub in ("image", "velodyne_raw", "groundtruth_depth", "intrinsics", "velodyne", "calib"):
+    # overwrite replaces files; it must not leave another drive's frames beside the new ones (the
+    # folder would pair frames of two drives, with poses.txt listing only the new one)
+    ours = {f"{sub}/{fn}" for i in range(frames) for sub, fn in _frame_files(seq, f"{i:010d}").items()}
+    stale = sorted(f"{sub}/{q.name}" for sub in _SUBFOLDERS if (out / sub).is_dir() for q in (out / sub).iterdir()
+                   if f"{sub}/{q.name}" not in ours)
+    if stale:
+        raise FileExistsError(f"{out} holds {len(stale)} file(s) of frames this simulation does not write (e.g. "
+                              f"{stale[0]}); overwriting would mix two drives in one folder (and poses.txt would "
+                              "list only the new one): remove them or write to another folder")
+    for sub in _SUBFOLDERS:
         (out / sub).mkdir(parents=True, exist_ok=True)
     it = range(int(frames))
     if progress:
@@ -98,18 +121,19 @@ def simulate_to_folder(out_dir, *, frames: int, sensor: str | LidarSpec = "hdl64
                            gt=gt, camera=camera, T_cam_from_lidar=T_cam_from_lidar, lidar_height=lidar_height,
                            noise=noise, device=device)
         name = f"{i:010d}"
+        fn = _frame_files(seq, name)
         img = (f.image.detach().cpu().permute(1, 2, 0).clamp(0, 1).numpy() * 255.0 + 0.5).astype(np.uint8)
-        Image.fromarray(img).save(out / "image" / f"{seq}_image_{name}_image_02.png")
-        _write_depth(out / "velodyne_raw" / f"{seq}_velodyne_raw_{name}_image_02.png", f.sparse_depth)
-        _write_depth(out / "groundtruth_depth" / f"{seq}_groundtruth_depth_{name}_image_02.png", f.gt_depth)
+        Image.fromarray(img).save(out / "image" / fn["image"])
+        _write_depth(out / "velodyne_raw" / fn["velodyne_raw"], f.sparse_depth)
+        _write_depth(out / "groundtruth_depth" / fn["groundtruth_depth"], f.gt_depth)
         K = f.camera.K.to(torch.float64).cpu()
-        (out / "intrinsics" / f"{seq}_image_{name}_image_02.txt").write_text(
+        (out / "intrinsics" / fn["intrinsics"]).write_text(
             " ".join(f"{x:.9e}" for x in K.reshape(-1).tolist()) + "\n")
         scan = torch.cat([f.points_lidar.cpu().float(), f.intensity.cpu().float()[:, None]], 1).numpy()
-        scan.astype(np.float32).tofile(out / "velodyne" / f"{seq}_{name}.bin")
+        scan.astype(np.float32).tofile(out / "velodyne" / fn["velodyne"])
         calib = {"K": K.tolist(), "width": f.camera.width, "height": f.camera.height,
                  "T_cam_from_lidar": f.T_cam_from_lidar.cpu().to(torch.float64).tolist()}
-        (out / "calib" / f"{seq}_{name}.yaml").write_text(yaml.safe_dump(calib, sort_keys=False))
+        (out / "calib" / fn["calib"]).write_text(yaml.safe_dump(calib, sort_keys=False))
         P = f.meta["world_from_cam"]
         pose_lines.append(f"{seq} {name} " + " ".join(f"{x:.9e}" for x in P[:3, :4].reshape(-1).tolist()))
     (out / "poses.txt").write_text("\n".join(pose_lines) + "\n")
