@@ -202,7 +202,10 @@ def test_simulate_to_folder_roundtrip(tmp_path):
     assert len((out / "poses.txt").read_text().splitlines()) == 2
     with pytest.raises(FileExistsError):
         simulate_to_folder(out, frames=1, sensor="vlp16", progress=False, camera=cam)
-    simulate_to_folder(out, frames=1, sensor="vlp16", progress=False, camera=cam, overwrite=True)
+    # overwrite replaces the same files; another drive's frames would be left beside the new ones
+    with pytest.raises(FileExistsError, match="mix two drives"):
+        simulate_to_folder(out, frames=1, sensor="vlp16", progress=False, camera=cam, overwrite=True)
+    simulate_to_folder(out, frames=2, sensor="vlp16", seed=2, progress=False, camera=cam, overwrite=True)
     with pytest.raises(ValueError, match="sensor"):
         simulate_to_folder(tmp_path / "x", frames=1, sensor="hdl32")
     for seed in (-1, 2**40, 1.5, True):
