@@ -362,7 +362,7 @@ def cmd_view(args) -> int:
 
         if not has_display():
             raise CLIError("no display to open a window on; write a picture instead with --png out.png")
-        show(pts, cols)
+        show(pts, cols, point_size=args.point_size)
     return 0
 
 
@@ -377,9 +377,13 @@ def cmd_fuse(args) -> int:
     from .io import list_kitti_dc_frames, load_kitti_dc_frame, read_poses_txt
     from .recon import TSDFVolume, export_mesh
 
+    from ._checks import check_number
+
     root = Path(args.frames)
     out = Path(args.out)
     _check_out_file(out, "--out", args.overwrite, MESH_SUFFIXES)
+    check_number("--voxel", args.voxel, gt=0, unit="metres")
+    check_number("--depth-max", args.depth_max, gt=0, unit="metres")
     entries = list_kitti_dc_frames(root)
     poses = read_poses_txt(args.poses or root / "poses.txt")
     if len(poses) != len(entries):

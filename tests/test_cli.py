@@ -522,6 +522,35 @@ def test_view_too_large_or_out_of_memory_is_one_line(tmp_path, monkeypatch, caps
     assert not png.exists()
 
 
+def test_view_window_gets_the_point_size(tmp_path, monkeypatch):
+    """`geodepth view cloud.ply --point-size 5` in a window drew Open3D's default 2-pixel points
+    (the size reached only the --png path); the window now gets it, and the frame's turn too."""
+    import geodepth.viz as viz
+    import geodepth.viz.open3d_scene as scene
+    from geodepth.io import write_ply
+
+    write_ply(tmp_path / "p.ply", np.array([[5.0, 1.0, 0.5], [4.0, -1.0, 0.0]]))
+    calls = []
+    monkeypatch.setattr(scene, "has_display", lambda: True)
+    monkeypatch.setattr(viz, "show", lambda pts, cols, **kw: calls.append((np.asarray(pts), kw)))
+    assert main(["view", str(tmp_path / "p.ply"), "--point-size", "5", "--frame", "lidar"]) == 0
+    (pts, kw), = calls
+    assert kw == {"point_size": 5.0}
+    np.testing.assert_allclose(pts, [[-1.0, -0.5, 5.0], [1.0, 0.0, 4.0]], atol=1e-6)
+
+
+def test_fuse_options_are_named_in_errors(tmp_path, capsys):
+    assert main(["sim", "--out", str(tmp_path / "s"), "--frames", "1", "--sensor", "vlp16", "--width", "64",
+                 "--height", "24", "--azimuth-steps", "360"]) == 0
+    capsys.readouterr()
+    for bad, words in ((["--voxel", "0"], "--voxel must be a finite number > 0"),
+                       (["--voxel", "nan"], "--voxel must be a finite number > 0"),
+                       (["--depth-max", "-1"], "--depth-max must be a finite number > 0")):
+        assert main(["fuse", "--frames", str(tmp_path / "s"), "--out", str(tmp_path / "m.ply"), *bad]) == 2
+        assert words in _one_line_error(capsys)
+    assert not (tmp_path / "m.ply").exists()
+
+
 def _one_line_error(capsys) -> str:
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
