@@ -149,19 +149,9 @@ def comparison_figure(
             raise ValueError(f"each panel must be (title, image), got {type(item).__name__}")
     # one shared depth range across the depth panels
     if vmin is None or vmax is None:
-        vals = []
-        for _, x in panels:
-            a, _ = _to_numpy(x, "panel")
-            a = np.asarray(a)
-            if not (a.ndim == 3 and a.shape[0] == 3):
-                a = a.astype(np.float64)
-                if np.isfinite(a).all():
-                    v = a[a > 0]
-                    if v.size:
-                        vals.append((v.min(), v.max()))
-        if vals:
-            vmin = min(v[0] for v in vals) if vmin is None else vmin
-            vmax = max(v[1] for v in vals) if vmax is None else vmax
+        lo, hi = _depth_range([x for _, x in panels])
+        vmin = lo if vmin is None else vmin
+        vmax = hi if vmax is None else vmax
     imgs = [_panel_rgb(x, vmin, vmax, cmap, sparse_threshold, sparse_radius, inverse) for _, x in panels]
     ncols = min(ncols, len(imgs))
     nrows = (len(imgs) + ncols - 1) // ncols
@@ -188,6 +178,24 @@ def comparison_figure(
     return fig, boxes
 
 
+def _depth_range(maps: Sequence[Any]) -> tuple[float | None, float | None]:
+    """(smallest, largest) valid depth (finite, > 0) over the depth maps among ``maps`` (RGB
+    images, (3, H, W), are left out); (None, None) if there is none."""
+    vals = []
+    for x in maps:
+        a, _ = _to_numpy(x, "panel")
+        a = np.asarray(a)
+        if not (a.ndim == 3 and a.shape[0] == 3):
+            a = a.astype(np.float64)
+            if np.isfinite(a).all():
+                v = a[a > 0]
+                if v.size:
+                    vals.append((float(v.min()), float(v.max())))
+    if not vals:
+        return None, None
+    return min(v[0] for v in vals), max(v[1] for v in vals)
+
+
 def completion_figure(
     path: str | os.PathLike | None,
     *,
@@ -209,15 +217,33 @@ def completion_figure(
     ``dense`` and ``gt`` (absolute error where GT is valid, ``error_cmap`` from 0 to
     ``error_vmax`` metres; ``error_invalid_color`` where there is no GT). Other keyword
     arguments go to :func:`comparison_figure`.
+
+    The titles carry the colour scales: the depth panels' shared range (``vmin`` / ``vmax``, or
+    the smallest and largest valid depth of ``sparse`` and ``dense``), e.g. ``"dense output,
+    2.3-79.8 m (turbo)"``, and the error panel's ``0-error_vmax`` (default the largest error).
     """
+    vmin, vmax = kwargs.pop("vmin", None), kwargs.pop("vmax", None)
+    if vmin is None or vmax is None:
+        lo, hi = _depth_range([x for x in (sparse, dense) if x is not None])
+        vmin = lo if vmin is None else vmin
+        vmax = hi if vmax is None else vmax
+    scale = f", {vmin:.3g}-{vmax:.3g} m ({cmap})" if vmin is not None and vmax is not None else ""
     panels: list[tuple[str, Any]] = []
     if image is not None:
         panels.append(("RGB", image))
     if sparse is not None:
-        panels.append(("sparse input", sparse))
+        panels.append(("sparse input" + scale, sparse))
     if dense is not None:
-        panels.append(("dense output", dense))
+        panels.append(("dense output" + scale, dense))
     if dense is not None and gt is not None:
         err = colorize_error(dense, gt, cmap=error_cmap, vmax=error_vmax, invalid_color=error_invalid_color)
-        panels.append(("|error| vs ground truth", err))
-    return comparison_figure(panels, path, overwrite, cmap=cmap, **kwargs)
+        if error_vmax is None:
+            d, _ = _to_numpy(dense, "dense")
+            g, _ = _to_numpy(gt, "gt")
+            d, g = np.asarray(d, np.float64).reshape(-1), np.asarray(g, np.float64).reshape(-1)
+            ok = g > 0
+            top = float(np.abs(d[ok] - g[ok]).max()) if ok.any() else 1.0  # colorize_error's default
+        else:
+            top = float(error_vmax)
+        panels.append((f"|error| vs ground truth, 0-{top:.3g} m ({error_cmap})", err))
+    return comparison_figure(panels, path, overwrite, cmap=cmap, vmin=vmin, vmax=vmax, **kwargs)

@@ -71,13 +71,40 @@ def test_completion_figure_two_columns(tmp_path):
     gt[:, ::2] = 0
     fig, boxes = completion_figure(tmp_path / "c.png", image=np.zeros((3, 10, 16), np.uint8), dense=dense, gt=gt,
                                    error_vmax=1.0, ncols=2)
-    assert [b.title for b in boxes] == ["RGB", "dense output", "|error| vs ground truth"]
+    lo, hi = f"{dense.min():.3g}", f"{dense.max():.3g}"
+    assert [b.title for b in boxes] == ["RGB", f"dense output, {lo}-{hi} m (turbo)",
+                                        "|error| vs ground truth, 0-1 m (magma)"]
     b = boxes[2]
     e = fig[b.top:b.top + b.height, b.left:b.left + b.width]
     # zero error where GT is valid -> bottom of magma; no GT -> the error panel's invalid colour
     np.testing.assert_array_equal(e[1::2], np.broadcast_to(colorize_error(dense, gt, vmax=1.0)[:, 1, 0], (5, 16, 3)))
     np.testing.assert_array_equal(e[0::2], np.full((5, 16, 3), 64, np.uint8))
     assert boxes[1].top == boxes[0].top and boxes[1].left > boxes[0].left
+
+
+def test_completion_figure_titles_give_the_colour_scales():
+    """The demo's figure had no scale: which depth is red, which error is white? The titles now
+    say it, and the panels are coloured on exactly that scale: sparse and dense share the range
+    of their valid depths, the error panel runs from 0 to the largest error (no error_vmax)."""
+    rng = np.random.default_rng(3)
+    dense = rng.uniform(3, 40, (1, 12, 20))
+    sparse = np.where(rng.random((1, 12, 20)) < 0.2, rng.uniform(1.5, 50, (1, 12, 20)), 0.0)
+    gt = np.where(rng.random((1, 12, 20)) < 0.5, dense + rng.normal(0, 0.3, (1, 12, 20)), 0.0)
+    fig, boxes = completion_figure(None, sparse=sparse, dense=dense, gt=gt, sparse_radius=0)
+    lo, hi = min(dense.min(), sparse[sparse > 0].min()), max(dense.max(), sparse.max())
+    top = np.abs(dense - gt)[gt > 0].max()
+    assert [b.title for b in boxes] == [f"sparse input, {lo:.3g}-{hi:.3g} m (turbo)",
+                                        f"dense output, {lo:.3g}-{hi:.3g} m (turbo)",
+                                        f"|error| vs ground truth, 0-{top:.3g} m (magma)"]
+    b = boxes[1]
+    np.testing.assert_array_equal(fig[b.top:b.top + b.height, b.left:b.left + b.width],
+                                  colorize_depth(dense, vmin=lo, vmax=hi).transpose(1, 2, 0))
+    b = boxes[2]
+    np.testing.assert_array_equal(fig[b.top:b.top + b.height, b.left:b.left + b.width],
+                                  colorize_error(dense, gt, vmax=top, invalid_color=(64, 64, 64)).transpose(1, 2, 0))
+    # a given range is the one in the title
+    _, boxes = completion_figure(None, dense=dense, vmin=0.0, vmax=80.0)
+    assert boxes[0].title == "dense output, 0-80 m (turbo)"
 
 
 def test_figure_errors(tmp_path):
