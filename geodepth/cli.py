@@ -595,6 +595,10 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError as e:  # e.g. numpy's "Unable to allocate 224. GiB for an array ..."
         print(f"geodepth {args.command}: error: out of memory: {e or 'an allocation failed'}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C in a long run: one line and the shell's status for SIGINT
+        print(f"\ngeodepth {args.command}: interrupted", file=sys.stderr)
+        return 130
+        return 2
 
 
 if __name__ == "__main__":

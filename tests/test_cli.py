@@ -551,6 +551,20 @@ def test_fuse_options_are_named_in_errors(tmp_path, capsys):
     assert not (tmp_path / "m.ply").exists()
 
 
+def test_ctrl_c_is_one_line_and_status_130(tmp_path, monkeypatch, capsys):
+    """Ctrl-C in a long `sim` / `complete` / `fuse` printed a traceback from wherever the loop was;
+    it is now one line and exit status 130 (128 + SIGINT, what shells report)."""
+    import geodepth.data.synthetic as synthetic
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synthetic, "simulate_to_folder", interrupted)
+    assert main(["sim", "--out", str(tmp_path / "s"), "--frames", "1"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "geodepth sim: interrupted" and "Traceback" not in err
+
+
 def _one_line_error(capsys) -> str:
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
