@@ -74,10 +74,32 @@ def _format_metrics(m: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------- complete
+def _camera_in_name(path: str) -> int | None:
+    """The KITTI colour camera a path names (``image_02`` / ``image_03`` of KITTI raw and the
+    depth-completion benchmark, ``image_2`` / ``image_3`` of the object layout), or None."""
+    import re
+
+    found = {int(m) for m in re.findall(r"image_0?([23])(?![0-9])", Path(path).as_posix())}
+    return found.pop() if len(found) == 1 else None
+
+
+def _kitti_camera(args) -> int:
+    """--camera, or the camera the image's name says (image_03 -> 3), else 2. A KITTI calibration
+    holds both cameras, 0.54 m apart: the wrong one misplaces the scan (MAE 844 vs 313 mm measured
+    on the sample's image_03), so a name that disagrees with --camera is pointed out."""
+    named = _camera_in_name(args.image)
+    if args.camera is None:
+        return named or 2
+    if named is not None and named != args.camera and (args.calib_dir or args.calib_file):
+        print(f"geodepth complete: warning: {args.image} looks like camera {named}'s image but --camera is "
+              f"{args.camera}; using camera {args.camera}'s calibration", file=sys.stderr)
+    return args.camera
+
+
 def _load_single(args):
     from .io import load_frame
 
-    kw = dict(image=args.image, camera=args.camera)
+    kw = dict(image=args.image, camera=_kitti_camera(args))
     if args.lidar:
         kw["lidar"] = args.lidar
     if args.sparse_depth:
@@ -492,7 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--depth-scale", type=float, default=None,
                    help="PNG value per metre of --sparse-depth: 256 (KITTI, the default), 1000 (NYU, millimetres); "
                    "depth.png is always written as KITTI's value / 256")
-    c.add_argument("--camera", type=int, choices=(2, 3), default=2, help="KITTI camera (default 2)")
+    c.add_argument("--camera", type=int, choices=(2, 3), default=None,
+                   help="KITTI colour camera of the calibration (default: 3 for an image named image_03 / image_3, "
+                   "else 2)")
     c.add_argument("--method", default=None, help="completion method (see `geodepth methods`)")
     c.add_argument("--device", default=None)
     c.add_argument("--out", required=True, help="output folder")
