@@ -133,6 +133,13 @@ def cmd_complete(args) -> int:
 
         check_number("--depth-scale", args.depth_scale, gt=0, unit="PNG value per metre")
     if image.is_dir():
+        ignored = [o for o, v in (("--sparse-depth", args.sparse_depth), ("--lidar", args.lidar),
+                                  ("--calib-dir", args.calib_dir), ("--calib-file", args.calib_file),
+                                  ("--intrinsics", args.intrinsics), ("--camera", args.camera)) if v is not None]
+        if ignored:  # they would be silently ignored: the folder's own maps, scans and calibrations are used
+            raise CLIError(f"{', '.join(ignored)} cannot be used with a folder as --image ({image}): each frame's "
+                           "sparse depth or scan and calibration come from the folder's velodyne_raw/, velodyne/, "
+                           "intrinsics/ and calib/")
         return _complete_folder(args)
     if not args.lidar and not args.sparse_depth:
         raise CLIError("give --lidar SCAN or --sparse-depth PNG (or a KITTI depth-completion folder as --image)")

@@ -363,6 +363,22 @@ def test_sim_rejects_bad_options_before_writing(tmp_path, kitti_dir, capsys, arg
     assert not out.exists()
 
 
+def test_complete_folder_refuses_single_frame_options(tmp_path, kitti_dir, capsys):
+    """With a folder as --image, --calib-file / --sparse-depth / --camera ... were silently ignored
+    (the folder's own files were used); they are refused, naming them, and nothing is written."""
+    sim = tmp_path / "s"
+    assert main(["sim", "--out", str(sim), "--frames", "1", "--sensor", "vlp16", "--width", "64", "--height", "24",
+                 "--azimuth-steps", "360"]) == 0
+    capsys.readouterr()
+    for extra in (["--calib-dir", str(kitti_dir)], ["--sparse-depth", str(kitti_dir / "velodyne_raw_02.png"),
+                                                    "--camera", "3"]):
+        assert main(["complete", "--image", str(sim), "--out", str(tmp_path / "c"), *extra]) == 2
+        err = _one_line_error(capsys)
+        assert "cannot be used with a folder as --image" in err
+        assert all(o in err for o in extra if o.startswith("--"))
+    assert not (tmp_path / "c").exists()
+
+
 def test_fuse_mesh_lies_on_the_simulated_surfaces(tmp_path):
     """sim -> fuse: vertices of the fused mesh, seen from the first camera, sit at the exact depth
     of the simulator's dense ground truth (within a voxel) — for ground-truth depth and, looser,
