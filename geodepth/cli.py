@@ -40,6 +40,20 @@ def _check_out_file(path: Path, option: str, overwrite: bool, suffixes: tuple[st
         raise CLIError(f"refusing to overwrite {path}; pass --overwrite")
 
 
+def _save_completion(res, out: Path) -> dict:
+    """``res.save(out)`` after the CLI's own overwrite check, and the outputs of an earlier run
+    that this one does not write removed (a confidence.png of a knn method beside the depth.png
+    of an IP-Basic rerun would pass for this run's); only geodepth's own output names."""
+    from .models.completion import SAVE_NAMES
+
+    paths = res.save(out, overwrite=True)
+    for name in SAVE_NAMES.values():
+        stale = out / name
+        if stale not in paths.values() and stale.is_file():
+            stale.unlink()
+    return paths
+
+
 # ---------------------------------------------------------------------------------- demo
 def cmd_demo(args) -> int:
     from . import complete, load_frame
@@ -55,7 +69,7 @@ def cmd_demo(args) -> int:
           f"{int((frame.sparse_depth > 0).sum())} sparse depth pixels")
     res = complete(frame, method=args.method, device=args.device)
     print(f"method {res.method}: {res.seconds * 1e3:.1f} ms on {res.depth.device}")
-    paths = [*res.save(out, overwrite=True).values(), out / "figure.png", out / "metrics.json"]
+    paths = [*_save_completion(res, out).values(), out / "figure.png", out / "metrics.json"]
     dense = res.depth.detach().cpu()
     m = kitti_metrics(dense, frame.gt_depth)
     completion_figure(out / "figure.png", image=frame.image, sparse=frame.sparse_depth, dense=dense,
@@ -150,7 +164,7 @@ def cmd_complete(args) -> int:
     _check_out_dir(out, list(SAVE_NAMES.values()), args.overwrite)
     frame = _load_single(args)
     res = complete(frame, method=args.method, device=args.device, use_points=bool(args.lidar) and not args.sparse_depth)
-    paths = res.save(out, overwrite=True)
+    paths = _save_completion(res, out)
     print(f"{frame.name}: {res.method} in {res.seconds * 1e3:.1f} ms -> " + ", ".join(str(p) for p in paths.values()))
     return 0
 

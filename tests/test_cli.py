@@ -686,6 +686,22 @@ def test_sim_overwrite_does_not_mix_two_drives(tmp_path, capsys):
     assert all(q.stat().st_mtime_ns > before[q] for q in before)
 
 
+def test_complete_overwrite_leaves_no_output_of_the_earlier_run(tmp_path, kitti_dir):
+    """`complete --overwrite` with a method without a confidence map, into the folder of a knn run,
+    left that run's confidence.png beside the new depth.png, as if it were this run's. It is
+    removed; depth.png is the new method's (nearest keeps every sparse pixel exactly)."""
+    out = tmp_path / "c"
+    args = ["complete", "--image", str(kitti_dir / "image_02.png"), "--sparse-depth",
+            str(kitti_dir / "velodyne_raw_02.png"), "--calib-dir", str(kitti_dir), "--out", str(out)]
+    assert main([*args, "--method", "knn_idw"]) == 0
+    assert (out / "confidence.png").is_file()
+    (out / "notes.txt").write_text("mine")
+    assert main([*args, "--method", "nearest", "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["depth.png", "depth_color.png", "notes.txt", "points.ply"]
+    sparse, dense = _png16(kitti_dir / "velodyne_raw_02.png"), _png16(out / "depth.png")
+    assert np.array_equal(dense[sparse > 0], sparse[sparse > 0])
+
+
 def test_eval_on_the_output_folder_of_complete(tmp_path, kitti_dir, ref_dir, capsys):
     """complete -> eval on its output folder just works: only the 16-bit depth.png is a prediction
     (depth_color.png, the 8-bit preview, made eval stop with 'number of ground-truth (1) and
