@@ -482,6 +482,14 @@ def cmd_bench(args) -> int:
     for n in names:
         if n not in BENCHES:
             raise CLIError(f"unknown benchmark {n!r}; choose from {', '.join(sorted(BENCHES) + sorted(GROUPS))}")
+    if args.repeats is not None:
+        if args.repeats < 1:
+            raise CLIError(f"--repeats must be >= 1, got {args.repeats}")
+        fixed = [n for n in names if n in NO_DEVICE]
+        if fixed:  # they take neither --repeats nor --device: say so rather than ignore it
+            raise CLIError(f"--repeats does not apply to {', '.join(fixed)} (a report or quality table)")
+    if args.device != "cpu" and any(n in NO_DEVICE for n in names):
+        raise CLIError(f"--device does not apply to {', '.join(n for n in names if n in NO_DEVICE)} (CPU-only)")
     sys.path.insert(0, str(bdir))
     for n in names:
         spec = importlib.util.spec_from_file_location(BENCHES[n], bdir / f"{BENCHES[n]}.py")

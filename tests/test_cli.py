@@ -496,6 +496,22 @@ def test_bench_help_names_every_benchmark(capsys):
     assert not missing, missing
 
 
+def test_bench_options_are_checked_before_running(monkeypatch, capsys):
+    """`bench knn --repeats 0` started the benchmark (and `bench methods --repeats 5`, `bench sm90
+    --device cuda` ran, ignoring the option); they stop in one line before any benchmark loads."""
+    import importlib.util
+
+    def no_run(*a, **k):
+        raise AssertionError("a benchmark was loaded")
+
+    monkeypatch.setattr(importlib.util, "spec_from_file_location", no_run)
+    for argv, words in ((["knn", "--repeats", "0"], "--repeats must be >= 1, got 0"),
+                        (["methods", "--repeats", "5"], "--repeats does not apply to methods"),
+                        (["sm90", "--device", "cuda"], "--device does not apply to sm90")):
+        assert main(["bench", *argv]) == 2
+        assert words in _one_line_error(capsys)
+
+
 def test_bench_unknown_name_lists_the_choices(capsys):
     assert main(["bench", "nope"]) == 2
     err = capsys.readouterr().err
