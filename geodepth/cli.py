@@ -242,8 +242,11 @@ def _names(names: list[str], most: int = 4) -> str:
 
 
 def cmd_eval(args) -> int:
+    from ._checks import check_number
     from .metrics import evaluate_files, format_kitti_table
 
+    for option, value in (("--gt-scale", args.gt_scale), ("--pred-scale", args.pred_scale)):
+        check_number(option, value, gt=0, unit="PNG value per metre")
     if args.json:
         _check_out_file(Path(args.json), "--json", args.overwrite)
     preds, pred_skip = _depth_pngs(args.pred, "--pred")
@@ -263,7 +266,8 @@ def cmd_eval(args) -> int:
             print(f"geodepth eval: {option} {path}: skipped {len(skipped)} PNG{'' if one else 's'} that "
                   f"{'is not a 16-bit depth map' if one else 'are not 16-bit depth maps'} ({_names(skipped)})",
                   file=sys.stderr)
-    res = evaluate_files(preds, gts, progress=not args.quiet)
+    res = evaluate_files(preds, gts, progress=not args.quiet, pred_scale=args.pred_scale, gt_scale=args.gt_scale,
+                         metrics=args.metrics)
     if args.json:
         p = Path(args.json)
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -554,11 +558,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--overwrite", action="store_true")
     c.set_defaults(fn=cmd_complete)
 
-    e = sub.add_parser("eval", help="KITTI devkit metrics of predicted depth PNGs against ground truth (paired by "
-                       "sorted name)")
+    e = sub.add_parser("eval", help="KITTI devkit (or NYU) metrics of predicted depth PNGs against ground truth "
+                       "(paired by sorted name)")
     e.add_argument("--pred", required=True, help="a depth PNG, or a folder of them (e.g. the output of `geodepth "
                    "complete`); only 16-bit PNGs count, previews such as depth_color.png are skipped")
-    e.add_argument("--gt", required=True, help="ground-truth depth PNG, or a folder of them (16-bit, value / 256 m)")
+    e.add_argument("--gt", required=True, help="ground-truth depth PNG, or a folder of them (16-bit, value / "
+                   "--gt-scale m)")
+    e.add_argument("--metrics", choices=("kitti", "nyu"), default="kitti",
+                   help="kitti: the devkit's metrics (default); nyu: RMSE, MAE, REL, log10, delta1-3")
+    e.add_argument("--gt-scale", type=float, default=256.0,
+                   help="ground-truth PNG value per metre: 256 KITTI (default), 1000 NYU Depth v2 (millimetres)")
+    e.add_argument("--pred-scale", type=float, default=256.0,
+                   help="prediction PNG value per metre (default 256: what `geodepth complete` writes)")
     e.add_argument("--json", default=None, help="write per-image and mean metrics to this JSON file")
     e.add_argument("--overwrite", action="store_true")
     e.add_argument("--quiet", action="store_true", help="no progress bar")

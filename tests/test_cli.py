@@ -138,6 +138,66 @@ def test_complete_nyu_millimetre_depth_with_depth_scale(tmp_path, nyu_dir, capsy
     assert not (tmp_path / "x").exists()
 
 
+def test_eval_nyu_ground_truth_in_millimetres(tmp_path, nyu_dir, capsys):
+    """complete an NYU frame, then `eval --metrics nyu --gt-scale 1000` against its millimetre
+    ground truth: the numbers are the NYU definitions (RMSE, MAE, REL, log10, deltas) evaluated here
+    by hand on mm / 1000 and depth.png / 256. Without --gt-scale, eval read the millimetres as value
+    / 256 (3.9x too far) and had no NYU metrics."""
+    (tmp_path / "K.txt").write_text("518.8579 0 325.58245\n0 519.46961 253.73617\n0 0 1\n")
+    mm = _png16(nyu_dir / "depth_00000.png")
+    sparse = np.zeros_like(mm)
+    sparse[::20, ::20] = mm[::20, ::20]
+    Image.fromarray(sparse.astype(np.uint16)).save(tmp_path / "sparse.png")
+    out = tmp_path / "c"
+    assert main(["complete", "--image", str(nyu_dir / "rgb_00000.jpg"), "--sparse-depth", str(tmp_path / "sparse.png"),
+                 "--intrinsics", str(tmp_path / "K.txt"), "--method", "nearest", "--depth-scale", "1000",
+                 "--out", str(out)]) == 0
+    capsys.readouterr()
+    js = tmp_path / "nyu.json"
+    gt_file = nyu_dir / "depth_00000.png"
+    assert main(["eval", "--pred", str(out), "--gt", str(gt_file), "--metrics", "nyu", "--gt-scale", "1000",
+                 "--json", str(js), "--quiet"]) == 0
+    table = capsys.readouterr().out
+    assert "delta1" in table and "mean (1 image)" in table
+    res = json.loads(js.read_text())
+    assert res["metrics"] == "nyu" and res["n_images"] == 1
+    # the published definitions, by hand, in float64
+    p = _png16(out / "depth.png") / 256.0
+    g = mm / 1000.0
+    v = g > 0
+    pv, gv = p[v], g[v]
+    ratio = np.maximum(pv / gv, gv / pv)
+    want = {"rmse": np.sqrt(np.mean((pv - gv) ** 2)), "mae": np.mean(np.abs(pv - gv)),
+            "rel": np.mean(np.abs(pv - gv) / gv), "log10": np.mean(np.abs(np.log10(pv) - np.log10(gv))),
+            "delta1": np.mean(ratio < 1.25), "delta2": np.mean(ratio < 1.25 ** 2), "delta3": np.mean(ratio < 1.25 ** 3)}
+    got = res["per_image"][0]
+    assert got["n"] == int(v.sum())
+    for k, w in want.items():
+        assert got[k] == pytest.approx(w, rel=1e-5), k
+        assert res["mean"][k] == pytest.approx(w, rel=1e-5), k
+    assert 0 < want["rmse"] < 0.5 and want["delta1"] > 0.8  # a real completion, not garbage (nearest fill)
+    # KITTI metrics with the same scale: the devkit's MAE over the GT pixels (depth.png is dense,
+    # so the devkit's interpolation changes nothing; its float32 running sums over 3e5 pixels
+    # drift ~1e-4 relative)
+    assert main(["eval", "--pred", str(out), "--gt", str(gt_file), "--gt-scale", "1000", "--json", str(js),
+                 "--overwrite", "--quiet"]) == 0
+    res = json.loads(js.read_text())
+    assert res["metrics"] == "kitti"
+    assert res["per_image"][0]["mae"] == pytest.approx(want["mae"], rel=1e-3)
+    assert res["per_image"][0]["rmse"] == pytest.approx(want["rmse"], rel=1e-3)
+    # read as KITTI's value / 256 (the old and default reading), the same GT is 3.9x farther
+    assert main(["eval", "--pred", str(out), "--gt", str(gt_file), "--json", str(js), "--overwrite", "--quiet"]) == 0
+    assert json.loads(js.read_text())["per_image"][0]["mae"] > 5 * want["mae"]
+    capsys.readouterr()
+    empty = tmp_path / "empty_gt.png"
+    Image.fromarray(np.zeros_like(mm, dtype=np.uint16)).save(empty)
+    for gt_arg, bad, words in ((gt_file, ["--gt-scale", "0"], "--gt-scale must be a finite number > 0"),
+                               (gt_file, ["--pred-scale", "inf"], "--pred-scale must be a finite number > 0"),
+                               (empty, ["--metrics", "nyu"], "empty_gt.png: no pixel to score")):
+        assert main(["eval", "--pred", str(out / "depth.png"), "--gt", str(gt_arg), "--quiet", *bad]) == 2
+        assert words in _one_line_error(capsys)
+
+
 def test_complete_takes_the_camera_from_the_image_name(tmp_path, kitti_dir, capsys):
     """`complete --image image_03.png --lidar velodyne.bin --calib-dir` used camera 2's calibration
     unless --camera 3 was given: the scan landed where camera 2 sees it (MAE 844 vs 313 mm against

@@ -41,6 +41,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 __all__ = [
+    "EVAL_METRICS",
     "KITTI_METRICS",
     "evaluate_files",
     "evaluate_folders",
@@ -95,17 +96,30 @@ def _as_depth_array(x: Any, name: str) -> np.ndarray:
     return a
 
 
-def read_kitti_depth_png(path: str | os.PathLike) -> np.ndarray:
+def read_kitti_depth_png(path: str | os.PathLike, scale: float = 256.0) -> np.ndarray:
     """Read a KITTI depth PNG (16-bit grayscale, depth = value / 256 m, 0 = none).
 
+    Args:
+        path: the PNG.
+        scale: stored value per metre: 256 for KITTI (default), 1000 for NYU's millimetres.
+
     Returns:
-        (H, W) float32 depth in metres, 0 where the PNG holds 0. The conversion is exact
-        (every uint16 / 256 is a float32).
+        (H, W) float32 depth in metres, 0 where the PNG holds 0: ``value / scale`` rounded once to
+        float32 (exact for KITTI's 256: every uint16 / 256 is a float32).
 
     Raises:
         FileNotFoundError: missing file. ValueError (naming the file): a directory, a
-        corrupt or truncated image, not a 16-bit single-channel PNG.
+        corrupt or truncated image, not a 16-bit single-channel PNG; a scale that is not a
+        finite number > 0.
     """
+    from .._checks import check_number
+
+    scale = check_number("scale", scale, gt=0, unit="stored value per metre")
+    return (_read_png16(path).astype(np.float64) / scale).astype(np.float32)
+
+
+def _read_png16(path: str | os.PathLike) -> np.ndarray:
+    """The (H, W) uint16 values of a 16-bit single-channel PNG (checks of :func:`read_kitti_depth_png`)."""
     from ..io._paths import open_image
 
     path = Path(path)
@@ -114,8 +128,7 @@ def read_kitti_depth_png(path: str | os.PathLike) -> np.ndarray:
             raise ValueError(f"{path} is not a PNG (format {im.format})")
         if im.mode not in ("I;16", "I;16B", "I;16L"):
             raise ValueError(f"{path} must be a 16-bit single-channel PNG (KITTI depth), got mode {im.mode!r}")
-        a = np.asarray(im).astype(np.uint16)
-    return (a.astype(np.float32) / np.float32(256.0)).astype(np.float32)
+        return np.asarray(im).astype(np.uint16)
 
 
 # ---------------------------------------------------------------------------- interpolation
@@ -352,6 +365,9 @@ def evaluate_folders(
     progress: bool = True,
     precision: str = "devkit",
     log_math: str = "double",
+    pred_scale: float = 256.0,
+    gt_scale: float = 256.0,
+    metrics: str = "kitti",
 ) -> dict[str, Any]:
     """Evaluate a folder of predicted KITTI depth PNGs against a folder of ground truth.
 
@@ -359,15 +375,17 @@ def evaluate_folders(
     i-th prediction is scored against the i-th ground truth; names need not match).
 
     Args:
-        pred_dir: folder of ``*.png`` predictions (16-bit, depth = value / 256 m, 0 = none).
-        gt_dir: folder of ``*.png`` ground truth in the same encoding.
+        pred_dir: folder of ``*.png`` predictions (16-bit, depth = value / ``pred_scale`` m, 0 = none).
+        gt_dir: folder of ``*.png`` ground truth (16-bit, value / ``gt_scale`` m, 0 = none).
         progress: show a tqdm progress bar (if tqdm is installed).
         precision, log_math: see :func:`kitti_metrics`.
+        pred_scale, gt_scale, metrics: see :func:`evaluate_files`.
 
     Returns:
         ``{"per_image": [dict(pred=..., gt=..., **kitti_metrics), ...],
-        "mean": {metric: mean over images}, "n_images": int}``; the mean is accumulated in
-        float32 like the devkit's ``statMean`` (float64 with ``precision="float64"``).
+        "mean": {metric: mean over images}, "n_images": int, "metrics": "kitti"}``; the mean is
+        accumulated in float32 like the devkit's ``statMean`` (float64 with ``precision="float64"``).
+        With ``metrics="nyu"`` the entries are :func:`~geodepth.metrics.nyu_metrics`'s.
 
     Raises:
         ValueError: if the folders hold different numbers of PNGs, none, or a pair differs
@@ -381,7 +399,12 @@ def evaluate_folders(
                          f"({gt_dir} vs {pred_dir})")
     if not preds:
         raise ValueError(f"no .png files in {pred_dir}")
-    return evaluate_files(preds, gts, progress=progress, precision=precision, log_math=log_math)
+    return evaluate_files(preds, gts, progress=progress, precision=precision, log_math=log_math,
+                          pred_scale=pred_scale, gt_scale=gt_scale, metrics=metrics)
+
+
+#: what :func:`evaluate_files` can score: the KITTI devkit's nine, or the NYU set
+EVAL_METRICS = ("kitti", "nyu")
 
 
 def evaluate_files(
@@ -391,16 +414,42 @@ def evaluate_files(
     progress: bool = True,
     precision: str = "devkit",
     log_math: str = "double",
+    pred_scale: float = 256.0,
+    gt_scale: float = 256.0,
+    metrics: str = "kitti",
 ) -> dict[str, Any]:
-    """Evaluate predicted KITTI depth PNGs against ground-truth PNGs, the i-th against the i-th.
+    """Evaluate predicted depth PNGs against ground-truth PNGs, the i-th against the i-th.
 
     What :func:`evaluate_folders` does once it has listed the two folders; use it where the
     pairs are chosen otherwise (``geodepth eval`` keeps only a folder's 16-bit depth maps).
-    Same arguments (minus the folders) and the same result.
+
+    Args:
+        pred_files, gt_files: 16-bit single-channel depth PNGs, 0 = no value.
+        progress, precision, log_math: as :func:`evaluate_folders` / :func:`kitti_metrics`.
+        pred_scale: stored value per metre of the predictions (256: KITTI, and what
+            ``geodepth complete`` writes).
+        gt_scale: stored value per metre of the ground truth (256: KITTI; 1000: NYU Depth v2's
+            millimetre PNGs).
+        metrics: ``"kitti"`` (the devkit's nine, its interpolation of missing predictions, mean
+            as the devkit, depths rounded to float32 as the devkit reads them) or ``"nyu"``
+            (:func:`~geodepth.metrics.nyu_metrics` with its defaults on every pixel with ground
+            truth, depths ``value / scale`` in float64, no interpolation: a prediction of 0 fails
+            every delta; float64 mean over images).
+
+    Returns:
+        ``{"per_image": [dict(pred=..., gt=..., **metrics), ...], "mean": {...}, "n_images": int,
+        "metrics": "kitti" | "nyu"}``.
 
     Raises:
-        ValueError: if the lists differ in length or are empty, or a pair differs in size.
+        ValueError: if the lists differ in length or are empty, a pair differs in size, a scale is
+            not a finite number > 0, or ``metrics`` is unknown.
     """
+    from .._checks import check_number
+
+    if metrics not in EVAL_METRICS:
+        raise ValueError(f"metrics must be one of {EVAL_METRICS}, got {metrics!r}")
+    pred_scale = check_number("pred_scale", pred_scale, gt=0, unit="stored value per metre")
+    gt_scale = check_number("gt_scale", gt_scale, gt=0, unit="stored value per metre")
     preds, gts = [Path(p) for p in pred_files], [Path(g) for g in gt_files]
     if len(preds) != len(gts):
         raise ValueError(f"{len(preds)} prediction files but {len(gts)} ground-truth files")
@@ -412,43 +461,65 @@ def evaluate_files(
         try:
             from tqdm import tqdm
 
-            it = tqdm(pairs, desc="kitti eval", unit="img")
+            it = tqdm(pairs, desc=f"{metrics} eval", unit="img")
         except ImportError:  # pragma: no cover - tqdm is optional
             pass
+    if metrics == "nyu":
+        from .nyu import NYU_METRICS, nyu_metrics
+
+        names = NYU_METRICS
+    else:
+        names = KITTI_METRICS
     per_image = []
     for pp, gp in it:
-        pred = read_kitti_depth_png(pp)
-        gt = read_kitti_depth_png(gp)
+        # value / scale in float64; the devkit's metrics then work on float32 depths, as it reads them
+        pred = _read_png16(pp).astype(np.float64) / pred_scale
+        gt = _read_png16(gp).astype(np.float64) / gt_scale
         if pred.shape != gt.shape:
             raise ValueError(f"size mismatch: {pp.name} is {pred.shape[1]}x{pred.shape[0]} but "
                              f"{gp.name} is {gt.shape[1]}x{gt.shape[0]}")
-        r = kitti_metrics(pred, gt, precision=precision, log_math=log_math)
+        if metrics == "nyu":
+            try:
+                r = nyu_metrics(pred, gt)
+            except ValueError as e:
+                raise ValueError(f"{gp.name}: {e}") from None
+        else:
+            r = kitti_metrics(pred.astype(np.float32), gt.astype(np.float32), precision=precision,
+                              log_math=log_math)
         per_image.append({"pred": str(pp), "gt": str(gp), **r})
-    if precision == "devkit":
-        mean = {k: _mean_devkit(r[k] for r in per_image) for k in KITTI_METRICS}
+    if metrics == "kitti" and precision == "devkit":
+        mean = {k: _mean_devkit(r[k] for r in per_image) for k in names}
     else:
-        mean = {k: float(np.mean([r[k] for r in per_image])) for k in KITTI_METRICS}
-    return {"per_image": per_image, "mean": mean, "n_images": len(per_image)}
+        mean = {k: float(np.mean([r[k] for r in per_image])) for k in names}
+    return {"per_image": per_image, "mean": mean, "n_images": len(per_image), "metrics": metrics}
 
 
 def format_kitti_table(result: dict[str, Any], *, leaderboard_units: bool = True) -> str:
     """A plain-text table of :func:`evaluate_folders`'s result (one row per image + mean).
 
     With ``leaderboard_units`` MAE/RMSE are printed in mm and iMAE/iRMSE in 1/km, as on the
-    KITTI leaderboard; otherwise in m and 1/m.
+    KITTI leaderboard; otherwise in m and 1/m. A result with ``metrics="nyu"`` gets the NYU
+    columns (RMSE, MAE in mm or m; REL, log10, delta1-3 unitless).
     """
     s = 1000.0 if leaderboard_units else 1.0
     u = ("mm", "1/km") if leaderboard_units else ("m", "1/m")
     per = result.get("per_image", [])
     names = [Path(r.get("pred", "?")).name for r in per]
-    mean_name = f"mean ({result.get('n_images', len(per))} images)"
+    n = result.get("n_images", len(per))
+    mean_name = f"mean ({n} image{'' if n == 1 else 's'})"
     w = max([len(n) for n in names] + [len(mean_name), 5])
-    head = f"{'image':<{w}s} {'MAE ' + u[0]:>12s} {'RMSE ' + u[0]:>12s} {'iMAE ' + u[1]:>12s} {'iRMSE ' + u[1]:>12s}"
+    if result.get("metrics", "kitti") == "nyu":
+        cols = [("RMSE " + u[0], "rmse", s, 3), ("MAE " + u[0], "mae", s, 3), ("REL", "rel", 1.0, 4),
+                ("log10", "log10", 1.0, 4), ("delta1", "delta1", 1.0, 4), ("delta2", "delta2", 1.0, 4),
+                ("delta3", "delta3", 1.0, 4)]
+    else:
+        cols = [("MAE " + u[0], "mae", s, 3), ("RMSE " + u[0], "rmse", s, 3), ("iMAE " + u[1], "inverse_mae", s, 4),
+                ("iRMSE " + u[1], "inverse_rmse", s, 4)]
+    head = f"{'image':<{w}s}" + "".join(f" {c[0]:>12s}" for c in cols)
     lines = [head, "-" * len(head)]
 
     def row(name: str, r: dict[str, Any]) -> str:
-        return (f"{name:<{w}s} {r['mae'] * s:12.3f} {r['rmse'] * s:12.3f} "
-                f"{r['inverse_mae'] * s:12.4f} {r['inverse_rmse'] * s:12.4f}")
+        return f"{name:<{w}s}" + "".join(f" {r[key] * f:12.{d}f}" for _, key, f, d in cols)
 
     for name, r in zip(names, per):
         lines.append(row(name, r))

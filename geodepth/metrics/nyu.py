@@ -86,12 +86,12 @@ def nyu_metrics(
     if crop is not None:
         if (len(crop) != 4 or any(isinstance(x, bool) or not isinstance(x, (int, np.integer)) for x in crop)):
             raise ValueError(f"crop must be 4 ints (top, bottom, left, right), got {crop!r}")
-        t, b, l, r = (int(x) for x in crop)
+        t, b, lft, r = (int(x) for x in crop)
         H, W = g.shape
-        if not (0 <= t < b <= H and 0 <= l < r <= W):
+        if not (0 <= t < b <= H and 0 <= lft < r <= W):
             raise ValueError(f"crop (top, bottom, left, right) = {crop} does not fit in {W}x{H}")
         keep = np.zeros_like(valid)
-        keep[t:b, l:r] = True
+        keep[t:b, lft:r] = True
         valid &= keep
     n = int(valid.sum())
     if n == 0:

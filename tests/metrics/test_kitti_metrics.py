@@ -294,3 +294,31 @@ def test_png_roundtrip_is_exact(tmp_path):
     d = read_kitti_depth_png(tmp_path / "d.png")
     assert d.dtype == np.float32
     np.testing.assert_array_equal(d, vals.astype(np.float64) / 256.0)
+
+
+def test_png_scale_and_eval_options(tmp_path, nyu_dir):
+    """read_kitti_depth_png(scale=1000) is NYU's mm / 1000 rounded once to float32; evaluate_files
+    with gt_scale / metrics="nyu" equals nyu_metrics on the same metres; bad options are refused."""
+    from geodepth.metrics import evaluate_files, nyu_metrics
+
+    vals = np.array([[0, 1, 999, 1000, 65535]], np.uint16)
+    Image.fromarray(vals).save(tmp_path / "d.png")
+    d = read_kitti_depth_png(tmp_path / "d.png", scale=1000)
+    np.testing.assert_array_equal(d, (vals.astype(np.float64) / 1000.0).astype(np.float32))
+    gt = nyu_dir / "depth_00000.png"
+    mm = np.asarray(Image.open(gt)).astype(np.float64)
+    pred = np.where(mm > 0, mm * 1.1, 3000.0)  # 10 % too far, holes filled at 3 m (in mm too)
+    Image.fromarray(np.round(pred / 1000.0 * 256).astype(np.uint16)).save(tmp_path / "pred.png")
+    res = evaluate_files([tmp_path / "pred.png"], [gt], progress=False, gt_scale=1000, metrics="nyu")
+    want = nyu_metrics(np.round(pred / 1000.0 * 256) / 256.0, mm / 1000.0)
+    assert res["metrics"] == "nyu" and res["per_image"][0]["n"] == want["n"]
+    for k in ("rmse", "mae", "rel", "log10", "delta1", "delta2", "delta3"):
+        assert res["mean"][k] == pytest.approx(want[k], rel=1e-12, abs=1e-15), k
+    assert res["mean"]["rel"] == pytest.approx(0.1, abs=2e-3) and res["mean"]["delta1"] == 1.0
+    assert "mean (1 image)" in format_kitti_table(res) and "delta1" in format_kitti_table(res)
+    for kw, words in (({"metrics": "devkit"}, "metrics must be one of"), ({"gt_scale": 0}, "gt_scale must be"),
+                      ({"pred_scale": float("nan")}, "pred_scale must be")):
+        with pytest.raises(ValueError, match=words):
+            evaluate_files([tmp_path / "pred.png"], [gt], progress=False, **kw)
+    with pytest.raises(ValueError, match="scale must be"):
+        read_kitti_depth_png(tmp_path / "d.png", scale=-1)
