@@ -321,8 +321,14 @@ def _sim_camera(args):
             raise CLIError("--fov and --calib both set the camera; give one")
         from .io import read_calib_file
 
-        cam, T = read_calib_file(args.calib, width=size[0] if size else None, height=size[1] if size else None,
-                                 require_extrinsics=False)
+        try:
+            cam, T = read_calib_file(args.calib, width=size[0] if size else None,
+                                     height=size[1] if size else None, require_extrinsics=False)
+        except ValueError as e:
+            if size is None and "width=" in str(e):  # a KITTI object calibration holds no image size
+                raise CLIError(f"--calib {args.calib} holds no image size: give --width and --height (of the "
+                               f"images it was calibrated for; 1242 x 375 for KITTI)") from None
+            raise
         if size and (cam.width, cam.height) != size:
             cam = cam.resize(*size)
         return cam, T
@@ -350,6 +356,16 @@ def cmd_sim(args) -> int:
     spec = _sim_sensor(args)
     camera, T = _sim_camera(args)
     height = check_number("--lidar-height", args.lidar_height, gt=0, unit="metres")
+    import torch
+
+    from .data.synthetic import kitti_T_cam_from_lidar
+
+    # the camera hangs off the LiDAR: its height above the road is --lidar-height plus its z in the LiDAR frame
+    cam_z = height + float(torch.linalg.inv((kitti_T_cam_from_lidar() if T is None else T).double())[2, 3])
+    if cam_z <= 0:
+        raise CLIError(f"--lidar-height {height:g} puts the camera at {cam_z:.3f} m, not above the road (it hangs "
+                       f"{height - cam_z:.3f} m below the LiDAR{' in --calib' if T is not None else ''}); raise "
+                       f"--lidar-height above {height - cam_z:.3f}")
     speed = check_number("--speed", args.speed, unit="m/s")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -431,6 +447,10 @@ def cmd_fuse(args) -> int:
     _check_out_file(out, "--out", args.overwrite, MESH_SUFFIXES)
     check_number("--voxel", args.voxel, gt=0, unit="metres")
     check_number("--depth-max", args.depth_max, gt=0, unit="metres")
+    if args.use_gt and (args.method is not None or args.device is not None):
+        given = " and ".join(o for o, v in (("--method", args.method), ("--device", args.device)) if v is not None)
+        raise CLIError(f"--use-gt fuses the ground truth, nothing is completed: {given} would be ignored; drop "
+                       f"{'it' if ' and ' not in given else 'them'} or --use-gt")
     entries = list_kitti_dc_frames(root)
     poses = read_poses_txt(args.poses or root / "poses.txt")
     if len(poses) != len(entries):

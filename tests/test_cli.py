@@ -410,14 +410,16 @@ def test_sim_calib_is_the_rig_it_simulates(tmp_path, kitti_dir):
     (["--fov", "180"], "--fov must be a horizontal field of view in (0, 180) degrees"),
     (["--fov", "nan"], "--fov must be a finite number > 0"),
     (["--lidar-height", "-1"], "--lidar-height must be a finite number > 0"),
-    (["--lidar-height", "0.05"], "the camera would be -0.02"),
+    (["--lidar-height", "0.05"], "--lidar-height 0.05 puts the camera at -0.02"),  # KITTI: camera 7 cm below
+    (["--calib", "OBJCALIB"], "holds no image size: give --width and --height"),
     (["--speed", "inf"], "--speed must be a finite number"),
     (["--calib", "nope.yaml"], "not found"),
     (["--calib", "CALIB", "--fov", "60"], "--fov and --calib both set the camera"),
 ])
 def test_sim_rejects_bad_options_before_writing(tmp_path, kitti_dir, capsys, argv, words):
     out = tmp_path / "s"
-    argv = [str(kitti_dir) if a == "CALIB" else a for a in argv]
+    obj_calib = kitti_dir.parents[1] / "kitti_object" / "calib" / "000001.txt"  # P2 etc., no image size
+    argv = [{"CALIB": str(kitti_dir), "OBJCALIB": str(obj_calib)}.get(a, a) for a in argv]
     assert main(["sim", "--out", str(out), "--frames", "1", *argv]) == 2
     assert words in _one_line_error(capsys)
     assert not out.exists()
@@ -658,7 +660,9 @@ def test_fuse_options_are_named_in_errors(tmp_path, capsys):
     capsys.readouterr()
     for bad, words in ((["--voxel", "0"], "--voxel must be a finite number > 0"),
                        (["--voxel", "nan"], "--voxel must be a finite number > 0"),
-                       (["--depth-max", "-1"], "--depth-max must be a finite number > 0")):
+                       (["--depth-max", "-1"], "--depth-max must be a finite number > 0"),
+                       (["--use-gt", "--method", "nearest"], "--method would be ignored"),
+                       (["--use-gt", "--method", "nearest", "--device", "cpu"], "--method and --device would be")):
         assert main(["fuse", "--frames", str(tmp_path / "s"), "--out", str(tmp_path / "m.ply"), *bad]) == 2
         assert words in _one_line_error(capsys)
     assert not (tmp_path / "m.ply").exists()
