@@ -24,6 +24,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from .._checks import check_int, check_number
+from ..geometry.transforms import RIGID_ATOL
 from ..io._paths import refuse_overwrite
 
 __all__ = ["Mesh", "TSDFVolume", "export_mesh", "fuse_tsdf", "to_open3d_mesh", "to_trimesh"]
@@ -183,11 +184,22 @@ def _fusion_params(voxel_length, sdf_trunc, depth_max, depth_min, block_resoluti
 
 
 def _check_poses(poses: np.ndarray, name: str = "poses_world_from_cam") -> None:
+    """Refuse non-finite or non-rigid (N, 4, 4) poses, naming the first bad one: a rotation must be
+    orthonormal with det +1 (a reflection would fuse a mirrored scene) and the last row 0 0 0 1."""
     if not np.isfinite(poses).all():
         raise ValueError(f"{name} contains NaN or inf")
     R = poses[:, :3, :3]
-    if np.abs(R @ R.transpose(0, 2, 1) - np.eye(3)).max() > 1e-4 or np.abs(poses[:, 3] - [0, 0, 0, 1]).max() > 0:
-        raise ValueError(f"{name} must be rigid transforms (orthonormal rotation, last row 0 0 0 1)")
+    orth = np.abs(R @ R.transpose(0, 2, 1) - np.eye(3)).max(axis=(1, 2))
+    det = np.linalg.det(R)
+    row = np.abs(poses[:, 3] - [0, 0, 0, 1]).max(axis=1)
+    bad = np.flatnonzero((orth > RIGID_ATOL) | (np.abs(det - 1) > RIGID_ATOL) | (row > 0))
+    if len(bad):
+        i = int(bad[0])
+        which = name if len(poses) == 1 and name.startswith("pose_") else f"{name}[{i}]"
+        what = " (a reflection: it would fuse a mirrored scene)" if orth[i] <= RIGID_ATOL and det[i] < 0 else ""
+        raise ValueError(f"{which} must be rigid (an orthonormal rotation with det +1, last row 0 0 0 1): "
+                         f"max|R R^T - I| = {orth[i]:.3g}, det R = {det[i]:.6g}{what}, last row "
+                         f"{poses[i, 3].tolist()}")
 
 
 def _prepare_frame(i: int, item: Any, cam: Any, img: Any, depth_min: float, depth_max: float) -> tuple:
@@ -566,7 +578,8 @@ def _as_mesh(mesh: Any) -> Mesh:
         if vc is not None and getattr(mesh.visual, "kind", None) == "vertex":
             c = np.asarray(vc)[:, :3] / 255.0
         return Mesh(np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces, np.int64), c)
-    raise ValueError(f"mesh must be a geodepth Mesh, an open3d TriangleMesh or a trimesh.Trimesh, got {type(mesh).__name__}")
+    raise ValueError(f"mesh must be a geodepth Mesh, an open3d TriangleMesh or a trimesh.Trimesh, "
+                     f"got {type(mesh).__name__}")
 
 
 def export_mesh(mesh: Any, path: str | os.PathLike, overwrite: bool = False) -> Path:

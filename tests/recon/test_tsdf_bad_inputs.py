@@ -7,6 +7,7 @@ oversized inputs are refused before anything is integrated, which the tests enfo
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -179,3 +180,33 @@ def test_fuse_tsdf_warnings_name_fuse_tsdf_and_point_at_the_caller():
     with pytest.warns(RuntimeWarning, match="^fuse_tsdf: no surface") as rec:
         fuse_tsdf([_plane()], CAM, None, voxel_length=1e6)
     assert rec[0].filename == __file__
+
+
+def test_poses_are_world_from_cam_and_a_mirror_is_refused():
+    """A pose maps camera-frame points into the world (p_w = R p_c + t). The half turn about x,
+    diag(1, -1, -1) plus t = (1, 2, 3), puts the wall z_cam = 2 at z_world = 3 - 2 = 1 (worked by
+    hand). diag(1, -1, 1) has orthonormal rows too but det -1: a reflection, which Open3D fuses
+    as a mirrored scene (the wall at z_world = 5, triangles wound inside out); it is refused, by
+    index, in fuse_tsdf and in TSDFVolume.integrate."""
+    from geodepth.recon import TSDFVolume
+
+    voxel = 0.05
+    turn = np.diag([1.0, -1.0, -1.0, 1.0])
+    turn[:3, 3] = [1.0, 2.0, 3.0]
+    v = fuse_tsdf([_plane()], CAM, turn[None], voxel_length=voxel).vertices
+    assert np.abs(v[:, 2] - 1.0).max() < 0.5 * voxel, np.abs(v[:, 2] - 1.0).max()
+    # the camera frame's x, y extents come back through the inverse of the pose
+    cam_pts = (v - turn[:3, 3]) @ turn[:3, :3]
+    _assert_wall(SimpleNamespace(vertices=cam_pts), voxel)
+
+    mirror = turn.copy()
+    mirror[2, 2] = 1.0
+    with pytest.raises(ValueError, match=r"poses_world_from_cam\[1\] must be rigid.*det R = -1 \(a reflection"):
+        fuse_tsdf([_plane(), _plane()], CAM, np.stack([turn, mirror]), voxel_length=voxel)
+    vol = TSDFVolume(voxel)
+    with pytest.raises(ValueError, match=r"pose_world_from_cam must be rigid.*det R = -1 \(a reflection"):
+        vol.integrate(_plane(), CAM, mirror)
+    assert vol.frames == 0
+    with pytest.raises(ValueError, match=r"det R = 8"):  # a scale is named by its numbers too
+        vol.integrate(_plane(), CAM, np.diag([2.0, 2.0, 2.0, 1.0]))
+
