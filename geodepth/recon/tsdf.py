@@ -226,22 +226,26 @@ def _prepare_frame(i: int, item: Any, cam: Any, img: Any, depth_min: float, dept
             raise ValueError(f"frame {i}: image must be (3, {H}, {W}), got {tuple(a.shape)}")
         a = a if a.dtype == np.uint8 else np.round(np.clip(a.astype(np.float64), 0, 1) * 255).astype(np.uint8)
         rgb = np.ascontiguousarray(a.transpose(1, 2, 0))
-    if getattr(cam, "has_distortion", False):  # Open3D's integration knows K only
+    # Open3D's integration knows fx, fy, cx, cy only: no lens distortion, and it drops K's skew K[0, 1]
+    if getattr(cam, "has_distortion", False) or K[0, 1] != 0:
         src = _pinhole_source_pixels(cam)
         d = np.where(src >= 0, d.reshape(-1)[np.maximum(src, 0)], 0.0).reshape(H, W).astype(np.float32)
         if rgb is not None:
             rgb = np.ascontiguousarray(np.where((src >= 0)[:, None], rgb.reshape(-1, 3)[np.maximum(src, 0)], 0)
                                        .reshape(H, W, 3).astype(np.uint8))
+        K = K.copy()
+        K[0, 1] = 0.0
     return d, rgb, K, W, H
 
 
 def _pinhole_source_pixels(cam: Any) -> np.ndarray:
-    """(H * W,) int64: for each pixel of the distortion-free camera with ``cam``'s K and size, the
-    flat index of the pixel of ``cam``'s (distorted) image its centre ray falls in (nearest-pixel
-    resampling), or -1 where that is outside the image or beyond the lens model's valid field.
-    Computed once per camera (by value; ~36 ms at KITTI size) and shared by the frames: read-only."""
-    key = (tuple(cam.K.reshape(-1).tolist()), cam.width, cam.height, tuple(cam.distortion.reshape(-1).tolist()),
-           cam.distortion_model)
+    """(H * W,) int64: for each pixel of the plain pinhole camera with ``cam``'s fx, fy, cx, cy and
+    size (no distortion, no skew: what Open3D integrates with), the flat index of the pixel of
+    ``cam``'s image (distorted and / or skewed) its centre ray falls in (nearest-pixel resampling),
+    or -1 where that is outside the image or beyond the lens model's valid field. Computed once per
+    camera (by value; ~36 ms at KITTI size) and shared by the frames: read-only."""
+    dist = () if getattr(cam, "distortion", None) is None else tuple(cam.distortion.reshape(-1).tolist())
+    key = (tuple(cam.K.reshape(-1).tolist()), cam.width, cam.height, dist, cam.distortion_model)
     return _source_pixels(*key)
 
 
@@ -252,12 +256,12 @@ def _source_pixels(K: tuple, W: int, H: int, D: tuple, model: str) -> np.ndarray
     from ..geometry.camera import PinholeCamera
 
     c64 = PinholeCamera(torch.tensor(K, dtype=torch.float64).reshape(3, 3), W, H,
-                        torch.tensor(D, dtype=torch.float64), model)
+                        torch.tensor(D, dtype=torch.float64) if D else None, model)
     K = c64.K
     v, u = torch.meshgrid(torch.arange(H, dtype=torch.float64) + 0.5, torch.arange(W, dtype=torch.float64) + 0.5,
                           indexing="ij")
-    y = (v.reshape(-1) - K[1, 2]) / K[1, 1]
-    x = (u.reshape(-1) - K[0, 2] - K[0, 1] * y) / K[0, 0]
+    y = (v.reshape(-1) - K[1, 2]) / K[1, 1]  # the ray of the target camera's pixel centre: no skew
+    x = (u.reshape(-1) - K[0, 2]) / K[0, 0]
     uv, _ = c64.project(torch.stack([x, y, torch.ones_like(x)], -1))  # NaN beyond the valid field
     col, row = torch.floor(uv[:, 0]), torch.floor(uv[:, 1])
     ok = (col >= 0) & (col < W) & (row >= 0) & (row < H)  # NaN fails
@@ -321,9 +325,9 @@ class TSDFVolume:
                 with ``.depth`` (or ``.gt_depth`` / ``.sparse_depth``), ``.camera`` and optionally
                 ``.image`` (a :class:`~geodepth.Completion` or :class:`~geodepth.io.frame.Frame`).
             camera: its :class:`~geodepth.geometry.camera.PinholeCamera` (else the item's). With
-                lens distortion the depth map and image are first resampled (nearest pixel) onto
-                the distortion-free camera with the same K and size, as Open3D's integration
-                takes K only.
+                lens distortion or skew (``K[0, 1] != 0``) the depth map and image are first
+                resampled (nearest pixel) onto the plain pinhole camera with the same fx, fy, cx,
+                cy and size, as Open3D's integration takes those four numbers only.
             pose_world_from_cam: (4, 4) rigid camera -> world transform; None = identity.
             image: optional (3, H, W) RGB in [0, 1] (or uint8) (else the item's, if any).
 
@@ -450,9 +454,10 @@ def fuse_tsdf(
             ``.camera`` and optionally ``.image`` (a :class:`~geodepth.Completion` or a
             :class:`~geodepth.io.frame.Frame`).
         cameras: one :class:`~geodepth.geometry.camera.PinholeCamera` for all frames or a list
-            of N; may be None when the items carry their cameras. A camera with lens distortion:
-            its depth maps and images are resampled (nearest pixel) onto the distortion-free
-            camera with the same K and size first (Open3D's integration takes K only).
+            of N; may be None when the items carry their cameras. A camera with lens distortion
+            or skew (``K[0, 1] != 0``): its depth maps and images are resampled (nearest pixel)
+            onto the plain pinhole camera with the same fx, fy, cx, cy and size first (Open3D's
+            integration takes those four numbers only; it ignored the skew).
         poses_world_from_cam: (N, 4, 4) or a list of N (4, 4) rigid transforms camera -> world
             (metres). None = identity for a single frame.
         images: optional N (3, H, W) RGB in [0, 1] (or uint8) for vertex colours; taken from

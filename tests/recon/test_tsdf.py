@@ -221,3 +221,32 @@ def test_distorted_camera_is_fused_through_its_lens_model():
     vol.integrate(torch.from_numpy(depth).float(), cam, np.eye(4))
     v = vol.extract_mesh().vertices
     assert np.median(np.abs(v[:, 2] - (4 + 0.5 * v[:, 0]))) < 0.25 * voxel
+
+
+@pytest.mark.parametrize("D", [None, [-0.3, 0.09, 0.0, 0.0, 0.0]], ids=["skew", "skew+distortion"])
+def test_skewed_camera_is_fused_through_its_full_K(D):
+    """A camera with skew K[0, 1] = 40 sees the plane z = 4 + 0.5 x (camera frame); each pixel's
+    exact depth comes from the ray through its centre, (x_d, y_d) = ((u - cx - s y_d) / fx,
+    (v - cy) / fy), undistorted when the lens has distortion. Open3D's integration reads fx, fy,
+    cx, cy only and dropped the skew: the fused plane came out 0.14 m (median) off at 2 cm voxels,
+    with or without distortion; the frame is now resampled onto the skew-free camera first."""
+    from geodepth.geometry.distortion import undistort_points
+    from geodepth.recon import TSDFVolume
+
+    w, h, s = 320, 240, 40.0
+    Ks = torch.tensor([[200.0, s, 160], [0, 200, 120], [0, 0, 1]], dtype=torch.float64)
+    cam = PinholeCamera(Ks, w, h, D)
+    r, c = np.mgrid[0:h, 0:w]
+    yd = (r + 0.5 - 120) / 200
+    xy = torch.from_numpy(np.stack([(c + 0.5 - 160 - s * yd) / 200, yd], -1).reshape(-1, 2))
+    x = (undistort_points(xy, D) if D is not None else xy)[:, 0].numpy()
+    depth = (4.0 / (1 - 0.5 * x)).reshape(1, h, w)
+    voxel = 0.02
+    v = fuse_tsdf([depth], cam, np.eye(4)[None], voxel_length=voxel).vertices
+    res = np.abs(v[:, 2] - (4 + 0.5 * v[:, 0]))
+    assert len(v) > 30000
+    assert np.median(res) < 0.25 * voxel and np.quantile(res, 0.99) < voxel, (np.median(res), np.quantile(res, 0.99))
+    vol = TSDFVolume(voxel)
+    vol.integrate(torch.from_numpy(depth).float(), cam, np.eye(4))
+    v = vol.extract_mesh().vertices
+    assert np.median(np.abs(v[:, 2] - (4 + 0.5 * v[:, 0]))) < 0.25 * voxel
