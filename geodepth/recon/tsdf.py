@@ -590,8 +590,9 @@ def _as_mesh(mesh: Any) -> Mesh:
 def export_mesh(mesh: Any, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write a mesh to ``.ply``, ``.obj``, ``.stl``, ``.off`` or ``.glb`` (by suffix).
 
-    Uses trimesh when installed, else Open3D. Vertex colours are kept where the format
-    allows (PLY, OBJ, GLB).
+    PLY is written by geodepth's own binary writer (float64 vertices as ``double``: trimesh's
+    exporter rounds them to float32, 0.25 m at UTM northings); the other formats by trimesh when
+    installed, else Open3D. Vertex colours are kept where the format allows (PLY, OBJ, GLB).
 
     Args:
         mesh: :class:`Mesh`, ``open3d.geometry.TriangleMesh`` or ``trimesh.Trimesh``.
@@ -609,8 +610,25 @@ def export_mesh(mesh: Any, path: str | os.PathLike, overwrite: bool = False) -> 
     m = _as_mesh(mesh)
     if m.vertices.ndim != 2 or m.vertices.shape[1] != 3:
         raise ValueError(f"vertices must be (V, 3), got {tuple(m.vertices.shape)}")
+    if m.faces.ndim != 2 or m.faces.shape[1] != 3:
+        raise ValueError(f"faces must be (F, 3), got {tuple(m.faces.shape)}")
     if m.faces.size and (m.faces.min() < 0 or m.faces.max() >= len(m.vertices)):
         raise ValueError("faces index vertices out of range")
+    if suffix == ".ply":  # our own writer: trimesh's PLY exporter rounds vertices to float32
+        from ..io.mesh import write_ply_mesh
+
+        v = np.asarray(m.vertices)
+        v = v if v.dtype == np.float64 else v.astype(np.float32)
+        if not np.isfinite(v).all():
+            raise ValueError(f"vertices contain NaN or inf; cannot write {path}")
+        c = m.vertex_colors
+        if c is not None:
+            c = np.asarray(c, np.float64)
+            if c.shape != v.shape or not np.isfinite(c).all():
+                raise ValueError(f"vertex_colors must be finite and ({len(v)}, 3), got {c.shape}")
+            c = np.round(np.clip(c, 0, 1) * 255).astype(np.uint8)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return write_ply_mesh(path, v, np.asarray(m.faces, np.int64), c)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         import trimesh  # noqa: F401

@@ -96,3 +96,49 @@ def test_mesh_round_trip_vs_trimesh(tmp_path):
         write_mesh(tmp_path / "m.ply", v, f)
     with pytest.raises(ValueError, match="faces index vertices outside"):
         write_mesh(tmp_path / "bad.ply", v, f + 100)
+
+
+def _utm_mesh():
+    """A small mesh at UTM-size coordinates (easting ~5e5 m, northing ~4e6 m), where float32's spacing
+    is 0.03 / 0.25 m: any float32 step on the way moves the vertices by centimetres to decimetres."""
+    g = torch.Generator().manual_seed(3)
+    v = torch.tensor([500123.0, 4181234.0, 35.0], dtype=torch.float64) + torch.rand(6, 3, generator=g,
+                                                                                   dtype=torch.float64) * 10
+    f = torch.tensor([[0, 1, 2], [2, 3, 4], [3, 4, 5]])
+    col = torch.rand(6, 3, generator=g)
+    return v, f, col
+
+
+def test_mesh_ply_keeps_float64_vertices(tmp_path):
+    """write_mesh wrote PLY through trimesh, whose exporter stores vertices as float32 (0.1 m off here);
+    our own PLY writer keeps float64 as double, which trimesh, Open3D and read_mesh read back exactly,
+    and float32 as float (read_mesh returns the stored precision)."""
+    trimesh = pytest.importorskip("trimesh")
+    v, f, col = _utm_mesh()
+    write_mesh(tmp_path / "utm.ply", v, f, col)
+    m = trimesh.load(tmp_path / "utm.ply", process=False)
+    np.testing.assert_array_equal(np.asarray(m.vertices), v.numpy())
+    np.testing.assert_array_equal(np.asarray(m.faces), f.numpy())
+    np.testing.assert_array_equal(np.asarray(m.visual.vertex_colors)[:, :3], torch.round(col * 255).numpy())
+    o3d = pytest.importorskip("open3d")
+    om = o3d.io.read_triangle_mesh(str(tmp_path / "utm.ply"))
+    np.testing.assert_array_equal(np.asarray(om.vertices), v.numpy())
+    np.testing.assert_array_equal(np.asarray(om.triangles), f.numpy())
+    rv, rf, rc = read_mesh(tmp_path / "utm.ply")
+    assert rv.dtype == torch.float64 and torch.equal(rv, v) and torch.equal(rf, f)
+    torch.testing.assert_close(rc, torch.round(col * 255) / 255, atol=1e-7, rtol=0)
+    pv, _ = read_ply(tmp_path / "utm.ply")  # our point reader takes the vertices of the mesh file
+    assert pv.dtype == torch.float64 and torch.equal(pv, v)
+    # float32 vertices stay float32 (the file says float), read back bit for bit
+    v32 = (v - v[0]).float()
+    write_mesh(tmp_path / "f32.ply", v32, f)
+    assert b"property float x" in (tmp_path / "f32.ply").read_bytes()[:200]
+    rv, _, rc = read_mesh(tmp_path / "f32.ply")
+    assert rv.dtype == torch.float32 and torch.equal(rv, v32) and rc is None
+    assert read_mesh(tmp_path / "utm.ply", dtype=torch.float32)[0].dtype == torch.float32
+    # text formats carry more than float32: OBJ keeps 8 decimals, read back as float64
+    write_mesh(tmp_path / "utm.obj", v, f)
+    rv, _, _ = read_mesh(tmp_path / "utm.obj")
+    assert rv.dtype == torch.float64 and (rv - v).abs().max() < 1e-8
+    with pytest.raises(ValueError, match="dtype must be a floating-point"):
+        read_mesh(tmp_path / "utm.ply", dtype=torch.int64)

@@ -86,10 +86,10 @@ def test_fused_mesh_lies_on_the_analytic_surface(tmp_path):
     colored = fuse_tsdf(depths, cam, poses, images=imgs, voxel_length=0.08, block_count=500)
     assert colored.vertex_colors is not None and len(colored.vertex_colors) == len(colored.vertices) > 100
     np.testing.assert_allclose(colored.vertex_colors, round(0.25 * 255) / 255, atol=1e-6)
-    # export round trip (PLY via trimesh)
+    # export round trip (PLY by our own writer: the float64 vertices exactly)
     out = export_mesh(mesh, tmp_path / "m" / "scene.ply")
     back = o3d.io.read_triangle_mesh(str(out))
-    np.testing.assert_allclose(np.asarray(back.vertices), mesh.vertices, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(back.vertices), mesh.vertices)
     np.testing.assert_array_equal(np.asarray(back.triangles), mesh.faces)
     with pytest.raises(FileExistsError):
         export_mesh(mesh, out)
@@ -250,3 +250,30 @@ def test_skewed_camera_is_fused_through_its_full_K(D):
     vol.integrate(torch.from_numpy(depth).float(), cam, np.eye(4))
     v = vol.extract_mesh().vertices
     assert np.median(np.abs(v[:, 2] - (4 + 0.5 * v[:, 0]))) < 0.25 * voxel
+
+
+def test_export_mesh_ply_keeps_float64_vertices_and_colours(tmp_path):
+    """A fused mesh moved to UTM-size coordinates (easting 5e5 m, northing 4.2e6 m, where float32's
+    spacing is 0.03 / 0.25 m): export_mesh wrote PLY through trimesh, whose exporter stores float32,
+    and moved the vertices by up to 0.12 m; trimesh and Open3D now read back the float64 vertices,
+    the faces and the rounded colours exactly."""
+    trimesh = pytest.importorskip("trimesh")
+    poses = [_look_at_pose(e, TARGET) for e in EYES[:2]]
+    depths = [torch.from_numpy(_raycast_depth(p))[None] for p in poses]
+    imgs = [np.random.default_rng(i).random((3, H, W)).astype(np.float32) for i in range(2)]
+    m = fuse_tsdf(depths, PinholeCamera(torch.tensor(K), W, H), poses, images=imgs, voxel_length=0.08)
+    utm = Mesh(m.vertices + [500123.0, 4181234.0, 35.0], m.faces, m.vertex_colors)
+    assert len(utm.vertices) > 500
+    out = export_mesh(utm, tmp_path / "utm.ply")
+    t = trimesh.load(out, process=False)
+    np.testing.assert_array_equal(np.asarray(t.vertices), utm.vertices)
+    np.testing.assert_array_equal(np.asarray(t.faces), utm.faces)
+    np.testing.assert_array_equal(np.asarray(t.visual.vertex_colors)[:, :3], np.round(utm.vertex_colors * 255))
+    b = o3d.io.read_triangle_mesh(str(out))
+    np.testing.assert_array_equal(np.asarray(b.vertices), utm.vertices)
+    np.testing.assert_array_equal(np.asarray(b.vertex_colors), np.round(utm.vertex_colors * 255) / 255)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        export_mesh(Mesh(np.full((3, 3), np.nan), np.array([[0, 1, 2]])), tmp_path / "nan.ply")
+    with pytest.raises(ValueError, match=r"faces must be \(F, 3\)"):
+        export_mesh(Mesh(np.zeros((4, 3)), np.array([[0, 1, 2, 3]])), tmp_path / "quad.ply")
+    assert not (tmp_path / "nan.ply").exists() and not (tmp_path / "quad.ply").exists()
