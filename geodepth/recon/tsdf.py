@@ -224,7 +224,13 @@ def _prepare_frame(i: int, item: Any, cam: Any, img: Any, depth_min: float, dept
         a = _np(img)
         if a.ndim != 3 or a.shape[0] != 3 or a.shape[1:] != (H, W):
             raise ValueError(f"frame {i}: image must be (3, {H}, {W}), got {tuple(a.shape)}")
-        a = a if a.dtype == np.uint8 else np.round(np.clip(a.astype(np.float64), 0, 1) * 255).astype(np.uint8)
+        if a.dtype != np.uint8:  # float RGB in [0, 1], as complete() takes it: never clip another range silently
+            a = a.astype(np.float64)
+            lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+            if not (lo >= -1e-3 and hi <= 1 + 1e-3):  # NaN fails too
+                raise ValueError(f"frame {i}: image must be uint8 or float RGB in [0, 1], its values span "
+                                 f"[{lo:g}, {hi:g}]" + (" (divide 8-bit values by 255)" if hi > 1.5 else ""))
+            a = np.round(np.clip(a, 0, 1) * 255).astype(np.uint8)
         rgb = np.ascontiguousarray(a.transpose(1, 2, 0))
     # Open3D's integration knows fx, fy, cx, cy only: no lens distortion, and it drops K's skew K[0, 1]
     if getattr(cam, "has_distortion", False) or K[0, 1] != 0:
@@ -329,7 +335,8 @@ class TSDFVolume:
                 resampled (nearest pixel) onto the plain pinhole camera with the same fx, fy, cx,
                 cy and size, as Open3D's integration takes those four numbers only.
             pose_world_from_cam: (4, 4) rigid camera -> world transform; None = identity.
-            image: optional (3, H, W) RGB in [0, 1] (or uint8) (else the item's, if any).
+            image: optional (3, H, W) float RGB in [0, 1] or uint8 (else the item's, if any); float
+                values outside [0, 1] (0..255, mean-subtracted, NaN) are refused, not clipped.
 
         Returns:
             Whether the frame had depth in range (False: nothing to integrate, not an error).
@@ -460,8 +467,8 @@ def fuse_tsdf(
             integration takes those four numbers only; it ignored the skew).
         poses_world_from_cam: (N, 4, 4) or a list of N (4, 4) rigid transforms camera -> world
             (metres). None = identity for a single frame.
-        images: optional N (3, H, W) RGB in [0, 1] (or uint8) for vertex colours; taken from
-            the items when they carry images.
+        images: optional N (3, H, W) float RGB in [0, 1] (values outside are refused) or uint8 for
+            vertex colours; taken from the items when they carry images.
         voxel_length: voxel edge in metres.
         sdf_trunc: truncation distance in metres, >= ``voxel_length`` (default ``4 * voxel_length``).
         depth_max: depths beyond this (m) are ignored. depth_min: depths at or below are ignored.

@@ -210,3 +210,29 @@ def test_poses_are_world_from_cam_and_a_mirror_is_refused():
     with pytest.raises(ValueError, match=r"det R = 8"):  # a scale is named by its numbers too
         vol.integrate(_plane(), CAM, np.diag([2.0, 2.0, 2.0, 1.0]))
 
+
+
+def test_images_outside_0_1_are_refused_not_clipped():
+    """Colours are uint8 or float RGB in [0, 1] (complete()'s rule). A float image in 0..255 was
+    clipped to 1: an all-white mesh; a NaN pixel turned into an arbitrary byte. Both are refused,
+    in fuse_tsdf and TSDFVolume.integrate, with the span of the values; the same grey as uint8 64
+    or float 64 / 255 gives vertex colours 64 / 255 (hand-worked)."""
+    from geodepth.recon import TSDFVolume
+
+    grey_u8 = np.full((3, H, W), 64, np.uint8)
+    for img in (grey_u8, grey_u8.astype(np.float32) / 255):
+        c = fuse_tsdf([_plane()], CAM, None, images=[img], voxel_length=0.05).vertex_colors
+        assert c is not None and len(c) > 100
+        np.testing.assert_allclose(c, 64 / 255, atol=1e-6)
+    with pytest.raises(ValueError, match=r"frame 0: image must be .* span \[64, 64\] \(divide 8-bit values by 255\)"):
+        fuse_tsdf([_plane()], CAM, None, images=[grey_u8.astype(np.float32)], voxel_length=0.05)
+    nan = grey_u8.astype(np.float32) / 255
+    nan[1, 3, 4] = np.nan
+    with pytest.raises(ValueError, match=r"frame 0: image must be uint8 or float RGB in \[0, 1\]"):
+        fuse_tsdf([_plane()], CAM, None, images=[nan], voxel_length=0.05)
+    vol = TSDFVolume(0.05)
+    centred = torch.full((3, H, W), 0.5)
+    centred[:, 0, 0] = -0.5  # mean-subtracted colours
+    with pytest.raises(ValueError, match=r"span \[-0.5, 0.5\]"):
+        vol.integrate(_plane(), CAM, np.eye(4), image=centred)
+    assert vol.frames == 0
