@@ -113,7 +113,8 @@ def write_mesh(path, vertices: Tensor, faces: Tensor, vertex_colors: Tensor | No
     Args:
         vertices: (V, 3) vertex positions, metres.
         faces: (F, 3) integer vertex indices in ``[0, V)``.
-        vertex_colors: optional (V, 3) RGB float in [0, 1] or uint8.
+        vertex_colors: optional (V, 3) RGB float in [0, 1] (values outside are refused, not clipped)
+            or uint8.
         overwrite: replace an existing file (otherwise ``FileExistsError``).
     """
     path = refuse_overwrite(path, overwrite)
@@ -131,15 +132,9 @@ def write_mesh(path, vertices: Tensor, faces: Tensor, vertex_colors: Tensor | No
         raise ValueError(f"vertices contain NaN or inf; cannot write {path}")
     kw = {}
     if vertex_colors is not None:
-        c = tensor_arg(vertex_colors, "vertex_colors")
-        if tuple(c.shape) != (v.shape[0], 3):
-            raise ValueError(f"vertex_colors must be ({v.shape[0]}, 3), got {tuple(c.shape)}")
-        if c.dtype != torch.uint8:
-            c = c.to(torch.float64)
-            if not bool(torch.isfinite(c).all()):
-                raise ValueError(f"vertex_colors contain NaN or inf; cannot write {path}")
-            c = torch.round(c.clamp(0, 1) * 255).to(torch.uint8)
-        kw["vertex_colors"] = c.numpy()
+        from .pointcloud import _colors_u8
+
+        kw["vertex_colors"] = _colors_u8(vertex_colors, v.shape[0], "vertex_colors", f"; cannot write {path}")
     if path.suffix.lower() == ".ply":  # our own writer: float64 stays double, no trimesh needed
         path.parent.mkdir(parents=True, exist_ok=True)
         return write_ply_mesh(path, v.numpy(), f.numpy(), kw.get("vertex_colors"))

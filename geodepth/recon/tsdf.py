@@ -621,21 +621,20 @@ def export_mesh(mesh: Any, path: str | os.PathLike, overwrite: bool = False) -> 
         raise ValueError(f"faces must be (F, 3), got {tuple(m.faces.shape)}")
     if m.faces.size and (m.faces.min() < 0 or m.faces.max() >= len(m.vertices)):
         raise ValueError("faces index vertices out of range")
+    if not np.isfinite(m.vertices).all():
+        raise ValueError(f"vertices contain NaN or inf; cannot write {path}")
+    colors = None  # uint8; float colours outside [0, 1] are refused, not clipped
+    if m.vertex_colors is not None:
+        from ..io.pointcloud import _colors_u8
+
+        colors = _colors_u8(np.asarray(m.vertex_colors), len(m.vertices), "vertex_colors", f"; cannot write {path}")
     if suffix == ".ply":  # our own writer: trimesh's PLY exporter rounds vertices to float32
         from ..io.mesh import write_ply_mesh
 
         v = np.asarray(m.vertices)
         v = v if v.dtype == np.float64 else v.astype(np.float32)
-        if not np.isfinite(v).all():
-            raise ValueError(f"vertices contain NaN or inf; cannot write {path}")
-        c = m.vertex_colors
-        if c is not None:
-            c = np.asarray(c, np.float64)
-            if c.shape != v.shape or not np.isfinite(c).all():
-                raise ValueError(f"vertex_colors must be finite and ({len(v)}, 3), got {c.shape}")
-            c = np.round(np.clip(c, 0, 1) * 255).astype(np.uint8)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return write_ply_mesh(path, v, np.asarray(m.faces, np.int64), c)
+        return write_ply_mesh(path, v, np.asarray(m.faces, np.int64), colors)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         import trimesh  # noqa: F401

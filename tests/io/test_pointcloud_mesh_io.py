@@ -142,3 +142,27 @@ def test_mesh_ply_keeps_float64_vertices(tmp_path):
     assert rv.dtype == torch.float64 and (rv - v).abs().max() < 1e-8
     with pytest.raises(ValueError, match="dtype must be a floating-point"):
         read_mesh(tmp_path / "utm.ply", dtype=torch.int64)
+
+
+def test_float_colours_outside_0_1_are_refused_not_clipped(tmp_path):
+    """write_ply / write_mesh / export_mesh store float colours as round(c * 255) of c in [0, 1]. A float
+    array in 0..255 was clipped to white (Open3D read back 1.0 everywhere); it is refused with its span,
+    as complete() refuses such images, and nothing is written. In range, the bytes are round(c * 255)."""
+    from geodepth.recon import Mesh, export_mesh
+
+    o3d = pytest.importorskip("open3d")
+    pts = torch.rand(5, 3, generator=torch.Generator().manual_seed(1))
+    grey = torch.full((5, 3), 64.0)
+    with pytest.raises(ValueError, match=r"colors must be .* span \[64, 64\] \(divide 8-bit values by 255\)"):
+        write_ply(tmp_path / "p.ply", pts, grey)
+    with pytest.raises(ValueError, match=r"vertex_colors must be .* span \[64, 64\]; cannot write .*m\.ply"):
+        write_mesh(tmp_path / "m.ply", pts, torch.tensor([[0, 1, 2]]), grey)
+    with pytest.raises(ValueError, match=r"vertex_colors must be .* span \[-0.2, 0.5\]"):
+        export_mesh(Mesh(pts.double().numpy(), np.array([[0, 1, 2]]), np.r_[np.full((4, 3), 0.5), [[-0.2, 0, 0]]]),
+                    tmp_path / "e.ply")
+    assert not any(tmp_path.iterdir())
+    write_ply(tmp_path / "p.ply", pts, grey / 255)
+    np.testing.assert_array_equal(np.asarray(o3d.io.read_point_cloud(str(tmp_path / "p.ply")).colors), 64 / 255)
+    export_mesh(Mesh(pts.double().numpy(), np.array([[0, 1, 2]]), np.full((5, 3), 64 / 255)), tmp_path / "e.ply")
+    back = o3d.io.read_triangle_mesh(str(tmp_path / "e.ply"))
+    np.testing.assert_array_equal(np.asarray(back.vertex_colors), 64 / 255)
