@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["read_poses_txt"]
+__all__ = ["camera_poses", "read_kitti_odometry_poses", "read_poses_txt"]
 
 
 def read_poses_txt(path) -> Tensor:
@@ -45,3 +45,57 @@ def read_poses_txt(path) -> Tensor:
     if not poses:
         raise ValueError(f"{path} holds no poses")
     return torch.stack(poses)
+
+
+def camera_poses(world_from_ref, T_ref_from_lidar, T_cam_from_lidar) -> Tensor:
+    """Poses of one camera of a rig from the poses of another sensor of it (the reference).
+
+    ``world_from_cam = world_from_ref @ T_ref_from_lidar @ inv(T_cam_from_lidar)``: both sensors
+    see the LiDAR through their calibration, so the LiDAR lands at the same world point either way.
+    KITTI odometry poses are camera 0's, for example, while geodepth's frame of ``image_2`` is
+    camera 2's (its origin 6 cm to the left): fusing ``image_2`` depth with camera 0's poses
+    shifts every frame by that offset, turned with the frame.
+
+    Args:
+        world_from_ref: (N, 4, 4) or (4, 4) rigid poses of the reference (reference -> world).
+        T_ref_from_lidar, T_cam_from_lidar: (4, 4) rigid transforms LiDAR -> reference / camera.
+
+    Returns:
+        (N, 4, 4) (or (4, 4)) float64 ``world_from_cam``.
+    """
+    from ..geometry.transforms import check_rigid, invert_transform
+
+    W = check_rigid(torch.as_tensor(world_from_ref).to(torch.float64), "world_from_ref")
+    A = check_rigid(torch.as_tensor(T_ref_from_lidar).to(torch.float64), "T_ref_from_lidar")
+    B = check_rigid(torch.as_tensor(T_cam_from_lidar).to(torch.float64), "T_cam_from_lidar")
+    for name, T in (("T_ref_from_lidar", A), ("T_cam_from_lidar", B)):
+        if tuple(T.shape) != (4, 4):
+            raise ValueError(f"{name} must be (4, 4), got {tuple(T.shape)}")
+    return W @ (A @ invert_transform(B))
+
+
+def read_kitti_odometry_poses(poses_path, calib_path, *, camera: int = 2) -> Tensor:
+    """KITTI odometry poses (``poses/XX.txt``, camera 0's, ``world`` = camera 0 of the first
+    frame) turned into ``world_from_cam`` of camera ``camera``, the frame in which geodepth loads
+    that camera's depth (``T_cam_from_lidar`` of :func:`~geodepth.io.read_kitti_odometry_calib`).
+
+    The rectified cameras share camera 0's axes and differ by the offset ``b = K^-1 P[:, 3]`` of
+    their ``P`` in the sequence's ``calib.txt``, so ``world_from_cam = world_from_cam0 @ [I | b0 - b]``
+    (exact: the same as :func:`camera_poses` with the calibration's ``T_cam_from_lidar``, without
+    its inverse of ``Tr``). Camera 2's origin is 6 cm left of camera 0's: fusing ``image_2`` depth
+    with the poses file as it is shifts every frame by that much, turned with the frame.
+
+    Returns:
+        (N, 4, 4) float64 ``world_from_cam``, ready for :func:`geodepth.recon.fuse_tsdf`.
+    """
+    from .calib import _check_camera_index, _get, read_kitti_calib_txt
+
+    camera = _check_camera_index(camera)
+    c = read_kitti_calib_txt(calib_path)
+    b = []
+    for k in (0, camera):
+        P = torch.tensor(_get(c, f"P{k}", 12, calib_path), dtype=torch.float64).reshape(3, 4)
+        b.append(torch.linalg.solve(P[:, :3], P[:, 3]))  # K^-1 P[:, 3]: the rectified camera's offset
+    cam0_from_cam = torch.eye(4, dtype=torch.float64)
+    cam0_from_cam[:3, 3] = b[0] - b[1]
+    return read_poses_txt(poses_path) @ cam0_from_cam
