@@ -60,7 +60,10 @@ class Mesh(NamedTuple):
 
 
 def _np(x: Any) -> np.ndarray:
-    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+    if hasattr(x, "detach"):  # torch: bfloat16 has no numpy dtype
+        t = x.detach().cpu()
+        return (t.float() if str(t.dtype) == "torch.bfloat16" else t).numpy()
+    return np.asarray(x)
 
 
 def _item_depth_camera_image(item: Any) -> tuple[Any, Any, Any]:
@@ -210,14 +213,20 @@ def _prepare_frame(i: int, item: Any, cam: Any, img: Any, depth_min: float, dept
     if cam is None:
         raise ValueError(f"frame {i}: no camera (pass cameras=)")
     img = img if img is not None else own_img
-    d = _np(depth).astype(np.float32)
+    d = _np(depth)
+    if d.dtype.kind != "f":  # integers are a depth PNG's raw units (KITTI 1/256 m, NYU mm), not metres
+        raise ValueError(f"frame {i}: depth must be floating-point metres, got {d.dtype} (raw depth PNG values? "
+                         f"read_depth_png / read_nyu_depth_png scale them to metres)")
+    d = d.astype(np.float32)
     if d.ndim == 3 and d.shape[0] == 1:
         d = d[0]
     K, W, H = _K_of(cam)
     if d.shape != (H, W):
         raise ValueError(f"frame {i}: depth is {tuple(d.shape)} but the camera is {W}x{H}")
-    if not np.isfinite(d).all() or (d < 0).any():
-        raise ValueError(f"frame {i}: depth must be finite and >= 0")
+    bad = ~np.isfinite(d) | (d < 0)
+    if bad.any():
+        raise ValueError(f"frame {i}: depth must be finite and >= 0 (0 = no value); {int(bad.sum())} pixel(s) are "
+                         f"not, e.g. {float(d[bad][0])} at (row, col) {tuple(int(x) for x in np.argwhere(bad)[0])}")
     d = np.where((d > depth_min) & (d <= depth_max), d, 0.0).astype(np.float32)
     rgb = None
     if img is not None:
@@ -457,8 +466,9 @@ def fuse_tsdf(
 
     Args:
         frames_or_depths: N depth maps (1, H, W) or (H, W) in metres, camera-frame z, 0 = none
-            (torch or numpy); or objects with ``.depth`` (or ``.gt_depth`` / ``.sparse_depth``),
-            ``.camera`` and optionally ``.image`` (a :class:`~geodepth.Completion` or a
+            (floating point, torch or numpy: integer maps, a depth PNG's raw units, are refused);
+            or objects with ``.depth`` (or ``.gt_depth`` / ``.sparse_depth``), ``.camera`` and
+            optionally ``.image`` (a :class:`~geodepth.Completion` or a
             :class:`~geodepth.io.frame.Frame`).
         cameras: one :class:`~geodepth.geometry.camera.PinholeCamera` for all frames or a list
             of N; may be None when the items carry their cameras. A camera with lens distortion

@@ -236,3 +236,23 @@ def test_images_outside_0_1_are_refused_not_clipped():
     with pytest.raises(ValueError, match=r"span \[-0.5, 0.5\]"):
         vol.integrate(_plane(), CAM, np.eye(4), image=centred)
     assert vol.frames == 0
+
+
+def test_integer_depth_is_refused_and_bad_pixels_are_named():
+    """Depth is float metres. An integer map is a depth PNG's raw units: KITTI's uint16 512 is 2 m,
+    which fusion took for 512 m (with depth_max=1000, a wall at z = 512) or, under the default
+    depth_max, dropped with a 'no depth' warning; it is refused, naming the dtype and the readers
+    that scale. bfloat16 depth (no numpy dtype) is fused as float: the wall at 2 m. A NaN pixel is
+    named by its position."""
+    from geodepth.recon import TSDFVolume
+
+    raw = np.full((1, H, W), 512, np.uint16)  # KITTI PNG units: 512 / 256 = 2 m
+    with pytest.raises(ValueError, match=r"frame 0: depth must be floating-point metres, got uint16 .*read_depth_png"):
+        fuse_tsdf([raw], CAM, None, voxel_length=0.05, depth_max=1000.0)
+    with pytest.raises(ValueError, match=r"got int64"):
+        TSDFVolume(0.05).integrate(torch.from_numpy(raw.astype(np.int64)), CAM)
+    _assert_wall(fuse_tsdf([torch.from_numpy(_plane()).to(torch.bfloat16)], CAM, None, voxel_length=0.05), 0.05)
+    d = _plane()
+    d[0, 5, 7] = np.nan
+    with pytest.raises(ValueError, match=r"1 pixel\(s\) are not, e.g. nan at \(row, col\) \(5, 7\)"):
+        fuse_tsdf([d], CAM, None)
