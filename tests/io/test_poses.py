@@ -95,3 +95,34 @@ def test_kitti_odometry_calib_and_poses(tmp_path, kitti_dir):
     torch.testing.assert_close(camera_poses(W0, T0, T2), W2, atol=1e-7, rtol=0)
     with pytest.raises(ValueError, match="T_cam_from_lidar is not a rigid transform"):
         camera_poses(W0, T0, 2 * T2)
+
+
+def test_full_matrix_lines_and_tum_trajectories(tmp_path):
+    """Replica / NICE-SLAM traj.txt lines hold all 16 numbers of the 4 x 4 (they failed as 'not a rigid
+    transform': the last 12 were read); TUM lines are 'timestamp tx ty tz qx qy qz qw' (format='tum'),
+    the rotation checked against scipy's quaternion conversion (scalar last)."""
+    Rotation = pytest.importorskip("scipy.spatial.transform").Rotation
+    Ts = [make_transform(_rot(a), torch.tensor([a, 2 * a, -a], dtype=torch.float64)) for a in (0.0, 0.3, 1.1)]
+    p = tmp_path / "traj.txt"
+    p.write_text("".join(" ".join(f"{x:.17g}" for x in T.reshape(-1).tolist()) + "\n" for T in Ts))
+    assert torch.equal(read_poses_txt(p), torch.stack(Ts))
+
+    rng = torch.Generator().manual_seed(0)
+    q = torch.randn(4, 4, generator=rng, dtype=torch.float64)
+    q = q / q.norm(dim=1, keepdim=True)
+    t = torch.randn(4, 3, generator=rng, dtype=torch.float64)
+    tum = tmp_path / "groundtruth.txt"
+    tum.write_text("# timestamp tx ty tz qx qy qz qw\n" + "".join(
+        f"{1305031102.1 + i:.4f} " + " ".join(f"{x:.17g}" for x in [*t[i].tolist(), *q[i].tolist()]) + "\n"
+        for i in range(4)))
+    got = read_poses_txt(tum, format="tum")
+    torch.testing.assert_close(got[:, :3, :3], torch.from_numpy(Rotation.from_quat(q.numpy()).as_matrix()),
+                               atol=1e-14, rtol=0)
+    assert torch.equal(got[:, :3, 3], t)
+    with pytest.raises(ValueError, match=r"got 8 \(a TUM trajectory\? pass format='tum'\)"):
+        read_poses_txt(tum)
+    tum.write_text("1.0 0 0 0 0 0 0 2\n")
+    with pytest.raises(ValueError, match=r"groundtruth.txt:1: quaternion .* has length 2, not 1"):
+        read_poses_txt(tum, format="tum")
+    with pytest.raises(ValueError, match="format must be 'kitti' or 'tum'"):
+        read_poses_txt(tum, format="TUM ")
