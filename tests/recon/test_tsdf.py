@@ -277,3 +277,44 @@ def test_export_mesh_ply_keeps_float64_vertices_and_colours(tmp_path):
     with pytest.raises(ValueError, match=r"faces must be \(F, 3\)"):
         export_mesh(Mesh(np.zeros((4, 3)), np.array([[0, 1, 2, 3]])), tmp_path / "quad.ply")
     assert not (tmp_path / "nan.ply").exists() and not (tmp_path / "quad.ply").exists()
+
+
+def test_streaming_volume_meshes_as_open3ds_own_loop():
+    """A camera pans along a wall (a simulated drive's pattern: each frame touches many known blocks and
+    adds a few). TSDFVolume, with its voxel-limit bookkeeping, makes the mesh, colours included, that
+    Open3D's own loop (compute_unique_block_coordinates + integrate on a VoxelBlockGrid) makes: the
+    same 288 blocks, the same triangles. (Open3D's map ends at 768 slots for them: it makes room for
+    every block a frame touches, then doubles; noted, not changed: growing it ourselves by 1.25x cut the
+    peak memory of 4 KITTI-size frames at 2 cm by 27 % but cost 50 % more CPU over 100 frames at 10 cm.)"""
+    from geodepth.recon import Mesh, TSDFVolume
+
+    import open3d.core as o3c
+
+    w, h, voxel = 160, 120, 0.02
+    Kw = np.array([[100.0, 0, 80], [0, 100, 60], [0, 0, 1]])
+    cam = PinholeCamera(torch.tensor(Kw), w, h)
+    d = np.full((h, w), 3.0, np.float32)
+    rgb = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    poses = [np.eye(4) for _ in range(12)]
+    for i, P in enumerate(poses):
+        P[0, 3] = 0.25 * i
+    vol = TSDFVolume(voxel, block_count=16)
+    ref = o3d.t.geometry.VoxelBlockGrid(("tsdf", "weight", "color"), (o3c.float32,) * 3, (1, 1, 3), voxel, 16, 16,
+                                        o3c.Device("CPU:0"))
+    intr = o3c.Tensor(Kw, o3c.float64)
+    for P in poses:
+        vol.integrate(d, cam, P, image=rgb.transpose(2, 0, 1))
+        extr = o3c.Tensor(np.linalg.inv(P), o3c.float64)
+        depth = o3d.t.geometry.Image(o3c.Tensor(d))
+        blocks = ref.compute_unique_block_coordinates(depth, intr, extr, 1.0, 80.0, 4.0)
+        ref.integrate(blocks, depth, o3d.t.geometry.Image(o3c.Tensor(rgb.astype(np.float32) / 255)), intr, intr,
+                      extr, 1.0, 80.0, 4.0)
+    assert vol.blocks == ref.hashmap().size() == 288
+    m = ref.extract_triangle_mesh(weight_threshold=0.5)
+    want = Mesh(m.vertex.positions.numpy().astype(np.float64), m.triangle.indices.numpy().astype(np.int64),
+                m.vertex["colors"].numpy().astype(np.float64).clip(0, 1))
+    got = vol.extract_mesh()
+    assert len(got.faces) > 10000
+    np.testing.assert_array_equal(canonical_triangles(got), canonical_triangles(want))
+    v = got.vertices  # and it is the wall, within half a voxel
+    assert np.abs(v[:, 2] - 3.0).max() < 0.5 * voxel
