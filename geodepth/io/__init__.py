@@ -5,6 +5,7 @@ from .calib import (
     read_intrinsics_txt,
     read_kitti_calib_txt,
     read_kitti_object_calib,
+    read_kitti_odometry_calib,
     read_kitti_raw_calib,
     write_calib_file,
 )
@@ -23,11 +24,12 @@ from .loaders import (
 )
 from .mesh import read_mesh, write_mesh
 from .pointcloud import read_ply, read_point_cloud, write_ply
-from .poses import read_poses_txt
+from .poses import camera_poses, read_kitti_odometry_poses, read_poses_txt
 from .velodyne import read_velodyne_bin, write_velodyne_bin
 
 __all__ = [
     "Frame",
+    "camera_poses",
     "kitti_crop_box",
     "list_kitti_dc_frames",
     "load_files_frame",
@@ -43,6 +45,8 @@ __all__ = [
     "read_intrinsics_txt",
     "read_kitti_calib_txt",
     "read_kitti_object_calib",
+    "read_kitti_odometry_calib",
+    "read_kitti_odometry_poses",
     "read_kitti_raw_calib",
     "read_mesh",
     "read_nyu_depth_png",

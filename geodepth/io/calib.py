@@ -1,4 +1,4 @@
-"""Read and write calibration files: KITTI raw, KITTI object, plain YAML/JSON, ROS ``camera_info``.
+"""Read and write calibration files: KITTI raw, object and odometry, plain YAML/JSON, ROS ``camera_info``.
 
 Every reader returns ``(camera, T_cam_from_lidar)``: a :class:`~geodepth.geometry.camera.PinholeCamera`
 and a (4, 4) float64 rigid transform LiDAR frame -> camera frame (``None`` only where the
@@ -41,6 +41,7 @@ __all__ = [
     "read_intrinsics_txt",
     "read_kitti_calib_txt",
     "read_kitti_object_calib",
+    "read_kitti_odometry_calib",
     "read_kitti_raw_calib",
     "write_calib_file",
 ]
@@ -103,7 +104,8 @@ def _check_camera_index(camera: int) -> int:
     return int(camera)
 
 
-def read_kitti_raw_calib(calib_dir=None, *, camera: int = 2, cam_to_cam=None, velo_to_cam=None) -> tuple[PinholeCamera, Tensor]:
+def read_kitti_raw_calib(calib_dir=None, *, camera: int = 2, cam_to_cam=None,
+                         velo_to_cam=None) -> tuple[PinholeCamera, Tensor]:
     """Camera and ``T_cam_from_lidar`` of rectified camera ``camera`` from KITTI raw calibration.
 
     Reads ``calib_cam_to_cam.txt`` (``P_rect_0X``, ``R_rect_00``, ``S_rect_0X`` for the size)
@@ -130,7 +132,8 @@ def read_kitti_raw_calib(calib_dir=None, *, camera: int = 2, cam_to_cam=None, ve
     return kitti_rectified_camera(P, R, Tv, int(round(w)), int(round(h)))
 
 
-def read_kitti_object_calib(path, *, camera: int = 2, width: int | None = None, height: int | None = None) -> tuple[PinholeCamera, Tensor]:
+def read_kitti_object_calib(path, *, camera: int = 2, width: int | None = None,
+                            height: int | None = None) -> tuple[PinholeCamera, Tensor]:
     """Camera and ``T_cam_from_lidar`` from a KITTI object-detection calibration file.
 
     Uses ``P{camera}``, ``R0_rect`` and ``Tr_velo_to_cam``. The file holds no image size,
@@ -144,6 +147,26 @@ def read_kitti_object_calib(path, *, camera: int = 2, width: int | None = None, 
     R = _get(c, "R0_rect", 9, path)
     Tv = _get(c, "Tr_velo_to_cam", 12, path)
     return kitti_rectified_camera(P, R, Tv, int(width), int(height))
+
+
+def read_kitti_odometry_calib(path, *, camera: int = 2, width: int | None = None,
+                              height: int | None = None) -> tuple[PinholeCamera, Tensor]:
+    """Camera and ``T_cam_from_lidar`` from a KITTI odometry ``sequences/XX/calib.txt``.
+
+    Uses ``P{camera}`` and ``Tr`` (velodyne -> rectified camera 0: the rectification is already
+    in it, so there is no ``R0_rect``): ``T_cam_from_lidar = [I | K^-1 P[:, 3]] @ Tr``. The file
+    holds no image size, so ``width`` and ``height`` (of ``image_{camera}/*.png``: 1241 x 376 in
+    sequences 00-02, 1226 x 370 / 1242 x 375 elsewhere) are required. The odometry poses
+    (``poses/XX.txt``) are camera 0's: see :func:`geodepth.io.read_kitti_odometry_poses`.
+    """
+    camera = _check_camera_index(camera)
+    if width is None or height is None:
+        raise ValueError(f"KITTI odometry calibration {path} has no image size: pass width= and height= (of the "
+                         f"image)")
+    c = read_kitti_calib_txt(path)
+    P = _get(c, f"P{camera}", 12, path)
+    Tv = _get(c, "Tr", 12, path)
+    return kitti_rectified_camera(P, torch.eye(3, dtype=torch.float64), Tv, int(width), int(height))
 
 
 def read_intrinsics_txt(path) -> Tensor:
@@ -186,7 +209,8 @@ def _first(d: dict, keys: tuple[str, ...]):
     return None, None
 
 
-def parse_calib_dict(d: dict[str, Any], source: str = "<dict>", *, require_extrinsics: bool = True) -> tuple[PinholeCamera, Tensor | None]:
+def parse_calib_dict(d: dict[str, Any], source: str = "<dict>", *,
+                     require_extrinsics: bool = True) -> tuple[PinholeCamera, Tensor | None]:
     """Camera and ``T_cam_from_lidar`` from a plain or ROS ``camera_info`` dictionary.
 
     Args:
@@ -197,7 +221,8 @@ def parse_calib_dict(d: dict[str, Any], source: str = "<dict>", *, require_extri
 
     Example:
         >>> cam, T = parse_calib_dict({"fx": 500, "fy": 500, "cx": 320, "cy": 240, "width": 640,
-        ...                            "height": 480, "T_cam_from_lidar": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]})
+        ...                            "height": 480,
+        ...                            "T_cam_from_lidar": [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]})
         >>> cam.cx, T.dtype
         (320.0, torch.float64)
     """
@@ -254,7 +279,8 @@ def parse_calib_dict(d: dict[str, Any], source: str = "<dict>", *, require_extri
     if T.numel() == 12:
         T = torch.cat([T, torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64)])
     if T.numel() != 16:
-        raise ValueError(f"calibration key 'T_cam_from_lidar' in {source} must be 4x4 (or 3x4), got {T.numel()} numbers")
+        raise ValueError(f"calibration key 'T_cam_from_lidar' in {source} must be 4x4 (or 3x4), "
+                         f"got {T.numel()} numbers")
     T = check_rigid(T.reshape(4, 4), f"T_cam_from_lidar in {source}")
     return camera, T
 
@@ -284,6 +310,7 @@ def read_calib_file(path, *, camera: int = 2, width: int | None = None, height: 
     - a directory, or a ``calib_cam_to_cam.txt``: KITTI raw (with ``calib_velo_to_cam.txt``
       beside it), rectified camera ``camera``;
     - a ``.txt`` with ``P2:`` and ``Tr_velo_to_cam:``: KITTI object (needs ``width``, ``height``);
+    - a ``.txt`` with ``P2:`` and ``Tr:``: KITTI odometry (needs ``width``, ``height``);
     - ``.yaml`` / ``.yml`` / ``.json``: plain or ROS ``camera_info`` (:func:`parse_calib_dict`).
 
     Returns:
@@ -300,8 +327,10 @@ def read_calib_file(path, *, camera: int = 2, width: int | None = None, height: 
         return read_kitti_raw_calib(camera=camera, cam_to_cam=path, velo_to_cam=path.parent / "calib_velo_to_cam.txt")
     if "Tr_velo_to_cam" in keys:
         return read_kitti_object_calib(path, camera=camera, width=width, height=height)
+    if "Tr" in keys:
+        return read_kitti_odometry_calib(path, camera=camera, width=width, height=height)
     raise ValueError(f"{path}: not a known calibration format (keys: {sorted(keys)}); expected KITTI raw, "
-                     "KITTI object, or a .yaml/.json plain / camera_info file")
+                     "KITTI object, KITTI odometry, or a .yaml/.json plain / camera_info file")
 
 
 def write_calib_file(path, camera: PinholeCamera, T_cam_from_lidar: Tensor | None, *, overwrite: bool = False) -> Path:

@@ -31,7 +31,8 @@ def read_image(path) -> Tensor:
 
 def write_image(path, image: Tensor, *, overwrite: bool = False, compress_level: int = 1) -> Path:
     """Write a (3, H, W) or (1, H, W) image as 8-bit, format from the suffix: float in [0, 1]
-    becomes ``round(x * 255)``; uint8 is written as is. ``compress_level``: PNG's zlib level
+    becomes ``round(x * 255)`` (float values outside [0, 1], beyond 1e-3, are refused, not clipped);
+    uint8 is written as is. ``compress_level``: PNG's zlib level
     0-9 (lossless; 1, OpenCV ``imwrite``'s default, is the fastest that compresses)."""
     from PIL import Image
 
@@ -46,6 +47,10 @@ def write_image(path, image: Tensor, *, overwrite: bool = False, compress_level:
         a = image.detach().cpu().to(torch.float64).numpy()
         if not np.isfinite(a).all():
             raise ValueError(f"image contains NaN or inf; cannot write {path}")
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if lo < -1e-3 or hi > 1 + 1e-3:  # complete()'s rule: another range is never clipped silently
+            raise ValueError(f"image must be uint8 or float in [0, 1], its values span [{lo:g}, {hi:g}]; cannot write "
+                             f"{path}" + (" (divide 8-bit values by 255)" if hi > 1.5 else ""))
         a = np.clip(np.round(a * 255.0), 0, 255).astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     im = Image.fromarray(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0))

@@ -24,15 +24,22 @@ _TEXT_FORMATS = (".xyz", ".xyzn", ".xyzrgb", ".pts")
 _OPEN3D_FORMATS = (".pcd",) + _TEXT_FORMATS
 
 
-def _colors_u8(colors, n: int) -> np.ndarray:
-    c = tensor_arg(colors, "colors")
+def _colors_u8(colors, n: int, name: str = "colors", where: str = "") -> np.ndarray:
+    """(n, 3) uint8 of uint8 colours (as they are) or float RGB in [0, 1] (``round(c * 255)``); float
+    values outside [0, 1] (beyond 1e-3: 0..255, mean-subtracted) or NaN / inf are a ValueError, never
+    clipped (``complete()``'s rule for images)."""
+    c = tensor_arg(colors, name)
     if c.dim() != 2 or c.shape != (n, 3):
-        raise ValueError(f"colors must be ({n}, 3), got {tuple(c.shape)}")
+        raise ValueError(f"{name} must be ({n}, 3), got {tuple(c.shape)}")
     if c.dtype == torch.uint8:
         return c.numpy()
     c = c.to(torch.float64).numpy()
     if not np.isfinite(c).all():
-        raise ValueError("colors contain NaN or inf")
+        raise ValueError(f"{name} contain NaN or inf{where}")
+    lo, hi = (float(c.min()), float(c.max())) if c.size else (0.0, 0.0)
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise ValueError(f"{name} must be uint8 or float RGB in [0, 1], their values span [{lo:g}, {hi:g}]{where}"
+                         + (" (divide 8-bit values by 255)" if hi > 1.5 else ""))
     return np.clip(np.round(c * 255.0), 0, 255).astype(np.uint8)
 
 
@@ -44,7 +51,8 @@ def write_ply(path, points: Tensor, colors: Tensor | None = None, *, overwrite: 
         points: (N, 3) points in metres (any frame; say which in the file name). float64
             points are stored as ``double``, everything else (float32, float16, bfloat16,
             integers) as ``float``.
-        colors: optional (N, 3) RGB, float in [0, 1] (stored as ``round(c * 255)``) or uint8.
+        colors: optional (N, 3) RGB, float in [0, 1] (stored as ``round(c * 255)``; values outside
+            are refused, not clipped) or uint8.
         overwrite: replace an existing file (otherwise ``FileExistsError``).
     """
     path = refuse_overwrite(path, overwrite)

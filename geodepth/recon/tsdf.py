@@ -24,6 +24,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from .._checks import check_int, check_number
+from ..geometry.transforms import RIGID_ATOL
 from ..io._paths import refuse_overwrite
 
 __all__ = ["Mesh", "TSDFVolume", "export_mesh", "fuse_tsdf", "to_open3d_mesh", "to_trimesh"]
@@ -59,7 +60,10 @@ class Mesh(NamedTuple):
 
 
 def _np(x: Any) -> np.ndarray:
-    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+    if hasattr(x, "detach"):  # torch: bfloat16 has no numpy dtype
+        t = x.detach().cpu()
+        return (t.float() if str(t.dtype) == "torch.bfloat16" else t).numpy()
+    return np.asarray(x)
 
 
 def _item_depth_camera_image(item: Any) -> tuple[Any, Any, Any]:
@@ -183,11 +187,22 @@ def _fusion_params(voxel_length, sdf_trunc, depth_max, depth_min, block_resoluti
 
 
 def _check_poses(poses: np.ndarray, name: str = "poses_world_from_cam") -> None:
+    """Refuse non-finite or non-rigid (N, 4, 4) poses, naming the first bad one: a rotation must be
+    orthonormal with det +1 (a reflection would fuse a mirrored scene) and the last row 0 0 0 1."""
     if not np.isfinite(poses).all():
         raise ValueError(f"{name} contains NaN or inf")
     R = poses[:, :3, :3]
-    if np.abs(R @ R.transpose(0, 2, 1) - np.eye(3)).max() > 1e-4 or np.abs(poses[:, 3] - [0, 0, 0, 1]).max() > 0:
-        raise ValueError(f"{name} must be rigid transforms (orthonormal rotation, last row 0 0 0 1)")
+    orth = np.abs(R @ R.transpose(0, 2, 1) - np.eye(3)).max(axis=(1, 2))
+    det = np.linalg.det(R)
+    row = np.abs(poses[:, 3] - [0, 0, 0, 1]).max(axis=1)
+    bad = np.flatnonzero((orth > RIGID_ATOL) | (np.abs(det - 1) > RIGID_ATOL) | (row > 0))
+    if len(bad):
+        i = int(bad[0])
+        which = name if len(poses) == 1 and name.startswith("pose_") else f"{name}[{i}]"
+        what = " (a reflection: it would fuse a mirrored scene)" if orth[i] <= RIGID_ATOL and det[i] < 0 else ""
+        raise ValueError(f"{which} must be rigid (an orthonormal rotation with det +1, last row 0 0 0 1): "
+                         f"max|R R^T - I| = {orth[i]:.3g}, det R = {det[i]:.6g}{what}, last row "
+                         f"{poses[i, 3].tolist()}")
 
 
 def _prepare_frame(i: int, item: Any, cam: Any, img: Any, depth_min: float, depth_max: float) -> tuple:
@@ -198,38 +213,54 @@ def _prepare_frame(i: int, item: Any, cam: Any, img: Any, depth_min: float, dept
     if cam is None:
         raise ValueError(f"frame {i}: no camera (pass cameras=)")
     img = img if img is not None else own_img
-    d = _np(depth).astype(np.float32)
+    d = _np(depth)
+    if d.dtype.kind != "f":  # integers are a depth PNG's raw units (KITTI 1/256 m, NYU mm), not metres
+        raise ValueError(f"frame {i}: depth must be floating-point metres, got {d.dtype} (raw depth PNG values? "
+                         f"read_depth_png / read_nyu_depth_png scale them to metres)")
+    d = d.astype(np.float32)
     if d.ndim == 3 and d.shape[0] == 1:
         d = d[0]
     K, W, H = _K_of(cam)
     if d.shape != (H, W):
         raise ValueError(f"frame {i}: depth is {tuple(d.shape)} but the camera is {W}x{H}")
-    if not np.isfinite(d).all() or (d < 0).any():
-        raise ValueError(f"frame {i}: depth must be finite and >= 0")
+    bad = ~np.isfinite(d) | (d < 0)
+    if bad.any():
+        raise ValueError(f"frame {i}: depth must be finite and >= 0 (0 = no value); {int(bad.sum())} pixel(s) are "
+                         f"not, e.g. {float(d[bad][0])} at (row, col) {tuple(int(x) for x in np.argwhere(bad)[0])}")
     d = np.where((d > depth_min) & (d <= depth_max), d, 0.0).astype(np.float32)
     rgb = None
     if img is not None:
         a = _np(img)
         if a.ndim != 3 or a.shape[0] != 3 or a.shape[1:] != (H, W):
             raise ValueError(f"frame {i}: image must be (3, {H}, {W}), got {tuple(a.shape)}")
-        a = a if a.dtype == np.uint8 else np.round(np.clip(a.astype(np.float64), 0, 1) * 255).astype(np.uint8)
+        if a.dtype != np.uint8:  # float RGB in [0, 1], as complete() takes it: never clip another range silently
+            a = a.astype(np.float64)
+            lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+            if not (lo >= -1e-3 and hi <= 1 + 1e-3):  # NaN fails too
+                raise ValueError(f"frame {i}: image must be uint8 or float RGB in [0, 1], its values span "
+                                 f"[{lo:g}, {hi:g}]" + (" (divide 8-bit values by 255)" if hi > 1.5 else ""))
+            a = np.round(np.clip(a, 0, 1) * 255).astype(np.uint8)
         rgb = np.ascontiguousarray(a.transpose(1, 2, 0))
-    if getattr(cam, "has_distortion", False):  # Open3D's integration knows K only
+    # Open3D's integration knows fx, fy, cx, cy only: no lens distortion, and it drops K's skew K[0, 1]
+    if getattr(cam, "has_distortion", False) or K[0, 1] != 0:
         src = _pinhole_source_pixels(cam)
         d = np.where(src >= 0, d.reshape(-1)[np.maximum(src, 0)], 0.0).reshape(H, W).astype(np.float32)
         if rgb is not None:
             rgb = np.ascontiguousarray(np.where((src >= 0)[:, None], rgb.reshape(-1, 3)[np.maximum(src, 0)], 0)
                                        .reshape(H, W, 3).astype(np.uint8))
+        K = K.copy()
+        K[0, 1] = 0.0
     return d, rgb, K, W, H
 
 
 def _pinhole_source_pixels(cam: Any) -> np.ndarray:
-    """(H * W,) int64: for each pixel of the distortion-free camera with ``cam``'s K and size, the
-    flat index of the pixel of ``cam``'s (distorted) image its centre ray falls in (nearest-pixel
-    resampling), or -1 where that is outside the image or beyond the lens model's valid field.
-    Computed once per camera (by value; ~36 ms at KITTI size) and shared by the frames: read-only."""
-    key = (tuple(cam.K.reshape(-1).tolist()), cam.width, cam.height, tuple(cam.distortion.reshape(-1).tolist()),
-           cam.distortion_model)
+    """(H * W,) int64: for each pixel of the plain pinhole camera with ``cam``'s fx, fy, cx, cy and
+    size (no distortion, no skew: what Open3D integrates with), the flat index of the pixel of
+    ``cam``'s image (distorted and / or skewed) its centre ray falls in (nearest-pixel resampling),
+    or -1 where that is outside the image or beyond the lens model's valid field. Computed once per
+    camera (by value; ~36 ms at KITTI size) and shared by the frames: read-only."""
+    dist = () if getattr(cam, "distortion", None) is None else tuple(cam.distortion.reshape(-1).tolist())
+    key = (tuple(cam.K.reshape(-1).tolist()), cam.width, cam.height, dist, cam.distortion_model)
     return _source_pixels(*key)
 
 
@@ -240,12 +271,12 @@ def _source_pixels(K: tuple, W: int, H: int, D: tuple, model: str) -> np.ndarray
     from ..geometry.camera import PinholeCamera
 
     c64 = PinholeCamera(torch.tensor(K, dtype=torch.float64).reshape(3, 3), W, H,
-                        torch.tensor(D, dtype=torch.float64), model)
+                        torch.tensor(D, dtype=torch.float64) if D else None, model)
     K = c64.K
     v, u = torch.meshgrid(torch.arange(H, dtype=torch.float64) + 0.5, torch.arange(W, dtype=torch.float64) + 0.5,
                           indexing="ij")
-    y = (v.reshape(-1) - K[1, 2]) / K[1, 1]
-    x = (u.reshape(-1) - K[0, 2] - K[0, 1] * y) / K[0, 0]
+    y = (v.reshape(-1) - K[1, 2]) / K[1, 1]  # the ray of the target camera's pixel centre: no skew
+    x = (u.reshape(-1) - K[0, 2]) / K[0, 0]
     uv, _ = c64.project(torch.stack([x, y, torch.ones_like(x)], -1))  # NaN beyond the valid field
     col, row = torch.floor(uv[:, 0]), torch.floor(uv[:, 1])
     ok = (col >= 0) & (col < W) & (row >= 0) & (row < H)  # NaN fails
@@ -309,11 +340,12 @@ class TSDFVolume:
                 with ``.depth`` (or ``.gt_depth`` / ``.sparse_depth``), ``.camera`` and optionally
                 ``.image`` (a :class:`~geodepth.Completion` or :class:`~geodepth.io.frame.Frame`).
             camera: its :class:`~geodepth.geometry.camera.PinholeCamera` (else the item's). With
-                lens distortion the depth map and image are first resampled (nearest pixel) onto
-                the distortion-free camera with the same K and size, as Open3D's integration
-                takes K only.
+                lens distortion or skew (``K[0, 1] != 0``) the depth map and image are first
+                resampled (nearest pixel) onto the plain pinhole camera with the same fx, fy, cx,
+                cy and size, as Open3D's integration takes those four numbers only.
             pose_world_from_cam: (4, 4) rigid camera -> world transform; None = identity.
-            image: optional (3, H, W) RGB in [0, 1] (or uint8) (else the item's, if any).
+            image: optional (3, H, W) float RGB in [0, 1] or uint8 (else the item's, if any); float
+                values outside [0, 1] (0..255, mean-subtracted, NaN) are refused, not clipped.
 
         Returns:
             Whether the frame had depth in range (False: nothing to integrate, not an error).
@@ -434,17 +466,19 @@ def fuse_tsdf(
 
     Args:
         frames_or_depths: N depth maps (1, H, W) or (H, W) in metres, camera-frame z, 0 = none
-            (torch or numpy); or objects with ``.depth`` (or ``.gt_depth`` / ``.sparse_depth``),
-            ``.camera`` and optionally ``.image`` (a :class:`~geodepth.Completion` or a
+            (floating point, torch or numpy: integer maps, a depth PNG's raw units, are refused);
+            or objects with ``.depth`` (or ``.gt_depth`` / ``.sparse_depth``), ``.camera`` and
+            optionally ``.image`` (a :class:`~geodepth.Completion` or a
             :class:`~geodepth.io.frame.Frame`).
         cameras: one :class:`~geodepth.geometry.camera.PinholeCamera` for all frames or a list
-            of N; may be None when the items carry their cameras. A camera with lens distortion:
-            its depth maps and images are resampled (nearest pixel) onto the distortion-free
-            camera with the same K and size first (Open3D's integration takes K only).
+            of N; may be None when the items carry their cameras. A camera with lens distortion
+            or skew (``K[0, 1] != 0``): its depth maps and images are resampled (nearest pixel)
+            onto the plain pinhole camera with the same fx, fy, cx, cy and size first (Open3D's
+            integration takes those four numbers only; it ignored the skew).
         poses_world_from_cam: (N, 4, 4) or a list of N (4, 4) rigid transforms camera -> world
             (metres). None = identity for a single frame.
-        images: optional N (3, H, W) RGB in [0, 1] (or uint8) for vertex colours; taken from
-            the items when they carry images.
+        images: optional N (3, H, W) float RGB in [0, 1] (values outside are refused) or uint8 for
+            vertex colours; taken from the items when they carry images.
         voxel_length: voxel edge in metres.
         sdf_trunc: truncation distance in metres, >= ``voxel_length`` (default ``4 * voxel_length``).
         depth_max: depths beyond this (m) are ignored. depth_min: depths at or below are ignored.
@@ -566,14 +600,16 @@ def _as_mesh(mesh: Any) -> Mesh:
         if vc is not None and getattr(mesh.visual, "kind", None) == "vertex":
             c = np.asarray(vc)[:, :3] / 255.0
         return Mesh(np.asarray(mesh.vertices, np.float64), np.asarray(mesh.faces, np.int64), c)
-    raise ValueError(f"mesh must be a geodepth Mesh, an open3d TriangleMesh or a trimesh.Trimesh, got {type(mesh).__name__}")
+    raise ValueError(f"mesh must be a geodepth Mesh, an open3d TriangleMesh or a trimesh.Trimesh, "
+                     f"got {type(mesh).__name__}")
 
 
 def export_mesh(mesh: Any, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write a mesh to ``.ply``, ``.obj``, ``.stl``, ``.off`` or ``.glb`` (by suffix).
 
-    Uses trimesh when installed, else Open3D. Vertex colours are kept where the format
-    allows (PLY, OBJ, GLB).
+    PLY is written by geodepth's own binary writer (float64 vertices as ``double``: trimesh's
+    exporter rounds them to float32, 0.25 m at UTM northings); the other formats by trimesh when
+    installed, else Open3D. Vertex colours are kept where the format allows (PLY, OBJ, GLB).
 
     Args:
         mesh: :class:`Mesh`, ``open3d.geometry.TriangleMesh`` or ``trimesh.Trimesh``.
@@ -591,8 +627,24 @@ def export_mesh(mesh: Any, path: str | os.PathLike, overwrite: bool = False) -> 
     m = _as_mesh(mesh)
     if m.vertices.ndim != 2 or m.vertices.shape[1] != 3:
         raise ValueError(f"vertices must be (V, 3), got {tuple(m.vertices.shape)}")
+    if m.faces.ndim != 2 or m.faces.shape[1] != 3:
+        raise ValueError(f"faces must be (F, 3), got {tuple(m.faces.shape)}")
     if m.faces.size and (m.faces.min() < 0 or m.faces.max() >= len(m.vertices)):
         raise ValueError("faces index vertices out of range")
+    if not np.isfinite(m.vertices).all():
+        raise ValueError(f"vertices contain NaN or inf; cannot write {path}")
+    colors = None  # uint8; float colours outside [0, 1] are refused, not clipped
+    if m.vertex_colors is not None:
+        from ..io.pointcloud import _colors_u8
+
+        colors = _colors_u8(np.asarray(m.vertex_colors), len(m.vertices), "vertex_colors", f"; cannot write {path}")
+    if suffix == ".ply":  # our own writer: trimesh's PLY exporter rounds vertices to float32
+        from ..io.mesh import write_ply_mesh
+
+        v = np.asarray(m.vertices)
+        v = v if v.dtype == np.float64 else v.astype(np.float32)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return write_ply_mesh(path, v, np.asarray(m.faces, np.int64), colors)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         import trimesh  # noqa: F401

@@ -207,7 +207,7 @@ def test_writers_accept_half_precision(tmp_path, dtype):
     write_mesh(tmp_path / "h.obj", x, torch.tensor([[0, 1, 2], [3, 4, 5]]))
     pytest.importorskip("trimesh")
     v, _, _ = read_mesh(tmp_path / "h.obj")
-    torch.testing.assert_close(v, x.float(), atol=1e-6, rtol=0)
+    torch.testing.assert_close(v.float(), x.float(), atol=1e-6, rtol=0)  # OBJ text: read as float64
 
 
 def test_write_calib_file_needs_a_camera(tmp_path):

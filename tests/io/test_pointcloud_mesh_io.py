@@ -96,3 +96,73 @@ def test_mesh_round_trip_vs_trimesh(tmp_path):
         write_mesh(tmp_path / "m.ply", v, f)
     with pytest.raises(ValueError, match="faces index vertices outside"):
         write_mesh(tmp_path / "bad.ply", v, f + 100)
+
+
+def _utm_mesh():
+    """A small mesh at UTM-size coordinates (easting ~5e5 m, northing ~4e6 m), where float32's spacing
+    is 0.03 / 0.25 m: any float32 step on the way moves the vertices by centimetres to decimetres."""
+    g = torch.Generator().manual_seed(3)
+    v = torch.tensor([500123.0, 4181234.0, 35.0], dtype=torch.float64) + torch.rand(6, 3, generator=g,
+                                                                                   dtype=torch.float64) * 10
+    f = torch.tensor([[0, 1, 2], [2, 3, 4], [3, 4, 5]])
+    col = torch.rand(6, 3, generator=g)
+    return v, f, col
+
+
+def test_mesh_ply_keeps_float64_vertices(tmp_path):
+    """write_mesh wrote PLY through trimesh, whose exporter stores vertices as float32 (0.1 m off here);
+    our own PLY writer keeps float64 as double, which trimesh, Open3D and read_mesh read back exactly,
+    and float32 as float (read_mesh returns the stored precision)."""
+    trimesh = pytest.importorskip("trimesh")
+    v, f, col = _utm_mesh()
+    write_mesh(tmp_path / "utm.ply", v, f, col)
+    m = trimesh.load(tmp_path / "utm.ply", process=False)
+    np.testing.assert_array_equal(np.asarray(m.vertices), v.numpy())
+    np.testing.assert_array_equal(np.asarray(m.faces), f.numpy())
+    np.testing.assert_array_equal(np.asarray(m.visual.vertex_colors)[:, :3], torch.round(col * 255).numpy())
+    o3d = pytest.importorskip("open3d")
+    om = o3d.io.read_triangle_mesh(str(tmp_path / "utm.ply"))
+    np.testing.assert_array_equal(np.asarray(om.vertices), v.numpy())
+    np.testing.assert_array_equal(np.asarray(om.triangles), f.numpy())
+    rv, rf, rc = read_mesh(tmp_path / "utm.ply")
+    assert rv.dtype == torch.float64 and torch.equal(rv, v) and torch.equal(rf, f)
+    torch.testing.assert_close(rc, torch.round(col * 255) / 255, atol=1e-7, rtol=0)
+    pv, _ = read_ply(tmp_path / "utm.ply")  # our point reader takes the vertices of the mesh file
+    assert pv.dtype == torch.float64 and torch.equal(pv, v)
+    # float32 vertices stay float32 (the file says float), read back bit for bit
+    v32 = (v - v[0]).float()
+    write_mesh(tmp_path / "f32.ply", v32, f)
+    assert b"property float x" in (tmp_path / "f32.ply").read_bytes()[:200]
+    rv, _, rc = read_mesh(tmp_path / "f32.ply")
+    assert rv.dtype == torch.float32 and torch.equal(rv, v32) and rc is None
+    assert read_mesh(tmp_path / "utm.ply", dtype=torch.float32)[0].dtype == torch.float32
+    # text formats carry more than float32: OBJ keeps 8 decimals, read back as float64
+    write_mesh(tmp_path / "utm.obj", v, f)
+    rv, _, _ = read_mesh(tmp_path / "utm.obj")
+    assert rv.dtype == torch.float64 and (rv - v).abs().max() < 1e-8
+    with pytest.raises(ValueError, match="dtype must be a floating-point"):
+        read_mesh(tmp_path / "utm.ply", dtype=torch.int64)
+
+
+def test_float_colours_outside_0_1_are_refused_not_clipped(tmp_path):
+    """write_ply / write_mesh / export_mesh store float colours as round(c * 255) of c in [0, 1]. A float
+    array in 0..255 was clipped to white (Open3D read back 1.0 everywhere); it is refused with its span,
+    as complete() refuses such images, and nothing is written. In range, the bytes are round(c * 255)."""
+    from geodepth.recon import Mesh, export_mesh
+
+    o3d = pytest.importorskip("open3d")
+    pts = torch.rand(5, 3, generator=torch.Generator().manual_seed(1))
+    grey = torch.full((5, 3), 64.0)
+    with pytest.raises(ValueError, match=r"colors must be .* span \[64, 64\] \(divide 8-bit values by 255\)"):
+        write_ply(tmp_path / "p.ply", pts, grey)
+    with pytest.raises(ValueError, match=r"vertex_colors must be .* span \[64, 64\]; cannot write .*m\.ply"):
+        write_mesh(tmp_path / "m.ply", pts, torch.tensor([[0, 1, 2]]), grey)
+    with pytest.raises(ValueError, match=r"vertex_colors must be .* span \[-0.2, 0.5\]"):
+        export_mesh(Mesh(pts.double().numpy(), np.array([[0, 1, 2]]), np.r_[np.full((4, 3), 0.5), [[-0.2, 0, 0]]]),
+                    tmp_path / "e.ply")
+    assert not any(tmp_path.iterdir())
+    write_ply(tmp_path / "p.ply", pts, grey / 255)
+    np.testing.assert_array_equal(np.asarray(o3d.io.read_point_cloud(str(tmp_path / "p.ply")).colors), 64 / 255)
+    export_mesh(Mesh(pts.double().numpy(), np.array([[0, 1, 2]]), np.full((5, 3), 64 / 255)), tmp_path / "e.ply")
+    back = o3d.io.read_triangle_mesh(str(tmp_path / "e.ply"))
+    np.testing.assert_array_equal(np.asarray(back.vertex_colors), 64 / 255)

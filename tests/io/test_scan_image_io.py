@@ -67,3 +67,19 @@ def test_grayscale_and_write_round_trip(tmp_path):
         read_image(tmp_path / "bad.jpg")
     with pytest.raises(FileNotFoundError):
         read_image(tmp_path / "missing.jpg")
+
+
+def test_write_image_refuses_floats_outside_0_1(tmp_path):
+    """A float image in 0..255 was clipped to white (every byte 255 in the file); it is refused with
+    its span, as complete() refuses it, and nothing is written. The same grey in [0, 1] (64 / 255) is
+    stored as the byte 64, and 1 + 1e-4 (resampling overshoot) still rounds to 255."""
+    grey = torch.full((3, 4, 5), 64.0)
+    with pytest.raises(ValueError, match=r"span \[64, 64\]; cannot write .*g\.png \(divide 8-bit values by 255\)"):
+        write_image(tmp_path / "g.png", grey)
+    with pytest.raises(ValueError, match=r"span \[-0\.5, 0\.5\]"):
+        write_image(tmp_path / "g.png", torch.linspace(-0.5, 0.5, 60).reshape(3, 4, 5))
+    assert not (tmp_path / "g.png").exists()
+    write_image(tmp_path / "g.png", grey / 255)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "g.png")), np.full((4, 5, 3), 64, np.uint8))
+    write_image(tmp_path / "w.png", torch.full((1, 4, 5), 1 + 1e-4))
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "w.png")), np.full((4, 5), 255, np.uint8))

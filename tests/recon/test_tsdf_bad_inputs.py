@@ -7,6 +7,7 @@ oversized inputs are refused before anything is integrated, which the tests enfo
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -179,3 +180,79 @@ def test_fuse_tsdf_warnings_name_fuse_tsdf_and_point_at_the_caller():
     with pytest.warns(RuntimeWarning, match="^fuse_tsdf: no surface") as rec:
         fuse_tsdf([_plane()], CAM, None, voxel_length=1e6)
     assert rec[0].filename == __file__
+
+
+def test_poses_are_world_from_cam_and_a_mirror_is_refused():
+    """A pose maps camera-frame points into the world (p_w = R p_c + t). The half turn about x,
+    diag(1, -1, -1) plus t = (1, 2, 3), puts the wall z_cam = 2 at z_world = 3 - 2 = 1 (worked by
+    hand). diag(1, -1, 1) has orthonormal rows too but det -1: a reflection, which Open3D fuses
+    as a mirrored scene (the wall at z_world = 5, triangles wound inside out); it is refused, by
+    index, in fuse_tsdf and in TSDFVolume.integrate."""
+    from geodepth.recon import TSDFVolume
+
+    voxel = 0.05
+    turn = np.diag([1.0, -1.0, -1.0, 1.0])
+    turn[:3, 3] = [1.0, 2.0, 3.0]
+    v = fuse_tsdf([_plane()], CAM, turn[None], voxel_length=voxel).vertices
+    assert np.abs(v[:, 2] - 1.0).max() < 0.5 * voxel, np.abs(v[:, 2] - 1.0).max()
+    # the camera frame's x, y extents come back through the inverse of the pose
+    cam_pts = (v - turn[:3, 3]) @ turn[:3, :3]
+    _assert_wall(SimpleNamespace(vertices=cam_pts), voxel)
+
+    mirror = turn.copy()
+    mirror[2, 2] = 1.0
+    with pytest.raises(ValueError, match=r"poses_world_from_cam\[1\] must be rigid.*det R = -1 \(a reflection"):
+        fuse_tsdf([_plane(), _plane()], CAM, np.stack([turn, mirror]), voxel_length=voxel)
+    vol = TSDFVolume(voxel)
+    with pytest.raises(ValueError, match=r"pose_world_from_cam must be rigid.*det R = -1 \(a reflection"):
+        vol.integrate(_plane(), CAM, mirror)
+    assert vol.frames == 0
+    with pytest.raises(ValueError, match=r"det R = 8"):  # a scale is named by its numbers too
+        vol.integrate(_plane(), CAM, np.diag([2.0, 2.0, 2.0, 1.0]))
+
+
+
+def test_images_outside_0_1_are_refused_not_clipped():
+    """Colours are uint8 or float RGB in [0, 1] (complete()'s rule). A float image in 0..255 was
+    clipped to 1: an all-white mesh; a NaN pixel turned into an arbitrary byte. Both are refused,
+    in fuse_tsdf and TSDFVolume.integrate, with the span of the values; the same grey as uint8 64
+    or float 64 / 255 gives vertex colours 64 / 255 (hand-worked)."""
+    from geodepth.recon import TSDFVolume
+
+    grey_u8 = np.full((3, H, W), 64, np.uint8)
+    for img in (grey_u8, grey_u8.astype(np.float32) / 255):
+        c = fuse_tsdf([_plane()], CAM, None, images=[img], voxel_length=0.05).vertex_colors
+        assert c is not None and len(c) > 100
+        np.testing.assert_allclose(c, 64 / 255, atol=1e-6)
+    with pytest.raises(ValueError, match=r"frame 0: image must be .* span \[64, 64\] \(divide 8-bit values by 255\)"):
+        fuse_tsdf([_plane()], CAM, None, images=[grey_u8.astype(np.float32)], voxel_length=0.05)
+    nan = grey_u8.astype(np.float32) / 255
+    nan[1, 3, 4] = np.nan
+    with pytest.raises(ValueError, match=r"frame 0: image must be uint8 or float RGB in \[0, 1\]"):
+        fuse_tsdf([_plane()], CAM, None, images=[nan], voxel_length=0.05)
+    vol = TSDFVolume(0.05)
+    centred = torch.full((3, H, W), 0.5)
+    centred[:, 0, 0] = -0.5  # mean-subtracted colours
+    with pytest.raises(ValueError, match=r"span \[-0.5, 0.5\]"):
+        vol.integrate(_plane(), CAM, np.eye(4), image=centred)
+    assert vol.frames == 0
+
+
+def test_integer_depth_is_refused_and_bad_pixels_are_named():
+    """Depth is float metres. An integer map is a depth PNG's raw units: KITTI's uint16 512 is 2 m,
+    which fusion took for 512 m (with depth_max=1000, a wall at z = 512) or, under the default
+    depth_max, dropped with a 'no depth' warning; it is refused, naming the dtype and the readers
+    that scale. bfloat16 depth (no numpy dtype) is fused as float: the wall at 2 m. A NaN pixel is
+    named by its position."""
+    from geodepth.recon import TSDFVolume
+
+    raw = np.full((1, H, W), 512, np.uint16)  # KITTI PNG units: 512 / 256 = 2 m
+    with pytest.raises(ValueError, match=r"frame 0: depth must be floating-point metres, got uint16 .*read_depth_png"):
+        fuse_tsdf([raw], CAM, None, voxel_length=0.05, depth_max=1000.0)
+    with pytest.raises(ValueError, match=r"got int64"):
+        TSDFVolume(0.05).integrate(torch.from_numpy(raw.astype(np.int64)), CAM)
+    _assert_wall(fuse_tsdf([torch.from_numpy(_plane()).to(torch.bfloat16)], CAM, None, voxel_length=0.05), 0.05)
+    d = _plane()
+    d[0, 5, 7] = np.nan
+    with pytest.raises(ValueError, match=r"1 pixel\(s\) are not, e.g. nan at \(row, col\) \(5, 7\)"):
+        fuse_tsdf([d], CAM, None)
