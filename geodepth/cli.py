@@ -452,7 +452,10 @@ def cmd_fuse(args) -> int:
         raise CLIError(f"--use-gt fuses the ground truth, nothing is completed: {given} would be ignored; drop "
                        f"{'it' if ' and ' not in given else 'them'} or --use-gt")
     entries = list_kitti_dc_frames(root)
-    poses = read_poses_txt(args.poses or root / "poses.txt")
+    try:
+        poses = read_poses_txt(args.poses or root / "poses.txt", format=args.poses_format)
+    except ValueError as e:  # the reader's hint names its argument; the CLI's is an option
+        raise CLIError(str(e).replace("pass format='tum'", "pass --poses-format tum")) from None
     if len(poses) != len(entries):
         raise CLIError(f"{len(entries)} frames but {len(poses)} poses")
     if args.max_frames is not None:
@@ -647,6 +650,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--frames", required=True, help="KITTI depth-completion folder (e.g. from `geodepth sim`)")
     f.add_argument("--poses", default=None,
                    help="world_from_cam per frame, 12 numbers a line (default FRAMES/poses.txt)")
+    f.add_argument("--poses-format", choices=("kitti", "tum"), default="kitti",
+                   help="kitti: 12 (or 16) numbers of the matrix a line (default); tum: timestamp tx ty tz qx qy qz "
+                   "qw, one line per frame in frame order")
     f.add_argument("--out", required=True, help="mesh file (.ply, .obj, ...)")
     f.add_argument("--method", default=None)
     f.add_argument("--device", default=None)
