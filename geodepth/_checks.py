@@ -14,8 +14,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-__all__ = ["MAX_ELEMENTS", "OFFSETS_DTYPES", "check_int", "check_not_meta", "check_number", "check_options",
-           "check_size"]
+__all__ = ["MAX_ELEMENTS", "OFFSETS_DTYPES", "UNIT_SLACK", "check_int", "check_not_meta", "check_number",
+           "check_options", "check_size", "check_unit_span"]
 
 #: the most elements a size argument may ask for (an image's H * W, a neighbour table's M * k):
 #: beyond it a typo (``size=(1e7, 1e7)``) would reach the allocator, and int32 indexing breaks
@@ -94,3 +94,16 @@ def check_not_meta(name: str, t: Any) -> None:
     if isinstance(t, torch.Tensor) and t.device.type == "meta":
         raise ValueError(f"{name} on device meta is not supported: a meta tensor ({tuple(t.shape)}, "
                          f"{str(t.dtype).replace('torch.', '')}) has a shape but no values")
+
+
+#: how far float colours may stray outside [0, 1] (rounding of resampling / colour conversions)
+UNIT_SLACK = 1e-3
+
+
+def check_unit_span(what: str, lo: float, hi: float, where: str = "", values: str = "its") -> None:
+    """Refuse float colours whose span ``[lo, hi]`` is not within [0, 1] (give or take
+    :data:`UNIT_SLACK`; NaN fails too): never clip another range (0..255, mean-subtracted) silently.
+    The message is ``f"{what}, {values} values span [lo, hi]{where}"``, plus a hint for 8-bit values."""
+    if not (lo >= -UNIT_SLACK and hi <= 1 + UNIT_SLACK):
+        raise ValueError(f"{what}, {values} values span [{lo:g}, {hi:g}]{where}"
+                         + (" (divide 8-bit values by 255)" if hi > 1.5 else ""))

@@ -92,3 +92,19 @@ def test_meta_tensors_are_refused_by_the_ops():
         ops.knn_to_edge_index(idx.to(meta))
     with pytest.raises(ValueError, match="^features on device meta"):
         ops.continuous_conv(pts.to(meta), pts, pts[:2], idx, torch.ones(1, 3, 2), scores=torch.ones(2, 2, 1))
+
+
+def test_check_unit_span_is_the_one_colour_rule():
+    """Float colours: [0, 1] give or take 1e-3 pass; wider spans, NaN fail, naming the span, with the
+    8-bit hint above 1.5 (complete(), TSDF fusion, write_image and the point / mesh writers share it)."""
+    from geodepth._checks import UNIT_SLACK, check_unit_span
+
+    assert UNIT_SLACK == 1e-3
+    for lo, hi in ((0.0, 1.0), (-1e-3, 1 + 1e-3), (0.5, 0.5)):
+        check_unit_span("x must be in [0, 1]", lo, hi)
+    for lo, hi, hint in ((0.0, 1.0011, False), (-0.002, 0.5, False), (0.0, 255.0, True), (float("nan"), 0.5, False)):
+        with pytest.raises(ValueError) as e:
+            check_unit_span("x must be in [0, 1]", lo, hi, "; in f.png", values="their")
+        msg = str(e.value)
+        assert msg.startswith(f"x must be in [0, 1], their values span [{lo:g}, {hi:g}]; in f.png")
+        assert ("divide 8-bit values by 255" in msg) == hint

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._checks import check_int
+from .._checks import check_int, check_unit_span
 from ._paths import open_image, refuse_overwrite, tensor_arg
 
 __all__ = ["read_image", "write_image"]
@@ -48,9 +48,7 @@ def write_image(path, image: Tensor, *, overwrite: bool = False, compress_level:
         if not np.isfinite(a).all():
             raise ValueError(f"image contains NaN or inf; cannot write {path}")
         lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
-        if lo < -1e-3 or hi > 1 + 1e-3:  # complete()'s rule: another range is never clipped silently
-            raise ValueError(f"image must be uint8 or float in [0, 1], its values span [{lo:g}, {hi:g}]; cannot write "
-                             f"{path}" + (" (divide 8-bit values by 255)" if hi > 1.5 else ""))
+        check_unit_span("image must be uint8 or float in [0, 1]", lo, hi, f"; cannot write {path}")
         a = np.clip(np.round(a * 255.0), 0, 255).astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     im = Image.fromarray(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0))

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._checks import check_unit_span
 from ._paths import existing_file, refuse_overwrite, tensor_arg
 
 __all__ = ["read_ply", "read_point_cloud", "write_ply"]
@@ -37,9 +38,7 @@ def _colors_u8(colors, n: int, name: str = "colors", where: str = "") -> np.ndar
     if not np.isfinite(c).all():
         raise ValueError(f"{name} contain NaN or inf{where}")
     lo, hi = (float(c.min()), float(c.max())) if c.size else (0.0, 0.0)
-    if lo < -1e-3 or hi > 1 + 1e-3:
-        raise ValueError(f"{name} must be uint8 or float RGB in [0, 1], their values span [{lo:g}, {hi:g}]{where}"
-                         + (" (divide 8-bit values by 255)" if hi > 1.5 else ""))
+    check_unit_span(f"{name} must be uint8 or float RGB in [0, 1]", lo, hi, where, values="their")
     return np.clip(np.round(c * 255.0), 0, 255).astype(np.uint8)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._checks import check_not_meta
+from .._checks import check_not_meta, check_unit_span
 from ..geometry.camera import PinholeCamera
 from ..io.frame import Frame
 
@@ -255,9 +255,7 @@ def complete(
         if not image.is_floating_point():
             raise ValueError(f"image must be float RGB in [0, 1], got {image.dtype} (divide 8-bit images by 255)")
         lo, hi = (float(v) for v in torch.aminmax(image))
-        if not (lo >= -1e-3 and hi <= 1 + 1e-3):  # NaN fails too
-            raise ValueError(f"image must be float RGB in [0, 1], its values span [{lo:g}, {hi:g}]"
-                             + (" (divide 8-bit values by 255)" if hi > 1.5 else ""))
+        check_unit_span("image must be float RGB in [0, 1]", lo, hi)
         image = image.to(sparse.device, torch.float32)
     if not (sparse > 0).any():
         raise ValueError("the input has no valid depth in the image (every point outside the image or behind the camera?)")

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from .._checks import check_int, check_number
+from .._checks import check_int, check_number, check_unit_span
 from ..geometry.transforms import RIGID_ATOL
 from ..io._paths import refuse_overwrite
 
@@ -236,9 +236,7 @@ def _prepare_frame(i: int, item: Any, cam: Any, img: Any, depth_min: float, dept
         if a.dtype != np.uint8:  # float RGB in [0, 1], as complete() takes it: never clip another range silently
             a = a.astype(np.float64)
             lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
-            if not (lo >= -1e-3 and hi <= 1 + 1e-3):  # NaN fails too
-                raise ValueError(f"frame {i}: image must be uint8 or float RGB in [0, 1], its values span "
-                                 f"[{lo:g}, {hi:g}]" + (" (divide 8-bit values by 255)" if hi > 1.5 else ""))
+            check_unit_span(f"frame {i}: image must be uint8 or float RGB in [0, 1]", lo, hi)
             a = np.round(np.clip(a, 0, 1) * 255).astype(np.uint8)
         rgb = np.ascontiguousarray(a.transpose(1, 2, 0))
     # Open3D's integration knows fx, fy, cx, cy only: no lens distortion, and it drops K's skew K[0, 1]
