@@ -154,3 +154,17 @@ def test_auto_on_a_batch_of_small_clouds_takes_the_ordered_kdtree_path(monkeypat
     _same(knn(p, p, 16, query_offsets=off, points_offsets=off), knn_reference(p, p, 16, query_offsets=off,
                                                                            points_offsets=off))
     assert spy["ordered"] == 1 and not grid_calls
+
+
+def test_morton_order_keeps_an_already_local_order():
+    """A cloud in scan order (a random walk: consecutive rows close together) keeps its order;
+    the same cloud shuffled is sorted (and answers stay exact either way)."""
+    rng = np.random.default_rng(8)
+    walk = np.cumsum(rng.normal(size=(3000, 3)), 0).astype(np.float32)
+    seg = np.array([0, 3000], np.int64)
+    assert knn_kdtree._morton_segments(walk, np.array([0]), seg).tolist() == list(range(3000))
+    shuffled = np.ascontiguousarray(walk[rng.permutation(3000)])
+    assert knn_kdtree._morton_segments(shuffled, np.array([0]), seg).tolist() != list(range(3000))
+    for x in (walk, shuffled):
+        p = torch.from_numpy(x)
+        _same(knn(p, p, 12, backend="kdtree"), knn_reference(p, p, 12))

@@ -10,9 +10,10 @@ conventions (canonical float arithmetic, ties -> smaller index):
   whole cloud); rows with ties inside the k are re-sorted by index.
 
 With pykdtree (canonical distances) and numba (:func:`_ordered_batches`), every cloud of a batch
-is first put in Morton (z-curve) order by one compiled radix sort: each tree is built on an
-ordered copy and its queries run in that order, which keeps the tree walk in cache (randomly
-ordered clouds such as random subsets of a scan: about 1.2x on build + query, single thread);
+is first put in Morton (z-curve) order by one compiled radix sort (unless its own order is about
+as local already: a scan in ring order): each tree is built on an ordered copy and its queries
+run in that order, which keeps the tree walk in cache (randomly ordered clouds such as random
+subsets of a scan: about 1.2x on build + query, single thread);
 then one compiled parallel pass over all clouds maps the indices back, writes every output row
 in place (in row order), orders ties inside the k by index and lists the rows whose k-th
 distance ties the (k+1)-th, which alone are queried again. (One tree for all clouds, each put
@@ -143,6 +144,7 @@ def _knn_one(tree: _Tree, q: np.ndarray, p: np.ndarray, k: int, canonical: bool,
 _MORTON_BITS = 30  # bits of the Morton code (10 per axis in 3D, 15 in 2D)
 _RADIX = 10  # bits per pass of the radix sort
 _BLOCK = 1024  # output rows per parallel work item
+_KEEP_ORDER = 2.0  # see _morton_segments
 
 
 @njit(cache=True)
@@ -159,17 +161,32 @@ def _spread(v, D):
     return (v | (v << 1)) & 0x55555555
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
+def _path_length(x, a, order):
+    """Sum of the distances between consecutive rows ``a + order`` of ``x`` (float64)."""
+    tot = 0.0
+    for i in range(1, order.shape[0]):
+        s2 = 0.0
+        for d in range(x.shape[1]):
+            e = np.float64(x[a + order[i], d]) - np.float64(x[a + order[i - 1], d])
+            s2 += e * e
+        tot += np.sqrt(s2)
+    return tot
+
+
+@njit(cache=True)
 def _morton_segments(x, starts, seg):
     """Row numbers of ``x`` (n, D), D in {2, 3}: segment s (``seg[s + 1] - seg[s]`` rows from
     ``starts[s]`` on) in Morton (z-curve) order of their cells on a 2**(30 // D) grid over the
-    segment's bounding box (a stable LSD radix sort), written to ``seg[s]:seg[s + 1]``."""
+    segment's bounding box (a stable LSD radix sort), written to ``seg[s]:seg[s + 1]`` -- or in
+    their own order where that is already about as local (consecutive rows on average at most
+    ``_KEEP_ORDER`` times as far apart as in Morton order: a LiDAR scan in its ring order)."""
     D = x.shape[1]
     bits = _MORTON_BITS // D
     top = (1 << bits) - 1
     nb = 1 << _RADIX
     out = np.empty(seg[-1], np.int64)
-    for sg in prange(seg.shape[0] - 1):
+    for sg in range(seg.shape[0] - 1):
         a = starts[sg]
         n = seg[sg + 1] - seg[sg]
         if n == 0:
@@ -206,6 +223,8 @@ def _morton_segments(x, starts, seg):
                 tmp[cnt[dg]] = j
                 cnt[dg] += 1
             order, tmp = tmp, order
+        if _path_length(x, a, np.arange(n)) <= _KEEP_ORDER * _path_length(x, a, order):
+            order = np.arange(n)
         for i in range(n):
             out[seg[sg] + i] = a + order[i]
     return out
