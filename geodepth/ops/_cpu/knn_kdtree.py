@@ -174,7 +174,7 @@ def _path_length(x, a, order):
     return tot
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _morton_segments(x, starts, seg):
     """Row numbers of ``x`` (n, D), D in {2, 3}: segment s (``seg[s + 1] - seg[s]`` rows from
     ``starts[s]`` on) in Morton (z-curve) order of their cells on a 2**(30 // D) grid over the
@@ -186,7 +186,7 @@ def _morton_segments(x, starts, seg):
     top = (1 << bits) - 1
     nb = 1 << _RADIX
     out = np.empty(seg[-1], np.int64)
-    for sg in range(seg.shape[0] - 1):
+    for sg in prange(seg.shape[0] - 1):  # (one batch: one thread)
         a = starts[sg]
         n = seg[sg + 1] - seg[sg]
         if n == 0:
@@ -323,13 +323,15 @@ def _ordered_batches(qn: np.ndarray, pn: np.ndarray, k: int, qo: list[int], po: 
         qorder = _morton_segments(qn, np.array([qo[b] for b in live], np.int64), qseg)
         qs = _gather(qn, qorder)
     trees, ds, ids = [], List(), List()
-    for s in range(len(live)):
-        p, q = ps[pseg[s]:pseg[s + 1]], qs[qseg[s]:qseg[s + 1]]
-        kq = min(k + 1, p.shape[0])
-        trees.append(KDTree(p))
-        d, i = trees[-1].query(q, k=kq, sqr_dists=True)
-        ds.append(d.reshape(q.shape[0], kq))
-        ids.append(i.reshape(q.shape[0], kq))
+    for p0, p1, q0, q1 in zip(pseg[:-1].tolist(), pseg[1:].tolist(), qseg[:-1].tolist(), qseg[1:].tolist()):
+        kq = min(k + 1, p1 - p0)
+        tree = KDTree(ps[p0:p1])
+        trees.append(tree)
+        d, i = tree.query(qs[q0:q1], k=kq, sqr_dists=True)
+        if kq == 1:  # (then pykdtree returns 1-D arrays)
+            d, i = d.reshape(q1 - q0, 1), i.reshape(q1 - q0, 1)
+        ds.append(d)
+        ids.append(i)
     bad = _place(ds, ids, qorder, qseg, np.array([qo[b] for b in live], np.int64), porder, pseg, sq, ix, tol)
     if bad.size:  # ties at the k-th distance (rare): twice the candidates until clear
         seg = np.searchsorted(qseg, bad, side="right") - 1
