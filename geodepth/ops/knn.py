@@ -37,6 +37,38 @@ MAX_K = 64
 GRID_MIN_POINTS = 30_000
 
 
+#: ... unless the queries are in no spatial order (shuffled, voxel-hashed): the median distance of
+#: consecutive rows is at least this fraction of that of random pairs (a LiDAR scan in ring order:
+#: 0.002-0.003; shuffled: ~1; Open3D voxel_down_sample: 0.8). The grid walks such queries from cell
+#: to random cell, while the k-d tree path sorts them first: full KITTI scan shuffled, k = 16, grid
+#: 136 ms, k-d tree path 106 ms; 40k shuffled 53 / 35 ms (benchmarks/bm_knn_batched.py).
+SCATTERED = 0.5
+
+
+def _scattered(query: Tensor, qo: list[int], samples: int = 256) -> bool:
+    """Whether the rows of ``query`` (CPU) are in no spatial order: the median distance between
+    ``samples`` consecutive pairs of rows (evenly spread) against that between as many scrambled
+    pairs of the same cloud, compared with :data:`SCATTERED`. Deterministic and ~0.1 ms."""
+    import numpy as np
+
+    bounds = np.asarray(qo, np.int64)
+    n = int(bounds[-1])
+    if n < 3:
+        return False
+    i = np.unique(np.linspace(0, n - 2, samples).astype(np.int64))
+    c = np.searchsorted(bounds, i, side="right") - 1  # the cloud of row i
+    i = i[i + 1 < bounds[c + 1]]  # i + 1 in the same cloud
+    if i.size == 0:
+        return False
+    c = np.searchsorted(bounds, i, side="right") - 1
+    j = bounds[c] + (i * 2654435761 + 40503) % (bounds[c + 1] - bounds[c])  # scrambled partner, same cloud
+    x = query.detach().numpy()  # numpy: torch's thread pool wakes slowly right after numba's parallel regions
+    a = x[i].astype(np.float64)
+    step = np.median(np.sqrt(((x[i + 1] - a) ** 2).sum(1)))
+    spread = np.median(np.sqrt(((x[j] - a) ** 2).sum(1)))
+    return bool(spread > 0 and step >= SCATTERED * spread)
+
+
 def _points_per_cloud(po: list[int]) -> float:
     """Mean size of the non-empty clouds of the row splits ``po``."""
     sizes = [b - a for a, b in zip(po[:-1], po[1:]) if b > a]
@@ -176,9 +208,11 @@ def _dispatch(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int
             backend = "triton"
         elif query.device.type == "cpu":
             from geodepth.ops._cpu.knn_grid_numba import grid_available
-            from geodepth.ops._cpu.knn_kdtree import kdtree_available
+            from geodepth.ops._cpu.knn_kdtree import kdtree_available, ordered_kdtree_available
 
-            if _points_per_cloud(po) >= GRID_MIN_POINTS and grid_available():
+            if (_points_per_cloud(po) >= GRID_MIN_POINTS and grid_available()
+                    and not (max_sqdist == float("inf") and ordered_kdtree_available(query.dtype)
+                             and _scattered(query, qo))):
                 backend = "grid"  # benchmarks/bm_knn.py: faster than pykdtree on both KITTI sets
             else:
                 backend = "kdtree" if kdtree_available() else "torch"

@@ -792,6 +792,40 @@ def test_offsets_of_other_dtypes_are_refused_saying_int64_or_int32(dtype):
         radius(q, p, 1.0, query_offsets=torch.tensor([0, 3]), points_offsets=torch.tensor([0, 5]).to(dtype))
 
 
+def test_auto_sends_scattered_large_clouds_to_the_ordered_kdtree_path(monkeypatch):
+    """Clouds above GRID_MIN_POINTS go to the grid when their rows are in spatial order (a scan,
+    a random walk) and to the Morton-ordered k-d tree path when they are not (shuffled: the grid
+    then visits cells in random order, 0.72-0.79x pykdtree on shuffled KITTI subsets, the k-d
+    tree path 1.08-1.46x); a bounded search (radius) stays on the grid. Answers equal the twin's."""
+    pytest.importorskip("numba")
+    from geodepth.ops._cpu import knn_grid_numba, knn_kdtree
+
+    if not knn_kdtree.ordered_kdtree_available(torch.float32):
+        pytest.skip("needs pykdtree with canonical distances")
+    knn_mod = sys.modules["geodepth.ops.knn"]
+    monkeypatch.setattr(knn_mod, "GRID_MIN_POINTS", 1000)
+    calls = []
+    real = knn_grid_numba.grid_knn
+    monkeypatch.setattr(knn_grid_numba, "grid_knn", lambda *a: calls.append(a[0].shape[0]) or real(*a))
+    g = torch.Generator().manual_seed(9)
+    walk = torch.randn(3000, 3, generator=g).cumsum(0)
+    shuffled = walk[torch.randperm(3000, generator=g)].contiguous()
+    rng_off = torch.tensor([0, 1500, 3000])
+    for pts, off, grid in ((walk, None, True), (shuffled, None, False), (shuffled, rng_off, False),
+                           (walk, rng_off, True)):
+        calls.clear()
+        got = knn(pts, pts, 8, query_offsets=off, points_offsets=off)
+        want = knn_reference(pts, pts, 8, query_offsets=off, points_offsets=off)
+        assert bool(calls) == grid
+        assert torch.equal(got.idx, want.idx) and torch.equal(got.sqdist, want.sqdist)
+    assert knn_mod._scattered(shuffled, [0, 3000]) and not knn_mod._scattered(walk, [0, 3000])
+    assert not knn_mod._scattered(torch.zeros(100, 3), [0, 100])  # all equal: no spread, no order to lose
+    calls.clear()
+    got = radius(shuffled, shuffled, 2.0, max_neighbors=8)
+    want = radius_reference(shuffled, shuffled, 2.0, max_neighbors=8)
+    assert calls and torch.equal(got.idx, want.idx) and torch.equal(got.sqdist, want.sqdist)
+
+
 def test_auto_picks_the_cpu_backend_by_cloud_size_not_batch_total(monkeypatch):
     # each cloud of a packed batch is searched on its own, so the grid's threshold is per cloud
     # (mean size of the non-empty clouds), not the batch's total row count
@@ -806,7 +840,8 @@ def test_auto_picks_the_cpu_backend_by_cloud_size_not_batch_total(monkeypatch):
     monkeypatch.setattr(knn_grid_numba, "grid_knn", lambda *a: calls.append(a[0].shape[0]) or real(*a))
     g = torch.Generator().manual_seed(5)
     for sizes, grid in (([1200], True), ([500, 0, 500, 500], False), ([1100, 0, 1100], True)):
-        pts = torch.rand(sum(sizes), 3, generator=g, dtype=torch.float64)
+        # random walks: rows in spatial order, as a scan's (shuffled rows are test_auto_sends_scattered_...)
+        pts = torch.randn(sum(sizes), 3, generator=g, dtype=torch.float64).cumsum(0)
         off = torch.tensor(np.cumsum([0] + sizes))
         calls.clear()
         got = knn(pts, pts, 8, query_offsets=off, points_offsets=off)

@@ -32,7 +32,7 @@ from ._ragged import run_ragged
 
 from geodepth._numba import available as _numba_available, njit, prange
 
-__all__ = ["kdtree_available", "kdtree_knn"]
+__all__ = ["kdtree_available", "kdtree_knn", "ordered_kdtree_available"]
 
 _CANONICAL: dict[tuple[str, str], bool] = {}
 
@@ -363,6 +363,14 @@ def _requery(tree, q: np.ndarray, porder: np.ndarray, rows: np.ndarray, k: int, 
 def _ordered_path() -> bool:
     """Whether :func:`_ordered_batches` can run (numba importable)."""
     return _numba_available()
+
+
+def ordered_kdtree_available(dtype: torch.dtype) -> bool:
+    """Whether :func:`kdtree_knn` takes its Morton-ordered path for ``dtype`` (pykdtree with
+    canonical distances, and numba)."""
+    lib = _library()
+    return lib == "pykdtree" and dtype in (torch.float32, torch.float64) and _is_canonical(lib, dtype) \
+        and _ordered_path()
 
 
 def kdtree_knn(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int]) -> tuple[Tensor, Tensor]:
