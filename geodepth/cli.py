@@ -356,12 +356,9 @@ def cmd_sim(args) -> int:
     spec = _sim_sensor(args)
     camera, T = _sim_camera(args)
     height = check_number("--lidar-height", args.lidar_height, gt=0, unit="metres")
-    import torch
+    from .data.synthetic.simulate import camera_height
 
-    from .data.synthetic import kitti_T_cam_from_lidar
-
-    # the camera hangs off the LiDAR: its height above the road is --lidar-height plus its z in the LiDAR frame
-    cam_z = height + float(torch.linalg.inv((kitti_T_cam_from_lidar() if T is None else T).double())[2, 3])
+    cam_z = camera_height(height, T)  # the simulator's own check, named for the command line
     if cam_z <= 0:
         raise CLIError(f"--lidar-height {height:g} puts the camera at {cam_z:.3f} m, not above the road (it hangs "
                        f"{height - cam_z:.3f} m below the LiDAR{' in --calib' if T is not None else ''}); raise "

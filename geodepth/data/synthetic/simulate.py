@@ -444,6 +444,14 @@ def _transform(T: Tensor, p: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------- frames
+def camera_height(lidar_height: float, T_cam_from_lidar: Tensor | None = None) -> float:
+    """Height of the camera above the road, metres: the camera hangs off the LiDAR
+    (world_from_cam = world_from_lidar @ lidar_from_cam; the ego pose only yaws), so it is
+    ``lidar_height`` plus the camera's z in the LiDAR frame (default mounting: KITTI's, 7 cm below)."""
+    T = kitti_T_cam_from_lidar() if T_cam_from_lidar is None else T_cam_from_lidar
+    return float(lidar_height) + float(torch.linalg.inv(T.to(torch.float64))[2, 3])
+
+
 def _check_frame_args(*, seed, sensor, ego_s, time, speed, rate_hz, camera, T_cam_from_lidar, gt, semidense_frames,
                       dtype, lidar_height=KITTI_LIDAR_HEIGHT, **_) -> dict:
     """The arguments of :func:`simulate_frame`, checked (ValueError naming the bad one) and normalised,
@@ -476,8 +484,7 @@ def _check_frame_args(*, seed, sensor, ego_s, time, speed, rate_hz, camera, T_ca
                              f"alone), got distortion model {camera.distortion_model!r}")
     T_cl = None if T_cam_from_lidar is None else _check_pose("T_cam_from_lidar", T_cam_from_lidar)
     lidar_height = check_number("lidar_height", lidar_height, gt=0, unit="metres above the road", abs_max=MAX_COORD)
-    # the camera hangs off the LiDAR (world_from_cam = world_from_lidar @ lidar_from_cam; the ego pose only yaws)
-    cam_z = lidar_height + float(torch.linalg.inv(kitti_T_cam_from_lidar() if T_cl is None else T_cl)[2, 3])
+    cam_z = camera_height(lidar_height, T_cl)
     if cam_z <= 0:
         raise ValueError(f"the camera would be {cam_z:.3f} m above the road (lidar_height={lidar_height!r} plus the "
                          f"camera's height in the LiDAR frame from T_cam_from_lidar): it must be above the road")
