@@ -194,9 +194,6 @@ def _complete_folder(args) -> int:
 
 
 # ---------------------------------------------------------------------------------- eval
-DEPTH_PNG_MODES = ("I;16", "I;16B", "I;16L")  # what read_kitti_depth_png takes: 16-bit, one channel
-
-
 def _png_mode(path: Path) -> str | None:
     """The PIL mode of an image from its header; None if it does not open as one."""
     from PIL import Image, UnidentifiedImageError
@@ -212,6 +209,8 @@ def _is_depth_png(path: Path) -> bool:
     """Whether a PNG can be a KITTI depth map (16-bit, one channel). A file that does not open as
     an image counts as one, so that reading it names the problem."""
     mode = _png_mode(path)
+    from .metrics.kitti import DEPTH_PNG_MODES
+
     return mode is None or mode in DEPTH_PNG_MODES
 
 

@@ -118,6 +118,10 @@ def read_kitti_depth_png(path: str | os.PathLike, scale: float = 256.0) -> np.nd
     return (_read_png16(path).astype(np.float64) / scale).astype(np.float32)
 
 
+#: PIL modes of a 16-bit single-channel PNG: what :func:`read_kitti_depth_png` reads
+DEPTH_PNG_MODES = ("I;16", "I;16B", "I;16L")
+
+
 def _read_png16(path: str | os.PathLike) -> np.ndarray:
     """The (H, W) uint16 values of a 16-bit single-channel PNG (checks of :func:`read_kitti_depth_png`)."""
     from ..io._paths import open_image
@@ -126,7 +130,7 @@ def _read_png16(path: str | os.PathLike) -> np.ndarray:
     with open_image(path, "depth PNG") as im:
         if im.format != "PNG":
             raise ValueError(f"{path} is not a PNG (format {im.format})")
-        if im.mode not in ("I;16", "I;16B", "I;16L"):
+        if im.mode not in DEPTH_PNG_MODES:
             raise ValueError(f"{path} must be a 16-bit single-channel PNG (KITTI depth), got mode {im.mode!r}")
         return np.asarray(im).astype(np.uint16)
 
