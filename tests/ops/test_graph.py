@@ -155,3 +155,13 @@ def test_offsets_to_batch_takes_int32_offsets():
     assert offsets_to_batch(off.int()).dtype == torch.int64
     with pytest.raises(ValueError, match="offsets must be int64 or int32, got torch.int16"):
         offsets_to_batch(off.short())
+
+
+def test_knn_to_edge_index_refuses_indices_below_minus_one():
+    """-1 is the only padding value (as aggregate's check says): a -2 or -7 from a corrupted or
+    hand-built idx was dropped silently like padding, so the graph lost the edge without a word."""
+    with pytest.raises(ValueError, match=r"idx values must be >= -1 \(-1 = no neighbour\), got -2"):
+        knn_to_edge_index(torch.tensor([[0, -2], [1, -1]]))
+    # the padding value itself still drops out, as in the twin's definition: one edge per idx >= 0
+    idx = torch.tensor([[1, -1], [-1, -1], [0, 1]])
+    assert knn_to_edge_index(idx).tolist() == [[1, 0, 1], [0, 2, 2]]
