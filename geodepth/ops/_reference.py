@@ -93,9 +93,10 @@ def aggregate_reference(features: Tensor, idx: Tensor, weights: Tensor | None = 
             rows.append(torch.stack(terms).sum(0))
         elif reduce == "mean":
             rows.append(torch.stack(terms).sum(0) / len(terms))
-        else:  # max, channel-wise, ties -> first (smaller j)
-            best = terms[0]
-            for t in terms[1:]:
+        else:  # max, channel-wise, ties -> first (smaller j); NaN never wins (t > best is False for
+            # it), and a channel whose values are all NaN / -inf keeps the start value -inf (no winner)
+            best = features.new_full((C,), float("-inf"))
+            for t in terms:
                 best = torch.where(t > best, t, best)
             rows.append(best)
     return torch.stack(rows) if rows else features.new_zeros((0, C))

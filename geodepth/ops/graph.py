@@ -24,7 +24,9 @@ def knn_to_edge_index(idx: Tensor, *, self_loops: bool = True) -> Tensor:
             any query set whose rows are the target node ids 0..M-1.
         self_loops: keep edges i -> i (a self-KNN lists every point as its own neighbour);
             ``False`` drops them, like ``torch_cluster.knn_graph(loop=False)`` (note that then a
-            node keeps only k-1 neighbours; ask knn for k+1 to get k).
+            node keeps only k-1 neighbours; ask knn for k+1 to get k). Only for ``query`` =
+            ``points``: in a bipartite graph ``idx[i, j] == i`` is an ordinary edge, which
+            ``False`` would drop.
 
     Returns:
         edge_index (2, E) int64: ``edge_index[0]`` = neighbour j (source), ``edge_index[1]`` =
@@ -38,6 +40,8 @@ def knn_to_edge_index(idx: Tensor, *, self_loops: bool = True) -> Tensor:
         desc = (tuple(idx.shape), idx.dtype) if isinstance(idx, Tensor) else type(idx).__name__
         raise ValueError(f"idx must be an int64 (M, k) tensor, got {desc}")
     check_not_meta("idx", idx)
+    if idx.numel() and int(idx.min()) < -1:  # (else a corrupt value would vanish like padding)
+        raise ValueError(f"idx values must be >= -1 (-1 = no neighbour), got {int(idx.min())}")
     target = torch.arange(idx.shape[0], device=idx.device)[:, None].expand_as(idx)
     keep = idx >= 0
     if not self_loops:

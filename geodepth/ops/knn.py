@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from geodepth._checks import OFFSETS_DTYPES, check_not_meta
+from geodepth._checks import OFFSETS_DTYPES, check_int, check_not_meta
 from geodepth.ops._dispatch import plain_eager, triton_available, use_triton
 
 __all__ = ["KNN", "knn", "validate_offsets"]
@@ -103,7 +103,8 @@ def validate_offsets(offsets: Tensor | None, n: int, name: str) -> list[int]:
     if off[0] != 0:
         raise ValueError(f"{name} must start at 0, got {off[0]}")
     if off[-1] != n:
-        raise ValueError(f"{name} must end at the number of rows {n}, got {off[-1]}")
+        hint = " (a PyG batch vector? geodepth.ops.batch_to_offsets converts it)" if len(off) == n else ""
+        raise ValueError(f"{name} must end at the number of rows {n}, got {off[-1]}{hint}")
     if any(b < a for a, b in zip(off, off[1:])):
         raise ValueError(f"{name} must be non-decreasing, got {off}")
     return off
@@ -292,6 +293,7 @@ def knn(query: Tensor, points: Tensor, k: int, *, query_offsets: Tensor | None =
         >>> out.idx.tolist(), out.sqdist.tolist()
         ([[0, 1], [1, 0], [2, 1]], [[0.0, 1.0], [0.0, 1.0], [0.0, 4.0]])
     """
+    k = check_int("k", k, lo=1, hi=MAX_K)  # any integer type (np.int64 from a config): a plain int for the op
     return _knn(query, points, k, query_offsets, points_offsets, backend)
 
 

@@ -149,8 +149,10 @@ def sample(feature_map: Tensor, uv: Tensor, *, offsets: Tensor | None = None, mo
             raise ValueError(f"a batched feature_map (B={B}) needs offsets (B + 1,) for the packed uv")
     else:
         if not isinstance(offsets, Tensor) or offsets.dtype not in OFFSETS_DTYPES or tuple(offsets.shape) != (B + 1,):
-            raise ValueError(f"offsets must be ({B + 1},) int64 or int32, got "
-                             f"{(tuple(offsets.shape), offsets.dtype) if isinstance(offsets, Tensor) else type(offsets).__name__}")
+            got = (tuple(offsets.shape), offsets.dtype) if isinstance(offsets, Tensor) else type(offsets).__name__
+            hint = (" (a PyG batch vector? geodepth.ops.batch_to_offsets converts it)"
+                    if isinstance(offsets, Tensor) and tuple(offsets.shape) == (uv.shape[0],) else "")
+            raise ValueError(f"offsets must be ({B + 1},) int64 or int32, got {got}{hint}")
         check_not_meta("offsets", offsets)
         offsets = offsets.to(uv.device, torch.int64)
     # (the offsets' values and NaN / inf in uv are checked in _sample_impl)

@@ -48,20 +48,31 @@ def _use_triton(values: Tensor, depth: Optional[Tensor], reduce: str) -> bool:
     return True
 
 
-def _check_finite(uv: Tensor, depth: Optional[Tensor]) -> None:
-    """NaN / inf in ``uv`` or ``depth`` is a ValueError. Called from the implementation, so that it
-    runs under ``torch.compile`` too (when the compiled graph runs; a check while tracing would
-    break the graph, and skipping it dropped NaN points silently)."""
+def _check_finite(uv: Tensor, values: Tensor, depth: Optional[Tensor], reduce: str) -> None:
+    """NaN / inf in ``uv`` or ``depth`` is a ValueError, and so is NaN in ``values`` where they are
+    the keys ("min" / "max" without ``depth``: NaN has no order, and the backends placed it
+    differently). Called from the implementation, so that it runs under ``torch.compile`` too (when
+    the compiled graph runs; a check while tracing would break the graph, and skipping it dropped
+    NaN points silently). One read of the device for all of them."""
     if uv.shape[0] and not torch.compiler.is_compiling():
-        if not bool(torch.isfinite(uv).all()):
+        checks = [torch.isfinite(uv).all()]
+        if depth is not None:
+            checks.append(torch.isfinite(depth).all())
+        elif reduce in ("min", "max"):
+            checks.append(~torch.isnan(values).any())
+        ok = torch.stack(checks).tolist()
+        if not ok[0]:
             raise ValueError("uv contains NaN or inf")
-        if depth is not None and not bool(torch.isfinite(depth).all()):
-            raise ValueError("depth contains NaN or inf")
+        if len(ok) > 1 and not ok[1]:
+            if depth is not None:
+                raise ValueError("depth contains NaN or inf")
+            raise ValueError(f"values contain NaN: reduce={reduce!r} without depth compares the values, and NaN "
+                             "has no order (pass depth= for a z-buffer, or drop the NaN rows)")
 
 
 def _splat_impl(uv: Tensor, values: Tensor, depth: Optional[Tensor], H: int, W: int,
                 reduce: str) -> tuple[Tensor, Tensor, Tensor]:
-    _check_finite(uv, depth)
+    _check_finite(uv, values, depth, reduce)
     if _use_triton(values, depth, reduce):
         from ._triton.splat import splat_forward_triton
 
@@ -123,7 +134,9 @@ def splat(uv: Tensor, values: Tensor, size: tuple[int, int], reduce: str = "sum"
         uv: (N, 2) floating point continuous pixel coordinates ``(u, v) = (column, row)``;
             point n lands in pixel ``(floor(v), floor(u))``; points outside are dropped.
             NaN/inf are rejected.
-        values: (N, C) or (N,) floating point values to splat ((N,) is treated as C = 1).
+        values: (N, C) or (N,) floating point values to splat ((N,) is treated as C = 1). Where
+            they are the keys ("min" / "max" without ``depth``) NaN is rejected (it has no order);
+            ``inf`` is ordered and kept. Otherwise NaN is carried like any value.
         size: ``(H, W)`` of the grid, pixels; at most 2**31 pixels (``H * W``).
         reduce: "sum", "mean" (over the points in the pixel), "min" or "max". Without
             ``depth``, "min"/"max" act per channel (ties -> smaller point index).

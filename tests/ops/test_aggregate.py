@@ -204,3 +204,23 @@ def test_cuda_vs_cpu(reduce, wmode):
     got = torch.autograd.grad(aggregate(fc, idx.cuda(), wc, reduce), [fc] + ([wc] if wc is not None else []), g.cuda())
     for a, b in zip(got, ref):
         torch.testing.assert_close(a.cpu(), b, atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize("wmode", ["none", "scalar", "channel"])
+def test_max_with_nan_and_inf_vs_reference(wmode):
+    """The twin follows the documented "max" rule too (NaN never wins; a channel of only NaN /
+    -inf gives -inf): it kept a NaN that came first in a row, so comparing against it on features
+    with NaN failed (it only ever ran on finite ones)."""
+    f, idx, w = make(wmode=wmode, dtype=torch.float64, seed=3)
+    g = torch.Generator().manual_seed(4)
+    f[torch.rand(f.shape, generator=g, dtype=torch.float64) < 0.2] = float("nan")
+    f[torch.rand(f.shape, generator=g, dtype=torch.float64) < 0.1] = float("-inf")
+    f[idx[0, 0]] = float("nan")  # a NaN first in a row
+    f[idx[1, 0]], f[idx[1, 1]] = float("nan"), float("-inf")
+    idx[1, 2:] = -1  # a row of only NaN / -inf
+    out = aggregate(f, idx, w, "max")
+    ref = aggregate_reference(f, idx, w, "max")
+    torch.testing.assert_close(out, ref, equal_nan=True)
+    assert not out[0].isnan().any()
+    if w is None:
+        assert (out[1] == float("-inf")).all()

@@ -65,13 +65,13 @@ def test_scored_aggregate_and_continuous_conv_compiled():
     torch.testing.assert_close(conv(f, p, idx), continuous_conv_reference(f, p, p, idx, w, score_fn, reduce="mean"))
 
 
-@pytest.mark.parametrize("reduce", ["mean", "min"])
-def test_splat_compiled(reduce):
+@pytest.mark.parametrize("reduce,use_depth", [("mean", False), ("min", True), ("min", False)])
+def test_splat_compiled(reduce, use_depth):
     g = torch.Generator().manual_seed(2)
     uv = torch.rand(40, 2, generator=g, dtype=torch.float64) * torch.tensor([7.0, 5.0], dtype=torch.float64)
     v = torch.randn(40, 3, generator=g, dtype=torch.float64)
     z = torch.rand(40, generator=g, dtype=torch.float64)
-    depth = z if reduce == "min" else None
+    depth = z if use_depth else None
     fn = _compiled(lambda a, b, d: splat(a, b, (5, 7), reduce, depth=d))
     out = fn(uv, v.requires_grad_(), depth)
     img, count, index = splat_reference(uv, v.detach(), (5, 7), reduce, depth=depth)
@@ -88,6 +88,12 @@ def test_splat_compiled(reduce):
         zb[3] = float("inf")
         with pytest.raises(ValueError, match="depth contains NaN or inf"):
             fn(uv, v, zb)
+    else:
+        vb = v.detach().clone()
+        vb[5, 2] = float("nan")
+        if reduce == "min":  # (the values are the keys)
+            with pytest.raises(ValueError, match="values contain NaN"):
+                fn(uv, vb, None)
 
 
 def test_sample_compiled():

@@ -6,6 +6,7 @@ import torch
 
 from geodepth.ops.graph import batch_to_offsets, edge_index_to_knn, knn_to_edge_index, offsets_to_batch
 from geodepth.ops.knn import knn
+from geodepth.ops.radius import radius
 
 pyg = pytest.importorskip("torch_geometric")
 
@@ -155,3 +156,42 @@ def test_offsets_to_batch_takes_int32_offsets():
     assert offsets_to_batch(off.int()).dtype == torch.int64
     with pytest.raises(ValueError, match="offsets must be int64 or int32, got torch.int16"):
         offsets_to_batch(off.short())
+
+
+def test_knn_to_edge_index_refuses_indices_below_minus_one():
+    """-1 is the only padding value (as aggregate's check says): a -2 or -7 from a corrupted or
+    hand-built idx was dropped silently like padding, so the graph lost the edge without a word."""
+    with pytest.raises(ValueError, match=r"idx values must be >= -1 \(-1 = no neighbour\), got -2"):
+        knn_to_edge_index(torch.tensor([[0, -2], [1, -1]]))
+    # the padding value itself still drops out, as in the twin's definition: one edge per idx >= 0
+    idx = torch.tensor([[1, -1], [-1, -1], [0, 1]])
+    assert knn_to_edge_index(idx).tolist() == [[1, 0, 1], [0, 2, 2]]
+
+
+def test_kitti_graphs_vs_torch_cluster(kitti_dir):
+    """The mapping the README states, on real KITTI points (a ragged batch of three slices of the
+    scan): ``knn_to_edge_index(knn(x, x, k).idx)`` is ``knn_graph(x, k, batch, loop=True)`` edge for
+    edge, in the same order; ``radius`` gives ``radius_graph``'s neighbour sets wherever
+    ``max_num_neighbors`` does not bind (where it binds we keep the nearest, torch-cluster whichever
+    its search meets first), and counts a point at exactly ``r`` (``<=``), which torch-cluster does
+    not (``<``)."""
+    tc = pytest.importorskip("torch_cluster")
+    import numpy as np
+
+    scan = np.fromfile(kitti_dir / "velodyne.bin", np.float32).reshape(-1, 4)
+    x = torch.from_numpy(scan[::30, :3].copy())  # ~4k points spread over the whole scan
+    off = torch.tensor([0, 1000, 1000, 2500, x.shape[0]])
+    batch = offsets_to_batch(off)
+    ours = knn_to_edge_index(knn(x, x, 12, query_offsets=off, points_offsets=off).idx)
+    assert torch.equal(ours, tc.knn_graph(x, 12, batch=batch, loop=True))
+    cap = 24
+    got = radius(x, x, 1.5, max_neighbors=cap, query_offsets=off, points_offsets=off).idx
+    theirs = edge_index_to_knn(tc.radius_graph(x, 1.5, batch=batch, loop=True, max_num_neighbors=cap), x.shape[0], cap)
+    free = (got >= 0).sum(1) < cap
+    assert 0.5 < free.float().mean() < 1  # both kinds of rows occur
+    assert torch.equal(got[free].sort(1).values, theirs[free].sort(1).values)
+    assert torch.equal((theirs[~free] >= 0).sum(1), (got[~free] >= 0).sum(1))  # full rows on both sides
+    # the boundary: points 1.0 apart with r = 1.0 (exact in float32)
+    line = torch.tensor([[0.0, 0, 0], [1.0, 0, 0], [3.0, 0, 0]])
+    assert knn_to_edge_index(radius(line, line, 1.0).idx, self_loops=False).tolist() == [[1, 0], [0, 1]]
+    assert tc.radius_graph(line, 1.0, loop=False).numel() == 0

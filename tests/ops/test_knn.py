@@ -848,3 +848,25 @@ def test_auto_picks_the_cpu_backend_by_cloud_size_not_batch_total(monkeypatch):
         want = knn_reference(pts, pts, 8, query_offsets=off, points_offsets=off)
         assert (calls == [sum(sizes)]) == grid, (sizes, calls)
         assert torch.equal(got.idx, want.idx) and torch.equal(got.sqdist, want.sqdist)
+
+
+def test_k_may_be_a_numpy_integer():
+    """k read from a config or an array (np.int64) was refused as "must be an int" while radius's
+    max_neighbors took it; any integer type is accepted (bools and floats are not)."""
+    g = torch.Generator().manual_seed(5)
+    p = torch.rand(50, 3, generator=g)
+    ref = knn_reference(p, p, 6)
+    for k in (np.int64(6), np.int32(6)):
+        _same(knn(p, p, k), ref)
+    for k in (True, 6.0, np.float64(6)):
+        with pytest.raises(ValueError, match="k must be an int"):
+            knn(p, p, k)
+
+
+def test_pyg_batch_vector_as_offsets_is_named():
+    """A PyG ``batch`` vector passed as row splits: the error says what it looks like and how to convert."""
+    p = torch.rand(6, 3)
+    batch = torch.tensor([0, 0, 0, 1, 1, 1])
+    with pytest.raises(ValueError, match=r"query_offsets must end at the number of rows 6, got 1 \(a PyG batch "
+                                         r"vector\? geodepth.ops.batch_to_offsets converts it\)"):
+        knn(p, p, 2, query_offsets=batch, points_offsets=batch)

@@ -134,6 +134,9 @@ def test_errors():
         sample(fmap, uv, offsets=torch.tensor([0, 30, 20]))
     with pytest.raises(ValueError, match=r"offsets must be \(3,\) int64"):
         sample(fmap, uv, offsets=torch.tensor([0, 40]))
+    batch = torch.repeat_interleave(torch.arange(2), off.diff())  # a PyG batch vector instead of row splits
+    with pytest.raises(ValueError, match=r"a PyG batch vector\? geodepth.ops.batch_to_offsets converts it"):
+        sample(fmap, uv, offsets=batch)
     with pytest.raises(ValueError, match="mode must be one of"):
         sample(fmap, uv, offsets=off, mode="bicubic")
     with pytest.raises(ValueError, match="padding must be one of"):

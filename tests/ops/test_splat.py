@@ -267,3 +267,27 @@ def test_sizes_beyond_2_31_pixels_are_refused():
     for size in ((1e7, 1e7), (2 ** 16, 2 ** 15 + 1), (1, 2 ** 31 + 1)):
         with pytest.raises(ValueError, match=r"size must have at most 2147483648 pixels \(H \* W\)"):
             splat(uv, values, size, "min", depth=depth)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("reduce", ["min", "max"])
+def test_nan_values_as_keys_are_refused(reduce, dtype, cpu_backend):
+    """Without ``depth``, "min" / "max" compare the values themselves, and NaN has no order: the
+    backends disagreed (float32 torch path: NaN lost "min" but won "max"; float64 torch path: no
+    winner, 0 in a pixel with count 1; numba and the twin: NaN won when it came first in its
+    pixel). Now a ValueError. ±inf values are ordered and kept (as the twin); NaN values are fine
+    where they are only carried (with ``depth``, or summed)."""
+    uv, values, depth = make(dtype=dtype)
+    values[[0, 7]] = float("nan")
+    with pytest.raises(ValueError, match=f"values contain NaN.*reduce='{reduce}' without depth"):
+        splat(uv, values, (5, 7), reduce)
+    for d, r in ((depth, reduce), (None, "sum")):
+        out = splat(uv, values, (5, 7), r, depth=d)
+        img, count, index = splat_reference(uv, values, (5, 7), r, depth=d)
+        torch.testing.assert_close(out.image, img, equal_nan=True)
+        assert torch.equal(out.count, count) and (index is None or torch.equal(out.index, index))
+    values[[0, 7]] = torch.tensor([float("inf"), float("-inf")], dtype=dtype)[:, None]
+    out = splat(uv, values, (5, 7), reduce)
+    img, count, index = splat_reference(uv, values, (5, 7), reduce)
+    torch.testing.assert_close(out.image, img)
+    assert torch.equal(out.index, index)
