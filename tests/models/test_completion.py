@@ -147,8 +147,9 @@ def test_points_on_the_camera_plane_are_dropped(method):
     pts = torch.tensor([[0.0, 0, 5], [1, 1, 6], [0.5, -0.5, 7], [0, 0, 0], [2, 1, 0], [1, 1, -3]])
     img = torch.rand(3, 48, 64, generator=torch.Generator().manual_seed(0))
     T = torch.eye(4, dtype=torch.float64)
-    got = complete(points_lidar=pts, T_cam_from_lidar=T, camera=cam, method=method, image=img)
-    want = complete(points_lidar=pts[:3], T_cam_from_lidar=T, camera=cam, method=method, image=img)
+    # extrapolate=True: three points, every pixel filled (by default the rows above the scan stay 0)
+    got = complete(points_lidar=pts, T_cam_from_lidar=T, camera=cam, method=method, image=img, extrapolate=True)
+    want = complete(points_lidar=pts[:3], T_cam_from_lidar=T, camera=cam, method=method, image=img, extrapolate=True)
     assert torch.equal(got.depth, want.depth) and (got.depth > 0).all()
 
 

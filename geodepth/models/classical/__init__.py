@@ -15,6 +15,11 @@ input's device. Use :func:`complete_classical`, or the registry in
 ``knn_idw``                    inverse-distance weighting of the K nearest points
 ``knn_bilateral``              spatial x colour weighting of the K nearest points
 =============================  ===============================================================
+
+The ``knn_*`` methods stop where the scan does (:func:`knn_fill`): ``max_radius_px="auto"``
+(from the scan's own gaps, at least 50 px) and ``extrapolate=False`` (nothing above the top of
+the scan, as ``ipbasic_fast_bilateral`` / ``ipbasic_multiscale``); pass ``extrapolate=True`` to
+fill the sky too.
 """
 from __future__ import annotations
 

@@ -17,7 +17,9 @@ smaller index, the same lists as a brute-force search. The candidates are visite
 their distance to ``c`` and the scan stops once ``|q - c| - |p - c|`` exceeds the pixel's
 current k-th distance (with the same margin).
 
-The weights, depth, spread and confidence follow :func:`.knn_fill.knn_fill` formula for
+Pixels above ``top[c]`` in their column (``knn_fill``'s ``extrapolate=False``) stay 0 and are
+not searched; a tile wholly above skips its candidate search. The weights, depth, spread and
+confidence follow :func:`.knn_fill.knn_fill` formula for
 formula in float64 (the sums over the ``k`` neighbours run in list order; the bilateral weight
 is one ``exp`` of the summed exponents, the torch path multiplies two: last-bit differences). Tile rows run in
 ``prange`` (numba's thread count, see :data:`THREADS`); compiled with ``cache=True``, no
@@ -155,7 +157,7 @@ def _tile_candidates(cx, cy, h, k, s, GH, GW, start, su, sv, rmax, cand, cd, kth
 
 
 @njit(cache=True, parallel=True)
-def _fill(u, v, z, pcol, img, H, W, k, s, idw, power, eps, ss, sc, rmax, max_sq, out, conf):
+def _fill(u, v, z, pcol, img, H, W, k, s, idw, power, eps, ss, sc, rmax, max_sq, top, out, conf):
     n = u.shape[0]
     GH = (H + s - 1) // s
     GW = (W + s - 1) // s
@@ -184,6 +186,15 @@ def _fill(u, v, z, pcol, img, H, W, k, s, idw, power, eps, ss, sc, rmax, max_sq,
         for tx in range(TW):
             c0 = tx * TILE
             c1 = min(c0 + TILE, W)
+            t_min = H  # rows above top[c] stay 0: skip a tile that lies wholly above
+            for c in range(c0, c1):
+                t_min = min(t_min, top[c])
+            if r1 <= t_min:
+                for r in range(r0, r1):
+                    for c in range(c0, c1):
+                        out[r, c] = 0.0
+                        conf[r, c] = 0.0
+                continue
             cx = 0.5 * (c0 + c1)  # centre of the tile's pixel centres (c0 + 0.5 ... c1 - 0.5)
             cy = 0.5 * (r0 + r1)
             hx = 0.5 * (c1 - c0 - 1)
@@ -193,6 +204,10 @@ def _fill(u, v, z, pcol, img, H, W, k, s, idw, power, eps, ss, sc, rmax, max_sq,
             for r in range(r0, r1):
                 py = r + 0.5
                 for c in range(c0, c1):
+                    if r < top[c]:
+                        out[r, c] = 0.0
+                        conf[r, c] = 0.0
+                        continue
                     px = c + 0.5
                     ex = px - cx
                     ey = py - cy
@@ -264,9 +279,10 @@ def _fill(u, v, z, pcol, img, H, W, k, s, idw, power, eps, ss, sc, rmax, max_sq,
 
 def knn_fill_numba(uv: np.ndarray, z: np.ndarray, image: np.ndarray | None, H: int, W: int, k: int,
                    idw: bool, power: float, eps: float, sigma_space: float, sigma_color: float,
-                   max_radius_px: float | None) -> tuple[np.ndarray, np.ndarray]:
+                   max_radius_px: float | None, top: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """knn_fill on float64 arrays: ``uv`` (N, 2) inside the (H, W) image, ``z`` (N,) > 0,
-    ``image`` (3, H, W) float64 or None. Returns (depth, confidence), (H, W) float32 each."""
+    ``image`` (3, H, W) float64 or None, ``top`` (W,) int: rows above ``top[c]`` in column ``c``
+    stay 0 (None: none). Returns (depth, confidence), (H, W) float32 each."""
     n = uv.shape[0]
     u = np.ascontiguousarray(uv[:, 0], dtype=np.float64)
     v = np.ascontiguousarray(uv[:, 1], dtype=np.float64)
@@ -283,8 +299,9 @@ def knn_fill_numba(uv: np.ndarray, z: np.ndarray, image: np.ndarray | None, H: i
     max_sq = np.inf if max_radius_px is None else float(max_radius_px) * float(max_radius_px)
     out = np.empty((H, W), np.float32)
     conf = np.empty((H, W), np.float32)
+    top = np.zeros(W, np.int64) if top is None else np.ascontiguousarray(top, dtype=np.int64)
     s = cell_size(n, H, W, k)
     with threads(THREADS):
         _fill(u, v, z, pcol, img, H, W, k, s, idw, float(power), float(eps), float(sigma_space),
-              float(sigma_color), rmax, max_sq, out, conf)
+              float(sigma_color), rmax, max_sq, top, out, conf)
     return out, conf

@@ -10,10 +10,33 @@ placed at their centres ``(c + 0.5, r + 0.5)``. For the pixel centre ``p`` and i
   exp(-||I(p) - I(q_i)||**2 / (2 sigma_color**2))`` with ``I`` the RGB image in [0, 1]
   sampled at the pixel that contains ``q_i`` (falls back to the spatial term without an image).
 
-Depth = ``sum(w_i z_i) / sum(w_i)``. Pixels whose nearest point is farther than
-``max_radius_px`` stay 0. Confidence (in [0, 1]) = ``exp(-d_1**2 / (2 sigma_space**2)) /
-(1 + s / z)``, the spatial support of the nearest point times a penalty for the weighted
+Depth = ``sum(w_i z_i) / sum(w_i)``. Confidence (in [0, 1]) = ``exp(-d_1**2 / (2 sigma_space**2))
+/ (1 + s / z)``, the spatial support of the nearest point times a penalty for the weighted
 standard deviation ``s`` of the neighbour depths relative to the estimate ``z`` (depth edges).
+
+Where the fill stops (computed once, in float64 on the CPU, before either backend runs, so every
+backend and device applies the same limits). Both limits come from the scan's own spacing: the
+*column neighbourhood* of column ``c`` is the columns within ``w = ceil(4 a)`` of it (``a``: the
+median distance from a point to its nearest other point, the spacing along a scan line), the
+pixels *inside the scan* are those between the highest and the lowest point of their column
+neighbourhood, and the *gap* ``g`` is the 99.9th percentile of the distance from a pixel inside
+the scan to its nearest point (sampled on a lattice of ~8k pixels): about half the
+widest spacing between scan lines (KITTI's 64 beams at 1242 x 375: ~9 px; a VLP-16 on a
+3840 x 2160 camera with a 60 degree field of view: ~70 px). See :func:`column_span` and
+:func:`scan_gap`.
+
+* **Radius.** Pixels whose nearest point is farther than ``max_radius_px`` stay 0, and farther
+  neighbours are left out of the sums. The default ``"auto"`` is ``max(50, 2 g)`` pixels: at
+  least the former fixed default of 50 px (tuned on KITTI, which keeps it), and wide enough to
+  bridge the gaps between the scan lines of a sparse LiDAR on a large image instead of leaving
+  bands of zeros between them.
+* **Above the scan.** With ``extrapolate=False`` (default) the rows more than ``ceil(g / 2)``
+  above the row of the highest point of a pixel's column neighbourhood stay 0, as IP-Basic leaves
+  the region above the top of the scan empty unless asked to extrapolate (``ipbasic``'s
+  ``extrapolate``): no far-depth blobs in the sky. The margin of ``g / 2`` (~5 px on KITTI) keeps
+  the surfaces just above the top beam that KITTI's accumulated ground truth holds. A column with
+  no point in its neighbourhood is not limited (IP-Basic's rule too). ``extrapolate=True`` fills
+  above the scan up to ``max_radius_px``, as before.
 
 The neighbours are exact, and among points exactly as far as the k-th the smaller point index
 is kept (point order: ``points_uvz``'s rows, or the depth map's valid pixels in row-major
@@ -29,15 +52,30 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..._checks import check_int, check_number, check_size
 from .ipbasic import _BACKENDS, _as_depth
 from .ipbasic import _use_numba as _use_numba_ipbasic
 
-__all__ = ["knn_fill"]
+__all__ = ["column_span", "knn_fill", "scan_gap"]
 
 _WEIGHTINGS = ("idw", "bilateral")
 _MAX_K = 4096  # neighbours per pixel
+
+# the scan's own spacing (see the module docstring): g = scan_gap(), the SCAN_GAP_QUANTILE of the
+# nearest-point distances of up to ~SCAN_GAP_QUERIES lattice pixels inside the scan;
+# max_radius_px="auto" = max(AUTO_RADIUS_MIN, AUTO_RADIUS_FACTOR * g); extrapolate=False fills
+# ceil(ABOVE_SCAN_MARGIN * g) rows above the highest point of a column neighbourhood
+SCAN_GAP_QUANTILE = 0.999
+SCAN_GAP_QUERIES = 2 ** 13
+AUTO_RADIUS_MIN = 50.0
+AUTO_RADIUS_FACTOR = 2.0
+ABOVE_SCAN_MARGIN = 0.5
+# half-width of the column neighbourhood (extrapolate=False, and the scan's extent for the gap), in
+# median nearest-neighbour distances of the points
+COLUMN_SPACINGS = 4.0
+SPACING_QUERIES = 4096  # points whose nearest neighbour is measured (every ceil(N / this)-th)
 
 
 def _use_numba(backend: str, dev: torch.device) -> bool:
@@ -165,6 +203,60 @@ def _knn2d_exact(query: torch.Tensor, points: torch.Tensor, k: int, max_sqdist: 
     return res.sqdist.to(torch.float64), res.idx
 
 
+def _nn_spacing(uv: torch.Tensor) -> float:
+    """Median distance from a point (N, 2) float64 CPU to its nearest other point, pixels, over
+    every ``ceil(N / SPACING_QUERIES)``-th point; inf for fewer than two points (a duplicate
+    counts, at distance 0)."""
+    if uv.shape[0] < 2:
+        return math.inf
+    q = uv[::math.ceil(uv.shape[0] / SPACING_QUERIES)]
+    sq, _ = _knn2d_exact(q, uv, 2, math.inf, torch.float64)  # the point itself (or a duplicate) first
+    return float(sq[:, 1].median().sqrt())
+
+
+def column_span(uv: torch.Tensor, H: int, W: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The scan's vertical extent per image column: ``(top (W,) int64, bottom (W,) int64, w)``.
+
+    ``top[c]`` / ``bottom[c]`` are the rows (``floor(v)``) of the highest / lowest point whose
+    column ``floor(u)`` lies within ``w`` columns of ``c`` (``H`` / ``-1`` where there is none),
+    ``w = ceil(COLUMN_SPACINGS * a)`` (at least 1, at most ``W``) with ``a`` the median nearest-
+    neighbour distance of the points (:func:`_nn_spacing`; ``w = W`` for a single point).
+    ``uv``: (N, 2) float64 CPU pixel coordinates inside the image, N >= 1.
+    """
+    a = _nn_spacing(uv)
+    w = W if not math.isfinite(a) else int(min(W, max(1, math.ceil(COLUMN_SPACINGS * a))))
+    col = uv[:, 0].floor().long().clamp(0, W - 1)
+    row = uv[:, 1].floor().long().clamp(0, H - 1)
+    top = torch.full((W,), H, dtype=torch.int64).scatter_reduce(0, col, row, "amin")
+    bottom = torch.full((W,), -1, dtype=torch.int64).scatter_reduce(0, col, row, "amax")
+
+    def window_max(x):  # max over columns c - w .. c + w (exact on these small integers)
+        return F.max_pool1d(x.to(torch.float64)[None, None], 2 * w + 1, 1, w)[0, 0].long()
+
+    return -window_max(-top), window_max(bottom), w
+
+
+def scan_gap(uv: torch.Tensor, top: torch.Tensor, bottom: torch.Tensor, H: int, W: int) -> float:
+    """How far the pixels inside the scan lie from it, pixels: the ``SCAN_GAP_QUANTILE`` order
+    statistic (the smallest distance with at least that share of the samples at or below it) of
+    the distances from the pixel centres of a lattice (every ``s``-th row and column,
+    ``s = ceil(sqrt(H W / SCAN_GAP_QUERIES))``) that lie inside the scan (``top[c] <= r <=
+    bottom[c]``, :func:`column_span`) to their nearest point; 0 when no lattice pixel is inside.
+    Between parallel scan lines ``g`` pixels apart it is about ``g / 2``. ``uv``: (N, 2) float64
+    CPU, N >= 1. Deterministic: an exact float64 search and an order statistic."""
+    s = max(1, math.ceil(math.sqrt(H * W / SCAN_GAP_QUERIES)))
+    rows = torch.arange(0, H, s)
+    cols = torch.arange(0, W, s)
+    inside = (rows[:, None] >= top[cols][None]) & (rows[:, None] <= bottom[cols][None])
+    ri, ci = torch.nonzero(inside, as_tuple=True)
+    if ri.numel() == 0:
+        return 0.0
+    q = torch.stack([cols[ci], rows[ri]], 1).to(torch.float64) + 0.5
+    sq, _ = _knn2d_exact(q, uv, 1, math.inf, torch.float64)
+    n = sq.shape[0]
+    return float(sq[:, 0].kthvalue(max(1, math.ceil(SCAN_GAP_QUANTILE * n))).values.sqrt())
+
+
 @torch.no_grad()
 def knn_fill(
     depth: torch.Tensor | None = None,
@@ -175,7 +267,8 @@ def knn_fill(
     k: int = 8,
     weighting: str = "idw",
     power: float = 2.0,
-    max_radius_px: float | None = 50.0,
+    max_radius_px: float | str | None = "auto",
+    extrapolate: bool = False,
     sigma_space: float = 4.0,
     sigma_color: float = 0.1,
     eps: float = 0.5,
@@ -194,7 +287,12 @@ def knn_fill(
         k: number of neighbours (>= 1).
         weighting: ``"idw"`` or ``"bilateral"``.
         power: exponent of the inverse distance weights.
-        max_radius_px: pixels with no point within this distance stay 0; None = no limit.
+        max_radius_px: pixels with no point within this distance stay 0 and farther neighbours
+            are left out; ``"auto"`` (default): from the scan's own spacing, at least 50 px (see
+            the module docstring; 50 px on KITTI); a number > 0: that many pixels; None: no limit.
+        extrapolate: fill above the scan too (up to ``max_radius_px``). Default False: a pixel
+            more than half the scan's gap above the highest point of its column neighbourhood
+            stays 0 (no depth in the sky; IP-Basic's ``extrapolate=False``; module docstring).
         sigma_space: spatial sigma, pixels (bilateral weights and the confidence).
         sigma_color: colour sigma, RGB units in [0, 1].
         eps: smallest distance used in the inverse distance weights, pixels.
@@ -214,8 +312,18 @@ def knn_fill(
     k = check_int("k", k, lo=1, hi=_MAX_K)
     power, sigma_space, sigma_color, eps = (check_number(n, v, gt=0) for n, v in (
         ("power", power), ("sigma_space", sigma_space), ("sigma_color", sigma_color), ("eps", eps)))
-    if max_radius_px is not None:
-        max_radius_px = check_number("max_radius_px", max_radius_px, gt=0)
+    radius_msg = f"max_radius_px must be a finite number > 0, None or 'auto', got {max_radius_px!r}"
+    if isinstance(max_radius_px, str):
+        if max_radius_px != "auto":
+            raise ValueError(radius_msg)
+    elif max_radius_px is not None:
+        try:
+            max_radius_px = check_number("max_radius_px", max_radius_px, gt=0)
+        except ValueError:
+            raise ValueError(radius_msg) from None
+    if not isinstance(extrapolate, (bool, np.bool_)):
+        raise ValueError(f"extrapolate must be True or False, got {extrapolate!r}")
+    extrapolate = bool(extrapolate)
     # the weights must stay finite and the Gaussians' denominators non-zero (else NaN depths)
     try:
         w_max = eps ** -power
@@ -263,15 +371,27 @@ def knn_fill(
     conf = torch.zeros(H, W, dtype=torch.float32, device=dev)
     if z.numel() == 0:
         return out[None], conf[None]
+    # the limits of the fill, from the scan itself: computed once on the CPU in float64, the same
+    # for every backend and device
+    top = torch.zeros(W, dtype=torch.int64)  # first row filled in each column
+    if max_radius_px == "auto" or not extrapolate:
+        uv_cpu = uv.cpu()
+        span_top, span_bottom, _ = column_span(uv_cpu, H, W)
+        gap = scan_gap(uv_cpu, span_top, span_bottom, H, W)
+        if max_radius_px == "auto":
+            max_radius_px = max(AUTO_RADIUS_MIN, AUTO_RADIUS_FACTOR * gap)
+        if not extrapolate:  # a column with no point near is not limited
+            top = torch.where(span_top < H, (span_top - math.ceil(ABOVE_SCAN_MARGIN * gap)).clamp(min=0), 0)
     if _use_numba(backend, dev):
         from ._numba_knn_fill import knn_fill_numba
 
         img = image.to(torch.float64).numpy() if image is not None and weighting == "bilateral" else None
         o, c = knn_fill_numba(uv.numpy(), z.numpy(), img, H, W, k, weighting == "idw", power, eps,
-                              sigma_space, sigma_color, max_radius_px)
+                              sigma_space, sigma_color, max_radius_px, top.numpy())
         return torch.from_numpy(o)[None], torch.from_numpy(c)[None]
     rr, cc = torch.meshgrid(torch.arange(H, device=dev), torch.arange(W, device=dev), indexing="ij")
-    query = torch.stack([cc.flatten(), rr.flatten()], 1).to(torch.float64) + 0.5
+    sel = (rr >= top.to(dev)[None]).flatten().nonzero().flatten()  # the pixels to fill
+    query = torch.stack([cc.flatten()[sel], rr.flatten()[sel]], 1).to(torch.float64) + 0.5
     sq, idx = _knn2d(query, uv, k, float("inf") if max_radius_px is None else max_radius_px * max_radius_px,
                      lattice=points_uvz is None)
     sq, idx = sq.to(dev), idx.to(dev)
@@ -289,7 +409,7 @@ def knn_fill(
             pu = uv[:, 0].floor().long().clamp(0, W - 1)
             pv = uv[:, 1].floor().long().clamp(0, H - 1)
             pcol = img[:, pv * W + pu]  # (3, N) colour under each point
-            diff = img[:, :, None] - pcol[:, idx.clamp(min=0)]  # (3, M, k)
+            diff = img[:, sel, None] - pcol[:, idx.clamp(min=0)]  # (3, M, k)
             w = w * torch.exp(-(diff * diff).sum(0) / (2 * sigma_color * sigma_color))
         w = w.clamp(min=1e-300)  # a far pixel still takes its neighbours' mean, not 0/0
     w = torch.where(ok, w, 0.0)
@@ -298,6 +418,6 @@ def knn_fill(
     est = torch.where(has, (w * zi).sum(1) / ws.clamp(min=1e-300), 0.0)
     var = torch.where(has, (w * (zi - est[:, None]) ** 2).sum(1) / ws.clamp(min=1e-300), 0.0)
     c = torch.exp(-sq[:, 0].clamp(min=0) / (2 * sigma_space * sigma_space)) / (1 + var.sqrt() / est.clamp(min=1e-12))
-    out = est.to(torch.float32).view(H, W)
-    conf = torch.where(has, c, 0.0).to(torch.float32).view(H, W)
+    out.view(-1)[sel] = est.to(torch.float32)
+    conf.view(-1)[sel] = torch.where(has, c, 0.0).to(torch.float32)
     return out[None], conf[None]

@@ -20,12 +20,51 @@ except ImportError:  # pragma: no cover - numba is in the test extras
 needs_numba = pytest.mark.skipif("numba" not in BACKENDS, reason="needs numba")
 
 
-def loop_reference(H, W, uvz, k, weighting, power=2.0, max_radius=None, ss=4.0, sc=0.1, eps=0.5, image=None):
-    """Naive twin of knn_fill: for each pixel centre, sort all points by distance."""
+def naive_limits(uv, H, W):
+    """Naive twin of knn_fill's limits as the docstrings define them (brute-force distances,
+    loops): ``(top (W,), bottom (W,), gap, auto radius, first filled row (W,) of
+    extrapolate=False)``. Constants: nearest-neighbour spacing over every ceil(N / 4096)-th point
+    (torch's lower median), column neighbourhood ceil(4 a), lattice of ceil(sqrt(H W / 2^13)),
+    99.9 % order statistic, radius max(50, 2 g), margin ceil(g / 2)."""
+    n = len(uv)
+    if n < 2:
+        w = W
+    else:
+        q = uv[::int(np.ceil(n / 4096))]
+        d = np.sort(np.sqrt(((q[:, None, :] - uv[None]) ** 2).sum(-1)), axis=1)[:, 1]
+        a = np.sort(d)[(len(d) - 1) // 2]
+        w = int(min(W, max(1, np.ceil(4 * a))))
+    col = np.clip(np.floor(uv[:, 0]).astype(int), 0, W - 1)
+    row = np.clip(np.floor(uv[:, 1]).astype(int), 0, H - 1)
+    top = np.full(W, H)
+    bottom = np.full(W, -1)
+    for c in range(W):
+        near = np.abs(col - c) <= w
+        if near.any():
+            top[c], bottom[c] = row[near].min(), row[near].max()
+    s = int(np.ceil(np.sqrt(H * W / 2 ** 13)))
+    d1 = [np.sqrt(((uv - [c + 0.5, r + 0.5]) ** 2).sum(1)).min()
+          for r in range(0, H, s) for c in range(0, W, s) if top[c] <= r <= bottom[c]]
+    gap = float(np.sort(d1)[int(np.ceil(0.999 * len(d1))) - 1]) if d1 else 0.0
+    first = np.where(top < H, np.maximum(top - int(np.ceil(gap / 2)), 0), 0)
+    return top, bottom, gap, max(50.0, 2 * gap), first
+
+
+def loop_reference(H, W, uvz, k, weighting, power=2.0, max_radius=None, ss=4.0, sc=0.1, eps=0.5, image=None,
+                   extrapolate=False):
+    """Naive twin of knn_fill: for each pixel centre, sort all points by distance. ``max_radius``
+    "auto" and ``extrapolate=False`` follow :func:`naive_limits`."""
     out = np.zeros((H, W))
     conf = np.zeros((H, W))
+    top, _, _, auto, first = naive_limits(uvz[:, :2], H, W)
+    if max_radius == "auto":
+        max_radius = auto
+    if extrapolate:
+        first = np.zeros(W, int)
     for r in range(H):
         for c in range(W):
+            if r < first[c]:
+                continue
             q = np.array([c + 0.5, r + 0.5])
             d2 = ((uvz[:, :2] - q) ** 2).sum(1)
             order = np.argsort(d2, kind="stable")[:k]
@@ -59,16 +98,18 @@ def random_points(seed, H=14, W=19, n=25):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("weighting", ["idw", "bilateral"])
-@pytest.mark.parametrize(("k", "max_radius"), [(1, None), (4, None), (8, 3.0), (40, None)])
-def test_points_vs_loop(weighting, k, max_radius, backend):
+@pytest.mark.parametrize(("k", "max_radius", "extrapolate"), [
+    (1, None, True), (4, None, False), (8, 3.0, False), (8, 3.0, True), (40, None, False), (6, "auto", False),
+    (6, "auto", True)])
+def test_points_vs_loop(weighting, k, max_radius, extrapolate, backend):
     H, W = 14, 19
     uvz = random_points(k)
     g = np.random.default_rng(5)
     image = g.random((3, H, W))
     img = torch.from_numpy(image).float() if weighting == "bilateral" else None
     out, conf = knn_fill(size=(H, W), points_uvz=torch.from_numpy(uvz), k=k, weighting=weighting,
-                         max_radius_px=max_radius, image=img, backend=backend)
-    ref, rconf = loop_reference(H, W, uvz, k, weighting, max_radius=max_radius,
+                         max_radius_px=max_radius, extrapolate=extrapolate, image=img, backend=backend)
+    ref, rconf = loop_reference(H, W, uvz, k, weighting, max_radius=max_radius, extrapolate=extrapolate,
                                 image=np.float32(image).astype(np.float64) if weighting == "bilateral" else None)
     np.testing.assert_allclose(out[0].numpy(), ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(conf[0].numpy(), rconf, rtol=1e-5, atol=1e-6)
@@ -188,8 +229,9 @@ def test_numba_cell_size_does_not_change_the_result(monkeypatch, s):
 
 @needs_numba
 @pytest.mark.parametrize("weighting", ["idw", "bilateral"])
-@pytest.mark.parametrize(("source", "max_radius"), [("points", 50.0), ("points", None), ("sparse", 50.0)])
-def test_numba_matches_torch_path_on_kitti(weighting, source, max_radius):
+@pytest.mark.parametrize(("source", "max_radius", "extrapolate"), [
+    ("points", "auto", False), ("points", None, True), ("sparse", 50.0, False), ("sparse", "auto", True)])
+def test_numba_matches_torch_path_on_kitti(weighting, source, max_radius, extrapolate):
     """The real KITTI frame (19k projected LiDAR points or the 19k-pixel sparse depth map, 466k
     pixel queries): the numba backend against the torch path (geodepth.ops.knn's exact search,
     torch weighting); float64 on both, so they differ by summation order only."""
@@ -200,10 +242,14 @@ def test_numba_matches_torch_path_on_kitti(weighting, source, max_radius):
     if source == "points":
         uv, z = frame.camera.project(frame.points_cam)
         uvz = torch.cat([uv, z[:, None]], 1)
-    kw = dict(points_uvz=uvz, image=frame.image, weighting=weighting, max_radius_px=max_radius)
+    kw = dict(points_uvz=uvz, image=frame.image, weighting=weighting, max_radius_px=max_radius,
+              extrapolate=extrapolate)
     a, ca = knn_fill(frame.sparse_depth, backend="numba", **kw)
     b, cb = knn_fill(frame.sparse_depth, backend="torch", **kw)
-    assert torch.equal(a > 0, b > 0) and int((a > 0).sum()) > 300_000
+    # extrapolate=False leaves the ~60k pixels above the scan (rows 0 to ~140) at 0
+    assert torch.equal(a > 0, b > 0) and int((a > 0).sum()) > (300_000 if extrapolate else 270_000)
+    if not extrapolate:
+        assert int((a[0, :100] > 0).sum()) == 0
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=2e-7, atol=0)
     np.testing.assert_allclose(ca.numpy(), cb.numpy(), rtol=2e-7, atol=1e-7)
 
@@ -213,8 +259,12 @@ def test_numba_matches_torch_path_on_kitti(weighting, source, max_radius):
     (dict(k=2 ** 63), "k must be an int"),
     (dict(power=float("inf")), "power must be a finite number"),
     (dict(power="2"), "power must be a finite number"),
-    (dict(max_radius_px="5"), "max_radius_px must be a finite number"),
+    (dict(max_radius_px="5"), "max_radius_px must be a finite number > 0, None or 'auto', got '5'"),
+    (dict(max_radius_px="Auto"), "max_radius_px must be .* or 'auto', got 'Auto'"),
     (dict(max_radius_px=float("nan")), "max_radius_px must be a finite number"),
+    (dict(max_radius_px=0), "max_radius_px must be a finite number > 0, None or 'auto', got 0"),
+    (dict(extrapolate="no"), "extrapolate must be True or False, got 'no'"),
+    (dict(extrapolate=None), "extrapolate must be True or False"),
     (dict(eps=1e-300), "overflows the weights"),
     (dict(weighting="bilateral", sigma_space=1e-200), "sigma_space .* too small"),
     (dict(weighting="bilateral", sigma_color=1e-200), "sigma_color .* too small"),
@@ -346,7 +396,7 @@ def test_cuda_search_path_on_kitti_points_matches_numba(exact_cpu_knn2d, max_rad
     _same_lists(got, want, bound)
     if max_radius is None:  # float32's own lists differ here (near-ties among far neighbours)
         assert not torch.equal(knn_mod._knn2d_exact(q, p, 8, bound, torch.float32)[1], want[1])
-    a, ca = knn_fill(frame.sparse_depth, points_uvz=uvz, max_radius_px=max_radius, backend="torch")
+    a, ca = knn_fill(frame.sparse_depth, points_uvz=uvz, max_radius_px=max_radius, extrapolate=True, backend="torch")
     assert int((a > 0).sum()) > 300_000
     if "numba" in BACKENDS:  # the fixture turned knn_fill's numba choice off: call the backend
         from geodepth.models.classical._numba_knn_fill import knn_fill_numba
@@ -373,3 +423,87 @@ def test_cuda_points_match_the_cpu_float64_neighbours(max_radius):
     assert b.is_cuda and torch.equal(a > 0, b.cpu() > 0)
     np.testing.assert_allclose(b.cpu().numpy(), a.numpy(), rtol=1e-6, atol=0)
     np.testing.assert_allclose(cb.cpu().numpy(), ca.numpy(), rtol=1e-6, atol=1e-7)
+
+
+# --- where the fill stops: the scan's own spacing (max_radius_px="auto", extrapolate=False) -----
+@pytest.mark.parametrize("case", ["random", "band", "lattice", "one", "two_same"])
+def test_limits_vs_naive_twin(case):
+    """column_span and scan_gap (knn_fill's limits) against the brute-force twin of their
+    definitions, on scattered, LiDAR-like, tie-heavy (duplicated lattice) and degenerate points."""
+    H, W = {"random": (14, 19), "band": (31, 45), "lattice": (23, 37), "one": (9, 12), "two_same": (9, 12)}[case]
+    uvz = {"random": lambda: random_points(3, H, W, 40), "band": lambda: _band_points(H, W, 80, 1),
+           "lattice": lambda: _lattice_points(H, W, 3, 2), "one": lambda: np.array([[4.2, 6.7, 3.0]]),
+           "two_same": lambda: np.array([[4.5, 6.5, 3.0], [4.5, 6.5, 5.0]])}[case]()
+    top, bottom, gap, _, _ = naive_limits(uvz[:, :2], H, W)
+    uv = torch.from_numpy(np.ascontiguousarray(uvz[:, :2]))
+    t, b, _ = knn_mod.column_span(uv, H, W)
+    assert t.tolist() == top.tolist() and b.tolist() == bottom.tolist()
+    assert knn_mod.scan_gap(uv, t, b, H, W) == pytest.approx(gap, rel=1e-12, abs=0)
+
+
+def _sim_frame(spec, W, H, fov_deg):
+    from geodepth.data.synthetic import simulate_frame
+    from geodepth.geometry import PinholeCamera
+
+    f = 0.5 * W / np.tan(np.radians(fov_deg) / 2)
+    K = torch.tensor([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]], dtype=torch.float64)
+    return simulate_frame(seed=0, sensor=spec, camera=PinholeCamera(K, W, H))
+
+
+@pytest.fixture(scope="module")
+def sparse_rig_frame():
+    """A sparse LiDAR (5 beams 7 degrees apart, 900 firings) on a 640 x 480 camera with a 40 degree
+    field of view: scan lines ~110 px apart, wider than twice the former fixed 50 px radius."""
+    from geodepth.data.synthetic import LidarSpec
+
+    return _sim_frame(LidarSpec("sparse5", (-14.0, -7.0, 0.0, 7.0, 14.0), 900, 100.0), 640, 480, 40.0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_auto_radius_bridges_sparse_scan_lines(sparse_rig_frame, backend):
+    """Against the simulator's exact depth: with the fixed 50 px radius, bands of pixels between
+    the scan lines (truth > 0) stayed 0; the default radius from the scan's gap fills every pixel
+    between the highest and lowest return of its column neighbourhood, and more accurately there
+    than the nearest return's depth alone would be."""
+    fr = sparse_rig_frame
+    gt = fr.meta["dense_depth"][0]
+    H, W = gt.shape
+    rc = torch.nonzero(fr.sparse_depth[0] > 0)
+    uv = (torch.stack([rc[:, 1], rc[:, 0]], 1) + 0.5).double().numpy()
+    top, bottom, gap, auto, _ = naive_limits(uv, H, W)
+    assert 50 < gap and auto == 2 * gap  # the lines are farther apart than KITTI's radius bridges
+    rows = np.arange(H)[:, None]
+    inside = torch.from_numpy((rows >= top[None]) & (rows <= bottom[None]))
+    holes = lambda d: int(((gt > 0) & (d[0] == 0) & inside).sum())  # noqa: E731
+    fixed, _ = knn_fill(fr.sparse_depth, max_radius_px=50.0, backend=backend)
+    out, _ = knn_fill(fr.sparse_depth, backend=backend)
+    assert holes(fixed) > 10_000 and holes(out) == 0
+    near, _ = knn_fill(fr.sparse_depth, k=1, backend=backend)
+    band = (gt > 0) & (fixed[0] == 0) & inside  # the pixels the fixed radius left empty
+    assert float((out[0] - gt)[band].abs().mean()) < float((near[0] - gt)[band].abs().mean())
+
+
+@pytest.mark.parametrize("method", ["knn_idw", "knn_bilateral"])
+def test_no_depth_invented_above_the_scan(method):
+    """Against the simulator's exact depth (0 where a camera ray hits nothing: the sky): by default
+    the KNN methods leave the rows above the scan empty (IP-Basic's extrapolate=False), so almost
+    no depth lands where the truth has none (the rest within the margin of half the scan's gap
+    above its top return); extrapolate=True, the old behaviour, fills the sky up to the radius."""
+    import geodepth
+    from geodepth.data.synthetic import kitti_camera, simulate_frame
+
+    fr = simulate_frame(seed=0, sensor="vlp16", camera=kitti_camera(621, 188))
+    gt = fr.meta["dense_depth"][0]
+    sky = gt == 0
+    assert int(sky.sum()) > 3000
+    out = geodepth.complete(fr, method=method).depth[0]
+    old = geodepth.complete(fr, method=method, extrapolate=True, max_radius_px=50.0).depth[0]
+    assert int((old > 0)[sky].sum()) > 0.9 * int(sky.sum())  # the whole sky, before
+    assert int((out > 0)[sky].sum()) < 0.06 * int(sky.sum())
+    # every filled pixel is at most ceil(gap / 2) rows above the top return of its neighbourhood
+    rc = torch.nonzero(fr.sparse_depth[0] > 0)
+    uv = (torch.stack([rc[:, 1], rc[:, 0]], 1) + 0.5).double().numpy()
+    _, _, _, _, first = naive_limits(uv, *gt.shape)
+    assert first.max() > 20  # a sizeable region is above the scan
+    rows = torch.arange(gt.shape[0])[:, None]
+    assert int((out > 0)[rows < torch.from_numpy(first)[None]].sum()) == 0
