@@ -16,10 +16,10 @@ input's device. Use :func:`complete_classical`, or the registry in
 ``knn_bilateral``              spatial x colour weighting of the K nearest points
 =============================  ===============================================================
 
-The ``knn_*`` methods stop where the scan does (:func:`knn_fill`): ``max_radius_px="auto"``
-(from the scan's own gaps, at least 50 px) and ``extrapolate=False`` (nothing above the top of
-the scan, as ``ipbasic_fast_bilateral`` / ``ipbasic_multiscale``); pass ``extrapolate=True`` to
-fill the sky too.
+The ``knn_*`` methods' radius comes from the scan (:func:`knn_fill`): ``max_radius_px="auto"``
+(from the scan's own gaps, at least 50 px); ``extrapolate=False`` leaves everything above the top
+of the scan empty (no sky, but no surfaces above the top beam either), as
+``ipbasic_fast_bilateral`` / ``ipbasic_multiscale`` do.
 """
 from __future__ import annotations
 

@@ -30,13 +30,17 @@ widest spacing between scan lines (KITTI's 64 beams at 1242 x 375: ~9 px; a VLP-
   least the former fixed default of 50 px (tuned on KITTI, which keeps it), and wide enough to
   bridge the gaps between the scan lines of a sparse LiDAR on a large image instead of leaving
   bands of zeros between them.
-* **Above the scan.** With ``extrapolate=False`` (default) the rows more than ``ceil(g / 2)``
-  above the row of the highest point of a pixel's column neighbourhood stay 0, as IP-Basic leaves
-  the region above the top of the scan empty unless asked to extrapolate (``ipbasic``'s
-  ``extrapolate``): no far-depth blobs in the sky. The margin of ``g / 2`` (~5 px on KITTI) keeps
-  the surfaces just above the top beam that KITTI's accumulated ground truth holds. A column with
-  no point in its neighbourhood is not limited (IP-Basic's rule too). ``extrapolate=True`` fills
-  above the scan up to ``max_radius_px``, as before.
+* **Above the scan.** ``extrapolate=True`` (default) fills above the scan up to
+  ``max_radius_px``. With ``extrapolate=False`` the rows more than ``ceil(g / 2)`` above the row
+  of the highest point of a pixel's column neighbourhood stay 0 (IP-Basic's option name): no
+  far-depth blobs in the sky, but also no tops of the walls, trees and poles that rise above the
+  top beam or end between two beams. Measured against the simulator's exact depth (two scenes per
+  sensor, KITTI-sized camera), ``extrapolate=False`` left empty 8k sky pixels and 108k pixels of
+  real surface with an HDL-64 (whose top beam points 2 degrees up), 25k sky and 17k surface
+  with a VLP-16, 31k sky and 2k surface with an OS1-128: it is an option for views of the
+  completed cloud, not the default. The margin of ``g / 2`` (~5 px on KITTI) keeps the surfaces
+  just above the top beam that KITTI's accumulated ground truth holds. A column with no point in
+  its neighbourhood is not limited (IP-Basic's rule too).
 
 The neighbours are exact, and among points exactly as far as the k-th the smaller point index
 is kept (point order: ``points_uvz``'s rows, or the depth map's valid pixels in row-major
@@ -268,7 +272,7 @@ def knn_fill(
     weighting: str = "idw",
     power: float = 2.0,
     max_radius_px: float | str | None = "auto",
-    extrapolate: bool = False,
+    extrapolate: bool = True,
     sigma_space: float = 4.0,
     sigma_color: float = 0.1,
     eps: float = 0.5,
@@ -290,9 +294,10 @@ def knn_fill(
         max_radius_px: pixels with no point within this distance stay 0 and farther neighbours
             are left out; ``"auto"`` (default): from the scan's own spacing, at least 50 px (see
             the module docstring; 50 px on KITTI); a number > 0: that many pixels; None: no limit.
-        extrapolate: fill above the scan too (up to ``max_radius_px``). Default False: a pixel
-            more than half the scan's gap above the highest point of its column neighbourhood
-            stays 0 (no depth in the sky; IP-Basic's ``extrapolate=False``; module docstring).
+        extrapolate: True (default): fill above the scan too, up to ``max_radius_px``. False: a
+            pixel more than half the scan's gap above the highest point of its column
+            neighbourhood stays 0 (no depth in the sky, nor on surfaces above the top beam;
+            IP-Basic's ``extrapolate=False``; module docstring).
         sigma_space: spatial sigma, pixels (bilateral weights and the confidence).
         sigma_color: colour sigma, RGB units in [0, 1].
         eps: smallest distance used in the inverse distance weights, pixels.

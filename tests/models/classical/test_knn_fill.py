@@ -485,10 +485,10 @@ def test_auto_radius_bridges_sparse_scan_lines(sparse_rig_frame, backend):
 
 @pytest.mark.parametrize("method", ["knn_idw", "knn_bilateral"])
 def test_no_depth_invented_above_the_scan(method):
-    """Against the simulator's exact depth (0 where a camera ray hits nothing: the sky): by default
-    the KNN methods leave the rows above the scan empty (IP-Basic's extrapolate=False), so almost
-    no depth lands where the truth has none (the rest within the margin of half the scan's gap
-    above its top return); extrapolate=True, the old behaviour, fills the sky up to the radius."""
+    """Against the simulator's exact depth (0 where a camera ray hits nothing: the sky): with
+    extrapolate=False the KNN methods leave the rows above the scan empty (IP-Basic's option), so
+    almost no depth lands where the truth has none (the rest within the margin of half the scan's
+    gap above its top return); the default (extrapolate=True) fills the sky up to the radius."""
     import geodepth
     from geodepth.data.synthetic import kitti_camera, simulate_frame
 
@@ -496,9 +496,10 @@ def test_no_depth_invented_above_the_scan(method):
     gt = fr.meta["dense_depth"][0]
     sky = gt == 0
     assert int(sky.sum()) > 3000
-    out = geodepth.complete(fr, method=method).depth[0]
-    old = geodepth.complete(fr, method=method, extrapolate=True, max_radius_px=50.0).depth[0]
-    assert int((old > 0)[sky].sum()) > 0.9 * int(sky.sum())  # the whole sky, before
+    out = geodepth.complete(fr, method=method, extrapolate=False).depth[0]
+    default = geodepth.complete(fr, method=method).depth[0]
+    assert torch.equal(default, geodepth.complete(fr, method=method, extrapolate=True).depth[0])
+    assert int((default > 0)[sky].sum()) > 0.9 * int(sky.sum())  # the whole sky, by default
     assert int((out > 0)[sky].sum()) < 0.06 * int(sky.sum())
     # every filled pixel is at most ceil(gap / 2) rows above the top return of its neighbourhood
     rc = torch.nonzero(fr.sparse_depth[0] > 0)
@@ -506,4 +507,28 @@ def test_no_depth_invented_above_the_scan(method):
     _, _, _, _, first = naive_limits(uv, *gt.shape)
     assert first.max() > 20  # a sizeable region is above the scan
     rows = torch.arange(gt.shape[0])[:, None]
-    assert int((out > 0)[rows < torch.from_numpy(first)[None]].sum()) == 0
+    cut = rows < torch.from_numpy(first)[None]
+    assert int((out > 0)[cut].sum()) == 0
+    assert torch.equal(out[~cut], default[~cut])  # below the cut, extrapolate=False changes nothing
+
+
+def test_default_keeps_the_surfaces_above_the_top_beam():
+    """Why extrapolate defaults to True: with an HDL-64 (top beam 2 degrees up) the simulated
+    buildings rise above the scan, and cutting at the top return drops far more real surface than
+    sky. Against the simulator's exact depth: the default fills those surface pixels, and there
+    scores better than leaving them empty and filling the holes as the KITTI devkit does."""
+    import geodepth
+    from geodepth.data.synthetic import simulate_frame
+    from geodepth.metrics import interpolate_background
+
+    fr = simulate_frame(seed=0, sensor="hdl64")
+    gt = fr.meta["dense_depth"][0]
+    default = geodepth.complete(fr, method="knn_idw").depth[0]
+    cut = geodepth.complete(fr, method="knn_idw", extrapolate=False).depth[0]
+    dropped = (default > 0) & (cut == 0)
+    surface, sky = int((dropped & (gt > 0)).sum()), int((dropped & (gt == 0)).sum())
+    assert surface > 5 * sky and surface > 20_000
+    both = dropped & (gt > 0)
+    err_default = float((default - gt)[both].abs().mean())
+    err_cut = float((interpolate_background(cut[None])[0] - gt)[both].abs().mean())
+    assert err_default < err_cut
