@@ -245,7 +245,9 @@ def _camera_from_intrinsics_arg(intrinsics, width: int, height: int) -> PinholeC
 def _read_scan(path) -> tuple[Tensor, Tensor | None]:
     """A LiDAR scan by its suffix: a KITTI ``.bin`` (float32 x, y, z, reflectance records), or a
     point cloud file (PLY, PCD, XYZ, ... through :func:`~geodepth.io.pointcloud.read_point_cloud`;
-    no reflectance), in the LiDAR frame. ``(points (N, 3) float32, intensity (N,) or None)``."""
+    no reflectance), in the LiDAR frame. ``(points (N, 3), intensity (N,) or None)``: a .bin is float32,
+    a point cloud file keeps its stored precision (a ``double`` PLY at UTM coordinates stays float64;
+    ``complete()`` and the projection work in float64 and go to float32 in the camera frame)."""
     if Path(path).suffix.lower() == ".bin":
         return read_velodyne_bin(path)
     from .pointcloud import read_point_cloud
@@ -262,7 +264,8 @@ def load_files_frame(*, image=None, lidar=None, sparse_depth=None, gt_depth=None
         image: RGB image file.
         lidar: LiDAR scan, LiDAR frame: a KITTI ``.bin`` (float32 x, y, z, reflectance) or a point
             cloud file (``.ply``, ``.pcd``, ``.xyz``, ``.xyzn``, ``.xyzrgb``, ``.pts``; no
-            reflectance); needs extrinsics (``calib_dir`` or ``calib_file``).
+            reflectance; read in its stored precision, float64 for ``double`` coordinates); needs
+            extrinsics (``calib_dir`` or ``calib_file``).
         sparse_depth, gt_depth: 16-bit depth PNGs (``value / depth_scale`` metres). Without
             ``sparse_depth`` but with ``lidar``, the scan is projected (as in
             :func:`load_kitti_object_frame`).

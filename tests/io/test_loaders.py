@@ -151,3 +151,27 @@ def test_unknown_layout(tmp_path):
         load_frame(tmp_path)
     with pytest.raises(FileNotFoundError):
         load_frame(tmp_path / "missing")
+
+
+def test_files_frame_keeps_a_double_scan_double(tmp_path):
+    """A LiDAR file at UTM coordinates with a world -> camera calibration: the double PLY (written
+    by Open3D, a peer) reaches the frame as float64, equal to the coordinates written, and its sparse
+    depth is the float64 projection of those coordinates. Read as float32 (the old default) the
+    points moved by up to 0.25 m and the map changed."""
+    o3d = pytest.importorskip("open3d")
+    rng = np.random.default_rng(7)
+    c0 = np.array([500050.0, 5400050.0, 2.0])  # camera centre, world frame (east, north, up)
+    pts = c0 + np.column_stack([rng.uniform(-10, 10, 400), rng.uniform(5, 30, 400), rng.uniform(-4, 4, 400)])
+    o3d.io.write_point_cloud(str(tmp_path / "scan.ply"), o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts)))
+    R = torch.tensor([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=torch.float64)  # camera looks north
+    T = torch.eye(4, dtype=torch.float64)
+    T[:3, :3], T[:3, 3] = R, -R @ torch.from_numpy(c0)
+    cam = PinholeCamera(torch.tensor([[50.0, 0, 32], [0, 50, 24], [0, 0, 1]], dtype=torch.float64), 64, 48)
+    write_calib_file(tmp_path / "calib.yaml", cam, T)
+    f = load_files_frame(lidar=tmp_path / "scan.ply", calib_file=tmp_path / "calib.yaml")
+    assert f.points_lidar.dtype == torch.float64 and np.array_equal(f.points_lidar.numpy(), pts)
+    p64 = torch.from_numpy(pts)
+    want = torch.round(lidar_to_depth(p64, T, cam).double() * 256) / 256
+    assert int((want > 0).sum()) > 200 and torch.equal(f.sparse_depth.double(), want)
+    rounded = torch.round(lidar_to_depth(p64.float(), T, cam).double() * 256) / 256
+    assert not torch.equal(rounded, want)  # what a float32 read gave
