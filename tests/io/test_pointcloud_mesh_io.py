@@ -214,3 +214,55 @@ def test_float_colours_outside_0_1_are_refused_not_clipped(tmp_path):
     export_mesh(Mesh(pts.double().numpy(), np.array([[0, 1, 2]]), np.full((5, 3), 64 / 255)), tmp_path / "e.ply")
     back = o3d.io.read_triangle_mesh(str(tmp_path / "e.ply"))
     np.testing.assert_array_equal(np.asarray(back.vertex_colors), 64 / 255)
+
+
+@pytest.mark.parametrize("suffix", [".ply", ".obj", ".off", ".stl", ".glb"])
+def test_empty_mesh_round_trips(tmp_path, suffix):
+    """An empty mesh (a fusion that integrated nothing) written by write_mesh and export_mesh reads back
+    as (0, 3) vertices and (0, 3) faces. The OBJ that trimesh writes for it (bare `v` / `f` lines) did
+    not read back at all ("cannot read as a mesh: shapes (4,4) and (1,1) not aligned"); OFF gave
+    faces of shape (0,)."""
+    trimesh = pytest.importorskip("trimesh")
+    from geodepth.recon import Mesh, export_mesh
+
+    v, f = torch.zeros(0, 3, dtype=torch.float64), torch.zeros(0, 3, dtype=torch.int64)
+    write_mesh(tmp_path / f"w{suffix}", v, f)
+    export_mesh(Mesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64)), tmp_path / f"e{suffix}")
+    trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64)).export(tmp_path / f"t{suffix}")  # a peer's file
+    for name in ("w", "e", "t"):
+        rv, rf, rc = read_mesh(tmp_path / f"{name}{suffix}")
+        assert rv.shape == (0, 3) and rv.is_floating_point() and rf.shape == (0, 3) and rf.dtype == torch.int64
+        assert rc is None
+    if suffix == ".ply":  # Open3D (peer) reads ours as empty too
+        o3d = pytest.importorskip("open3d")
+        om = o3d.io.read_triangle_mesh(str(tmp_path / "w.ply"))
+        assert len(om.vertices) == 0 and len(om.triangles) == 0
+
+
+@pytest.mark.parametrize("suffix", [".ply", ".obj", ".off"])
+def test_mesh_without_faces_keeps_its_vertices(tmp_path, suffix):
+    """Vertices without faces (a mesh cut down to nothing but its points): PLY, OBJ and OFF store them,
+    and read_mesh gives them back as trimesh (peer) reads the file without forcing a mesh; it returned 0
+    vertices (trimesh's force="mesh" drops them)."""
+    trimesh = pytest.importorskip("trimesh")
+    v, _, col = _utm_mesh()
+    write_mesh(tmp_path / f"m{suffix}", v, torch.zeros(0, 3, dtype=torch.int64), col)
+    rv, rf, rc = read_mesh(tmp_path / f"m{suffix}")
+    assert rf.shape == (0, 3) and rv.dtype == torch.float64
+    np.testing.assert_array_equal(rv.numpy(), np.asarray(trimesh.load(tmp_path / f"m{suffix}", process=False).vertices))
+    np.testing.assert_allclose(rv.numpy(), v.numpy(), atol=0 if suffix == ".ply" else 1e-8, rtol=0)
+    if suffix != ".off":  # OFF has no vertex colours
+        torch.testing.assert_close(rc, torch.round(col * 255) / 255, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("suffix", [".stl", ".glb"])
+def test_mesh_without_faces_refused_where_only_triangles_are_stored(tmp_path, suffix):
+    """STL and glTF store triangles only: vertices without faces would be written as an empty file."""
+    from geodepth.recon import Mesh, export_mesh
+
+    v, _, _ = _utm_mesh()
+    with pytest.raises(ValueError, match=r"stores triangles only; this mesh has 6 vertices and no faces.*\.ply"):
+        write_mesh(tmp_path / f"m{suffix}", v, torch.zeros(0, 3, dtype=torch.int64))
+    with pytest.raises(ValueError, match="stores triangles only"):
+        export_mesh(Mesh(v.numpy(), np.zeros((0, 3), np.int64)), tmp_path / f"e{suffix}")
+    assert not (tmp_path / f"m{suffix}").exists() and not (tmp_path / f"e{suffix}").exists()
