@@ -126,7 +126,12 @@ def _load_single(args):
         kw["intrinsics"] = args.intrinsics
     if args.depth_scale is not None:
         kw["depth_scale"] = args.depth_scale
-    return load_frame(**kw)
+    try:
+        return load_frame(**kw)
+    except ValueError as e:  # the K's plausibility check names the API's argument; here it is the option
+        if args.intrinsics and str(e).startswith("intrinsics "):
+            raise CLIError("--" + str(e).replace("(calib_file= / --calib-file)", "(--calib-file)")) from None
+        raise
 
 
 def cmd_complete(args) -> int:
@@ -562,7 +567,10 @@ def build_parser() -> argparse.ArgumentParser:
     cal = c.add_mutually_exclusive_group()
     cal.add_argument("--calib-dir", help="KITTI raw calibration folder (calib_cam_to_cam.txt, calib_velo_to_cam.txt)")
     cal.add_argument("--calib-file", help="KITTI object calibration .txt, or plain calibration .yaml/.json")
-    cal.add_argument("--intrinsics", help="text file with the 3x3 K (only with --sparse-depth)")
+    cal.add_argument("--intrinsics", help="text file with the 3x3 K (only with --sparse-depth); it holds no image "
+                     "size, so a K whose principal point lies off the image or more than 20%% of its width / height "
+                     "off its centre (a K of another size, a rescaled image or a crop) is refused: use --calib-file "
+                     "with K, width and height for such a camera")
     c.add_argument("--depth-scale", type=float, default=None,
                    help="PNG value per metre of --sparse-depth: 256 (KITTI, the default), 1000 (NYU, millimetres); "
                    "depth.png is always written as KITTI's value / 256")

@@ -138,6 +138,28 @@ def test_complete_nyu_millimetre_depth_with_depth_scale(tmp_path, nyu_dir, capsy
     assert not (tmp_path / "x").exists()
 
 
+def test_complete_refuses_intrinsics_of_another_image_size(tmp_path, nyu_dir, capsys):
+    """`complete --intrinsics K.txt` with KITTI's K (1242 x 375) and NYU's 640 x 480 image ran and wrote
+    a completion with a camera 290 px off; it is one line naming --intrinsics, the offset and the size
+    the K fits. A calibration file that carries the size (--calib-file) is taken as it says."""
+    import torch
+
+    from geodepth.geometry import PinholeCamera
+    from geodepth.io import write_calib_file
+
+    K = [[721.5377, 0, 609.5593], [0, 721.5377, 172.854], [0, 0, 1]]
+    np.savetxt(tmp_path / "K.txt", np.array(K))
+    args = ["complete", "--image", str(nyu_dir / "rgb_00000.jpg"), "--sparse-depth", str(nyu_dir / "depth_00000.png"),
+            "--depth-scale", "1000", "--method", "nearest"]
+    assert main([*args, "--intrinsics", str(tmp_path / "K.txt"), "--out", str(tmp_path / "a")]) == 2
+    err = _one_line_error(capsys)
+    assert f"error: --intrinsics {tmp_path / 'K.txt'}: the principal point (cx, cy) = (609.559, 172.854) is 45% " in err
+    assert "640x480 image" in err and "about 1219x346" in err and "(--calib-file)" in err
+    assert not (tmp_path / "a").exists()
+    write_calib_file(tmp_path / "c.yaml", PinholeCamera(torch.tensor(K, dtype=torch.float64), 640, 480), None)
+    assert main([*args, "--calib-file", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "b")]) == 0
+
+
 def test_eval_nyu_ground_truth_in_millimetres(tmp_path, nyu_dir, capsys):
     """complete an NYU frame, then `eval --metrics nyu --gt-scale 1000` against its millimetre
     ground truth: the numbers are the NYU definitions (RMSE, MAE, REL, log10, deltas) evaluated here
