@@ -126,7 +126,12 @@ def _load_single(args):
         kw["intrinsics"] = args.intrinsics
     if args.depth_scale is not None:
         kw["depth_scale"] = args.depth_scale
-    return load_frame(**kw)
+    try:
+        return load_frame(**kw)
+    except ValueError as e:  # the K's plausibility check names the API's argument; here it is the option
+        if args.intrinsics and str(e).startswith("intrinsics "):
+            raise CLIError("--" + str(e).replace("(calib_file= / --calib-file)", "(--calib-file)")) from None
+        raise
 
 
 def cmd_complete(args) -> int:
@@ -394,6 +399,54 @@ def lidar_to_camera_axes(points_lidar):
     return to_camera_axes(points_lidar, "lidar")
 
 
+VIEW_COLORS = ("auto", "file", "reflectance", "height", "range", "white")
+
+
+def view_colors(how: str, points_cam_axes, file_colors=None, reflectance=None, cmap: str = "turbo"):
+    """The colours ``geodepth view`` draws a cloud with -> ``((N, 3) float64 RGB in [0, 1] or None, label)``.
+
+    Args:
+        how: ``"file"`` (the file's own colours), ``"reflectance"`` (a KITTI .bin scan's 4th column:
+            values in [0, 1], as KITTI's, map to [0, 1], others to [min, max]), ``"height"`` (up, i.e.
+            ``-y`` in camera axes, after ``--frame``'s turn), ``"range"`` (distance from the sensor /
+            origin), ``"white"`` (None: the renderer's white), or ``"auto"``: the file's colours, else the
+            reflectance, else the height. Height and range map their 2nd..98th percentiles to the ends of
+            ``cmap`` (a few far points do not flatten the rest).
+        points_cam_axes: (N, 3) points in camera axes (x right, y down, z forward), metres.
+        file_colors: (N, 3) float RGB in [0, 1] from the file, or None.
+        reflectance: (N,) reflectance of a .bin scan, or None.
+        cmap: a name of :data:`geodepth.viz.CMAPS`.
+    """
+    import numpy as np
+
+    from .viz import apply_colormap
+
+    if how == "auto":
+        how = "file" if file_colors is not None else ("reflectance" if reflectance is not None else "height")
+    if how == "white":
+        return None, "white"
+    if how == "file":
+        if file_colors is None:
+            raise CLIError("--color file: the file holds no colours; choose --color reflectance (a .bin scan), "
+                           "height, range or white")
+        return file_colors, "the file's colours"
+    if how == "reflectance":
+        if reflectance is None:
+            raise CLIError("--color reflectance needs a KITTI .bin scan (x, y, z, reflectance); this file has no "
+                           "reflectance: choose --color height, range, file or white")
+        v = np.asarray(reflectance, dtype=np.float64)
+        if not np.isfinite(v).all():
+            raise CLIError(f"--color reflectance: {int((~np.isfinite(v)).sum())} reflectance values are NaN or "
+                           "inf; choose --color height or range")
+        lo, hi = (0.0, 1.0) if v.size == 0 or (v.min() >= 0 and v.max() <= 1) else (float(v.min()), float(v.max()))
+    else:
+        p = np.asarray(points_cam_axes, dtype=np.float64)
+        v = -p[:, 1] if how == "height" else np.linalg.norm(p, axis=1)
+        lo, hi = (float(x) for x in np.percentile(v, [2, 98]))
+    t = (v - lo) / (hi - lo) if hi > lo else np.zeros_like(v)
+    return apply_colormap(t, cmap=cmap), f"{how} ({cmap}, {lo:.4g}..{hi:.4g}{' m' if how != 'reflectance' else ''})"
+
+
 def cmd_view(args) -> int:
     from .io import read_point_cloud, read_velodyne_bin
     from .viz import render_offscreen, show, to_camera_axes
@@ -404,23 +457,29 @@ def cmd_view(args) -> int:
     frame = args.frame if args.frame != "auto" else ("lidar" if is_bin else "camera")
     if args.png:  # before reading: a large cloud is not read to be refused
         _check_out_file(Path(args.png), "--png", args.overwrite, (".png",))
+    if args.color in ("reflectance", "file") and (args.color == "reflectance") != is_bin:
+        view_colors(args.color, [], None, None)  # the error of a colouring the file cannot have, before reading
+    refl = None
     if is_bin:
-        pts, cols = read_velodyne_bin(args.path)[0], None
+        (pts, refl), cols = read_velodyne_bin(args.path), None
     else:
         pts, cols = read_point_cloud(args.path)
     if pts.shape[0] == 0:
         raise CLIError(f"{args.path} holds no points")
     pts = to_camera_axes(pts, frame)
+    cols, how = view_colors(args.color, pts, cols, refl, args.cmap)
     if args.png:
         p = Path(args.png)
         r = render_offscreen(pts, cols, p, args.width, args.height, view=args.view, backend=args.backend,
                              point_size=args.point_size, overwrite=True)
-        print(f"wrote {p} ({r.backend} renderer, {pts.shape[0]} points in {frame} axes, view {args.view})")
+        print(f"wrote {p} ({r.backend} renderer, {pts.shape[0]} points in {frame} axes, view {args.view}, "
+              f"coloured by {how})")
     else:
         from .viz.open3d_scene import has_display
 
         if not has_display():
             raise CLIError("no display to open a window on; write a picture instead with --png out.png")
+        print(f"showing {pts.shape[0]} points in {frame} axes, coloured by {how}")
         show(pts, cols, point_size=args.point_size)
     return 0
 
@@ -542,6 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="geodepth",
                                 description="Point-cloud-native depth completion from LiDAR and camera.")
     from ._version import __version__
+    from .viz._luts import LUT_HEX  # the colour maps' names (geodepth.viz.CMAPS) without numpy
 
     p.add_argument("--version", action="version", version=f"geodepth {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -562,7 +622,10 @@ def build_parser() -> argparse.ArgumentParser:
     cal = c.add_mutually_exclusive_group()
     cal.add_argument("--calib-dir", help="KITTI raw calibration folder (calib_cam_to_cam.txt, calib_velo_to_cam.txt)")
     cal.add_argument("--calib-file", help="KITTI object calibration .txt, or plain calibration .yaml/.json")
-    cal.add_argument("--intrinsics", help="text file with the 3x3 K (only with --sparse-depth)")
+    cal.add_argument("--intrinsics", help="text file with the 3x3 K (only with --sparse-depth); it holds no image "
+                     "size, so a K whose principal point lies off the image or more than 20%% of its width / height "
+                     "off its centre (a K of another size, a rescaled image or a crop) is refused: use --calib-file "
+                     "with K, width and height for such a camera")
     c.add_argument("--depth-scale", type=float, default=None,
                    help="PNG value per metre of --sparse-depth: 256 (KITTI, the default), 1000 (NYU, millimetres); "
                    "depth.png is always written as KITTI's value / 256")
@@ -636,6 +699,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="axes of the cloud, turned to camera axes for the views: camera (x right, y down, z "
                    "forward; geodepth's points.ply), lidar (x forward, y left, z up; Velodyne, ROS), opengl (x "
                    "right, y up, z backward); auto (default): lidar for a .bin scan, camera otherwise")
+    v.add_argument("--color", choices=VIEW_COLORS, default="auto",
+                   help="what the colours show. auto (default): the file's own colours if it has any, else the "
+                   "reflectance of a KITTI .bin scan (4th column; KITTI's values in [0, 1] span the colour map), "
+                   "else the height (up after --frame's turn); reflectance, height, range (distance from the "
+                   "sensor) or file choose one, white draws all points white. Height and range span their 2nd..98th "
+                   "percentiles")
+    v.add_argument("--cmap", choices=sorted(LUT_HEX), default="turbo",
+                   help="colour map for reflectance / height / range (default turbo)")
     v.add_argument("--point-size", type=float, default=2.0, help="point size in pixels (default 2)")
     v.add_argument("--backend", choices=("auto", "open3d", "numpy"), default="auto",
                    help="offscreen renderer: Open3D (headless Vulkan/EGL) or the numpy point splatter")

@@ -138,6 +138,28 @@ def test_complete_nyu_millimetre_depth_with_depth_scale(tmp_path, nyu_dir, capsy
     assert not (tmp_path / "x").exists()
 
 
+def test_complete_refuses_intrinsics_of_another_image_size(tmp_path, nyu_dir, capsys):
+    """`complete --intrinsics K.txt` with KITTI's K (1242 x 375) and NYU's 640 x 480 image ran and wrote
+    a completion with a camera 290 px off; it is one line naming --intrinsics, the offset and the size
+    the K fits. A calibration file that carries the size (--calib-file) is taken as it says."""
+    import torch
+
+    from geodepth.geometry import PinholeCamera
+    from geodepth.io import write_calib_file
+
+    K = [[721.5377, 0, 609.5593], [0, 721.5377, 172.854], [0, 0, 1]]
+    np.savetxt(tmp_path / "K.txt", np.array(K))
+    args = ["complete", "--image", str(nyu_dir / "rgb_00000.jpg"), "--sparse-depth", str(nyu_dir / "depth_00000.png"),
+            "--depth-scale", "1000", "--method", "nearest"]
+    assert main([*args, "--intrinsics", str(tmp_path / "K.txt"), "--out", str(tmp_path / "a")]) == 2
+    err = _one_line_error(capsys)
+    assert f"error: --intrinsics {tmp_path / 'K.txt'}: the principal point (cx, cy) = (609.559, 172.854) is 45% " in err
+    assert "640x480 image" in err and "about 1219x346" in err and "(--calib-file)" in err
+    assert not (tmp_path / "a").exists()
+    write_calib_file(tmp_path / "c.yaml", PinholeCamera(torch.tensor(K, dtype=torch.float64), 640, 480), None)
+    assert main([*args, "--calib-file", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "b")]) == 0
+
+
 def test_eval_nyu_ground_truth_in_millimetres(tmp_path, nyu_dir, capsys):
     """complete an NYU frame, then `eval --metrics nyu --gt-scale 1000` against its millimetre
     ground truth: the numbers are the NYU definitions (RMSE, MAE, REL, log10, deltas) evaluated here
@@ -944,3 +966,79 @@ print("OK")
                        cwd=Path(__file__).resolve().parents[1])
     assert r.returncode == 0 and r.stdout.strip() == "OK", r.stdout + r.stderr
     assert "TBB" not in r.stderr and "Warning" not in r.stderr, r.stderr
+
+
+def _lut_by_hand(t, cmap="turbo"):
+    """The colour map applied by hand: entry floor(t * 256) of the 256-row table, t clipped to [0, 1]."""
+    from geodepth.viz import get_lut
+
+    return get_lut(cmap)[np.clip(np.floor(np.clip(t, 0, 1) * 256), 0, 255).astype(int)]
+
+
+def test_view_colours_a_kitti_scan_by_reflectance(tmp_path, kitti_dir, monkeypatch, capsys):
+    """`geodepth view velodyne.bin` drew every point white; it colours them by the 4th column
+    (reflectance, KITTI's [0, 1] spanning turbo): the colours handed to the renderer are the colour
+    map applied by hand to the file's reflectance column, and --cmap / --color choose others."""
+    import geodepth.viz as viz
+
+    scan = kitti_dir / "velodyne.bin"
+    refl = np.fromfile(scan, dtype=np.float32).reshape(-1, 4)[:, 3].astype(np.float64)
+    seen = []
+    monkeypatch.setattr(viz, "render_offscreen", lambda pts, cols, *a, **k: seen.append((np.asarray(pts), cols))
+                        or viz.Render(None, np.zeros((3, 1, 1), np.uint8), "numpy"))
+    args = ["--backend", "numpy", "--width", "64", "--height", "48"]
+    assert main(["view", str(scan), "--png", str(tmp_path / "a.png"), *args]) == 0
+    assert "coloured by reflectance (turbo, 0..1)" in capsys.readouterr().out
+    np.testing.assert_array_equal(seen[-1][1], _lut_by_hand(refl))
+    assert len(np.unique(seen[-1][1], axis=0)) > 50  # not one colour
+    assert main(["view", str(scan), "--png", str(tmp_path / "b.png"), "--cmap", "viridis", *args]) == 0
+    np.testing.assert_array_equal(seen[-1][1], _lut_by_hand(refl, "viridis"))
+    # height: z of the LiDAR frame (up), its 2nd..98th percentiles spanning the map
+    z = np.fromfile(scan, dtype=np.float32).reshape(-1, 4)[:, 2].astype(np.float64)
+    lo, hi = np.percentile(z, [2, 98])
+    assert main(["view", str(scan), "--png", str(tmp_path / "c.png"), "--color", "height", *args]) == 0
+    np.testing.assert_allclose(seen[-1][1], _lut_by_hand((z - lo) / (hi - lo)), atol=0)
+    assert main(["view", str(scan), "--png", str(tmp_path / "d.png"), "--color", "range", *args]) == 0
+    r = np.linalg.norm(np.fromfile(scan, dtype=np.float32).reshape(-1, 4)[:, :3].astype(np.float64), axis=1)
+    lo, hi = np.percentile(r, [2, 98])
+    np.testing.assert_allclose(seen[-1][1], _lut_by_hand((r - lo) / (hi - lo)), atol=0)
+    assert main(["view", str(scan), "--png", str(tmp_path / "e.png"), "--color", "white", *args]) == 0
+    assert seen[-1][1] is None  # the renderer's white, as before
+    capsys.readouterr()
+    assert main(["view", str(scan), "--png", str(tmp_path / "f.png"), "--color", "file", *args]) == 2
+    assert "--color file: the file holds no colours" in _one_line_error(capsys)
+
+
+def test_view_reflectance_colours_reach_the_pixels(tmp_path):
+    """Through the numpy splatter: three returns with reflectance 0.1, 0.5, 0.9 light their pixels in
+    turbo's colours for those values (the colour map by hand), not white."""
+    import torch
+
+    from geodepth.geometry import PinholeCamera
+    from geodepth.io import write_velodyne_bin
+
+    lidar = torch.tensor([[5.0, 0.0, 0.0], [4.0, 1.0, 0.5], [6.0, -1.0, -0.5]])
+    refl = torch.tensor([0.1, 0.5, 0.9])
+    write_velodyne_bin(tmp_path / "s.bin", lidar, refl)
+    png = tmp_path / "v.png"
+    assert main(["view", str(tmp_path / "s.bin"), "--png", str(png), "--view", "camera", "--backend", "numpy",
+                 "--width", "64", "--height", "48", "--point-size", "1"]) == 0
+    img = np.asarray(Image.open(png))
+    f = 32 / np.tan(np.radians(30))
+    cam = PinholeCamera(torch.tensor([[f, 0, 32], [0, f, 24], [0, 0, 1]]), 64, 48)
+    uv, _ = cam.project(torch.tensor([[0.0, 0.0, 5.0], [-1.0, -0.5, 4.0], [1.0, 0.5, 6.0]]))
+    want = np.round(_lut_by_hand(refl.double().numpy()) * 255)
+    for (u, v), c in zip(uv.tolist(), want):
+        np.testing.assert_array_equal(img[int(np.floor(v)), int(np.floor(u))], c)
+
+
+def test_view_colour_options_the_file_cannot_have(tmp_path, capsys):
+    """--color reflectance on a PLY (no reflectance) is one line naming the option, before reading."""
+    import torch
+
+    from geodepth.io import write_ply
+
+    write_ply(tmp_path / "p.ply", torch.rand(10, 3) + 2)
+    assert main(["view", str(tmp_path / "p.ply"), "--png", str(tmp_path / "v.png"), "--color", "reflectance"]) == 2
+    assert "--color reflectance needs a KITTI .bin scan" in _one_line_error(capsys)
+    assert not (tmp_path / "v.png").exists()

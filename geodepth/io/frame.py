@@ -19,7 +19,9 @@ class Frame:
     Attributes:
         camera: intrinsics and image size of the (rectified) camera.
         image: (3, H, W) float32 RGB in [0, 1].
-        points_lidar: (N, 3) float32 LiDAR returns in metres, LiDAR frame.
+        points_lidar: (N, 3) LiDAR returns in metres, LiDAR frame: float32 (a KITTI scan), or the
+            stored precision of a point cloud file (float64 for a ``double`` PLY, see
+            :func:`~geodepth.io.pointcloud.read_point_cloud`).
         intensity: (N,) float32 reflectance of each return, or None.
         T_cam_from_lidar: (4, 4) float64 rigid transform, LiDAR frame -> camera frame
             (for rectified KITTI cameras it includes ``R_rect`` and the offset of ``P_rect``).

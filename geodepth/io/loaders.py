@@ -223,6 +223,39 @@ def load_nyu_frame(directory=None, *, index: int = 0, rgb=None, depth=None, n_sa
 
 
 # ---------------------------------------------------------------------------- explicit files
+#: largest distance of the principal point from the image centre, as a share of the width / height,
+#: that a K without an image size (a 3x3 text file) may have. Real calibrations sit far inside it
+#: (KITTI raw 1 % / 4 %, its 1216 x 352 benchmark crop 1 % / 7 %, NYU 1 % / 3 %, KITTI-360 3 % / 13.5 %,
+#: Cityscapes 4 % / 0.1 %), while a K of another size is beyond it: a K of an image twice as large or
+#: half as large puts the principal point ~25 % or more off the centre (KITTI's K on a 640 x 480
+#: image: 45 %).
+MAX_PRINCIPAL_OFFSET = 0.2
+
+
+def _check_intrinsics_fit(K: Tensor, width: int, height: int, what: str = "intrinsics") -> None:
+    """Refuse a K that cannot belong to a ``width`` x ``height`` image: the principal point outside
+    the image, or more than :data:`MAX_PRINCIPAL_OFFSET` of the width / height off its centre.
+
+    For a K given without its image size (a 3x3 text file, ``(fx, fy, cx, cy)``), where a K of another
+    size, a rescaled image or a crop would otherwise go through silently. ``what`` names the input in
+    the message (``"intrinsics"``, a file). A calibration file holding the size (``calib_file``) is
+    not checked this way: a crop far off the optical axis is written there.
+    """
+    cx, cy = float(K[0, 2]), float(K[1, 2])
+    guess = f"(it would fit an image of about {2 * cx:.0f}x{2 * cy:.0f}, 2 cx x 2 cy)" if cx > 0 and cy > 0 else ""
+    if not (0 < cx < width and 0 < cy < height):
+        raise ValueError(f"{what}: the principal point (cx, cy) = ({cx:g}, {cy:g}) lies outside the "
+                         f"{width}x{height} image; this K belongs to another image size or crop {guess}".rstrip())
+    off_x, off_y = abs(cx / width - 0.5), abs(cy / height - 0.5)
+    if max(off_x, off_y) > MAX_PRINCIPAL_OFFSET:
+        raise ValueError(
+            f"{what}: the principal point (cx, cy) = ({cx:g}, {cy:g}) is {off_x:.0%} of the width and {off_y:.0%} "
+            f"of the height off the centre of the {width}x{height} image (real calibrations: within "
+            f"{MAX_PRINCIPAL_OFFSET:.0%}); this K belongs to another image size, a rescaled image or a crop {guess}. "
+            "If it is right for this image, give the size with it: a calibration file with K, width and height "
+            "(calib_file= / --calib-file)")
+
+
 def _camera_from_intrinsics_arg(intrinsics, width: int, height: int) -> PinholeCamera:
     if isinstance(intrinsics, (str, Path)):
         K = read_intrinsics_txt(intrinsics)
@@ -235,17 +268,17 @@ def _camera_from_intrinsics_arg(intrinsics, width: int, height: int) -> PinholeC
             K = K.reshape(3, 3)
         else:
             raise ValueError(f"intrinsics must be a path, a 3x3 K or (fx, fy, cx, cy), got {K.numel()} numbers")
-    cx, cy = float(K[0, 2]), float(K[1, 2])
-    if not (0 < cx < width and 0 < cy < height):
-        raise ValueError(f"intrinsics: the principal point (cx, cy) = ({cx:g}, {cy:g}) lies outside the "
-                         f"{width}x{height} image; this K belongs to another image size or crop")
+    what = f"intrinsics {intrinsics}" if isinstance(intrinsics, (str, Path)) else "intrinsics"
+    _check_intrinsics_fit(K, width, height, what)
     return PinholeCamera(K, width, height)
 
 
 def _read_scan(path) -> tuple[Tensor, Tensor | None]:
     """A LiDAR scan by its suffix: a KITTI ``.bin`` (float32 x, y, z, reflectance records), or a
     point cloud file (PLY, PCD, XYZ, ... through :func:`~geodepth.io.pointcloud.read_point_cloud`;
-    no reflectance), in the LiDAR frame. ``(points (N, 3) float32, intensity (N,) or None)``."""
+    no reflectance), in the LiDAR frame. ``(points (N, 3), intensity (N,) or None)``: a .bin is float32,
+    a point cloud file keeps its stored precision (a ``double`` PLY at UTM coordinates stays float64;
+    ``complete()`` and the projection work in float64 and go to float32 in the camera frame)."""
     if Path(path).suffix.lower() == ".bin":
         return read_velodyne_bin(path)
     from .pointcloud import read_point_cloud
@@ -262,7 +295,8 @@ def load_files_frame(*, image=None, lidar=None, sparse_depth=None, gt_depth=None
         image: RGB image file.
         lidar: LiDAR scan, LiDAR frame: a KITTI ``.bin`` (float32 x, y, z, reflectance) or a point
             cloud file (``.ply``, ``.pcd``, ``.xyz``, ``.xyzn``, ``.xyzrgb``, ``.pts``; no
-            reflectance); needs extrinsics (``calib_dir`` or ``calib_file``).
+            reflectance; read in its stored precision, float64 for ``double`` coordinates); needs
+            extrinsics (``calib_dir`` or ``calib_file``).
         sparse_depth, gt_depth: 16-bit depth PNGs (``value / depth_scale`` metres). Without
             ``sparse_depth`` but with ``lidar``, the scan is projected (as in
             :func:`load_kitti_object_frame`).
@@ -380,6 +414,7 @@ def load_kitti_dc_frame(entry: dict[str, Any], *, load_scan: bool = True) -> Fra
     if entry.get("intrinsics") is not None:
         K = read_intrinsics_txt(entry["intrinsics"])
         if cam is None:
+            _check_intrinsics_fit(K, W, H, f"intrinsics {entry['intrinsics']} (for the {W}x{H} image {img_path.name})")
             cam = PinholeCamera(K, W, H)
         elif not torch.allclose(cam.K, K, atol=1e-6, rtol=1e-5):  # intrinsics txt may hold 7 digits
             raise ValueError(f"K of {entry['calib']} ({cam.K.tolist()}) and of {entry['intrinsics']} ({K.tolist()}) disagree")

@@ -60,16 +60,63 @@ def read_mesh(path, *, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor
     try:
         if dtype is None:
             dtype = _stored_dtype(path)
+        if path.suffix.lower() == ".obj" and _obj_is_empty(path):  # trimesh fails on a file without records
+            return torch.zeros(0, 3, dtype=dtype), torch.zeros(0, 3, dtype=torch.int64), None
         m = trimesh.load(path, force="mesh", process=False)
+        if len(m.faces) == 0:
+            # no triangles: force="mesh" drops the vertices of a PLY / OBJ (trimesh reads such a file
+            # as a PointCloud); read them as they are
+            m = trimesh.load(path, process=False)
     except Exception as e:  # trimesh raises many kinds
         raise ValueError(f"{path}: cannot read as a mesh: {e}") from None
-    v = torch.from_numpy(np.asarray(m.vertices, dtype=np.float64).copy()).to(dtype)
-    f = torch.from_numpy(np.asarray(m.faces, dtype=np.int64).copy())
+    verts = np.asarray(getattr(m, "vertices", np.zeros((0, 3))), dtype=np.float64).reshape(-1, 3)
+    faces = getattr(m, "faces", None)
+    faces = np.zeros((0, 3), np.int64) if faces is None or len(faces) == 0 else np.asarray(faces, np.int64)
+    v = torch.from_numpy(verts.copy()).to(dtype)
+    f = torch.from_numpy(faces.copy())
     colors = None
-    vc = getattr(m.visual, "vertex_colors", None)
-    if getattr(m.visual, "kind", None) == "vertex" and vc is not None and len(vc) == len(v):
+    visual = getattr(m, "visual", None)
+    vc = getattr(visual, "vertex_colors", None)
+    if visual is None:  # a trimesh.PointCloud keeps its colours in .colors
+        vc = getattr(m, "colors", None)
+        vc = vc if vc is not None and len(vc) and np.asarray(vc).ndim == 2 else None
+    elif getattr(visual, "kind", None) != "vertex":
+        vc = None
+    if vc is not None and len(vc) == len(v) and len(v):
         colors = torch.from_numpy(np.asarray(vc)[:, :3].astype(np.float32) / 255.0)
     return v, f, colors
+
+
+def _obj_is_empty(path: Path) -> bool:
+    """Whether an OBJ file holds no vertex (``v x y z``) and no face record: an empty mesh, as
+    geodepth writes it (comments only) or as trimesh does (a bare ``v`` and ``f`` line)."""
+    with open(path, "rb") as fh:
+        for line in fh:
+            tok = line.split()
+            if len(tok) >= 4 and tok[0] in (b"v", b"f"):
+                return False
+    return True
+
+
+#: formats that store triangles only: vertices without faces would be lost
+_TRIANGLE_ONLY_FORMATS = (".stl", ".glb", ".gltf")
+
+
+def write_trimesh_mesh(path: Path, vertices: np.ndarray, faces: np.ndarray,
+                       colors_u8: np.ndarray | None = None) -> Path:
+    """Write a non-PLY mesh through trimesh. An empty OBJ is written as a comment line (trimesh's
+    exporter writes bare ``v`` / ``f`` lines that no reader takes back); vertices without faces in a
+    format that stores only triangles (STL, glTF) are a ValueError rather than lost. Arguments are
+    checked by the callers; ``path``'s parent must exist."""
+    suffix = path.suffix.lower()
+    if len(faces) == 0 and len(vertices) and suffix in _TRIANGLE_ONLY_FORMATS:
+        raise ValueError(f"{path}: a {suffix} file stores triangles only; this mesh has {len(vertices)} vertices and "
+                         "no faces, which it would lose (write .ply, .obj or .off to keep them)")
+    if suffix == ".obj" and len(vertices) == 0:
+        path.write_text("# empty mesh written by geodepth: no vertices, no faces\n")
+        return path
+    _trimesh().Trimesh(vertices=vertices, faces=faces, vertex_colors=colors_u8, process=False).export(path)
+    return path
 
 
 def write_ply_mesh(path: Path, vertices: np.ndarray, faces: np.ndarray, colors_u8: np.ndarray | None = None) -> Path:
@@ -138,7 +185,6 @@ def write_mesh(path, vertices: Tensor, faces: Tensor, vertex_colors: Tensor | No
     if path.suffix.lower() == ".ply":  # our own writer: float64 stays double, no trimesh needed
         path.parent.mkdir(parents=True, exist_ok=True)
         return write_ply_mesh(path, v.numpy(), f.numpy(), kw.get("vertex_colors"))
-    trimesh = _trimesh()
+    _trimesh()
     path.parent.mkdir(parents=True, exist_ok=True)
-    trimesh.Trimesh(vertices=v.numpy(), faces=f.numpy(), process=False, **kw).export(path)
-    return path
+    return write_trimesh_mesh(path, v.numpy(), f.numpy(), kw.get("vertex_colors"))

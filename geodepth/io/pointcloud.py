@@ -215,15 +215,70 @@ def _count_text_points(path: Path) -> int:
     return max(n - 1, 0) if path.suffix.lower() == ".pts" else n
 
 
-def read_point_cloud(path, *, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor | None]:
+def _pcd_header(path: Path) -> tuple[torch.dtype, bool]:
+    """``(stored dtype of x, binary with 8-byte x)`` of a PCD file. The dtype is a binary PCD's declared
+    ``SIZE`` / ``TYPE`` of ``x`` (``F 4`` -> float32, ``F 8`` -> float64); float64 for ``DATA ascii``
+    (decimal text, as the .xyz family) and for anything else (integer fields, a header we cannot
+    follow), so that no value is rounded."""
+    fields = sizes = types = data = None
+    with open(path, "rb") as f:
+        for _ in range(64):  # the header is a dozen lines; a corrupt file gets Open3D's own error later
+            tok = f.readline().decode("ascii", "replace").split()
+            if not tok or tok[0].startswith("#"):
+                continue
+            key = tok[0].upper()
+            if key == "FIELDS":
+                fields = tok[1:]
+            elif key == "SIZE":
+                sizes = tok[1:]
+            elif key == "TYPE":
+                types = [t.upper() for t in tok[1:]]
+            elif key == "DATA":
+                data = tok[1].lower() if len(tok) > 1 else None
+                break
+    if data not in ("binary", "binary_compressed") or not fields or "x" not in fields or not sizes or not types:
+        return torch.float64, False
+    i = fields.index("x")
+    x_type = (types[i], sizes[i]) if i < len(sizes) and i < len(types) else None
+    return (torch.float32 if x_type == ("F", "4") else torch.float64), x_type == ("F", "8")
+
+
+def _read_open3d(o3d, path: Path, pcd_binary_double: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """(N, 3) float64 points and (N, 3) float32 colours or None, read by Open3D. A binary PCD with
+    8-byte coordinates goes through the tensor reader: Open3D's legacy reader (0.20) gives all its
+    points as (0, 0, 0)."""
+    if not pcd_binary_double:
+        pcd = o3d.io.read_point_cloud(str(path))
+        colors = np.asarray(pcd.colors).astype(np.float32) if pcd.has_colors() else None
+        return np.asarray(pcd.points), colors
+    t = o3d.t.io.read_point_cloud(str(path))
+    if "positions" not in t.point:
+        return np.zeros((0, 3)), None
+    pts = t.point.positions.numpy().astype(np.float64)
+    colors = None
+    if "colors" in t.point:
+        c = t.point.colors.numpy()
+        colors = (c.astype(np.float64) / 255.0 if c.dtype == np.uint8 else c).astype(np.float32)
+    return pts, colors
+
+
+def read_point_cloud(path, *, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor | None]:
     """Read a point cloud file: PLY with :func:`read_ply`, PCD / XYZ / XYZN / XYZRGB / PTS through Open3D.
 
     Open3D is imported lazily; where it cannot be imported, ``.ply`` files still work and
     other formats raise ``ImportError``.
 
+    Args:
+        dtype: dtype of the returned points; None (default) keeps the file's precision, as
+            :func:`~geodepth.io.mesh.read_mesh` does: float64 for a PLY with ``double`` vertices, a
+            binary PCD with 8-byte ``F`` fields and the text formats (.xyz family, .pts, ASCII PCD),
+            float32 for a PLY with ``float`` vertices and a binary PCD with 4-byte ``F`` fields. A
+            float32 cast of coordinates far from the origin rounds them (up to 0.25 m at UTM
+            northings of ~5e6 m): subtract a local origin in float64 first if float32 is needed.
+
     Returns:
-        ``(points, colors)``: (N, 3) ``dtype`` points (metres, the file's frame) and (N, 3)
-        float32 RGB in [0, 1] or None.
+        ``(points, colors)``: (N, 3) points (metres, the file's frame) in ``dtype`` or the stored
+        precision, and (N, 3) float32 RGB in [0, 1] or None.
 
     Raises:
         FileNotFoundError: missing file. ValueError (naming the file): a directory, an
@@ -232,10 +287,12 @@ def read_point_cloud(path, *, dtype: torch.dtype = torch.float32) -> tuple[Tenso
         coordinates (an organised cloud's missing returns) are dropped with a warning.
     """
     path = existing_file(path, "point cloud")
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise ValueError(f"dtype must be a floating-point torch.dtype or None, got {dtype!r}")
     suffix = path.suffix.lower()
     if suffix == ".ply":
         p, c = read_ply(path)
-        return p.to(dtype), c
+        return (p if dtype is None else p.to(dtype)), c
     if suffix not in _OPEN3D_FORMATS:
         raise ValueError(f"{path}: unknown point cloud format {path.suffix!r}; expected one of "
                          f"{', '.join(('.ply',) + _OPEN3D_FORMATS)}")
@@ -244,8 +301,8 @@ def read_point_cloud(path, *, dtype: torch.dtype = torch.float32) -> tuple[Tenso
     except ImportError:
         raise ImportError(f"reading {path.suffix} point clouds needs open3d (pip install open3d); "
                           "PLY works without it") from None
-    pcd = o3d.io.read_point_cloud(str(path))
-    pts = np.asarray(pcd.points)
+    stored, binary_double = _pcd_header(path) if suffix == ".pcd" else (torch.float64, False)  # text: float64
+    pts, colors = _read_open3d(o3d, path, binary_double)
     if len(pts) == 0 and path.stat().st_size > 0:
         raise ValueError(f"{path}: cannot read any points (unreadable, corrupt or truncated {suffix} file)")
     if suffix in _TEXT_FORMATS:
@@ -253,7 +310,6 @@ def read_point_cloud(path, *, dtype: torch.dtype = torch.float32) -> tuple[Tenso
         if n_lines != len(pts):
             raise ValueError(f"{path}: read {len(pts)} points from {n_lines} data lines; the other lines are "
                              f"not valid {suffix} records (malformed or truncated file)")
-    colors = np.asarray(pcd.colors).astype(np.float32) if pcd.has_colors() else None
     bad = ~np.isfinite(pts).all(axis=1)
     if bad.any():  # organised clouds (ROS PCD) mark missing returns with NaN: drop them, say so
         if bad.all():
@@ -262,4 +318,5 @@ def read_point_cloud(path, *, dtype: torch.dtype = torch.float32) -> tuple[Tenso
                       "(missing returns of an organised cloud?)", stacklevel=2)
         pts = pts[~bad]
         colors = None if colors is None else colors[~bad]
+    dtype = dtype or stored
     return torch.from_numpy(pts.copy()).to(dtype), None if colors is None else torch.from_numpy(colors)

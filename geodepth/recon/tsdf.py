@@ -652,5 +652,6 @@ def export_mesh(mesh: Any, path: str | os.PathLike, overwrite: bool = False) -> 
         if not o3d.io.write_triangle_mesh(str(path), to_open3d_mesh(m), write_ascii=False):
             raise OSError(f"Open3D could not write {path}")
         return path
-    to_trimesh(m).export(path)
-    return path
+    from ..io.mesh import write_trimesh_mesh
+
+    return write_trimesh_mesh(path, np.asarray(m.vertices), np.asarray(m.faces, np.int64), colors)

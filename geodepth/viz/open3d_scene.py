@@ -178,6 +178,14 @@ def _render_open3d(p: np.ndarray, c: np.ndarray, K: np.ndarray, T: np.ndarray, W
                    point_size: float, background: np.ndarray) -> np.ndarray:
     o3d = _import_open3d()
     rendering = o3d.visualization.rendering
+    # Filament draws in float32: points far from the origin (UTM coordinates, 5e6 m) land on a
+    # 0.5 m grid there and the picture breaks up. Move the origin to the camera centre in float64
+    # first (p - o with R o + t = 0, and T = [R | 0]), which leaves every pixel where it was.
+    R, t = T[:3, :3], T[:3, 3]
+    origin = np.linalg.solve(R, -t)
+    p = p - origin
+    T = T.copy()
+    T[:3, 3] = 0.0
     # one renderer per call, emptied before it is released: a renderer kept alive until
     # interpreter exit aborts the process in Filament's destructor (Open3D 0.20)
     r = rendering.OffscreenRenderer(W, H)

@@ -151,3 +151,98 @@ def test_unknown_layout(tmp_path):
         load_frame(tmp_path)
     with pytest.raises(FileNotFoundError):
         load_frame(tmp_path / "missing")
+
+
+def test_files_frame_keeps_a_double_scan_double(tmp_path):
+    """A LiDAR file at UTM coordinates with a world -> camera calibration: the double PLY (written
+    by Open3D, a peer) reaches the frame as float64, equal to the coordinates written, and its sparse
+    depth is the float64 projection of those coordinates. Read as float32 (the old default) the
+    points moved by up to 0.25 m and the map changed."""
+    o3d = pytest.importorskip("open3d")
+    rng = np.random.default_rng(7)
+    c0 = np.array([500050.0, 5400050.0, 2.0])  # camera centre, world frame (east, north, up)
+    pts = c0 + np.column_stack([rng.uniform(-10, 10, 400), rng.uniform(5, 30, 400), rng.uniform(-4, 4, 400)])
+    o3d.io.write_point_cloud(str(tmp_path / "scan.ply"), o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts)))
+    R = torch.tensor([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=torch.float64)  # camera looks north
+    T = torch.eye(4, dtype=torch.float64)
+    T[:3, :3], T[:3, 3] = R, -R @ torch.from_numpy(c0)
+    cam = PinholeCamera(torch.tensor([[50.0, 0, 32], [0, 50, 24], [0, 0, 1]], dtype=torch.float64), 64, 48)
+    write_calib_file(tmp_path / "calib.yaml", cam, T)
+    f = load_files_frame(lidar=tmp_path / "scan.ply", calib_file=tmp_path / "calib.yaml")
+    assert f.points_lidar.dtype == torch.float64 and np.array_equal(f.points_lidar.numpy(), pts)
+    p64 = torch.from_numpy(pts)
+    want = torch.round(lidar_to_depth(p64, T, cam).double() * 256) / 256
+    assert int((want > 0).sum()) > 200 and torch.equal(f.sparse_depth.double(), want)
+    rounded = torch.round(lidar_to_depth(p64.float(), T, cam).double() * 256) / 256
+    assert not torch.equal(rounded, want)  # what a float32 read gave
+
+
+def _real_calibrations(kitti_dir, object_dir):
+    """(name, K (3, 3) float64, width, height) of real cameras: the sample data's calibration files
+    and NYU's published K; KITTI-360 (P_rect_00), Cityscapes (aachen camera json) and nuScenes
+    (CAM_FRONT) as their datasets publish them, principal points up to 13.5 % off the centre."""
+    from geodepth.io import read_kitti_object_calib, read_kitti_raw_calib
+
+    def k(fx, fy, cx, cy):
+        return torch.tensor([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], dtype=torch.float64)
+
+    out = [(f"kitti raw P_rect_0{c}", read_kitti_raw_calib(kitti_dir, camera=c)[0].K, 1242, 375) for c in (2, 3)]
+    out.append(("kitti benchmark crop", read_intrinsics_txt(kitti_dir / "intrinsics_cropped.txt"), 1216, 352))
+    for calib in sorted((object_dir / "calib").glob("*.txt")):
+        W, H = read_image(object_dir / "image_2" / f"{calib.stem}.png").shape[-1:-3:-1]
+        out.append((f"kitti object {calib.stem}", read_kitti_object_calib(calib, width=W, height=H)[0].K, W, H))
+    out += [("nyu", k(518.8579, 519.46961, 325.58245, 253.73617), 640, 480),
+            ("kitti-360", k(552.554261, 552.554261, 682.049453, 238.769549), 1408, 376),
+            ("cityscapes", k(2262.52, 2265.30, 1096.98, 513.137), 2048, 1024),
+            ("nuscenes front", k(1266.417, 1266.417, 816.267, 491.507), 1600, 900)]
+    return out
+
+
+def test_intrinsics_plausibility_accepts_real_calibrations(kitti_dir, object_dir, tmp_path):
+    """A 3x3 K text holds no image size; the check on it must pass every real camera with its own
+    image size (the K reaches the frame unchanged)."""
+    cals = _real_calibrations(kitti_dir, object_dir)
+    assert len(cals) == 11
+    for name, K, W, H in cals:
+        np.savetxt(tmp_path / "K.txt", K.numpy())
+        write_depth_png(tmp_path / "s.png", torch.zeros(1, H, W), overwrite=True)
+        f = load_files_frame(sparse_depth=tmp_path / "s.png", intrinsics=tmp_path / "K.txt")
+        assert f.camera.size == (H, W), name
+        torch.testing.assert_close(f.camera.K, K, atol=1e-9, rtol=0, msg=name)
+
+
+@pytest.mark.parametrize("case, K, size, words", [
+    # KITTI's K (1242 x 375) with NYU's 640 x 480 image: the principal point is inside, 45 % off
+    ("kitti K, 640x480 image", (721.5377, 721.5377, 609.5593, 172.854), (640, 480), r"45% of the width"),
+    ("nyu K, kitti image", (518.8579, 519.46961, 325.58245, 253.73617), (1242, 375), r"24% of the width"),
+    ("kitti K, cx and cy swapped", (721.5377, 721.5377, 172.854, 609.5593), (1242, 375), "lies outside"),
+    ("kitti K for half the size", (360.77, 360.77, 304.78, 86.427), (1242, 375), r"27% of the height"),
+    ("kitti K, image at half size", (721.5377, 721.5377, 609.5593, 172.854), (621, 188), r"48% of the width"),
+    ("nyu K for half the size", (259.43, 259.73, 162.79, 126.87), (640, 480), r"25% of the width"),
+    ("nyu K for twice the size", (1037.7, 1038.9, 651.16, 507.47), (640, 480), "lies outside"),
+])
+def test_intrinsics_plausibility_refuses_a_k_of_another_size(tmp_path, case, K, size, words):
+    """KITTI's K used with a 640 x 480 image (or rescaled, or with cx / cy swapped) went through
+    silently: completion ran with a camera 290 px off. Refused, naming the file, the offset and the
+    image size it would fit."""
+    fx, fy, cx, cy = K
+    W, H = size
+    (tmp_path / "K.txt").write_text(f"{fx} 0 {cx}\n0 {fy} {cy}\n0 0 1\n")
+    write_depth_png(tmp_path / "s.png", torch.zeros(1, H, W))
+    with pytest.raises(ValueError, match=rf"intrinsics .*K.txt: the principal point .*{words}.*{W}x{H} image.*"
+                                         rf"about {2 * cx:.0f}x{2 * cy:.0f}"):
+        load_files_frame(sparse_depth=tmp_path / "s.png", intrinsics=tmp_path / "K.txt")
+    with pytest.raises(ValueError, match=words):  # (fx, fy, cx, cy) as numbers too
+        load_files_frame(sparse_depth=tmp_path / "s.png", intrinsics=K)
+
+
+def test_intrinsics_plausibility_in_a_dc_folder(kitti_dir, tmp_path):
+    """A depth-completion folder whose intrinsics/ file (no calib/) holds another camera's K (NYU's
+    for KITTI's 1216 x 352 crop) is refused naming the file and the image, not completed with it."""
+    _write_dc_layout(kitti_dir, tmp_path, frames=(5,))
+    shutil.rmtree(tmp_path / "calib")
+    k_file = next((tmp_path / "intrinsics").iterdir())
+    k_file.write_text("518.8579 0 325.58245 0 519.46961 253.73617 0 0 1\n")
+    with pytest.raises(ValueError, match=rf"intrinsics .*{k_file.name} \(for the 1216x352 image .*\): the principal "
+                                         r"point .* is 23% of the width and 22% of the height off the centre"):
+        load_kitti_dc_frame(list_kitti_dc_frames(tmp_path)[0], load_scan=False)

@@ -23,8 +23,8 @@ def test_write_ply_read_by_open3d(tmp_path, dtype):
     pcd = o3d.io.read_point_cloud(str(tmp_path / "c.ply"))
     np.testing.assert_array_equal(np.asarray(pcd.points), pts.double().numpy())
     np.testing.assert_allclose(np.asarray(pcd.colors), np.round(col.double().numpy() * 255) / 255, atol=1e-12)
-    p2, c2 = read_point_cloud(tmp_path / "c.ply")
-    assert p2.dtype == torch.float32 and torch.equal(p2, pts.float())
+    p2, c2 = read_point_cloud(tmp_path / "c.ply")  # the stored precision: double stays float64
+    assert p2.dtype == dtype and torch.equal(p2, pts)
     p3, c3 = read_ply(tmp_path / "c.ply")
     assert p3.dtype == dtype and torch.equal(p3, pts)
     torch.testing.assert_close(c3, c2)
@@ -46,6 +46,54 @@ def test_read_ply_of_open3d_files(tmp_path):
     o3d.io.write_point_cloud(str(tmp_path / "c.pcd"), pcd)
     p, c = read_point_cloud(tmp_path / "c.pcd")
     np.testing.assert_allclose(p.numpy(), pts.numpy(), atol=1e-5)
+
+
+def _utm_cloud(n=200):
+    """Points at UTM scale (easting ~5e5 m, northing ~5.4e6 m), float64 with sub-mm detail."""
+    rng = np.random.default_rng(3)
+    return np.array([500000.0, 5400000.0, 0.0]) + rng.uniform(0, 100, (n, 3))
+
+
+def test_read_point_cloud_keeps_the_precision_of_double_files(tmp_path):
+    """Files written by Open3D (peer) at UTM coordinates: a double PLY / PCD and text .xyz come back
+    as float64 and equal to the coordinates written; the float32 default cast moved them by 0.24 m.
+    Files that store float32 (Open3D's legacy PCD writer) come back as float32, equal to what Open3D
+    itself reads from them."""
+    o3d = pytest.importorskip("open3d")
+    pts = _utm_cloud()
+    legacy = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts))
+    o3d.io.write_point_cloud(str(tmp_path / "d.ply"), legacy)  # property double x
+    o3d.io.write_point_cloud(str(tmp_path / "t.xyz"), legacy)
+    o3d.io.write_point_cloud(str(tmp_path / "f.pcd"), legacy)  # SIZE 4: Open3D's legacy writer rounds
+    t = o3d.t.geometry.PointCloud(o3d.core.Tensor(pts))
+    t.point.colors = o3d.core.Tensor(np.random.default_rng(5).uniform(0, 1, pts.shape))
+    o3d.t.io.write_point_cloud(str(tmp_path / "d.pcd"), t)  # SIZE 8 (Open3D's legacy reader reads it as zeros)
+    for name, atol in (("d.ply", 0), ("d.pcd", 0), ("t.xyz", 1e-9)):
+        p, _ = read_point_cloud(tmp_path / name)
+        assert p.dtype == torch.float64, name
+        np.testing.assert_allclose(p.numpy(), pts, atol=atol, rtol=0, err_msg=name)
+    _, c = read_point_cloud(tmp_path / "d.pcd")  # its colours, packed as 8-bit rgb
+    np.testing.assert_allclose(c.numpy(), o3d.t.io.read_point_cloud(str(tmp_path / "d.pcd")).point.colors.numpy() / 255,
+                               atol=1e-7, rtol=0)
+    p, _ = read_point_cloud(tmp_path / "f.pcd")
+    assert p.dtype == torch.float32
+    np.testing.assert_array_equal(p.numpy(), np.asarray(o3d.io.read_point_cloud(str(tmp_path / "f.pcd")).points))
+    # an explicit dtype is still obeyed (the caller asked for the rounding), a non-float one refused
+    p32, _ = read_point_cloud(tmp_path / "d.ply", dtype=torch.float32)
+    assert p32.dtype == torch.float32 and torch.equal(p32, torch.from_numpy(pts).float())
+    assert np.abs(p32.double().numpy() - pts).max() > 0.01  # what the old default did to the cloud
+    with pytest.raises(ValueError, match="dtype must be a floating-point"):
+        read_point_cloud(tmp_path / "d.ply", dtype=torch.int64)
+
+
+def test_read_point_cloud_float_files_stay_float32(tmp_path):
+    """A PLY that trimesh (peer) writes stores ``float``: it comes back float32, equal to trimesh's own read."""
+    trimesh = pytest.importorskip("trimesh")
+    pts = np.random.default_rng(4).uniform(-20, 20, (100, 3))
+    trimesh.PointCloud(pts).export(tmp_path / "tm.ply")
+    p, _ = read_point_cloud(tmp_path / "tm.ply")
+    assert p.dtype == torch.float32
+    np.testing.assert_array_equal(p.numpy(), np.asarray(trimesh.load(tmp_path / "tm.ply").vertices, dtype=np.float32))
 
 
 def test_read_point_cloud_without_open3d(tmp_path, monkeypatch):
@@ -166,3 +214,55 @@ def test_float_colours_outside_0_1_are_refused_not_clipped(tmp_path):
     export_mesh(Mesh(pts.double().numpy(), np.array([[0, 1, 2]]), np.full((5, 3), 64 / 255)), tmp_path / "e.ply")
     back = o3d.io.read_triangle_mesh(str(tmp_path / "e.ply"))
     np.testing.assert_array_equal(np.asarray(back.vertex_colors), 64 / 255)
+
+
+@pytest.mark.parametrize("suffix", [".ply", ".obj", ".off", ".stl", ".glb"])
+def test_empty_mesh_round_trips(tmp_path, suffix):
+    """An empty mesh (a fusion that integrated nothing) written by write_mesh and export_mesh reads back
+    as (0, 3) vertices and (0, 3) faces. The OBJ that trimesh writes for it (bare `v` / `f` lines) did
+    not read back at all ("cannot read as a mesh: shapes (4,4) and (1,1) not aligned"); OFF gave
+    faces of shape (0,)."""
+    trimesh = pytest.importorskip("trimesh")
+    from geodepth.recon import Mesh, export_mesh
+
+    v, f = torch.zeros(0, 3, dtype=torch.float64), torch.zeros(0, 3, dtype=torch.int64)
+    write_mesh(tmp_path / f"w{suffix}", v, f)
+    export_mesh(Mesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64)), tmp_path / f"e{suffix}")
+    trimesh.Trimesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64)).export(tmp_path / f"t{suffix}")  # a peer's file
+    for name in ("w", "e", "t"):
+        rv, rf, rc = read_mesh(tmp_path / f"{name}{suffix}")
+        assert rv.shape == (0, 3) and rv.is_floating_point() and rf.shape == (0, 3) and rf.dtype == torch.int64
+        assert rc is None
+    if suffix == ".ply":  # Open3D (peer) reads ours as empty too
+        o3d = pytest.importorskip("open3d")
+        om = o3d.io.read_triangle_mesh(str(tmp_path / "w.ply"))
+        assert len(om.vertices) == 0 and len(om.triangles) == 0
+
+
+@pytest.mark.parametrize("suffix", [".ply", ".obj", ".off"])
+def test_mesh_without_faces_keeps_its_vertices(tmp_path, suffix):
+    """Vertices without faces (a mesh cut down to nothing but its points): PLY, OBJ and OFF store them,
+    and read_mesh gives them back as trimesh (peer) reads the file without forcing a mesh; it returned 0
+    vertices (trimesh's force="mesh" drops them)."""
+    trimesh = pytest.importorskip("trimesh")
+    v, _, col = _utm_mesh()
+    write_mesh(tmp_path / f"m{suffix}", v, torch.zeros(0, 3, dtype=torch.int64), col)
+    rv, rf, rc = read_mesh(tmp_path / f"m{suffix}")
+    assert rf.shape == (0, 3) and rv.dtype == torch.float64
+    np.testing.assert_array_equal(rv.numpy(), np.asarray(trimesh.load(tmp_path / f"m{suffix}", process=False).vertices))
+    np.testing.assert_allclose(rv.numpy(), v.numpy(), atol=0 if suffix == ".ply" else 1e-8, rtol=0)
+    if suffix != ".off":  # OFF has no vertex colours
+        torch.testing.assert_close(rc, torch.round(col * 255) / 255, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("suffix", [".stl", ".glb"])
+def test_mesh_without_faces_refused_where_only_triangles_are_stored(tmp_path, suffix):
+    """STL and glTF store triangles only: vertices without faces would be written as an empty file."""
+    from geodepth.recon import Mesh, export_mesh
+
+    v, _, _ = _utm_mesh()
+    with pytest.raises(ValueError, match=r"stores triangles only; this mesh has 6 vertices and no faces.*\.ply"):
+        write_mesh(tmp_path / f"m{suffix}", v, torch.zeros(0, 3, dtype=torch.int64))
+    with pytest.raises(ValueError, match="stores triangles only"):
+        export_mesh(Mesh(v.numpy(), np.zeros((0, 3), np.int64)), tmp_path / f"e{suffix}")
+    assert not (tmp_path / f"m{suffix}").exists() and not (tmp_path / f"e{suffix}").exists()

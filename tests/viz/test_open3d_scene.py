@@ -125,6 +125,23 @@ def test_open3d_offscreen_matches_projection(open3d_ok, tmp_path):
     assert np.abs(ref.image.astype(int) - res.image.astype(int)).max() <= 2
 
 
+def test_open3d_renders_utm_coordinates_where_they_project(open3d_ok):
+    """A cloud at UTM coordinates (5.4e6 m) seen by a camera posed there: Filament draws in float32
+    (a 0.5 m grid at that size) and lit pixels all over the picture; the renderer now moves the
+    origin to the camera first, so the pixels lit are exactly those the float64 projection gives."""
+    rng = np.random.default_rng(1)
+    p, c, r, cc = _pixel_centre_points(rng)
+    off = np.array([500000.0, 5400000.0, 30.0])
+    T = np.eye(4)
+    T[:3, 3] = -off  # camera at `off`, axes as the world's
+    cam = PinholeCamera(torch.tensor(K), W, H)
+    res = render_offscreen(p + off, c, None, camera=cam, T_cam_from_world=T, point_size=1, backend="open3d")
+    want = np.zeros((H, W), bool)
+    want[r, cc] = True
+    np.testing.assert_array_equal(res.image.sum(0) > 0, want)
+    assert np.abs(res.image[:, r, cc].T.astype(int) - np.round(c * 255)).max() <= 2
+
+
 @pytest.mark.parametrize("view", ["orbit", "bev"])
 def test_open3d_views_show_the_cloud(open3d_ok, view):
     rng = np.random.default_rng(2)
