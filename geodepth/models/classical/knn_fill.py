@@ -207,6 +207,23 @@ def _knn2d_exact(query: torch.Tensor, points: torch.Tensor, k: int, max_sqdist: 
     return res.sqdist.to(torch.float64), res.idx
 
 
+def _nearest_dist(query: torch.Tensor, points: torch.Tensor, k: int) -> torch.Tensor:
+    """(M, k) float64 distances (pixels) from each ``query`` row to its k nearest ``points`` (both
+    (., 2) float64 CPU, ``k <= len(points)``), ascending: exact float64 values, whichever tied point
+    is meant. pykdtree's float64 k-d tree where it is importable (one tree, no index tie rule to
+    keep: ~1.5 ms on KITTI's 19k points against ~4.4 ms through ``geodepth.ops.knn``), else
+    :func:`_knn2d_exact`. Used only for the limits of the fill."""
+    try:
+        from pykdtree.kdtree import KDTree
+    except ImportError:
+        KDTree = None
+    if KDTree is None:
+        sq, _ = _knn2d_exact(query, points, k, math.inf, torch.float64)
+        return sq.sqrt()
+    d, _ = KDTree(np.ascontiguousarray(points.numpy())).query(np.ascontiguousarray(query.numpy()), k=k)
+    return torch.from_numpy(np.asarray(d, dtype=np.float64).reshape(query.shape[0], k))
+
+
 def _nn_spacing(uv: torch.Tensor) -> float:
     """Median distance from a point (N, 2) float64 CPU to its nearest other point, pixels, over
     every ``ceil(N / SPACING_QUERIES)``-th point; inf for fewer than two points (a duplicate
@@ -214,8 +231,8 @@ def _nn_spacing(uv: torch.Tensor) -> float:
     if uv.shape[0] < 2:
         return math.inf
     q = uv[::math.ceil(uv.shape[0] / SPACING_QUERIES)]
-    sq, _ = _knn2d_exact(q, uv, 2, math.inf, torch.float64)  # the point itself (or a duplicate) first
-    return float(sq[:, 1].median().sqrt())
+    d = _nearest_dist(q, uv, 2)  # the point itself (or a duplicate) first
+    return float(d[:, 1].median())
 
 
 def column_span(uv: torch.Tensor, H: int, W: int) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -256,9 +273,9 @@ def scan_gap(uv: torch.Tensor, top: torch.Tensor, bottom: torch.Tensor, H: int, 
     if ri.numel() == 0:
         return 0.0
     q = torch.stack([cols[ci], rows[ri]], 1).to(torch.float64) + 0.5
-    sq, _ = _knn2d_exact(q, uv, 1, math.inf, torch.float64)
-    n = sq.shape[0]
-    return float(sq[:, 0].kthvalue(max(1, math.ceil(SCAN_GAP_QUANTILE * n))).values.sqrt())
+    d = _nearest_dist(q, uv, 1)
+    n = d.shape[0]
+    return float(d[:, 0].kthvalue(max(1, math.ceil(SCAN_GAP_QUANTILE * n))).values)
 
 
 @torch.no_grad()

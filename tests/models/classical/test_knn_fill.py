@@ -51,7 +51,7 @@ def naive_limits(uv, H, W):
 
 
 def loop_reference(H, W, uvz, k, weighting, power=2.0, max_radius=None, ss=4.0, sc=0.1, eps=0.5, image=None,
-                   extrapolate=False):
+                   extrapolate=True):
     """Naive twin of knn_fill: for each pixel centre, sort all points by distance. ``max_radius``
     "auto" and ``extrapolate=False`` follow :func:`naive_limits`."""
     out = np.zeros((H, W))
@@ -532,3 +532,33 @@ def test_default_keeps_the_surfaces_above_the_top_beam():
     err_default = float((default - gt)[both].abs().mean())
     err_cut = float((interpolate_background(cut[None])[0] - gt)[both].abs().mean())
     assert err_default < err_cut
+
+
+@pytest.mark.parametrize("case", ["kitti", "lattice"])
+def test_limits_same_without_pykdtree(monkeypatch, case):
+    """The limits' distance search (pykdtree's k-d tree where importable) against the fallback
+    through geodepth.ops.knn: the same spacing, gap and column spans, on the KITTI sparse map and
+    on a tie-heavy duplicated lattice."""
+    pytest.importorskip("pykdtree")
+    import sys
+
+    if case == "kitti":
+        import geodepth
+
+        d = geodepth.load_frame(geodepth.sample_dir()).sparse_depth[0]
+        rc = torch.nonzero(d > 0)
+        uv, (H, W) = (torch.stack([rc[:, 1], rc[:, 0]], 1) + 0.5).double(), d.shape
+    else:
+        H, W = 23, 37
+        uv = torch.from_numpy(np.ascontiguousarray(_lattice_points(H, W, 3, 2)[:, :2]))
+
+    def limits():
+        t, b, w = knn_mod.column_span(uv, H, W)
+        return knn_mod._nn_spacing(uv), t, b, w, knn_mod.scan_gap(uv, t, b, H, W)
+
+    fast = limits()
+    monkeypatch.setitem(sys.modules, "pykdtree.kdtree", None)  # import fails: the fallback
+    slow = limits()
+    assert fast[0] == pytest.approx(slow[0], rel=1e-12) and fast[4] == pytest.approx(slow[4], rel=1e-12)
+    assert torch.equal(fast[1], slow[1]) and torch.equal(fast[2], slow[2]) and fast[3] == slow[3]
+    assert fast[4] > 0
