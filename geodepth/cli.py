@@ -54,6 +54,53 @@ def _save_completion(res, out: Path) -> dict:
     return paths
 
 
+
+# ---------------------------------------------------------------------------------- method options
+OPTION_HELP = ("a method option NAME=VALUE, repeatable (e.g. --option extrapolate=False --option k=16 for knn_*; "
+               "`geodepth methods` lists each method's options); VALUE is read as a Python literal (numbers, "
+               "True / False, None, 'text'), else as text")
+
+
+def _method_options(pairs, method: str | None) -> dict:
+    """``--option NAME=VALUE`` pairs -> keyword arguments of ``method`` (None: the default method),
+    before any work: names of ``complete()``'s own arguments and names the method does not take (when
+    its registry entry lists its options) are refused; the values are checked by the method."""
+    import ast
+    import inspect
+
+    from .models.completion import DEFAULT_METHOD, complete
+    from .models.registry import get_method
+
+    spec = get_method(method or DEFAULT_METHOD) if pairs else None
+
+    own = {n for n, p in inspect.signature(complete).parameters.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
+    opts: dict = {}
+    for pair in pairs or ():
+        name, eq, text = pair.partition("=")
+        name = name.strip()
+        if not eq or not name.isidentifier():
+            raise CLIError(f"--option takes NAME=VALUE (e.g. --option k=16), got {pair!r}")
+        if name in own:
+            raise CLIError(f"--option {name}: {name!r} is not a method option (it is an argument of complete(); "
+                           "see the command's own options)")
+        if name in opts:
+            raise CLIError(f"--option {name} given twice")
+        if spec.options is not None and name not in spec.options:
+            raise CLIError(f"--option {name}: method {spec.name!r} has no option {name!r}; its options are "
+                           f"{', '.join(spec.options)} (`geodepth methods`)")
+        text = text.strip()
+        low = text.lower()
+        if low in ("true", "false", "none"):
+            value = {"true": True, "false": False, "none": None}[low]
+        else:
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                value = text
+        opts[name] = value
+    return opts
+
+
 # ---------------------------------------------------------------------------------- demo
 def cmd_demo(args) -> int:
     from . import complete, load_frame
@@ -62,12 +109,13 @@ def cmd_demo(args) -> int:
     from .viz import completion_figure
 
     out = Path(args.out)
+    opts = _method_options(args.option, args.method)
     _check_out_dir(out, [*SAVE_NAMES.values(), "figure.png", "metrics.json"], args.overwrite)
     frame = load_frame(_sample_dir(), camera=2)
     print(f"frame: {frame.name} (KITTI, CC BY-NC-SA 3.0), image {frame.camera.width}x{frame.camera.height}, "
           f"{frame.points_lidar.shape[0]} LiDAR points, "
           f"{int((frame.sparse_depth > 0).sum())} sparse depth pixels")
-    res = complete(frame, method=args.method, device=args.device)
+    res = complete(frame, method=args.method, device=args.device, **opts)
     print(f"method {res.method}: {res.seconds * 1e3:.1f} ms on {res.depth.device}")
     paths = [*_save_completion(res, out).values(), out / "figure.png", out / "metrics.json"]
     dense = res.depth.detach().cpu()
@@ -166,9 +214,11 @@ def cmd_complete(args) -> int:
         raise CLIError("give --calib-dir DIR, --calib-file FILE or --intrinsics TXT")
     if args.lidar and not (args.calib_dir or args.calib_file):
         raise CLIError("--lidar needs the LiDAR-to-camera transform: give --calib-dir or --calib-file")
+    opts = _method_options(args.option, args.method)
     _check_out_dir(out, list(SAVE_NAMES.values()), args.overwrite)
     frame = _load_single(args)
-    res = complete(frame, method=args.method, device=args.device, use_points=bool(args.lidar) and not args.sparse_depth)
+    res = complete(frame, method=args.method, device=args.device, use_points=bool(args.lidar) and not args.sparse_depth,
+                   **opts)
     paths = _save_completion(res, out)
     print(f"{frame.name}: {res.method} in {res.seconds * 1e3:.1f} ms -> " + ", ".join(str(p) for p in paths.values()))
     return 0
@@ -181,6 +231,7 @@ def _complete_folder(args) -> int:
     from .io import list_kitti_dc_frames, load_kitti_dc_frame, write_depth_png
 
     root = Path(args.image)
+    opts = _method_options(args.option, args.method)
     entries = list_kitti_dc_frames(root)
     if not entries:
         raise CLIError(f"no frames found in {root} (expected image/ and velodyne_raw/ subfolders)")
@@ -192,7 +243,7 @@ def _complete_folder(args) -> int:
     for e, name in tqdm(list(zip(entries, names)), desc="completing", unit="frame"):
         frame = load_kitti_dc_frame(e)
         # a scan without a velodyne_raw map goes in as points (their continuous pixels), as --lidar does
-        res = complete(frame, method=args.method, device=args.device, use_points=e["sparse_depth"] is None)
+        res = complete(frame, method=args.method, device=args.device, use_points=e["sparse_depth"] is None, **opts)
         write_depth_png(out / name, res.depth.cpu(), overwrite=True)
     print(f"wrote {len(entries)} depth maps to {out}")
     return 0
@@ -502,8 +553,10 @@ def cmd_fuse(args) -> int:
     _check_out_file(out, "--out", args.overwrite, MESH_SUFFIXES)
     check_number("--voxel", args.voxel, gt=0, unit="metres")
     check_number("--depth-max", args.depth_max, gt=0, unit="metres")
-    if args.use_gt and (args.method is not None or args.device is not None):
-        given = " and ".join(o for o, v in (("--method", args.method), ("--device", args.device)) if v is not None)
+    opts = _method_options(args.option, args.method)
+    if args.use_gt and (args.method is not None or args.device is not None or opts):
+        given = " and ".join(o for o, v in (("--method", args.method), ("--device", args.device),
+                                            ("--option", opts or None)) if v is not None)
         raise CLIError(f"--use-gt fuses the ground truth, nothing is completed: {given} would be ignored; drop "
                        f"{'it' if ' and ' not in given else 'them'} or --use-gt")
     entries = list_kitti_dc_frames(root)
@@ -528,7 +581,7 @@ def cmd_fuse(args) -> int:
             depth = frame.gt_depth
         else:
             depth = complete(frame, method=args.method, device=args.device,
-                             use_points=e["sparse_depth"] is None).depth.detach().cpu()
+                             use_points=e["sparse_depth"] is None, **opts).depth.detach().cpu()
         vol.integrate(depth, frame.camera, pose, image=frame.image)
     mesh = vol.extract_mesh()
     export_mesh(mesh, out, overwrite=True)
@@ -593,6 +646,11 @@ def cmd_methods(args) -> int:
         s = get_method(n)
         tag = {DEFAULT_METHOD: "(default) ", DEFAULT_METHOD_NO_IMAGE: "(default without image) "}.get(n, "")
         print(f"{n:<24}{tag}{s.description}")
+        if s.options:
+            shown = [f"{k}=<{'x'.join(map(str, v.shape))} tensor, Python API only>" if hasattr(v, "shape")
+                     else f"{k}={v!r}" for k, v in s.options.items()]
+            print(" " * 24 + "options: " + ", ".join(shown))
+    print("pass options with --option NAME=VALUE (complete, demo, fuse) or complete(..., NAME=VALUE)")
     return 0
 
 
@@ -610,6 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
     d.add_argument("--method", default=None, help="completion method (see `geodepth methods`)")
     d.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
+    d.add_argument("--option", "-o", action="append", metavar="NAME=VALUE", help=OPTION_HELP)
     d.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     d.set_defaults(fn=cmd_demo)
 
@@ -633,6 +692,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="KITTI colour camera of the calibration (default: 3 for an image named image_03 / image_3, "
                    "else 2)")
     c.add_argument("--method", default=None, help="completion method (see `geodepth methods`)")
+    c.add_argument("--option", "-o", action="append", metavar="NAME=VALUE", help=OPTION_HELP)
     c.add_argument("--device", default=None)
     c.add_argument("--out", required=True, help="output folder")
     c.add_argument("--compiled", action="store_true",
@@ -722,6 +782,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "qw, one line per frame in frame order")
     f.add_argument("--out", required=True, help="mesh file (.ply, .obj, ...)")
     f.add_argument("--method", default=None)
+    f.add_argument("--option", "-o", action="append", metavar="NAME=VALUE", help=OPTION_HELP)
     f.add_argument("--device", default=None)
     f.add_argument("--voxel", type=float, default=0.1, help="voxel edge in metres (default 0.1)")
     f.add_argument("--depth-max", type=float, default=40.0, help="ignore depths beyond this (m, default 40)")

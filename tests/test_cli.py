@@ -1042,3 +1042,68 @@ def test_view_colour_options_the_file_cannot_have(tmp_path, capsys):
     assert main(["view", str(tmp_path / "p.ply"), "--png", str(tmp_path / "v.png"), "--color", "reflectance"]) == 2
     assert "--color reflectance needs a KITTI .bin scan" in _one_line_error(capsys)
     assert not (tmp_path / "v.png").exists()
+
+
+def test_complete_passes_method_options(tmp_path, object_dir):
+    """`--option NAME=VALUE` reaches the method: the depth map equals the Python API's with the same
+    options (written as KITTI PNG), differs from the defaults', and extrapolate=False leaves the rows
+    well above the scan's highest return empty."""
+    import torch
+
+    import geodepth
+    from geodepth.io import load_files_frame
+
+    args = dict(image=object_dir / "image_2" / "000114.png", lidar=object_dir / "velodyne" / "000114.bin",
+                calib_file=object_dir / "calib" / "000114.txt")
+    out = tmp_path / "c"
+    rc = main(["complete", "--image", str(args["image"]), "--lidar", str(args["lidar"]), "--calib-file",
+               str(args["calib_file"]), "--method", "knn_idw", "--out", str(out),
+               "--option", "extrapolate=False", "-o", "k=4", "-o", "max_radius_px=30.0"])
+    assert rc == 0
+    got = _png16(out / "depth.png")
+    frame = load_files_frame(**{k: str(v) for k, v in args.items()})
+    want = geodepth.complete(frame, method="knn_idw", use_points=True, extrapolate=False, k=4, max_radius_px=30.0)
+    default = geodepth.complete(frame, method="knn_idw", use_points=True)
+    png = lambda d: np.round(d.detach().cpu().numpy()[0].astype(np.float64) * 256).astype(np.int64)  # noqa: E731
+    assert np.array_equal(got, png(want.depth))
+    assert int((png(default.depth) != got).sum()) > 10_000
+    uv, z = frame.camera.project(frame.points_cam[frame.points_cam[:, 2] > 0])
+    inside = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < got.shape[1]) & (uv[:, 1] >= 0) & (uv[:, 1] < got.shape[0])
+    top = int(torch.floor(uv[inside, 1].min()))
+    assert top > 60 and (got[: top - 30] == 0).all() and (png(default.depth)[: top - 30] > 0).any()
+
+
+@pytest.mark.parametrize(("opts", "msg"), [
+    (["-o", "foo=1"], "method 'knn_bilateral' has no option 'foo'; its options are k, power, max_radius_px"),
+    (["-o", "use_points=True"], "'use_points' is not a method option"),
+    (["-o", "k"], "--option takes NAME=VALUE"),
+    (["-o", "k=4", "-o", "k=5"], "--option k given twice"),
+    (["-o", "k=abc"], "k must be an int"),
+    (["--method", "nearest", "-o", "k=4"], "method 'nearest' has no option 'k'; its options are max_distance_px"),
+])
+def test_method_option_errors(tmp_path, capsys, opts, msg):
+    """Bad --option values: one line naming the option and the valid ones, exit 2, nothing written."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), *opts]) == 2
+    err = capsys.readouterr().err
+    assert msg in err and "Traceback" not in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_methods_lists_each_methods_options(capsys):
+    """`geodepth methods` prints every option a method takes with its default: the keyword-only
+    parameters of the function it calls (inspect), less those the method sets, with its own defaults."""
+    import inspect
+
+    from geodepth.models.classical import fill_in_fast, knn_fill, method_options
+
+    assert main(["methods"]) == 0
+    text = capsys.readouterr().out
+    kw = {n: p.default for n, p in inspect.signature(knn_fill).parameters.items()
+          if p.kind is inspect.Parameter.KEYWORD_ONLY and n not in ("points_uvz", "image", "size", "weighting")}
+    assert method_options("knn_idw") == kw
+    assert "options: " + ", ".join(f"{k}={v!r}" for k, v in kw.items()) in text
+    ip = method_options("ipbasic_fast_bilateral")
+    assert ip["extrapolate"] is False and ip["blur_type"] == "bilateral"
+    assert ip["max_depth"] == inspect.signature(fill_in_fast).parameters["max_depth"].default
+    assert "custom_kernel=<5x5 tensor, Python API only>" in text

@@ -18,6 +18,7 @@ class MethodSpec:
     description: str
     uses_image: bool = False
     learned: bool = False
+    options: dict | None = None  # option name -> default (what `geodepth methods` lists); None: not listed
 
 
 _METHODS: dict[str, MethodSpec] = {}
@@ -25,10 +26,10 @@ _loaded = False
 
 
 def register_method(name: str, fn: Callable, *, description: str, uses_image: bool = False,
-                    learned: bool = False) -> None:
+                    learned: bool = False, options: dict | None = None) -> None:
     if name in _METHODS:
         raise ValueError(f"a method named {name!r} is already registered")
-    _METHODS[name] = MethodSpec(name, fn, description, uses_image, learned)
+    _METHODS[name] = MethodSpec(name, fn, description, uses_image, learned, options)
 
 
 def _load_builtin() -> None:

@@ -23,6 +23,7 @@ of the scan empty (no sky, but no surfaces above the top beam either), as
 """
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch
@@ -32,7 +33,8 @@ from .ipbasic import _as_depth, fill_in_fast, fill_in_multiscale, use_compiled
 from .knn_fill import knn_fill
 from .nearest import nearest_fill
 
-__all__ = ["METHODS", "complete_classical", "fill_in_fast", "fill_in_multiscale", "knn_fill", "nearest_fill", "use_compiled"]
+__all__ = ["METHODS", "complete_classical", "fill_in_fast", "fill_in_multiscale", "knn_fill", "method_options",
+           "nearest_fill", "use_compiled"]
 
 
 def _points_uvz(points_uvz, points_cam, camera):
@@ -48,37 +50,60 @@ def _points_uvz(points_uvz, points_cam, camera):
     return None
 
 
-def _check_options(method: str, fn: Callable, opts: dict, fixed: tuple[str, ...]) -> None:
+#: name -> (the function the method calls, its arguments the method sets itself, the method's own
+#: defaults where they differ from the function's)
+_OPTION_SPEC: dict[str, tuple[Callable, tuple[str, ...], dict]] = {
+    "ipbasic_fast": (fill_in_fast, (), {"extrapolate": True, "blur_type": "gaussian"}),
+    "ipbasic_fast_bilateral": (fill_in_fast, (), {"extrapolate": False, "blur_type": "bilateral"}),
+    "ipbasic_multiscale": (fill_in_multiscale, ("show_process",), {}),
+    "nearest": (nearest_fill, ("return_distance",), {}),
+    "knn_idw": (knn_fill, ("points_uvz", "image", "size", "weighting"), {}),
+    "knn_bilateral": (knn_fill, ("points_uvz", "image", "size", "weighting"), {}),
+}
+
+
+def method_options(method: str) -> dict:
+    """The options a classical method takes (``complete(..., **options)``, ``geodepth complete
+    --option NAME=VALUE``) with their defaults, in the function's order.
+
+    Example:
+        >>> method_options("knn_idw")["k"], method_options("ipbasic_fast")["extrapolate"]
+        (8, True)
+    """
+    if method not in _OPTION_SPEC:
+        raise ValueError(f"unknown classical method {method!r}; choose one of {', '.join(sorted(_OPTION_SPEC))}")
+    fn, fixed, own = _OPTION_SPEC[method]
+    params = inspect.signature(fn).parameters
+    return {n: own.get(n, p.default) for n, p in params.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY and n not in fixed}
+
+
+def _options(method: str, opts: dict) -> dict:
+    """``opts`` checked against the method's options (the message lists them), with its defaults."""
+    fn, fixed, own = _OPTION_SPEC[method]
     check_options(f"method {method!r}", fn, opts, fixed, fixed_by="the method")
+    return {**own, **opts}
 
 
 def _ipbasic_fast(sparse_depth, *, image=None, camera=None, points_cam=None, points_uvz=None, **opts):
-    _check_options("ipbasic_fast", fill_in_fast, opts, ())
-    opts.setdefault("extrapolate", True)
-    opts.setdefault("blur_type", "gaussian")
-    return {"depth": fill_in_fast(sparse_depth, **opts), "confidence": None}
+    return {"depth": fill_in_fast(sparse_depth, **_options("ipbasic_fast", opts)), "confidence": None}
 
 
 def _ipbasic_fast_bilateral(sparse_depth, *, image=None, camera=None, points_cam=None, points_uvz=None, **opts):
-    _check_options("ipbasic_fast_bilateral", fill_in_fast, opts, ())
-    opts.setdefault("extrapolate", False)
-    opts.setdefault("blur_type", "bilateral")
-    return {"depth": fill_in_fast(sparse_depth, **opts), "confidence": None}
+    return {"depth": fill_in_fast(sparse_depth, **_options("ipbasic_fast_bilateral", opts)), "confidence": None}
 
 
 def _ipbasic_multiscale(sparse_depth, *, image=None, camera=None, points_cam=None, points_uvz=None, **opts):
-    _check_options("ipbasic_multiscale", fill_in_multiscale, opts, ("show_process",))
-    return {"depth": fill_in_multiscale(sparse_depth, **opts)[0], "confidence": None}
+    return {"depth": fill_in_multiscale(sparse_depth, **_options("ipbasic_multiscale", opts))[0], "confidence": None}
 
 
 def _nearest(sparse_depth, *, image=None, camera=None, points_cam=None, points_uvz=None, **opts):
-    _check_options("nearest", nearest_fill, opts, ("return_distance",))
-    return {"depth": nearest_fill(sparse_depth, **opts), "confidence": None}
+    return {"depth": nearest_fill(sparse_depth, **_options("nearest", opts)), "confidence": None}
 
 
 def _knn(weighting):
     def fn(sparse_depth, *, image=None, camera=None, points_cam=None, points_uvz=None, **opts):
-        _check_options(f"knn_{weighting}", knn_fill, opts, ("points_uvz", "image", "size", "weighting"))
+        opts = _options(f"knn_{weighting}", opts)
         pts = _points_uvz(points_uvz, points_cam, camera)
         if pts is not None:
             pts = pts.to(sparse_depth.device)
@@ -141,4 +166,4 @@ def complete_classical(
 def _register_all(register: Callable) -> None:
     """Register every classical method with :func:`geodepth.models.registry.register_method`."""
     for name, (fn, desc, uses_image) in METHODS.items():
-        register(name, fn, description=desc, uses_image=uses_image)
+        register(name, fn, description=desc, uses_image=uses_image, options=method_options(name))
