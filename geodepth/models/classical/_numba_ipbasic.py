@@ -3,9 +3,9 @@
 The same algorithm as the torch path of :func:`.ipbasic.fill_in_fast`, step for step, with the
 same float32 arithmetic, compiled by numba into row-parallel loops over cache-resident rows:
 inversion, dilation by a union of centred rectangles (per output row: maxima down the columns,
-then along the row, on row buffers; pixels outside the image ignored) or by shifts for any
-other kernel, 5x5 close, 7x7 and 31x31 hole fills, the
-extension to the top of the frame, the exact 5x5 median (replicated border; each column's
+then along the row by doubling, on row buffers; pixels outside the image ignored) or by shifts
+for any other kernel, 5x5 close, 7x7 and 31x31 hole fills, the
+extension to the top of the frame (in place, row by row), the exact 5x5 median (replicated border; each column's
 vertical 5-run sorted once, then a pruned sorting network per pixel, the network of
 :mod:`._morph`) and the Gaussian blur ([1, 4, 6, 4, 1] / 16, rows first, reflect-101 border,
 OpenCV's float32 summation order). The output equals the torch path's bit for bit. The
@@ -14,7 +14,8 @@ caller applies the torch bilateral filter.
 
 Compiled with ``cache=True`` (numba writes the machine code next to this file in
 ``__pycache__``), ``parallel=True`` (rows in ``prange``; see :data:`THREADS`) and without
-fastmath (which would reorder float sums).
+fastmath (which would reorder float sums). The steps write into two scratch images kept per
+Python thread for the last frame shape (see :func:`_buffers`); only the result is a new array.
 """
 from __future__ import annotations
 
