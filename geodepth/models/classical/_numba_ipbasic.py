@@ -3,9 +3,9 @@
 The same algorithm as the torch path of :func:`.ipbasic.fill_in_fast`, step for step, with the
 same float32 arithmetic, compiled by numba into row-parallel loops over cache-resident rows:
 inversion, dilation by a union of centred rectangles (per output row: maxima down the columns,
-then along the row, on row buffers; pixels outside the image ignored) or by shifts for any
-other kernel, 5x5 close, 7x7 and 31x31 hole fills, the
-extension to the top of the frame, the exact 5x5 median (replicated border; each column's
+then along the row by doubling, on row buffers; pixels outside the image ignored) or by shifts
+for any other kernel, 5x5 close, 7x7 and 31x31 hole fills, the
+extension to the top of the frame (in place, row by row), the exact 5x5 median (replicated border; each column's
 vertical 5-run sorted once, then a pruned sorting network per pixel, the network of
 :mod:`._morph`) and the Gaussian blur ([1, 4, 6, 4, 1] / 16, rows first, reflect-101 border,
 OpenCV's float32 summation order). The output equals the torch path's bit for bit. The
@@ -14,9 +14,12 @@ caller applies the torch bilateral filter.
 
 Compiled with ``cache=True`` (numba writes the machine code next to this file in
 ``__pycache__``), ``parallel=True`` (rows in ``prange``; see :data:`THREADS`) and without
-fastmath (which would reorder float sums).
+fastmath (which would reorder float sums). The steps write into two scratch images kept per
+Python thread for the last frame shape (see :func:`_buffers`); only the result is a new array.
 """
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
@@ -46,23 +49,22 @@ def _refl101(i, n):
 
 
 @njit(cache=True, parallel=True)
-def _invert(d, md):
-    """``where(d > 0.1, md - d, d)`` in float32."""
+def _invert(d, md, out):
+    """``where(d > 0.1, md - d, d)`` in float32, into ``out``."""
     H, W = d.shape
     t = np.float32(0.1)
-    out = np.empty_like(d)
     for y in prange(H):
         for x in range(W):
             v = d[y, x]
             out[y, x] = md - v if v > t else v
-    return out
 
 
 @njit(cache=True, parallel=True)
-def _morph(x, hs, ws, sgn, fill):
+def _morph(x, hs, ws, sgn, fill, out):
     """Dilation (``sgn`` = 1) or erosion (``sgn`` = -1, as ``-dilate(-x)``) of ``x`` by the union
-    of centred rectangles ``hs[i] x ws[i]``; pixels outside the image are ignored. With
-    ``fill`` only empty pixels (``x < 0.1``) take the result, the others keep ``x``.
+    of centred rectangles ``hs[i] x ws[i]`` into ``out`` (not ``x``); pixels outside the image
+    are ignored. With ``fill`` only empty pixels (``x < 0.1``) take the result, the others keep
+    ``x``.
 
     Per output row: the column maximum over the rectangle's rows, then the row maximum over
     its width, both on row buffers that stay in the L1 cache (branch-free, vectorised)."""
@@ -71,7 +73,6 @@ def _morph(x, hs, ws, sgn, fill):
     rmax = 0
     for i in range(ws.shape[0]):
         rmax = max(rmax, ws[i] // 2)
-    out = np.empty_like(x)
     for y in prange(H):
         o = out[y]
         q = x[y]
@@ -86,36 +87,90 @@ def _morph(x, hs, ws, sgn, fill):
                 o[j] = q[j]
         else:
             _morph_row(x, y, hs, ws, rmax, sgn, fill, o)
-    return out
+
+
+@njit(cache=True)
+def _max2(a, b, out):
+    """``out = maximum(a, b)`` elementwise (a separate function: distinct arguments vectorise)."""
+    for j in range(out.shape[0]):
+        u = a[j]
+        v = b[j]
+        out[j] = u if u > v else v  # noqa: FURB136 - branch-free: compiles to a vector max
 
 
 @njit(cache=True)
 def _morph_row(x, y, hs, ws, rmax, sgn, fill, o):
-    """Row ``y`` of :func:`_morph` into ``o``."""
+    """Row ``y`` of :func:`_morph` into ``o``.
+
+    Per rectangle: the column maxima ``c`` over its rows, then the maxima of ``c`` over its width
+    ``w`` by doubling (van Herk / Gil-Werman in spirit): level ``k`` holds the maxima of ``2**k``
+    neighbours, each from two of the level below, and a window of ``w`` is two overlapping
+    spans of the largest ``2**k <= w``: ``~log2(w) + 1`` maxima a pixel instead of ``w - 1``."""
     H, W = x.shape
     t = np.float32(0.1)
     ninf = np.float32(-np.inf)
-    col = np.full(W + 2 * rmax, ninf, dtype=np.float32)
-    acc = np.full(W, ninf, dtype=np.float32)
+    L = W + 2 * rmax
+    col = np.full(L, ninf, dtype=np.float32)
+    col2 = np.full(L, ninf, dtype=np.float32)
+    acc = np.empty(W, dtype=np.float32)
     c = col[rmax:rmax + W]  # views, so that every inner loop indexes from 0 (vectorises)
     for i in range(hs.shape[0]):
         rh = hs[i] // 2
-        r = ws[i] // 2
+        w = ws[i]
+        r = w // 2
         lo = max(y - rh, 0)
         hi = min(y + rh, H - 1)
+        for j in range(rmax):  # -inf beyond the image (a doubling level may have written there)
+            col[j] = ninf
+            col[rmax + W + j] = ninf
         q = x[lo]
         for j in range(W):
             c[j] = sgn * q[j]
-        for k in range(lo + 1, hi + 1):
+        k = lo + 1
+        while k + 3 <= hi:  # four rows a pass: fewer loads and stores of c
+            q0 = x[k]
+            q1 = x[k + 1]
+            q2 = x[k + 2]
+            q3 = x[k + 3]
+            for j in range(W):
+                a = sgn * q0[j]
+                b = sgn * q1[j]
+                a = a if a > b else b  # noqa: FURB136 - branch-free: compiles to a vector max
+                b = sgn * q2[j]
+                a = a if a > b else b  # noqa: FURB136
+                b = sgn * q3[j]
+                a = a if a > b else b  # noqa: FURB136
+                b = c[j]
+                c[j] = a if a > b else b  # noqa: FURB136
+            k += 4
+        for k in range(k, hi + 1):
             q = x[k]
             for j in range(W):
                 a = sgn * q[j]
                 b = c[j]
-                c[j] = a if a > b else b  # noqa: FURB136 - branch-free: compiles to a vector max
-        for k in range(rmax - r, rmax + r + 1):
-            s = col[k:k + W]
+                c[j] = a if a > b else b  # noqa: FURB136
+        # doubling levels over the whole padded row; entries whose span runs past the end are
+        # never read below
+        span = 1
+        while 2 * span <= w:  # col -> col2 -> col ...
+            if span & 0x55555555:  # an even level
+                _max2(col[:L - span], col[span:], col2[:L - span])
+            else:
+                _max2(col2[:L - span], col2[span:], col[:L - span])
+            span *= 2
+        src = col if span & 0x55555555 else col2
+        u = src[rmax - r:rmax - r + W]           # output j: columns j - r ...
+        v = src[rmax - r + w - span:rmax - r + w - span + W]  # ... to j + r
+        if i == 0:
             for j in range(W):
-                a = s[j]
+                a = u[j]
+                b = v[j]
+                acc[j] = a if a > b else b  # noqa: FURB136
+        else:
+            for j in range(W):
+                a = u[j]
+                b = v[j]
+                a = a if a > b else b  # noqa: FURB136
                 b = acc[j]
                 acc[j] = a if a > b else b  # noqa: FURB136
     if fill:
@@ -129,12 +184,11 @@ def _morph_row(x, y, hs, ws, rmax, sgn, fill, o):
 
 
 @njit(cache=True, parallel=True)
-def _dilate_shifts(x, offs, ay, ax, kh, kw):
-    """Dilation by the kernel cells ``offs`` (n, 2) (row, col) with anchor (ay, ax)."""
+def _dilate_shifts(x, offs, ay, ax, kh, kw, out):
+    """Dilation by the kernel cells ``offs`` (n, 2) (row, col) with anchor (ay, ax), into ``out``."""
     H, W = x.shape
     p = np.full((H + kh - 1, W + kw - 1), -np.inf, dtype=np.float32)
     p[ay:ay + H, ax:ax + W] = x
-    out = np.empty_like(x)
     n = offs.shape[0]
     for y in prange(H):
         o = out[y]
@@ -149,36 +203,49 @@ def _dilate_shifts(x, offs, ay, ax, kh, kw):
                 a = q[j + c]
                 b = o[j]
                 o[j] = a if a > b else b  # noqa: FURB136
-    return out
 
 
 @njit(cache=True)
 def _extend_to_top(d):
-    """Per column, copy the first value > 0.1 (row 0 if none) to all rows above it."""
+    """In place: per column, copy the first value > 0.1 (row 0 if none) to all rows above it.
+
+    Row by row (a walk down each column strides through memory): first each column's top row,
+    then the rows above it, down to the lowest top row."""
     H, W = d.shape
     t = np.float32(0.1)
-    out = d.copy()
+    top = np.full(W, H, dtype=np.int64)  # H: no value > 0.1 found yet
+    left = W
+    for r in range(H):
+        q = d[r]
+        for c in range(W):
+            if top[c] == H and q[c] > t:
+                top[c] = r
+                left -= 1
+        if left == 0:
+            break
+    last = 0
     for c in range(W):
-        top = 0
-        for r in range(H):
-            if d[r, c] > t:
-                top = r
-                break
-        v = d[top, c]
-        for r in range(top):
-            out[r, c] = v
-    return out
+        if top[c] == H:  # no value in the column: row 0, nothing above it
+            top[c] = 0
+        last = max(last, top[c])
+    v = np.empty(W, dtype=np.float32)
+    for c in range(W):
+        v[c] = d[top[c], c]
+    for r in range(last):
+        q = d[r]
+        for c in range(W):
+            if r < top[c]:
+                q[c] = v[c]
 
 
 @njit(cache=True, parallel=True)
-def _median5(d):
-    """Exact median of every 5x5 window, border replicated (``cv2.medianBlur(d, 5)``).
+def _median5(d, out):
+    """Exact median of every 5x5 window, border replicated (``cv2.medianBlur(d, 5)``), into ``out``.
 
     The straight-line min/max code below was generated from ``_morph._MED_COL_PLAN``,
     ``_MED_LEVEL_PLANS`` and ``_MED_FINAL_PLAN`` (the torch path's pruned networks): regenerate
     it rather than editing it by hand."""
     H, W = d.shape
-    out = np.empty_like(d)
     for y in prange(H):
         # the five input rows, each padded by two replicated pixels at both ends
         p = np.empty((5, W + 4), dtype=np.float32)
@@ -224,7 +291,11 @@ def _median5(d):
             t16 = max(t9, t13)
             t17 = min(t8, t14)
             t18 = max(t8, t14)
-            c0[x] = t11; c1[x] = t15; c2[x] = t16; c3[x] = t17; c4[x] = t18
+            c0[x] = t11
+            c1[x] = t15
+            c2[x] = t16
+            c3[x] = t17
+            c4[x] = t18
         for x in range(W):
             t19 = c0[x + 0]
             t20 = c0[x + 1]
@@ -370,12 +441,12 @@ def _median5(d):
             t160 = min(t158, t156)
             t161 = max(t159, t160)
             out[y, x] = t161
-    return out
 
 
 @njit(cache=True, parallel=True)
-def _gauss_tail(m, md):
-    """``where(m > 0.1, gaussian5(m), m)``, then the inversion ``where(v > 0.1, md - v, v)``.
+def _gauss_tail(m, md, hz, out):
+    """``where(m > 0.1, gaussian5(m), m)``, then the inversion ``where(v > 0.1, md - v, v)``, into
+    ``out``; ``hz``: scratch of ``m``'s shape (the row pass).
 
     Gaussian: rows first, then columns, both ``s2 * 0.375 + (s1 + s3) * 0.25 + (s0 + s4) *
     0.0625`` in float32 (OpenCV's order), reflect-101 border."""
@@ -384,7 +455,6 @@ def _gauss_tail(m, md):
     b = np.float32(0.25)
     c = np.float32(0.0625)
     t = np.float32(0.1)
-    hz = np.empty_like(m)
     for y in prange(H):
         pr = np.empty(W + 4, dtype=np.float32)
         for x in range(W):
@@ -395,7 +465,6 @@ def _gauss_tail(m, md):
         pr[W + 3] = m[y, _refl101(W + 1, W)]
         for x in range(W):
             hz[y, x] = pr[x + 2] * a + (pr[x + 1] + pr[x + 3]) * b + (pr[x] + pr[x + 4]) * c
-    out = np.empty_like(m)
     for y in prange(H):
         q0 = hz[_refl101(y - 2, H)]
         q1 = hz[_refl101(y - 1, H)]
@@ -407,22 +476,36 @@ def _gauss_tail(m, md):
             v = m[y, x]
             v = g if v > t else v
             out[y, x] = md - v if v > t else v
+
+
+def _dilate(x: np.ndarray, out: np.ndarray, rects, shifts, sgn=1.0, fill=False) -> np.ndarray:
+    """Dilation (``sgn`` 1) or erosion (-1) of ``x`` into ``out`` (returned) by a kernel given as
+    centred rectangles ``rects`` ((h, w), ...) or, when that is None, as ``shifts`` = (offsets
+    (n, 2) int64, ay, ax, kh, kw) (dilation only); ``fill``: only where ``x < 0.1``."""
+    if rects is None:
+        offs, ay, ax, kh, kw = shifts
+        _dilate_shifts(x, offs, ay, ax, kh, kw, out)
+        return out
+    hs = np.array([h for h, _ in rects], dtype=np.int64)
+    ws = np.array([w for _, w in rects], dtype=np.int64)
+    _morph(x, hs, ws, np.float32(sgn), fill, out)
     return out
 
 
-def _dilate(x: np.ndarray, rects, shifts, sgn=1.0, fill=False) -> np.ndarray:
-    """Dilation (``sgn`` 1) or erosion (-1) by a kernel given as centred rectangles ``rects``
-    ((h, w), ...) or, when that is None, as ``shifts`` = (offsets (n, 2) int64, ay, ax, kh, kw)
-    (dilation only); ``fill``: only where ``x < 0.1``."""
-    if rects is None:
-        offs, ay, ax, kh, kw = shifts
-        return _dilate_shifts(x, offs, ay, ax, kh, kw)
-    hs = np.array([h for h, _ in rects], dtype=np.int64)
-    ws = np.array([w for _, w in rects], dtype=np.int64)
-    return _morph(x, hs, ws, np.float32(sgn), fill)
-
-
 _FULL = {5: ((5, 5),), 7: ((7, 7),), 31: ((31, 31),)}
+
+# per Python thread: two scratch images of the last shape, reused between calls. Fresh image-sized
+# buffers on every step were handed back to the OS by malloc and paged in again on the next call
+# (~1300 page faults, ~2 ms a KITTI frame of the ~8 ms); only the returned array is new now.
+_scratch = threading.local()
+
+
+def _buffers(shape) -> tuple[np.ndarray, np.ndarray]:
+    bufs = getattr(_scratch, "bufs", None)
+    if bufs is None or bufs[0].shape != shape:
+        bufs = (np.empty(shape, dtype=np.float32), np.empty(shape, dtype=np.float32))
+        _scratch.bufs = bufs
+    return bufs
 
 
 def fill_in_fast_numba(d: np.ndarray, max_depth: float, rects, shifts, extrapolate: bool,
@@ -431,22 +514,28 @@ def fill_in_fast_numba(d: np.ndarray, max_depth: float, rects, shifts, extrapola
 
     ``rects`` / ``shifts``: the first dilation's kernel (see :func:`_dilate`). With ``gaussian``
     the finished depth map is returned; otherwise the inverted depths after the median (the
-    caller applies the bilateral filter and the inversion).
+    caller applies the bilateral filter and the inversion). The result is a new array; ``d`` is
+    not written.
     """
     with threads(THREADS):
         return _fill(d, np.float32(max_depth), rects, shifts, extrapolate, gaussian)
 
 
 def _fill(d, md, rects, shifts, extrapolate, gaussian):
-    v = _invert(d, md)
-    v = _dilate(v, rects, shifts)
-    v = _dilate(v, _FULL[5], None)                  # close: dilate ...
-    v = _dilate(v, _FULL[5], None, sgn=-1.0)        # ... then erode
-    v = _dilate(v, _FULL[7], None, fill=True)       # hole fill
+    a, b = _buffers(d.shape)  # ping-pong: every step reads one and writes the other
+    _invert(d, md, a)
+    _dilate(a, b, rects, shifts)
+    _dilate(b, a, _FULL[5], None)                   # close: dilate ...
+    _dilate(a, b, _FULL[5], None, sgn=-1.0)         # ... then erode
+    _dilate(b, a, _FULL[7], None, fill=True)        # hole fill
     if extrapolate:
-        v = _extend_to_top(v)
-        v = _dilate(v, _FULL[31], None, fill=True)
-    v = _median5(v)
+        _extend_to_top(a)
+        _dilate(a, b, _FULL[31], None, fill=True)
+        a, b = b, a
+    out = np.empty_like(d)
     if gaussian:
-        return _gauss_tail(v, md)
-    return v
+        _median5(a, b)
+        _gauss_tail(b, md, a, out)
+    else:
+        _median5(a, out)
+    return out

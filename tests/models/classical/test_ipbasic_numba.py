@@ -114,3 +114,79 @@ def test_two_numba_threads_same_bits(kitti_dir, ref_dir, monkeypatch):
     depth = to_depth(load_input("tk_image03_full1242x375", kitti_dir, ref_dir))
     nb, tc = both(depth, extrapolate=True, blur_type="gaussian")
     assert torch.equal(nb, tc)
+
+
+def _morph_twin(x, rects, sgn, fill):
+    """Naive twin of _numba_ipbasic._morph: scipy's maximum filter per rectangle (pixels outside
+    the image = -inf), the maximum over the rectangles; erosion as -dilate(-x)."""
+    ndi = pytest.importorskip("scipy.ndimage")
+    v = sgn * x
+    res = np.max([ndi.maximum_filter(v, size=r, mode="constant", cval=-np.inf) for r in rects], axis=0)
+    res = (sgn * res).astype(np.float32)
+    return np.where(x < 0.1, res, x) if fill else res
+
+
+RECT_SETS = [((1, 1),), ((5, 5),), ((7, 7),), ((31, 31),), ((1, 5), (3, 3), (5, 1)), ((3, 7), (9, 1)),
+             ((1, 3), (5, 1), (3, 9)), ((33, 3),), ((1, 31),)]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (5, 4), (9, 40), (40, 9), (17, 29), (70, 45), (31, 31), (1, 63)])
+def test_morph_kernel_matches_scipy(shape):
+    """The rectangle dilation / erosion / hole fill (doubling along rows, four rows a pass down
+    the columns) against scipy on random images: odd sizes, images smaller than the kernel, and
+    rows that are all empty or have no empty pixel (the hole fill skips those)."""
+    from geodepth.models.classical import _numba_ipbasic as nb
+
+    rng = np.random.default_rng(shape[0] * 1000 + shape[1])
+    x = (rng.random(shape) * 90 + 0.2).astype(np.float32)
+    x[rng.random(shape) < 0.6] = 0
+    if shape[0] >= 4:
+        x[1] = 0                                                   # an all-empty row
+        x[2] = (rng.random(shape[1]) * 90 + 0.2).astype(np.float32)  # a row without empty pixels
+    for rects in RECT_SETS:
+        hs = np.array([h for h, _ in rects], dtype=np.int64)
+        ws = np.array([w for _, w in rects], dtype=np.int64)
+        for sgn in (1.0, -1.0):
+            for fill in (False, True):
+                out = np.full(shape, np.nan, np.float32)  # every pixel must be written
+                nb._morph(x, hs, ws, np.float32(sgn), fill, out)
+                np.testing.assert_array_equal(out, _morph_twin(x, rects, sgn, fill), err_msg=str((rects, sgn, fill)))
+    empty = np.zeros(shape, np.float32)
+    out = np.full(shape, np.nan, np.float32)
+    nb._morph(empty, np.array([31]), np.array([31]), np.float32(1), True, out)
+    assert np.array_equal(out, empty)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (6, 1), (1, 7), (30, 17)])
+def test_extend_to_top_in_place_matches_numpy(shape):
+    """Rows above each column's first value > 0.1 take that value; columns without one stay."""
+    from geodepth.models.classical import _numba_ipbasic as nb
+
+    rng = np.random.default_rng(shape[0] + shape[1])
+    x = (rng.random(shape) * 90).astype(np.float32)
+    x[rng.random(shape) < 0.8] = 0
+    x[:, 0] = 0.05                                 # no value > 0.1 in the column
+    x[:, -1] = np.where(np.arange(shape[0]) == shape[0] - 1, 3.0, 0.1)  # only in the last row
+    want = x.copy()
+    has = (x > 0.1).any(axis=0)
+    top = np.where(has, np.argmax(x > 0.1, axis=0), 0)
+    for c in range(shape[1]):
+        want[:top[c], c] = x[top[c], c]
+    nb._extend_to_top(x)
+    np.testing.assert_array_equal(x, want)
+
+
+def test_scratch_buffers_reused_safely(kitti_dir, ref_dir):
+    """The per-thread scratch images are reused between calls and shapes: each result is a new
+    array, equal to the torch path, and later calls do not write into earlier results."""
+    from geodepth.models.classical import _numba_ipbasic as nb
+
+    full = to_depth(load_input("tk_image02_full1242x375", kitti_dir, ref_dir))
+    crop = full[100:180, 300:500].clone()
+    first = fill_in_fast(full, backend="numba")
+    kept = first.clone()
+    for d in (crop, full, crop):
+        assert torch.equal(fill_in_fast(d, backend="numba"), fill_in_fast(d, backend="torch"))
+    assert torch.equal(first, kept)
+    a, b = nb._buffers(tuple(crop.shape))
+    assert not np.shares_memory(first.numpy(), a) and not np.shares_memory(first.numpy(), b)
