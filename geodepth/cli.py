@@ -453,7 +453,12 @@ def lidar_to_camera_axes(points_lidar):
 VIEW_COLORS = ("auto", "file", "reflectance", "height", "range", "white")
 
 
-def view_colors(how: str, points_cam_axes, file_colors=None, reflectance=None, cmap: str = "turbo"):
+#: what `geodepth view` draws on, in the window and in --png pictures (RGB 0..255)
+VIEW_BACKGROUND = (0, 0, 0)
+
+
+def view_colors(how: str, points_cam_axes, file_colors=None, reflectance=None, cmap: str = "turbo",
+                background=VIEW_BACKGROUND):
     """The colours ``geodepth view`` draws a cloud with -> ``((N, 3) float64 RGB in [0, 1] or None, label)``.
 
     Args:
@@ -462,7 +467,10 @@ def view_colors(how: str, points_cam_axes, file_colors=None, reflectance=None, c
             ``-y`` in camera axes, after ``--frame``'s turn), ``"range"`` (distance from the sensor /
             origin), ``"white"`` (None: the renderer's white), or ``"auto"``: the file's colours, else the
             reflectance, else the height. Height and range map their 2nd..98th percentiles to the ends of
-            ``cmap`` (a few far points do not flatten the rest).
+            ``cmap`` (a few far points do not flatten the rest). The values span the entries of ``cmap``
+            that stand out on ``background`` (:func:`geodepth.viz.colormap.visible_span`: on black,
+            gray starts at entry 51 and magma / inferno at 24 / 23, so the lowest values are not
+            drawn black on black; turbo, viridis, plasma and jet keep every entry).
         points_cam_axes: (N, 3) points in camera axes (x right, y down, z forward), metres.
         file_colors: (N, 3) float RGB in [0, 1] from the file, or None.
         reflectance: (N,) reflectance of a .bin scan, or None.
@@ -471,6 +479,7 @@ def view_colors(how: str, points_cam_axes, file_colors=None, reflectance=None, c
     import numpy as np
 
     from .viz import apply_colormap
+    from .viz.colormap import visible_span
 
     if how == "auto":
         how = "file" if file_colors is not None else ("reflectance" if reflectance is not None else "height")
@@ -495,7 +504,10 @@ def view_colors(how: str, points_cam_axes, file_colors=None, reflectance=None, c
         v = -p[:, 1] if how == "height" else np.linalg.norm(p, axis=1)
         lo, hi = (float(x) for x in np.percentile(v, [2, 98]))
     t = (v - lo) / (hi - lo) if hi > lo else np.zeros_like(v)
-    return apply_colormap(t, cmap=cmap), f"{how} ({cmap}, {lo:.4g}..{hi:.4g}{' m' if how != 'reflectance' else ''})"
+    first, last = visible_span(cmap, background)
+    span = f" entries {first}..{last}" if (first, last) != (0, 255) else ""
+    return (apply_colormap(t, cmap=cmap, background=background),
+            f"{how} ({cmap}{span}, {lo:.4g}..{hi:.4g}{' m' if how != 'reflectance' else ''})")
 
 
 def cmd_view(args) -> int:
@@ -522,15 +534,17 @@ def cmd_view(args) -> int:
     if args.png:
         p = Path(args.png)
         r = render_offscreen(pts, cols, p, args.width, args.height, view=args.view, backend=args.backend,
-                             point_size=args.point_size, overwrite=True)
+                             point_size=args.point_size, background=VIEW_BACKGROUND, overwrite=True)
         print(f"wrote {p} ({r.backend} renderer, {pts.shape[0]} points in {frame} axes, view {args.view}, "
               f"coloured by {how})")
     else:
-        from .viz.open3d_scene import has_display
+        from .viz.open3d_scene import has_display, window_origin
 
         if not has_display():
             raise CLIError("no display to open a window on; write a picture instead with --png out.png")
-        print(f"showing {pts.shape[0]} points in {frame} axes, coloured by {how}")
+        o = window_origin(pts)
+        print(f"showing {pts.shape[0]} points in {frame} axes, coloured by {how}; the window's origin is the "
+              f"cloud's centre ({o[0]:.3f}, {o[1]:.3f}, {o[2]:.3f})")
         show(pts, cols, point_size=args.point_size)
     return 0
 

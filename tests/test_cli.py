@@ -1107,3 +1107,38 @@ def test_methods_lists_each_methods_options(capsys):
     assert ip["extrapolate"] is False and ip["blur_type"] == "bilateral"
     assert ip["max_depth"] == inspect.signature(fill_in_fast).parameters["max_depth"].default
     assert "custom_kernel=<5x5 tensor, Python API only>" in text
+
+
+@pytest.mark.parametrize("cmap", ["gray", "magma"])
+def test_view_lowest_values_stand_out_on_the_background(tmp_path, cmap):
+    """`geodepth view --color height --cmap gray` drew the lowest points black on the black
+    background, so they vanished (magma / inferno nearly so). The colours now span the entries of the
+    map that stand out on black: through the numpy splatter, the lowest point's pixel is the map's
+    first visible entry (gray: 51/255, computed from the table by hand), >= 51 from the background."""
+    import torch
+
+    from geodepth.geometry import PinholeCamera
+    from geodepth.io import write_ply
+    from geodepth.viz import get_lut
+
+    pts = np.array([[0.0, 1.0, 5.0], [-1.0, 0.0, 4.0], [1.0, -1.0, 6.0]])  # camera axes: y down, heights -1, 0, 1
+    write_ply(tmp_path / "p.ply", pts)
+    png = tmp_path / "v.png"
+    assert main(["view", str(tmp_path / "p.ply"), "--png", str(png), "--view", "camera", "--backend", "numpy",
+                 "--width", "64", "--height", "48", "--point-size", "1", "--color", "height", "--cmap", cmap]) == 0
+    img = np.asarray(Image.open(png)).astype(int)
+    f = 32 / np.tan(np.radians(30))
+    cam = PinholeCamera(torch.tensor([[f, 0, 32], [0, f, 24], [0, 0, 1]]), 64, 48)
+    uv, _ = cam.project(torch.from_numpy(pts))
+    lut = get_lut(cmap)
+    first = int(np.flatnonzero(lut.max(1) >= 0.2)[0])  # the first entry with a channel >= 51 of 255
+    if cmap == "gray":
+        assert first == 51
+    lo, hi = np.percentile([-1.0, 0.0, 1.0], [2, 98])
+    t = (np.array([-1.0, 0.0, 1.0]) - lo) / (hi - lo)
+    n = 256 - first
+    want = np.round(lut[first + np.clip(np.floor(np.clip(t, 0, 1) * n), 0, n - 1).astype(int)] * 255)
+    got = np.array([img[int(np.floor(v)), int(np.floor(u))] for u, v in uv.tolist()])
+    np.testing.assert_array_equal(got, want)
+    assert got[0].max() >= 51  # the lowest point: not black on black
+    assert img.reshape(-1, 3).any(1).sum() == 3 and not img[0, 0].any()  # three lit pixels, black elsewhere

@@ -38,6 +38,9 @@ class Completion:
         T_cam_from_lidar: (4, 4) float64, or None (then ``points_lidar`` is None).
         sparse_depth: (1, H, W) float32 metres, the input the method saw.
         method: name of the method; ``seconds``: wall time of the completion itself.
+        lidar_dtype: the dtype of :attr:`points_lidar`: :func:`complete` sets the precision of
+            its LiDAR-frame input (the scan's dtype, else ``T_cam_from_lidar``'s, at least
+            float32); None = ``T_cam_from_lidar``'s (at least float32).
     """
 
     depth: Tensor
@@ -49,6 +52,7 @@ class Completion:
     method: str = ""
     seconds: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)
+    lidar_dtype: torch.dtype | None = None
 
     # ------------------------------------------------------------------ point clouds
     def _cloud(self):
@@ -69,14 +73,23 @@ class Completion:
 
     @property
     def points_lidar(self) -> Tensor | None:
-        """(M, 3) float32 :attr:`points_cam` in the LiDAR frame, or None without ``T_cam_from_lidar``."""
+        """(M, 3) :attr:`points_cam` in the LiDAR frame, metres, or None without ``T_cam_from_lidar``.
+
+        The "LiDAR frame" may be a world / UTM frame (a ``T_cam_from_lidar`` that maps map
+        coordinates of 5e6 m into the camera), where float32 steps are 0.25-0.5 m. So the pixels
+        are unprojected and mapped through the inverse transform in float64, and the result has the
+        precision of the LiDAR-frame input (:attr:`lidar_dtype`): float64 when :func:`complete` got
+        a float64 scan (a ``double`` PLY) or, without a scan, a float64 ``T_cam_from_lidar``;
+        float32 for a float32 scan (a KITTI ``.bin``), whose coordinates are float32 already.
+        """
         if self.T_cam_from_lidar is None:
             return None
-        from ..geometry import invert_transform, transform_points
+        from ..geometry import depth_to_points, invert_transform, transform_points
 
-        pc = self.points_cam
-        T = invert_transform(self.T_cam_from_lidar.to(pc.device, torch.float64))
-        return transform_points(T, pc.to(torch.float64)).to(torch.float32)
+        pc = depth_to_points(self.depth.detach().to(torch.float64), self.camera).points
+        T = invert_transform(self.T_cam_from_lidar.detach().to(pc.device, torch.float64))
+        dtype = self.lidar_dtype if self.lidar_dtype is not None else self.T_cam_from_lidar.dtype
+        return transform_points(T, pc).to(torch.promote_types(dtype, torch.float32))
 
     # ------------------------------------------------------------------ output
     def save(self, out_dir: str | Path, *, overwrite: bool = False, ply: bool = True) -> dict[str, Path]:
@@ -265,5 +278,11 @@ def complete(
     if sparse.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
+    # points_lidar keeps the precision of the LiDAR-frame input (a float64 scan at UTM coordinates)
+    lidar_dtype = None
+    if T_cam_from_lidar is not None:
+        lidar_dtype = torch.promote_types((points_lidar if points_lidar is not None else T_cam_from_lidar).dtype,
+                                          torch.float32)
     return Completion(depth=out["depth"], confidence=out.get("confidence"), camera=camera.to(sparse.device), image=image,
-                      T_cam_from_lidar=T_cam_from_lidar, sparse_depth=sparse, method=method, seconds=seconds)
+                      T_cam_from_lidar=T_cam_from_lidar, sparse_depth=sparse, method=method, seconds=seconds,
+                      lidar_dtype=lidar_dtype)

@@ -17,19 +17,52 @@ gathers C_in numbers per edge instead of B * C_out, B times less random-access t
 """
 from __future__ import annotations
 
-from typing import Callable
+import math
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
 
-from ._dispatch import eager_without_grad, use_triton
+from ._dispatch import eager_without_grad, plain_eager, use_triton
 from .aggregate import _check_features, _check_idx, _check_idx_values
 
 __all__ = ["continuous_conv", "scored_aggregate"]
 
 
-def _scored_impl(features: Tensor, idx: Tensor, scores: Tensor) -> Tensor:
-    _check_idx_values(idx, features.shape[0])  # here, not in scored_aggregate(): runs under torch.compile too
+def _check_values(idx: Tensor, n: int, coord_range: Optional[Tensor]) -> None:
+    """The checks that read values, made where the op runs (eager, and when a compiled graph runs;
+    in the traced Python code they would break the graph): ``idx`` in [-1, n), and, for
+    :func:`continuous_conv`, finite positions. ``coord_range`` is (4,) ``[min, max]`` of ``points``
+    then of ``query`` (:func:`_coord_range`, one reduction each; NaN propagates into both, inf into
+    one). One read of the device for both checks."""
+    if torch.compiler.is_compiling():
+        return
+    if coord_range is None:
+        _check_idx_values(idx, n)
+        return
+    if idx.device.type == "cpu":  # numpy, as _coord_range
+        a = idx.numpy()
+        vals = coord_range.tolist() + ([int(a.min()), int(a.max())] if a.size else [])
+    else:
+        vals = coord_range.detach().to(torch.float64)
+        if idx.numel():
+            vals = torch.cat([vals, torch.stack(torch.aminmax(idx)).to(torch.float64)])
+        vals = vals.tolist()  # one device sync on CUDA
+    for name, (lo, hi) in (("points", vals[0:2]), ("query", vals[2:4])):
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError(f"{name} contains NaN or inf (positions must be finite; they give the relative "
+                             "positions the scores are computed from)")
+    if idx.numel() and (vals[4] < -1 or vals[5] >= n):
+        raise ValueError(f"idx values must be in [-1, {n}) (-1 = no neighbour), got range [{int(vals[4])}, "
+                         f"{int(vals[5])}]")
+
+
+def _scored_impl(features: Tensor, idx: Tensor, scores: Tensor, coord_range: Optional[Tensor] = None) -> Tensor:
+    _check_values(idx, features.shape[0], coord_range)  # here, not in the wrappers: runs under torch.compile too
+    return _scored_forward(features, idx, scores)
+
+
+def _scored_forward(features: Tensor, idx: Tensor, scores: Tensor) -> Tensor:
     if use_triton(features):
         from ._triton.aggregate import scored_aggregate_forward_triton
 
@@ -43,7 +76,7 @@ _scored_op = torch.library.custom_op("geodepth::scored_aggregate", _scored_impl,
 
 
 @_scored_op.register_fake
-def _(features, idx, scores):
+def _(features, idx, scores, coord_range=None):
     return features.new_empty((idx.shape[0], scores.shape[2], features.shape[1]))
 
 
@@ -66,7 +99,7 @@ def _(grad, features, idx, scores, need_features, need_scores):
 
 
 def _setup_context(ctx, inputs, output):
-    features, idx, scores = inputs
+    features, idx, scores = inputs[:3]
     ctx.save_for_backward(features, idx, scores)
 
 
@@ -74,9 +107,9 @@ def _backward(ctx, grad):
     features, idx, scores = ctx.saved_tensors
     need_f, need_s = ctx.needs_input_grad[0], ctx.needs_input_grad[2]
     if not (need_f or need_s):
-        return None, None, None
+        return None, None, None, None
     df, ds = _scored_backward_op(grad.contiguous(), features, idx, scores, need_f, need_s)
-    return (df if need_f else None), None, (ds if need_s else None)
+    return (df if need_f else None), None, (ds if need_s else None), None
 
 
 _scored_op.register_autograd(_backward, setup_context=_setup_context)
@@ -104,6 +137,13 @@ def scored_aggregate(features: Tensor, idx: Tensor, scores: Tensor) -> Tensor:
     """
     _check_features(features)
     _check_idx(idx, features.shape[0], values=False)  # (the values: in _scored_impl)
+    _check_scores(features, idx, scores)
+    if eager_without_grad(features, idx, scores):
+        return _scored_impl(features, idx, scores)
+    return _scored_op(features, idx, scores)
+
+
+def _check_scores(features: Tensor, idx: Tensor, scores: Tensor) -> None:
     M, k = idx.shape
     if not isinstance(scores, Tensor) or scores.dim() != 3 or tuple(scores.shape[:2]) != (M, k):
         raise ValueError(f"scores must be (M, k, B) with (M, k) = {(M, k)}, "
@@ -111,9 +151,24 @@ def scored_aggregate(features: Tensor, idx: Tensor, scores: Tensor) -> Tensor:
     if scores.dtype != features.dtype or scores.device != features.device or idx.device != features.device:
         raise ValueError(f"scores and idx must be on features' device {features.device} and scores of dtype "
                          f"{features.dtype}, got scores {scores.dtype} on {scores.device}, idx on {idx.device}")
-    if eager_without_grad(features, idx, scores):
-        return _scored_impl(features, idx, scores)
-    return _scored_op(features, idx, scores)
+
+
+def _coord_range(points: Tensor, query: Tensor, eager: bool = False) -> Tensor:
+    """(4,) ``[min, max]`` over all coordinates of ``points``, then of ``query`` (the same pair again
+    when ``query`` is ``points``; zeros for an empty cloud): one reduction per cloud, no device read
+    (:func:`_check_values` reads it where the op runs, with the index check). In eager mode on the
+    CPU through numpy (float64), as ``knn``'s check: torch's intra-op threads cost milliseconds for
+    this where numba's workers hold the cores."""
+    def rng(t: Tensor) -> Tensor:
+        if not t.numel():
+            return t.new_zeros(2, dtype=torch.float64 if eager and t.device.type == "cpu" else t.dtype)
+        if eager and t.device.type == "cpu":
+            a = t.detach().numpy()
+            return torch.tensor([a.min(), a.max()], dtype=torch.float64)
+        return torch.stack(torch.aminmax(t.detach()))
+
+    r = rng(points)
+    return torch.cat([r, r if query is points else rng(query)])
 
 
 def relative_positions(points: Tensor, query: Tensor, idx: Tensor) -> Tensor:
@@ -150,9 +205,10 @@ def continuous_conv(features: Tensor, points: Tensor, query: Tensor, idx: Tensor
 
     Args:
         features: (N, C_in) floating point features of the source points.
-        points: (N, 3) source point positions, metres, any frame (the same as ``query``).
+        points: (N, 3) source point positions, metres, any frame (the same as ``query``); finite
+            (NaN / inf raise ``ValueError``, as in ``ops.knn``, instead of giving NaN rows).
         query: (M, 3) output point positions, metres, same frame (``points`` itself for a
-            same-cloud convolution).
+            same-cloud convolution); finite.
         idx: (M, k) int64 neighbours of each query in ``points``, -1 = none (e.g. ``ops.knn``).
         weight: (B, C_in, C_out) weight bank.
         score_fn: maps relative positions (M, k, 3) ``points[idx] - query`` (metres; 0 at
@@ -179,7 +235,7 @@ def continuous_conv(features: Tensor, points: Tensor, query: Tensor, idx: Tensor
     """
     _check_features(features)
     N, C_in = features.shape
-    _check_idx(idx, N)
+    _check_idx(idx, N, values=False)  # (the values, with finite positions: _check_values, below)
     M = idx.shape[0]
     for name, t, n in (("points", points, N), ("query", query, M)):
         if not isinstance(t, Tensor) or t.dim() != 2 or t.shape[1] != 3 or t.shape[0] != n:
@@ -200,12 +256,23 @@ def continuous_conv(features: Tensor, points: Tensor, query: Tensor, idx: Tensor
                              "(a module's parameters follow .to(dtype))")
         if t.device != features.device:
             raise ValueError(f"{name} is on {t.device} but features are on {features.device}")
+    # NaN / inf positions and idx values: checked here in plain eager mode (one device read, before
+    # score_fn indexes points with idx); while tracing, the op checks them when it runs
+    eager = plain_eager(features, points, query, idx, weight)
+    coord_range = _coord_range(points, query, eager)
+    if eager:
+        _check_values(idx, N, coord_range)
     s = edge_scores(points, query, idx, score_fn, scores)
     if score_fn is not None and s.dtype != features.dtype and s.is_floating_point():
         s = s.to(features.dtype)  # e.g. under torch.autocast, which runs score_fn's layers in bf16 / fp16
     if s.shape[2] != B:
         raise ValueError(f"scores have {s.shape[2]} banks but weight has B={B}")
-    z = scored_aggregate(features, idx, s)  # (M, B, C_in); padding entries contribute nothing
+    _check_scores(features, idx, s)
+    # (M, B, C_in); padding entries contribute nothing
+    if eager and eager_without_grad(features, idx, s):
+        z = _scored_forward(features, idx, s)  # (checked above)
+    else:
+        z = _scored_op(features, idx, s, None if eager else coord_range)
     out = z.reshape(M, B * C_in) @ weight.reshape(B * C_in, C_out)
     if reduce == "mean":  # 1/count commutes with both sums: apply it to the smallest tensor
         out = out / (idx >= 0).sum(1, keepdim=True).clamp(min=1).to(out.dtype)

@@ -27,7 +27,8 @@ import numpy as np
 from ..io._paths import refuse_overwrite
 from .render import _K_wh, check_render_size, look_at, points_to_numpy, render_points_image
 
-__all__ = ["Render", "open3d_can_render", "render_offscreen", "resolve_view", "show", "to_o3d_point_cloud"]
+__all__ = ["Render", "open3d_can_render", "render_offscreen", "resolve_view", "show", "to_o3d_point_cloud",
+           "window_origin"]
 
 _BACKENDS = ("auto", "open3d", "numpy")
 
@@ -71,13 +72,44 @@ def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def show(points: Any, colors: Any = None, *, window_name: str = "geodepth", point_size: float = 2.0) -> None:
-    """Open an interactive Open3D window with the point cloud (needs a display)."""
+def window_origin(points: Any) -> np.ndarray:
+    """(3,) float64 centre of the bounding box of ``points`` (N, 3): the origin :func:`show` moves the
+    cloud to (zeros for an empty cloud)."""
+    p = points.detach().cpu().numpy() if hasattr(points, "detach") else np.asarray(points)
+    p = p.astype(np.float64).reshape(-1, 3)
+    if p.shape[0] == 0:
+        return np.zeros(3)
+    return (p.min(0) + p.max(0)) / 2
+
+
+def show(points: Any, colors: Any = None, *, window_name: str = "geodepth", point_size: float = 2.0,
+         background: Sequence[int] = (0, 0, 0)) -> np.ndarray:
+    """Open an interactive Open3D window with the point cloud (needs a display).
+
+    The window draws in float32 (OpenGL): a cloud far from the origin (UTM coordinates, 5e6 m) would
+    land on a 0.5 m grid and break up. So the points are moved in float64 to the centre of their
+    bounding box (:func:`window_origin`) first, as :func:`render_offscreen` moves them to its camera:
+    the window shows ``points - origin``, to float32 rounding of local coordinates.
+
+    Args:
+        points: (N, 3) xyz in metres, any frame, float64 kept (torch or numpy).
+        colors: (N, 3) RGB, float in [0, 1] or uint8; None = Open3D's default.
+        point_size: point size in pixels.
+        background: RGB 0..255 (default black, as :func:`render_offscreen`'s; Open3D's own is white).
+
+    Returns:
+        the (3,) float64 origin subtracted from the points.
+    """
     if not has_display():
         raise RuntimeError("no display to open a window on (DISPLAY / WAYLAND_DISPLAY unset); "
                            "use render_offscreen() instead")
+    p, c = points_to_numpy(points, colors)
+    bg = np.asarray(background, dtype=np.float64)
+    if bg.shape != (3,) or not ((bg >= 0) & (bg <= 255)).all():
+        raise ValueError(f"background must be 3 numbers in 0..255, got {background!r}")
     o3d = _import_open3d()
-    pc = to_o3d_point_cloud(points, colors)
+    origin = window_origin(p)
+    pc = to_o3d_point_cloud(p - origin, c)
     vis = o3d.visualization.Visualizer()
     if not vis.create_window(window_name=window_name):
         raise RuntimeError("Open3D could not open a window (no display?); use render_offscreen() instead")
@@ -86,9 +118,11 @@ def show(points: Any, colors: Any = None, *, window_name: str = "geodepth", poin
         opt = vis.get_render_option()
         if opt is not None:
             opt.point_size = float(point_size)
+            opt.background_color = bg / 255.0
         vis.run()
     finally:
         vis.destroy_window()
+    return origin
 
 
 def _fov_K(width: int, height: int, fov_deg: float) -> np.ndarray:

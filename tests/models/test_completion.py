@@ -213,3 +213,81 @@ def test_meta_tensors_are_a_clear_error(name):
         complete(camera=_cam(), method="nearest", **kw)
     with pytest.raises(ValueError, match="K on device meta is not supported"):
         geodepth.PinholeCamera(_cam().K.to("meta"), 64, 48)
+
+
+def _utm_scene():
+    """Points through the centres of 40 pixels of a 64 x 48 camera (z on a 1/256 m grid, exact in
+    float32) and a world -> camera transform that puts the camera at UTM coordinates, turned 30 deg
+    about the vertical: the scan in the world (UTM) frame, float64."""
+    cam = _cam()
+    K = cam.K.double().numpy()
+    rng = np.random.default_rng(7)
+    flat = rng.choice(48 * 64, 40, replace=False)
+    rows, cols = flat // 64, flat % 64
+    z = np.round(rng.uniform(4, 30, 40) * 256) / 256
+    p_cam = np.stack([(cols + 0.5 - K[0, 2]) * z / K[0, 0], (rows + 0.5 - K[1, 2]) * z / K[1, 1], z], 1)
+    a = np.radians(30)
+    R = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    centre = np.array([500123.37, 5400456.71, 35.29])  # camera centre in the world (UTM) frame
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = R, -R @ centre  # p_cam = R p_world + t
+    p_world = (p_cam - T[:3, 3]) @ R  # R^T (p_cam - t)
+    return cam, T, p_world, rows, cols
+
+
+def test_points_lidar_keeps_utm_coordinates(tmp_path):
+    """A float64 scan at UTM coordinates (northing 5.4e6 m) with a world -> camera transform: the
+    LiDAR-frame cloud of the completion gives the scan's own points back at their pixels to < 1 mm,
+    and every point equals the float64 unprojection by hand (numpy) through the inverse transform. It
+    was float32: up to 0.25 m off at that size."""
+    cam, T, p_world, rows, cols = _utm_scene()
+    res = complete(points_lidar=torch.from_numpy(p_world), T_cam_from_lidar=torch.from_numpy(T), camera=cam,
+                   method="nearest")
+    pl = res.points_lidar
+    assert pl.dtype == torch.float64 and res.lidar_dtype == torch.float64
+    d = res.depth[0].double().numpy()
+    r, c = np.nonzero(d > 0)  # row-major, the order of the cloud
+    K = cam.K.double().numpy()
+    z = d[r, c]
+    twin_cam = np.stack([(c + 0.5 - K[0, 2]) * z / K[0, 0], (r + 0.5 - K[1, 2]) * z / K[1, 1], z], 1)
+    Ti = np.linalg.inv(T)
+    twin = twin_cam @ Ti[:3, :3].T + Ti[:3, 3]
+    assert np.abs(pl.numpy() - twin).max() < 1e-3
+    # the scan's own pixels: their points come back
+    row_of = {(int(a), int(b)): i for i, (a, b) in enumerate(zip(r, c))}
+    got = pl.numpy()[[row_of[(int(a), int(b))] for a, b in zip(rows, cols)]]
+    assert np.abs(got - p_world).max() < 1e-3
+    # and they stay so through the PLY writer (double properties) and into Open3D (float64)
+    from geodepth.io import write_ply
+
+    write_ply(tmp_path / "l.ply", pl)
+    back, _ = read_ply(tmp_path / "l.ply")
+    assert back.dtype == torch.float64 and np.abs(back.numpy() - twin).max() < 1e-3
+    try:
+        import open3d  # noqa: F401
+    except ImportError:
+        return
+    from geodepth.viz import to_o3d_point_cloud
+
+    assert np.abs(np.asarray(to_o3d_point_cloud(pl).points) - twin).max() < 1e-3
+
+
+def test_points_lidar_dtype_follows_the_lidar_input():
+    """float64 for a float64 scan, float32 for a float32 one (a KITTI .bin: the coordinates are float32
+    already); without a scan, T_cam_from_lidar's dtype. The values agree with the float64 twin."""
+    cam, T, p_world, rows, cols = _utm_scene()
+    local = p_world - p_world.mean(0)  # the same cloud in a local frame
+    T_local = T.copy()
+    T_local[:3, 3] = T[:3, :3] @ p_world.mean(0) + T[:3, 3]
+    res32 = complete(points_lidar=torch.from_numpy(local).float(), T_cam_from_lidar=torch.from_numpy(T_local),
+                     camera=cam, method="nearest")
+    assert res32.points_lidar.dtype == torch.float32
+    res = complete(sparse_depth=res32.sparse_depth, T_cam_from_lidar=torch.from_numpy(T), camera=cam,
+                   method="nearest")
+    assert res.points_lidar.dtype == torch.float64
+    Ti = np.linalg.inv(T)
+    want = res.points_cam.double().numpy() @ Ti[:3, :3].T + Ti[:3, 3]
+    assert np.abs(res.points_lidar.numpy() - want).max() < 1e-3
+    res_f = complete(sparse_depth=res32.sparse_depth, T_cam_from_lidar=torch.from_numpy(T_local).float(), camera=cam,
+                     method="nearest")
+    assert res_f.points_lidar.dtype == torch.float32

@@ -63,6 +63,16 @@ def test_scored_aggregate_and_continuous_conv_compiled():
 
     conv = _compiled(lambda x, pts, ii: continuous_conv(x, pts, pts, ii, w, score_fn, reduce="mean"))
     torch.testing.assert_close(conv(f, p, idx), continuous_conv_reference(f, p, p, idx, w, score_fn, reduce="mean"))
+    # NaN / inf positions: the same errors as in eager mode (they gave NaN rows silently), also for
+    # a separate query cloud and with gradients
+    conv2 = _compiled(lambda x, pts, qq, ii: continuous_conv(x, pts, qq, ii, w, score_fn))
+    for bad in (float("nan"), float("inf")):
+        pb = p.clone()
+        pb[int(idx[1, 0]), 2] = bad
+        with pytest.raises(ValueError, match="points contains NaN or inf"):
+            conv(f, pb, idx)
+        with pytest.raises(ValueError, match="query contains NaN or inf"):
+            conv2(f.clone().requires_grad_(), p, pb, idx)
 
 
 @pytest.mark.parametrize("reduce,use_depth", [("mean", False), ("min", True), ("min", False)])

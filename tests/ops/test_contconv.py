@@ -150,6 +150,79 @@ def test_errors():
         ContinuousConv(4, 3)(x.double(), p.double(), idx, q.double())
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("where", ["points", "query", "same"])
+def test_non_finite_positions_are_refused(bad, where):
+    """NaN / inf in the positions flowed into the relative positions, the scores and the output (NaN
+    rows, silently; knn refuses such clouds). The op refuses them, naming the argument, on the eager
+    path with and without gradients, through the layer and with precomputed scores; finite input still
+    matches the twin."""
+    x, p, q, idx, w, bias, mlp = make(dtype=torch.float32)
+    if where == "same":  # a same-cloud convolution: query is points
+        q, idx = p, brute_knn(p, p, 5, seed=0)
+    pb, qb = p.clone(), q.clone()
+    row = int(idx[0, 0])  # a neighbour of query 0: the bad value reaches the output
+    if where == "query":
+        qb[0, 1] = bad
+    else:
+        pb[row, 2] = bad
+        qb = pb if where == "same" else qb
+    name = "query" if where == "query" else "points"
+    msg = f"{name} contains NaN or inf"
+    ref = continuous_conv_reference(x, pb, qb, idx, w, mlp, bias=bias)
+    if bad != bad:
+        assert not torch.isfinite(ref).all()  # NaN rows: what the old code returned (an inf saturates the tanh)
+    with torch.no_grad(), pytest.raises(ValueError, match=msg):
+        continuous_conv(x, pb, qb, idx, w, mlp, bias=bias)
+    with pytest.raises(ValueError, match=msg):
+        continuous_conv(x.clone().requires_grad_(), pb, qb, idx, w, mlp, bias=bias)
+    with pytest.raises(ValueError, match=msg):
+        continuous_conv(x, pb, qb, idx, w, scores=torch.ones(*idx.shape, w.shape[0]))
+    conv = ContinuousConv(4, 3, num_banks=3)
+    with pytest.raises(ValueError, match=msg):
+        conv(x, pb, idx, None if where == "same" else qb)
+    with pytest.raises(ValueError, match=r"idx values must be in \[-1, 19\)"):  # checked in the same read
+        continuous_conv(x, p, q, idx + 19, w, mlp)
+    torch.testing.assert_close(continuous_conv(x, p, q, idx, w, mlp, bias=bias),
+                               continuous_conv_reference(x, p, q, idx, w, mlp, bias=bias), atol=1e-5, rtol=1e-4)
+
+
+_INTERP_FINITE = """
+import pytest, torch
+import geodepth.ops.contconv as cc
+from geodepth.ops._reference import continuous_conv_reference
+calls = []
+import geodepth.ops._triton.aggregate as ta
+fwd = ta.scored_aggregate_forward_triton
+ta.scored_aggregate_forward_triton = lambda *a: calls.append(1) or fwd(*a)
+cc.use_triton = lambda t: True  # the CUDA path, on CPU tensors under the interpreter
+g = torch.Generator().manual_seed(0)
+p, x = torch.rand(19, 3, generator=g), torch.randn(19, 4, generator=g)
+idx = torch.cdist(p, p).topk(5, largest=False).indices
+w = torch.randn(3, 4, 2, generator=g)
+fn = lambda rel: torch.stack([rel[..., 0], rel[..., 1], rel.square().sum(-1)], -1)
+torch.testing.assert_close(cc.continuous_conv(x, p, p, idx, w, fn), continuous_conv_reference(x, p, p, idx, w, fn),
+                           atol=1e-5, rtol=1e-4)
+assert calls
+for bad in (float("nan"), float("inf")):
+    pb = p.clone(); pb[int(idx[3, 1]), 0] = bad
+    with pytest.raises(ValueError, match="points contains NaN or inf"):
+        cc.continuous_conv(x, pb, pb, idx, w, fn)
+    with pytest.raises(ValueError, match="query contains NaN or inf"):
+        cc.continuous_conv(x, p, pb, idx, w, fn)
+    with pytest.raises(ValueError, match="points contains NaN or inf"):
+        cc.continuous_conv(x.clone().requires_grad_(), pb, p, idx, w, fn)
+print("OK")
+"""
+
+
+def test_triton_path_refuses_non_finite_positions_interpreted():
+    """The Triton path (forced on CPU tensors under TRITON_INTERPRET=1) checks too: NaN / inf positions
+    are a ValueError before the kernel; finite ones run the kernel and match the twin."""
+    pytest.importorskip("triton")
+    run_interpreted(_INTERP_FINITE)
+
+
 _INTERP = """
 import torch
 from geodepth.ops._cpu.aggregate import scored_aggregate_backward_cpu, scored_aggregate_forward_cpu

@@ -70,3 +70,31 @@ def test_colormap_errors():
         colorize_depth(np.ones((2, 2, 2)))
     with pytest.raises(ValueError, match="inverse=True needs"):
         colorize_depth(np.ones((2, 2)), vmin=0.0, vmax=1.0, inverse=True)
+
+
+@pytest.mark.parametrize("name", CMAPS)
+@pytest.mark.parametrize("bg", [(0, 0, 0), (255, 255, 255)])
+def test_colormap_on_a_background_leaves_out_the_colours_it_hides(name, bg):
+    """With background=, the values span the entries of matplotlib's table whose largest channel
+    differs from the background by >= 0.2 at either end (gray on black starts at entry 51, not at
+    black); the lookup is matplotlib's on that part of the table. Without it, matplotlib's own."""
+    from matplotlib.colors import ListedColormap
+
+    from geodepth.viz.colormap import VISIBLE_DIFFERENCE, visible_span
+
+    table = colormaps[name](np.arange(256))[:, :3]
+    far = np.flatnonzero(np.abs(table - np.array(bg) / 255).max(1) >= VISIBLE_DIFFERENCE - 1e-9)
+    first, last = visible_span(name, bg)
+    assert (first, last) == (far[0], far[-1])
+    t = np.concatenate([np.linspace(-0.1, 1.1, 301), [0.0, 1.0]])
+    want = ListedColormap(table[first:last + 1])(np.clip(t, 0, 1))[:, :3]
+    np.testing.assert_allclose(apply_colormap(t, cmap=name, background=bg), want, atol=1e-4)
+    low = apply_colormap(np.array([0.0]), cmap=name, background=bg)[0]
+    assert np.abs(low - np.array(bg) / 255).max() >= VISIBLE_DIFFERENCE - 1e-9 or (first, last) == (0, 255)
+    np.testing.assert_allclose(apply_colormap(t, cmap=name), colormaps[name](np.clip(t, 0, 1))[:, :3], atol=1e-4)
+    if name == "gray" and bg == (0, 0, 0):
+        assert (first, last) == (51, 255)
+    if name in ("turbo", "viridis", "plasma", "jet") and bg == (0, 0, 0):
+        assert (first, last) == (0, 255)  # unchanged on black
+    with pytest.raises(ValueError, match="background must be 3 numbers in 0..255"):
+        apply_colormap(t, cmap=name, background=(0, 0, 300))

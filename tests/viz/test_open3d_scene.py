@@ -218,3 +218,45 @@ def test_axes_turn_named_directions_to_camera_axes():
     assert t.dtype == torch.float32 and torch.equal(t, torch.tensor([[5.0, -1.0, -0.5], [-2.0, -3.0, 1.0]]))
     with pytest.raises(ValueError, match="frame must be one of .*'velodyne'"):
         to_camera_axes(pts, "velodyne")
+
+
+def test_show_moves_a_utm_cloud_to_its_centre(monkeypatch):
+    """The interactive window draws in float32 (OpenGL), so a cloud at UTM coordinates (5.4e6 m) broke
+    up into a 0.5 m grid. show() now hands Open3D the cloud minus its bounding-box centre, computed in
+    float64: in float32 the handed points equal the float64 input minus the returned origin to < 1 mm
+    (the mm structure of the cloud survives), and the window's background is black. No display here:
+    Open3D's Visualizer is replaced by a recorder."""
+    o3d = pytest.importorskip("open3d")
+    import geodepth.viz.open3d_scene as scene
+
+    rng = np.random.default_rng(4)
+    p = rng.uniform(-20, 20, (500, 3)) + np.array([500123.37, 5400456.71, 35.29])
+    p[:10] = p[10] + rng.uniform(-0.004, 0.004, (10, 3))  # a few mm apart
+    seen = {}
+
+    class Recorder:
+        def create_window(self, **kw):
+            return True
+
+        def add_geometry(self, g):
+            seen["points"] = np.asarray(g.points).copy()
+
+        def get_render_option(self):
+            seen["option"] = type("Option", (), {})()
+            return seen["option"]
+
+        def run(self):
+            pass
+
+        def destroy_window(self):
+            pass
+
+    monkeypatch.setattr(scene, "has_display", lambda: True)
+    monkeypatch.setattr(o3d.visualization, "Visualizer", Recorder)
+    origin = scene.show(torch.from_numpy(p), point_size=3)
+    np.testing.assert_allclose(origin, (p.min(0) + p.max(0)) / 2, rtol=0, atol=1e-9)
+    drawn = seen["points"].astype(np.float32).astype(np.float64)  # what the GPU gets
+    assert np.abs(drawn - (p - origin)).max() < 1e-3
+    assert np.abs(drawn).max() < 25
+    np.testing.assert_array_equal(seen["option"].background_color, [0.0, 0.0, 0.0])
+    assert seen["option"].point_size == 3.0
