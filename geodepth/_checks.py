@@ -107,3 +107,15 @@ def check_unit_span(what: str, lo: float, hi: float, where: str = "", values: st
     if not (lo >= -UNIT_SLACK and hi <= 1 + UNIT_SLACK):
         raise ValueError(f"{what}, {values} values span [{lo:g}, {hi:g}]{where}"
                          + (" (divide 8-bit values by 255)" if hi > 1.5 else ""))
+
+
+def check_rgb255(name: str, value: Any) -> np.ndarray:
+    """A colour given as 3 numbers in 0..255 (a background, the colour of missing values) ->
+    (3,) float64; ValueError naming ``name`` otherwise (NaN fails "inside 0..255")."""
+    try:
+        c = np.asarray(value, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        c = None
+    if c is None or c.shape != (3,) or not ((c >= 0) & (c <= 255)).all():
+        raise ValueError(f"{name} must be 3 finite numbers in 0..255, got {value!r}")
+    return c

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .._checks import check_number
+from .._checks import check_number, check_rgb255
 from ._luts import LUT_HEX
 
 __all__ = ["CMAPS", "VISIBLE_DIFFERENCE", "apply_colormap", "colorize_depth", "colorize_error", "get_lut",
@@ -71,14 +71,7 @@ def _as_map(x: Any, name: str) -> tuple[np.ndarray, bool]:
 
 
 def _invalid_rgb(invalid_color: Sequence[float]) -> np.ndarray:
-    try:
-        c = np.asarray(invalid_color, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError):
-        c = None
-    # NaN fails every comparison, so test "inside [0, 255]" rather than "outside"
-    if c is None or c.shape != (3,) or not ((c >= 0) & (c <= 255)).all():
-        raise ValueError(f"invalid_color must be 3 finite numbers in 0..255, got {invalid_color!r}")
-    return c / 255.0
+    return check_rgb255("invalid_color", invalid_color) / 255.0
 
 
 def _finish(rgb: np.ndarray, dtype: str, as_torch: bool):
@@ -119,13 +112,7 @@ def visible_span(cmap: str, background: Sequence[float] = (0, 0, 0),
 
 
 def _background_rgb(background: Sequence[float]) -> np.ndarray:
-    try:
-        c = np.asarray(background, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError):
-        c = None
-    if c is None or c.shape != (3,) or not ((c >= 0) & (c <= 255)).all():
-        raise ValueError(f"background must be 3 numbers in 0..255, got {background!r}")
-    return c / 255.0
+    return check_rgb255("background", background) / 255.0
 
 
 def apply_colormap(t: Any, *, cmap: str = "turbo", background: Sequence[float] | None = None) -> np.ndarray:

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
+from .._checks import check_rgb255
 from ..io._paths import refuse_overwrite
 from .render import _K_wh, check_render_size, look_at, points_to_numpy, render_points_image
 
@@ -104,9 +105,7 @@ def show(points: Any, colors: Any = None, *, window_name: str = "geodepth", poin
         raise RuntimeError("no display to open a window on (DISPLAY / WAYLAND_DISPLAY unset); "
                            "use render_offscreen() instead")
     p, c = points_to_numpy(points, colors)
-    bg = np.asarray(background, dtype=np.float64)
-    if bg.shape != (3,) or not ((bg >= 0) & (bg <= 255)).all():
-        raise ValueError(f"background must be 3 numbers in 0..255, got {background!r}")
+    bg = check_rgb255("background", background)
     o3d = _import_open3d()
     origin = window_origin(p)
     pc = to_o3d_point_cloud(p - origin, c)
@@ -290,9 +289,7 @@ def render_offscreen(
     p, c = points_to_numpy(points, colors)
     if c is None:
         c = np.ones_like(p)
-    bg = np.asarray(background, dtype=np.float64)
-    if bg.shape != (3,) or (bg < 0).any() or (bg > 255).any():
-        raise ValueError(f"background must be 3 numbers in 0..255, got {background!r}")
+    bg = check_rgb255("background", background)
     if not point_size > 0:
         raise ValueError(f"point_size must be > 0, got {point_size}")
     K, T, W, H = resolve_view(p, view, camera, T_cam_from_world, width, height)

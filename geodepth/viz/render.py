@@ -10,6 +10,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .._checks import check_rgb255
+
 __all__ = ["AXES", "MAX_RENDER_PIXELS", "look_at", "points_to_numpy", "render_points_image", "to_camera_axes"]
 
 #: largest picture the renderers draw (width * height): 8192 x 8192. The numpy splatter holds
@@ -180,9 +182,7 @@ def render_points_image(
         p = p @ T[:3, :3].T + T[:3, 3]
     if c is None:
         c = np.ones_like(p)
-    bg = np.asarray(background, dtype=np.float64)
-    if bg.shape != (3,):
-        raise ValueError(f"background must be 3 numbers 0..255, got {background!r}")
+    bg = check_rgb255("background", background)
     keep = p[:, 2] > near
     p, c = p[keep], c[keep]
     z = p[:, 2]

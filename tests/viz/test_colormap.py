@@ -96,5 +96,5 @@ def test_colormap_on_a_background_leaves_out_the_colours_it_hides(name, bg):
         assert (first, last) == (51, 255)
     if name in ("turbo", "viridis", "plasma", "jet") and bg == (0, 0, 0):
         assert (first, last) == (0, 255)  # unchanged on black
-    with pytest.raises(ValueError, match="background must be 3 numbers in 0..255"):
+    with pytest.raises(ValueError, match="background must be 3 finite numbers in 0..255"):
         apply_colormap(t, cmap=name, background=(0, 0, 300))

@@ -61,3 +61,21 @@ def test_colorize_depth_vmin_vmax_numbers(kw):
     name = next(iter(kw))
     with pytest.raises(ValueError, match=f"{name} must be a finite number"):
         colorize_depth(np.ones((2, 2)), **kw)
+
+
+@pytest.mark.parametrize("bg", [(300, 0, 0), (float("nan"), 0, 0), (-1, 0, 0), (0, 0), "black"])
+def test_renderers_refuse_bad_backgrounds(tmp_path, bg):
+    """Both point renderers check their background as the colour maps do (the numpy renderer took any
+    3 numbers, 300 and NaN included, and cast them to uint8; render_offscreen let NaN through)."""
+    import numpy as np
+
+    from geodepth.viz.open3d_scene import render_offscreen
+    from geodepth.viz.render import render_points_image
+
+    pts = np.array([[0.0, 0.0, 5.0], [1.0, 0.0, 6.0]])
+    K = np.array([[50.0, 0, 32], [0, 50.0, 24], [0, 0, 1]])
+    with pytest.raises(ValueError, match="background must be 3 finite numbers in 0..255"):
+        render_points_image(pts, K=K, width=64, height=48, background=bg)
+    with pytest.raises(ValueError, match="background must be 3 finite numbers in 0..255"):
+        render_offscreen(pts, path=tmp_path / "x.png", width=64, height=48, background=bg, backend="numpy")
+    assert not (tmp_path / "x.png").exists()
