@@ -54,7 +54,6 @@ def _save_completion(res, out: Path) -> dict:
     return paths
 
 
-
 # ---------------------------------------------------------------------------------- method options
 OPTION_HELP = ("a method option NAME=VALUE, repeatable (e.g. --option extrapolate=False --option k=16 for knn_*; "
                "`geodepth methods` lists each method's options); VALUE is read as a Python literal (numbers, "

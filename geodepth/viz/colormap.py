@@ -102,17 +102,13 @@ def visible_span(cmap: str, background: Sequence[float] = (0, 0, 0),
     """
     if cmap not in LUT_HEX:
         raise ValueError(f"cmap must be one of {CMAPS}, got {cmap!r}")
-    bg = _background_rgb(background)
+    bg = check_rgb255("background", background) / 255.0
     min_difference = check_number("min_difference", min_difference, gt=0, abs_max=1)
     far = np.abs(_lut(cmap) - bg).max(1) >= min_difference - 1e-12
     if not far.any():  # (a background in the middle of a one-colour map: keep the table)
         return 0, 255
     ok = np.flatnonzero(far)
     return int(ok[0]), int(ok[-1])
-
-
-def _background_rgb(background: Sequence[float]) -> np.ndarray:
-    return check_rgb255("background", background) / 255.0
 
 
 def apply_colormap(t: Any, *, cmap: str = "turbo", background: Sequence[float] | None = None) -> np.ndarray:
