@@ -157,8 +157,10 @@ def image_to_points(feature_map: Tensor, points_cam: Tensor, camera, *, image_si
     Args:
         feature_map: (C, h, w) or (B, C, h, w) floating point features of the image(s).
         points_cam: (N, 3) points in the camera frame, metres, floating point (any float dtype;
-            projected in it, the pixel coordinates then cast to ``feature_map``'s dtype); with
-            ``offsets``, the packed points of B frames. NaN / inf are rejected.
+            projected in it, the pixel coordinates then cast to ``feature_map``'s dtype, or to
+            float32 for a float16 / bfloat16 map, which is then sampled in float32: 16-bit pixel
+            coordinates would be off by pixels); with ``offsets``, the packed points of B frames.
+            NaN / inf are rejected.
         camera: a :class:`~geodepth.PinholeCamera` of the full image (K (3, 3), or (B, 3, 3) one
             per frame), or a K tensor (3, 3) / (B, 3, 3) together with ``image_size``.
         image_size: ``(H, W)`` of the full image, needed with a K tensor (checked against a camera).
@@ -205,8 +207,11 @@ def image_to_points(feature_map: Tensor, points_cam: Tensor, camera, *, image_si
     B, offsets = _resolve_batch(cam, offsets, N, points_cam.device, Bm)
     gcam = _grid_camera(cam, h, w, stride)
     uv, valid = _project_to_grid(points_cam, gcam, _batch_ids(offsets, N, points_cam.device), h, w)
-    feats = sample(fmap, uv.to(fmap.dtype), offsets=offsets, mode="bilinear", padding="border")
-    return PointFeatures(torch.where(valid[:, None], feats, 0.0), valid)
+    # ops.sample takes uv in the map's dtype; a 16-bit uv is off by up to 0.5 px (float16) or 4 px
+    # (bfloat16) at u ~ 1000, so 16-bit maps are sampled in float32 (a float32 copy of the map)
+    work = fmap if fmap.dtype in (torch.float32, torch.float64) else fmap.float()
+    feats = sample(work, uv.to(work.dtype), offsets=offsets, mode="bilinear", padding="border")
+    return PointFeatures(torch.where(valid[:, None], feats, 0.0).to(fmap.dtype), valid)
 
 
 # ---------------------------------------------------------------------------- module

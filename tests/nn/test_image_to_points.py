@@ -149,6 +149,15 @@ def test_float32_map_float64_points_and_empty():
     ref = image_to_points(fmap.double(), pts, cam, stride=2)
     assert out.features.dtype == torch.float32
     torch.testing.assert_close(out.features, ref.features.float(), rtol=1e-5, atol=1e-5)
+    # a bfloat16 map is sampled at float32 pixel coordinates (a bfloat16 u near 1000 is off by up
+    # to 4 px): the same numbers as the float32 map, rounded once at the end
+    Hb, Wb = 375, 1242
+    camb = PinholeCamera(torch.tensor([[721.5, 0, 609.6], [0, 721.5, 172.9], [0, 0, 1]], dtype=D), Wb, Hb)
+    mb = torch.randn(4, 94, 311, generator=torch.Generator().manual_seed(14)).bfloat16()
+    pb = torch.tensor([[5.431, 0.3, 10.0], [-4.4, 0.2, 7.0], [3.517, -0.3, 9.0]])
+    outb = image_to_points(mb, pb, camb, stride=4)
+    assert outb.features.dtype == torch.bfloat16 and bool(outb.valid.all())
+    assert torch.equal(outb.features, image_to_points(mb.float(), pb, camb, stride=4).features.bfloat16())
     empty = image_to_points(fmap, pts[:0], cam, stride=2)
     assert empty.features.shape == (0, 4) and empty.valid.shape == (0,)
 
