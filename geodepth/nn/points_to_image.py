@@ -159,7 +159,7 @@ def points_to_image(features: Tensor, points_cam: Tensor, camera, size=None, *, 
         index = s.index.reshape(B, 1, h, w)
         depth = None
         if return_depth:
-            depth = torch.where(index >= 0, z[index.clamp(min=0)], 0.0)
+            depth = torch.where(index >= 0, z[index.clamp(min=0)], 0.0) if N else z.new_zeros(index.shape)
     else:
         s = splat(pix, features, grid, reduce)
         index = None

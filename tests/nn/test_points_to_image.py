@@ -110,6 +110,19 @@ def test_batched_offsets_per_frame_K(reduce):
         assert torch.equal(out.index, index)  # rows of the packed cloud
 
 
+@pytest.mark.parametrize("reduce", ["mean", "sum", "max", "nearest"])
+def test_empty_cloud_and_all_behind(reduce):
+    cam = PinholeCamera(make_K(14, 8, 6), 8, 6)
+    for p, offsets in ((torch.zeros(0, 3, dtype=D), None), (torch.zeros(0, 3, dtype=D), torch.tensor([0, 0, 0])),
+                       (torch.tensor([[0.0, 0.0, -1.0], [0.1, 0.0, 0.0]], dtype=D), None)):
+        out = points_to_image(torch.ones(p.shape[0], 2, dtype=D), p, cam, reduce=reduce, offsets=offsets,
+                              return_depth=True)
+        B = 1 if offsets is None else 2
+        assert out.features.shape == (B, 2, 6, 8) and not out.features.any() and not out.depth.any()
+        assert not out.count.any()
+        assert out.index is None if reduce != "nearest" else bool((out.index == -1).all())
+
+
 def test_module_projection_then_splat():
     torch.manual_seed(0)
     layer = PointsToImage(3, 5, reduce="sum", stride=2).double()
