@@ -2,6 +2,7 @@
 bilinear weights in Python loops), gradcheck, torch.compile, KITTI colours, bad input."""
 from __future__ import annotations
 
+import importlib
 import math
 
 import numpy as np
@@ -88,7 +89,7 @@ def make_points(N, seed, dtype=D):
 
 # ---------------------------------------------------------------------------- values
 @pytest.mark.parametrize("stride,hw", [(None, (9, 14)), (None, (37, 53)), (4, (10, 14)), (4, (9, 13)), (1, (37, 53))])
-def test_vs_naive_twin(stride, hw):
+def test_vs_naive_twin(stride, hw, sample_path):
     H, W = 37, 53
     K = make_K(0, W, H, skew=0.7)
     cam = PinholeCamera(K, W, H)
@@ -105,7 +106,18 @@ def test_vs_naive_twin(stride, hw):
     torch.testing.assert_close(out2.features, ref, rtol=1e-10, atol=1e-10)
 
 
-def test_batched_with_offsets_and_per_frame_K():
+@pytest.fixture(params=["valid_only", "every_row"])
+def sample_path(request, monkeypatch):
+    """Both ways of sampling: only the valid rows (CPU eager) and every row, invalid ones zeroed
+    (CUDA, torch.compile)."""
+    # the module, not the function of the same name that geodepth.nn exports
+    mod = importlib.import_module("geodepth.nn.image_to_points")
+    if request.param == "every_row":
+        monkeypatch.setattr(mod, "_sample_valid_only", lambda fmap: False)
+    return request.param
+
+
+def test_batched_with_offsets_and_per_frame_K(sample_path):
     H, W = 30, 40
     Ks = [make_K(s, W, H) for s in (3, 4, 5)]
     cam = PinholeCamera(torch.stack(Ks), W, H)
@@ -163,7 +175,7 @@ def test_float32_map_float64_points_and_empty():
 
 
 # ---------------------------------------------------------------------------- gradients
-def test_gradcheck_feature_map_and_points():
+def test_gradcheck_feature_map_and_points(sample_path):
     H, W = 12, 16
     cam = PinholeCamera(make_K(14, W, H) * torch.tensor([[0.25], [0.25], [1.0]], dtype=D), W, H)
     g = torch.Generator().manual_seed(15)
