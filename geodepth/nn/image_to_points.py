@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from .._checks import check_int, check_not_meta, check_size
 from ..geometry.camera import PinholeCamera
-from ..geometry.projection import _check_offsets, project_points
+from ..geometry.projection import _check_offsets, _project
 from ..ops.sample import sample
 
 __all__ = ["ImageToPoints", "PointFeatures", "image_to_points"]
@@ -118,18 +118,20 @@ def _resolve_batch(cam: PinholeCamera, offsets, N: int, device, B_map: int | Non
 
 def _project_to_grid(points: Tensor, gcam: PinholeCamera, bid: Tensor | None, h: int, w: int) -> tuple[Tensor, Tensor]:
     """``(uv (N, 2), valid (N,))``: each point's continuous pixel in the (h, w) grid of ``gcam``
-    (through :func:`geodepth.geometry.project_points`, distortion included), and whether it is in
+    (:func:`geodepth.geometry.project_points`'s arithmetic, distortion included), and whether it is in
     front (z > 0) and inside. Rows that are not valid get ``uv = 0`` (finite, no gradient); points
     behind the camera are projected as (0, 0, 1) so that no inf / NaN reaches the backward pass."""
     gcam = gcam.to(points.device, points.dtype)
     front = points[:, 2] > 0
     safe = torch.where(front[:, None], points, points.new_tensor([0.0, 0.0, 1.0]))
     dist = gcam.distortion if gcam.has_distortion else None
+    # geometry's projection without project_points' checks: the points were checked by the caller,
+    # K and the distortion when the camera was made (each check reads the device once more)
     if gcam.K.dim() == 2 or bid is None:
         K = gcam.K if gcam.K.dim() == 2 else gcam.K[0]
-        uv, _ = project_points(safe, K, distortion=dist, distortion_model=gcam.distortion_model)
-    else:  # one K per point: project_points' batched form with a batch of single points
-        uv, _ = project_points(safe[:, None, :], gcam.K[bid], distortion=dist, distortion_model=gcam.distortion_model)
+        uv, _ = _project(safe, K, dist, gcam.distortion_model)
+    else:  # one K per point: the batched form with a batch of single points
+        uv, _ = _project(safe[:, None, :], gcam.K[bid], dist, gcam.distortion_model)
         uv = uv[:, 0]
     u, v = uv[:, 0], uv[:, 1]
     valid = front & (u >= 0) & (u < w) & (v >= 0) & (v < h)  # NaN (beyond a distortion's field) fails
