@@ -149,3 +149,26 @@ def test_readme_geometry_example_runs(tmp_path, monkeypatch, kitti_dir):
     png = np.asarray(Image.open(tmp_path / "out" / "sparse.png")).astype(np.int64)
     assert np.array_equal(png, np.round(sparse[0].double().numpy() * 256).astype(np.int64))
     assert pts.points.shape[0] == int((f.gt_depth > 0).sum()) and pts.colors.shape == pts.points.shape
+
+
+def test_readme_image_point_layers_example_runs():
+    """The block of the image <-> point layers: its stride-4 z-buffer of the KITTI scan is
+    points_to_depth's with the camera scaled by hand (K / 4 on a 311 x 94 grid), for both packed
+    frames, and the winners' sampled features are what lands in the pixels."""
+    import geodepth
+    from geodepth.geometry import points_to_depth
+
+    ns: dict = {}
+    torch.manual_seed(0)
+    exec(_block("from geodepth.nn import ImageToPoints, PointsToImage"), ns)
+    f, pts, img, pf = ns["f"], ns["pts"], ns["img"], ns["pf"]
+    K4 = f.camera.K.clone()
+    K4[:2] *= 0.25
+    depth, index = points_to_depth(pts, geodepth.PinholeCamera(K4, 311, 94), min_depth=0, return_index=True)
+    N = pts.shape[0]
+    assert torch.equal(img.depth[0], depth) and torch.equal(img.depth[1], depth)
+    assert torch.equal(img.index[0], index) and torch.equal(img.index[1], torch.where(index >= 0, index + N, -1))
+    hit = index[0] >= 0
+    assert int(hit.sum()) > 5000
+    assert torch.equal(img.features[0][:, hit], pf.features[index[0][hit]].t())
+    assert ns["y"].shape == (2, 64, 94, 311) and bool(torch.isfinite(ns["y"]).all())

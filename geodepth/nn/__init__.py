@@ -1,4 +1,14 @@
 """Layers (one class per file); they hold parameters and call :mod:`geodepth.ops`."""
 from .contconv import ContinuousConv
+from .image_to_points import ImageToPoints, PointFeatures, image_to_points
+from .points_to_image import ImageFeatures, PointsToImage, points_to_image
 
-__all__ = ["ContinuousConv"]
+__all__ = [
+    "ContinuousConv",
+    "ImageFeatures",
+    "ImageToPoints",
+    "PointFeatures",
+    "PointsToImage",
+    "image_to_points",
+    "points_to_image",
+]
