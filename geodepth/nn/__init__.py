@@ -1,4 +1,5 @@
 """Layers (one class per file); they hold parameters and call :mod:`geodepth.ops`."""
 from .contconv import ContinuousConv
+from .graph_propagation import GraphPropagation
 
-__all__ = ["ContinuousConv"]
+__all__ = ["ContinuousConv", "GraphPropagation"]
