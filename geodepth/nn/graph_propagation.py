@@ -32,14 +32,24 @@ def _shape(t) -> str:
     return str(tuple(t.shape)) if isinstance(t, Tensor) else type(t).__name__
 
 
-def _check_finite_points(points: Tensor, name: str = "points") -> None:
-    if points.numel() and not bool(torch.isfinite(points).all()):
-        raise ValueError(f"{name} contains NaN or inf (positions must be finite; they enter the attention scores)")
+def _check_graph_values(points: Tensor, idx: Tensor) -> None:
+    """ValueError for NaN / inf in ``points`` or an ``idx`` value outside [-1, N): one read of the device."""
+    if torch.compiler.is_compiling():
+        return
+    bad = (~torch.isfinite(points)).sum() if points.numel() else points.new_zeros((), dtype=torch.int64)
+    if idx.numel():
+        bad, lo, hi = torch.stack([bad, *torch.aminmax(idx)]).tolist()
+    else:
+        bad, lo, hi = int(bad), -1, -1
+    if bad:
+        raise ValueError(f"points contains NaN or inf ({bad} values; positions must be finite, they enter the "
+                         "attention scores)")
+    if lo < -1 or hi >= points.shape[0]:
+        raise ValueError(f"idx values must be in [-1, {points.shape[0]}) (-1 = no neighbour), got range [{lo}, {hi}]")
 
 
 def _check_graph_impl(points: Tensor, idx: Tensor) -> Tensor:
-    _check_finite_points(points)
-    _check_idx_values(idx, points.shape[0])
+    _check_graph_values(points, idx)
     return points.clone()
 
 
@@ -292,8 +302,7 @@ class GraphPropagation(nn.Module):
                 return_attention: bool = False) -> tuple[Tensor, ...]:
         self._check(depth, image, points, idx)
         if plain_eager(depth, image, points, idx):
-            _check_finite_points(points)
-            _check_idx_values(idx, points.shape[0])
+            _check_graph_values(points, idx)
         else:
             points = _check_graph_op(points, idx)
         zd = F.linear(depth, self.weight_depth)
