@@ -175,6 +175,9 @@ def test_functions_vs_twin():
                 assert abs(float(out[i, c]) - want) < 1e-12
     assert (out[3] == 0).all() and (a[3] == 0).all()
     assert edge_attention(src[:0], dst[:2], torch.full((2, 3), -1)).shape == (2, 3, H)
+    layer = layer_for(bias=False)  # an empty cloud: empty outputs, no error
+    d, r = layer(*(t[:0] for t in cloud()[:3]), torch.zeros(0, 6, dtype=torch.int64))
+    assert d.shape == (0, 5) and r.shape == (0, 3)
     assert propagate(x[:0], torch.full((2, 3), -1), a[:2, :3]).abs().sum() == 0
 
 
@@ -345,6 +348,45 @@ def test_errors():
         edge_attention(torch.zeros(24, 2, dtype=torch.int64), torch.zeros(24, 2), idx)
 
 
+def materialised(layer, hd, hr, p, idx):
+    """The layer's formula vectorised the materialising way (gathers (N, k, C)); shared attention, no padding."""
+    H = layer.heads
+    zd, zr = hd @ layer.weight_depth.t(), hr @ layer.weight_image.t()
+    z = torch.cat([zd, zr], 1)
+    rel = p[idx] - p[:, None]  # (N, k, 3)
+    e = (z @ layer.att_dst.t()).unsqueeze(1) + (z @ layer.att_src.t())[idx] + rel @ layer.att_pos.t()
+    att = torch.softmax(torch.nn.functional.leaky_relu(e, layer.negative_slope), 1)  # (N, k, H)
+    outs = []
+    for x, hx, R, b in ((zd, hd, layer.residual_depth, layer.bias_depth), (zr, hr, layer.residual_image,
+                                                                           layer.bias_image)):
+        o = torch.einsum("nkh,nkhc->nhc", att, x[idx].view(*idx.shape, H, -1)).reshape(x.shape)
+        outs.append(o + hx @ R.t() + b)
+    return outs[0], outs[1], att
+
+
+def test_readme_block():
+    """The README's ACMNet layers block runs and computes the documented formulas."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "GraphPropagation(" in b]
+    assert len(blocks) == 1
+    ns: dict = {}
+    torch.manual_seed(0)
+    exec(blocks[0], ns)
+    assert (ns["idx"] >= 0).all()
+    want_d, want_r, _ = materialised(ns["gprop"], ns["hd"], ns["hr"], ns["pts"], ns["idx"])
+    torch.testing.assert_close(ns["d"], want_d, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(ns["r"], want_r, atol=1e-4, rtol=1e-4)
+    f = ns["fuse"]
+    gates = torch.sigmoid(torch.cat([ns["d"], ns["r"]], 1) @ f.gate_weight.t() + f.gate_bias)
+    fd = ns["d"] + gates[:, :64] * (ns["r"] @ f.message_weight_depth.t() + f.message_bias_depth)
+    fr = ns["r"] + gates[:, 64:] * (ns["d"] @ f.message_weight_image.t() + f.message_bias_image)
+    torch.testing.assert_close(ns["out"].depth, fd)
+    torch.testing.assert_close(ns["out"].fused, torch.cat([fd, fr], 1) @ f.fuse_weight.t() + f.fuse_bias)
+
+
 def test_kitti_front_half_crop_vs_materialising_torch():
     """A crop of the real scan (4,000 front-half points, k = 16 from ops.knn, 16 + 16 channels):
     the layer against the vectorised materialising formula (gather (N, k, C), per-edge score)."""
@@ -359,16 +401,11 @@ def test_kitti_front_half_crop_vs_materialising_torch():
     hr = torch.randn(front.shape[0], 16, generator=g, dtype=torch.float64)
     layer = layer_for(16, 16, heads=2)
     d, r, a = layer(hd, hr, front, idx, return_attention=True)
-    zd, zr = hd @ layer.weight_depth.t(), hr @ layer.weight_image.t()
-    z = torch.cat([zd, zr], 1)
-    rel = front[idx] - front[:, None]  # (N, k, 3)
-    e = (z @ layer.att_dst.t()).unsqueeze(1) + (z @ layer.att_src.t())[idx] + rel @ layer.att_pos.t()
-    att = torch.softmax(torch.nn.functional.leaky_relu(e, 0.2), 1)  # (N, k, H); no padding on this crop
-    assert (idx >= 0).all()
+    assert (idx >= 0).all()  # (no padding on this crop)
+    want_d, want_r, att = materialised(layer, hd, hr, front, idx)
     torch.testing.assert_close(a[:, :, 0], att)
-    want_d = torch.einsum("nkh,nkhc->nhc", att, zd[idx].view(*idx.shape, 2, 8)).reshape(-1, 16)
-    want_d = want_d + hd @ layer.residual_depth.t() + layer.bias_depth
     torch.testing.assert_close(d, want_d)
+    torch.testing.assert_close(r, want_r)
 
 
 @pytest.mark.cuda
