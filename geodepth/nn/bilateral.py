@@ -24,8 +24,8 @@ where ``C_h`` is head ``h``'s slice of the output channels. The neighbour sums r
 fused :func:`geodepth.ops.scored_aggregate` with the (M, k, H) weights as scores, giving
 (M, H, C_in), then one batched GEMM per head's slice: the (M, k, C) tensor of gathered neighbour
 features never exists. The per-edge tensors are small: the relative positions (M, k, 3), the
-guidance differences (M, k, d) with d <= 16, the attention MLP's hidden layer (M, k, hidden) and
-the (M, k, H) logits and weights.
+guidance differences (M, k, d) with d <= 16 (gathered together, (M, k, 3 + d)), the attention
+MLP's hidden layer (M, k, hidden) and the (M, k, H) logits and weights.
 """
 from __future__ import annotations
 
@@ -106,30 +106,35 @@ def _inv_two_sq(sigma: Tensor) -> Tensor:
 
 
 def _edge_logits(points: Tensor, guidance: Tensor, idx: Tensor, sigma_s: Tensor, sigma_r: Tensor,
-                 attention: Callable[[Tensor, Tensor], Tensor] | None, dtype: torch.dtype) -> Tensor:
-    """The (M, k, H) logits ``l_ijh`` (padding entries: anything, masked by the caller)."""
-    j = idx.clamp(min=0)
-    rel = points[j] - points.unsqueeze(1)  # (M, k, 3) metres
-    gdiff = guidance[j] - guidance.unsqueeze(1)  # (M, k, d)
-    pad = (idx < 0).unsqueeze(-1)
-    rel = rel.masked_fill(pad, 0.0)
-    gdiff = gdiff.masked_fill(pad, 0.0)
-    ds = (rel * rel).sum(-1, keepdim=True)  # (M, k, 1)
-    dr = (gdiff * gdiff).sum(-1, keepdim=True)
-    logits = -(ds * _inv_two_sq(sigma_s) + dr * _inv_two_sq(sigma_r))  # (M, k, H)
-    if attention is not None:
-        a = attention(rel, gdiff)
-        if not isinstance(a, Tensor) or tuple(a.shape) != tuple(logits.shape):
-            raise ValueError(f"attention must map (rel (M, k, 3), guidance difference (M, k, d)) to (M, k, H) = "
-                             f"{tuple(logits.shape)} scores, got {_shape(a)}")
-        logits = logits + a.to(logits.dtype)
+                 attention: Callable[[Tensor], Tensor] | None, dtype: torch.dtype) -> Tensor:
+    """The (M, k, H) logits ``l_ijh`` (padding entries: anything finite, masked by the caller)."""
+    N = points.shape[0]
+    # padding points at the row's own point: its differences are 0 without a masked fill
+    j = torch.where(idx >= 0, idx, torch.arange(N, device=idx.device).unsqueeze(1))
+    table = torch.cat([points, guidance], 1)  # (N, 3 + d): one gather for both differences
+    diff = torch.index_select(table, 0, j.reshape(-1)).view(*j.shape, table.shape[1])
+    diff.sub_(table.unsqueeze(1))  # (M, k, 3 + d): [p_j - p_i (metres), g_j - g_i]
+    H, D = sigma_s.shape[0], table.shape[1]
+    # both kernels in one GEMM: squared differences (M k, 3 + d) times the (3 + d, H) matrix of
+    # -1 / (2 sigma^2) (spatial rows, then range rows), added onto the attention scores
+    q = torch.cat([(-_inv_two_sq(sigma_s)).expand(3, H), (-_inv_two_sq(sigma_r)).expand(D - 3, H)], 0)
+    sq = (diff * diff).view(-1, D)
+    shape = (*idx.shape, H)
+    if attention is None:
+        logits = (sq @ q).view(shape)
+    else:
+        a = attention(diff)
+        if not isinstance(a, Tensor) or tuple(a.shape) != shape:
+            raise ValueError(f"attention must map the edge differences (M, k, 3 + d) to (M, k, H) = "
+                             f"{shape} scores, got {_shape(a)}")
+        logits = torch.addmm(a.to(sq.dtype).reshape(-1, H), sq, q).view(shape)
     # a distance far beyond the bandwidth gives -inf: keep it finite so that a row whose every
     # logit overflowed still has a maximum to subtract (NaN stays NaN)
     return logits.to(dtype).clamp(min=torch.finfo(dtype).min)
 
 
 def bilateral_weights(points: Tensor, guidance: Tensor, idx: Tensor, sigma_s: Tensor, sigma_r: Tensor,
-                      attention: Callable[[Tensor, Tensor], Tensor] | None = None) -> Tensor:
+                      attention: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     r"""The (M, k, H) edge weights ``w_ijh`` of :func:`bilateral_conv` (softmax over each row's valid neighbours).
 
     .. math:: w_{ijh} = \operatorname{softmax}_{j \in \mathcal{N}(i)}\Big(
@@ -144,8 +149,9 @@ def bilateral_weights(points: Tensor, guidance: Tensor, idx: Tensor, sigma_s: Te
             Packed batches need nothing more: the indices are rows of the packed tensors.
         sigma_s: (H,) spatial bandwidths in metres, > 0.
         sigma_r: (H,) range bandwidths in guidance units, > 0.
-        attention: optional callable ``(rel (N, k, 3), gdiff (N, k, d)) -> (N, k, H)`` added to the
-            logits (0 at padding in its inputs; its output there is ignored).
+        attention: optional callable mapping the edge differences ``[p_j - p_i, g_j - g_i]``
+            (N, k, 3 + d) (metres, then guidance units; 0 at padding, where its output is
+            ignored) to (N, k, H) scores added to the logits.
 
     Returns:
         (N, k, H), dtype of ``points``: each row sums to 1 over its valid neighbours per head; 0 at
@@ -173,7 +179,7 @@ def bilateral_weights(points: Tensor, guidance: Tensor, idx: Tensor, sigma_s: Te
 
 
 def bilateral_conv(features: Tensor, points: Tensor, guidance: Tensor, idx: Tensor, weight: Tensor, *,
-                   sigma_s: Tensor, sigma_r: Tensor, attention: Callable[[Tensor, Tensor], Tensor] | None = None,
+                   sigma_s: Tensor, sigma_r: Tensor, attention: Callable[[Tensor], Tensor] | None = None,
                    self_weight: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
     r"""Attentive bilateral convolution on a neighbour graph (see the module docstring).
 
@@ -192,8 +198,9 @@ def bilateral_conv(features: Tensor, points: Tensor, guidance: Tensor, idx: Tens
         weight: (C_in, C_out) neighbour weight ``W``; C_out divisible by H.
         sigma_s: (H,) spatial bandwidths, metres, > 0.
         sigma_r: (H,) range bandwidths, guidance units, > 0.
-        attention: optional ``(rel (N, k, 3), gdiff (N, k, d)) -> (N, k, H)`` logit offsets, e.g.
-            a tiny MLP; a floating point result of another dtype (autocast) is cast.
+        attention: optional callable, edge differences ``[p_j - p_i, g_j - g_i]`` (N, k, 3 + d)
+            -> (N, k, H) logit offsets, e.g. a tiny MLP; a floating point result of another dtype
+            (autocast) is cast.
         self_weight: optional (C_in, C_out) self weight ``W0`` (None: no self term).
         bias: optional (C_out,).
 
@@ -226,7 +233,7 @@ def bilateral_conv(features: Tensor, points: Tensor, guidance: Tensor, idx: Tens
     if bias is not None and (not isinstance(bias, Tensor) or tuple(bias.shape) != (C_out,)):
         raise ValueError(f"bias must be ({C_out},), got {_shape(bias)}")
     if attention is not None and not callable(attention):
-        raise ValueError(f"attention must be callable ((N, k, 3), (N, k, d)) -> (N, k, H), got "
+        raise ValueError(f"attention must be callable, (N, k, 3 + d) -> (N, k, H), got "
                          f"{type(attention).__name__}")
     for name, t in (("weight", weight), ("self_weight", self_weight), ("bias", bias)):
         if t is None:
@@ -365,11 +372,11 @@ class BilateralConv(nn.Module):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
-    def attention(self, rel: Tensor, gdiff: Tensor) -> Tensor:
-        """(N, k, H) attention logits of relative positions (N, k, 3), metres, and guidance
-        embedding differences (N, k, d)."""
-        h = F.relu(F.linear(torch.cat([rel, gdiff], -1), self.att_weight1, self.att_bias1))
-        return F.linear(h, self.att_weight2, self.att_bias2)
+    def attention(self, diff: Tensor) -> Tensor:
+        """(N, k, H) attention logits of the edge differences ``[p_j - p_i, g_j - g_i]``
+        (N, k, 3 + d): relative positions in metres, then guidance embedding differences."""
+        h = F.linear(diff, self.att_weight1, self.att_bias1)
+        return F.linear(h.relu_(), self.att_weight2, self.att_bias2)
 
     def embed(self, guidance: Tensor) -> Tensor:
         """(N, d) guidance embedding of the raw guidance (N, G)."""

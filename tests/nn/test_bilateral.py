@@ -91,7 +91,7 @@ def dense_reference(conv: BilateralConv, x, p, guid, idx):
     lg = -(rel.square().sum(-1, keepdim=True) / (2 * conv.log_sigma_s.exp() ** 2)
            + gd.square().sum(-1, keepdim=True) / (2 * conv.log_sigma_r.exp() ** 2))
     if conv.att_weight1 is not None:
-        lg = lg + conv.attention(rel, gd)
+        lg = lg + conv.attention(torch.cat([rel, gd], -1))
     w = torch.softmax(lg.masked_fill(~valid[..., None], float("-inf")), 1).nan_to_num(0.0)  # (N, k, H)
     z = torch.einsum("nkh,nkc->nhc", w, x[j])
     H = conv.heads
@@ -191,8 +191,8 @@ def test_gradcheck_float64():
     A2 = torch.randn(H, hid, generator=g, dtype=torch.float64)
 
     def fn(x, p, guid, W, W0, b, ss, sr, A1, a1, A2):
-        def att(rel, gd):
-            return torch.relu(torch.cat([rel, gd], -1) @ A1.t() + a1) @ A2.t()
+        def att(diff):
+            return torch.relu(diff @ A1.t() + a1) @ A2.t()
         return bilateral_conv(x, p, guid, idx, W, sigma_s=ss, sigma_r=sr, attention=att, self_weight=W0, bias=b)
 
     inputs = [t.clone().requires_grad_() for t in (x, p, guid, W, W0, b, ss, sr, A1, a1, A2)]
@@ -312,6 +312,36 @@ def test_real_kitti_scan(kitti_dir):
     torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.cuda
+def test_cuda_matches_the_float64_twin():
+    """CUDA (the Triton scored_aggregate kernel) against the materialising float64 twin on the
+    CPU: outputs and the gradients of every input and parameter."""
+    g = torch.Generator().manual_seed(29)
+    N, k, C = 3000, 16, 32
+    p = torch.rand(N, 3, generator=g) * 20
+    idx = torch.cdist(p, p).topk(k, largest=False).indices
+    idx[torch.rand(idx.shape, generator=g) < 0.1] = -1
+    idx[:5] = -1
+    x, guid = torch.randn(N, C, generator=g), torch.randn(N, 6, generator=g)
+    torch.manual_seed(0)
+    conv = randomise(BilateralConv(C, C, 6, heads=4))
+    ref_conv = BilateralConv(C, C, 6, heads=4).double()
+    ref_conv.load_state_dict(conv.state_dict())
+    conv = conv.cuda()
+    inp = [t.detach().cuda().requires_grad_() for t in (x, p, guid)]
+    out = conv(*inp, idx.cuda())
+    gout = torch.randn(N, C, generator=g)
+    out.backward(gout.cuda())
+    inr = [t.detach().double().requires_grad_() for t in (x, p, guid)]
+    ref = dense_reference(ref_conv, *inr, idx)
+    ref.backward(gout.double())
+    torch.testing.assert_close(out.cpu().double(), ref, atol=1e-4, rtol=1e-4)
+    for a, b in zip(inp, inr):
+        torch.testing.assert_close(a.grad.cpu().double(), b.grad, atol=1e-3, rtol=1e-3)
+    for (name, a), b in zip(conv.named_parameters(), ref_conv.parameters()):
+        torch.testing.assert_close(a.grad.cpu().double(), b.grad, atol=1e-3, rtol=1e-3, msg=name)
+
+
 def test_bad_input_raises_naming_the_value():
     x, p, guid, idx = cloud()
     conv = BilateralConv(5, 4, 3, heads=2).double()
@@ -353,5 +383,6 @@ def test_bad_input_raises_naming_the_value():
                        sigma_r=torch.ones(2, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"sigma_s must be a \(H,\) tensor"):
         bilateral_conv(x, p, guid, idx, w, sigma_s=1.0, sigma_r=one)
-    with pytest.raises(ValueError, match=r"attention must map .* to \(M, k, H\) = \(30, 6, 1\)"):
-        bilateral_conv(x, p, guid, idx, w, sigma_s=one, sigma_r=one, attention=lambda r, e: r)
+    with pytest.raises(ValueError, match=r"attention must map the edge differences \(M, k, 3 \+ d\) to "
+                                         r"\(M, k, H\) = \(30, 6, 1\)"):
+        bilateral_conv(x, p, guid, idx, w, sigma_s=one, sigma_r=one, attention=lambda d: d)
