@@ -6,6 +6,10 @@ embedded to 8:
 - ``bilateral <C>-><C> <set>``: forward without gradients.
 - ``... fwd+bwd``: forward and backward (gradients of the features and every parameter).
 
+Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` (the harness); on the CPU the harness's
+RSS growth and, printed and kept in each case's note, the peak of live tensor bytes over one call
+(torch profiler, as ``mem_contconv.py``), which does not depend on what the allocator kept.
+
 Anchor: the same layer written the plain torch way: gather the neighbours' features into
 (N, k, C), softmax the (N, k, H) logits, einsum. Ours gathers inside the fused
 ``scored_aggregate`` and never holds (N, k, C).
@@ -29,6 +33,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from bm_aggregate import K, load_scan  # noqa: E402
 from harness import KITTI_FRAME, Case, run_cases  # noqa: E402
+from mem_contconv import peak_live_bytes  # noqa: E402
 
 from geodepth.nn import BilateralConv  # noqa: E402
 from geodepth.ops import knn  # noqa: E402
@@ -85,13 +90,19 @@ def cases_for(pts: np.ndarray, c: int, device: str, tag: str, repeats: int) -> l
         return m(a, q, g, i)
 
     group = f"bilateral {c}->{c} {tag}"
-    return [Case(group, "naive torch (gathers (N,k,C))", fwd(naive_bilateral), device, anchor=True,
-                 repeats=repeats, note=note),
-            Case(group, "geodepth BilateralConv (fused)", fwd(ours), device, repeats=repeats, note=note),
-            Case(group + " fwd+bwd", "naive torch (gathers (N,k,C))", train(naive_bilateral), device, anchor=True,
-                 repeats=repeats, note=note),
-            Case(group + " fwd+bwd", "geodepth BilateralConv (fused)", train(ours), device, repeats=repeats,
-                 note=note)]
+    runs = [(group, "naive torch (gathers (N,k,C))", fwd(naive_bilateral), True),
+            (group, "geodepth BilateralConv (fused)", fwd(ours), False),
+            (group + " fwd+bwd", "naive torch (gathers (N,k,C))", train(naive_bilateral), True),
+            (group + " fwd+bwd", "geodepth BilateralConv (fused)", train(ours), False)]
+    cases = []
+    for grp, name, fn, anchor in runs:
+        extra = ""
+        if device == "cpu":  # RSS growth misses what the allocator reuses: count live tensor bytes too
+            peak, _ = peak_live_bytes(fn)
+            extra = f"; peak live tensors {peak / 2**20:.1f} MB"
+            print(f"[{grp}] {name}: peak live tensors {peak / 2**20:.1f} MB", file=sys.stderr)
+        cases.append(Case(grp, name, fn, device, anchor=anchor, repeats=repeats, note=note + extra))
+    return cases
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -115,18 +115,23 @@ def _edge_logits(points: Tensor, guidance: Tensor, idx: Tensor, sigma_s: Tensor,
     diff = torch.index_select(table, 0, j.reshape(-1)).view(*j.shape, table.shape[1])
     diff.sub_(table.unsqueeze(1))  # (M, k, 3 + d): [p_j - p_i (metres), g_j - g_i]
     H, D = sigma_s.shape[0], table.shape[1]
-    # both kernels in one GEMM: squared differences (M k, 3 + d) times the (3 + d, H) matrix of
-    # -1 / (2 sigma^2) (spatial rows, then range rows), added onto the attention scores
-    q = torch.cat([(-_inv_two_sq(sigma_s)).expand(3, H), (-_inv_two_sq(sigma_r)).expand(D - 3, H)], 0)
-    sq = (diff * diff).view(-1, D)
     shape = (*idx.shape, H)
-    if attention is None:
-        logits = (sq @ q).view(shape)
-    else:
+    a = None
+    if attention is not None:  # first, so that its hidden layer is freed before the squares exist
         a = attention(diff)
         if not isinstance(a, Tensor) or tuple(a.shape) != shape:
             raise ValueError(f"attention must map the edge differences (M, k, 3 + d) to (M, k, H) = "
                              f"{shape} scores, got {_shape(a)}")
+    # both kernels in one GEMM: squared differences (M k, 3 + d) times the (3 + d, H) matrix of
+    # -1 / (2 sigma^2) (spatial rows, then range rows), added onto the attention scores
+    q = torch.cat([(-_inv_two_sq(sigma_s)).expand(3, H), (-_inv_two_sq(sigma_r)).expand(D - 3, H)], 0)
+    # squared in place when autograd needs no copy of diff and no caller's scores can be a view of it
+    inplace = (not (torch.is_grad_enabled() and diff.requires_grad)
+               and (a is None or isinstance(getattr(attention, "__self__", None), BilateralConv)))
+    sq = (diff.square_() if inplace else diff * diff).view(-1, D)
+    if a is None:
+        logits = (sq @ q).view(shape)
+    else:
         logits = torch.addmm(a.to(sq.dtype).reshape(-1, H), sq, q).view(shape)
     # a distance far beyond the bandwidth gives -inf: keep it finite so that a row whose every
     # logit overflowed still has a maximum to subtract (NaN stays NaN)

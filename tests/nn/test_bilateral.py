@@ -203,6 +203,24 @@ def test_gradcheck_float64():
                                     [t.clone().requires_grad_() for t in (x, p, guid)])
 
 
+def test_attention_may_return_a_view_of_its_input():
+    """Without gradients the layer squares the edge differences in place; a caller's attention
+    whose scores are a view of those differences must still see its own values."""
+    x, p, guid, idx = cloud(seed=31)
+    one = torch.ones(1, dtype=torch.float64)
+    w = torch.eye(5, dtype=torch.float64)
+    with torch.no_grad():
+        view = bilateral_conv(x, p, guid, idx, w, sigma_s=one, sigma_r=one, attention=lambda d: d[..., 3:4])
+        copy = bilateral_conv(x, p, guid, idx, w, sigma_s=one, sigma_r=one, attention=lambda d: d[..., 3:4].clone())
+    torch.testing.assert_close(view, copy, rtol=0, atol=0)
+    # and the module's own MLP (squared in place) gives what it gives with gradients on
+    torch.manual_seed(0)
+    conv = randomise(BilateralConv(5, 4, 3, heads=2).double())
+    with torch.no_grad():
+        fast = conv(x, p, guid, idx)
+    torch.testing.assert_close(fast, conv(x, p, guid, idx).detach(), rtol=0, atol=0)
+
+
 def test_compiled_matches_eager():
     x, p, guid, idx = cloud(N=20, k=5, seed=13)
     torch.manual_seed(0)
