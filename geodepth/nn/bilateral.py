@@ -70,17 +70,17 @@ def _check_eager_values(points: Tensor, guidance: Tensor, idx: Tensor) -> None:
                          f"{int(vals[5])}]")
 
 
-def _check_inputs(features: Tensor, points: Tensor, guidance: Tensor, idx: Tensor, sigma_s: Tensor,
-                  sigma_r: Tensor) -> int:
-    """Shape / dtype / device checks (no values); returns the number of heads H."""
-    _check_features(features)
-    N = features.shape[0]
+def _check_geometry(points: Tensor, guidance: Tensor, idx: Tensor, sigma_s: Tensor, sigma_r: Tensor) -> int:
+    """Shape / dtype / device checks of the edge weights' inputs (no values); returns H."""
+    if not isinstance(points, Tensor) or points.dim() != 2 or points.shape[1] != 3:
+        raise ValueError(f"points must be (N, 3), got {_shape(points)}")
+    if not points.is_floating_point():
+        raise ValueError(f"points must be floating point, got {points.dtype}")
+    N = points.shape[0]
     _check_idx(idx, N, values=False)
     if idx.shape[0] != N:
         raise ValueError(f"idx must have one row per point ({N}, k): the layer filters a cloud with its own "
                          f"neighbour lists, got {tuple(idx.shape)}")
-    if not isinstance(points, Tensor) or points.dim() != 2 or tuple(points.shape) != (N, 3):
-        raise ValueError(f"points must be ({N}, 3), got {_shape(points)}")
     if not isinstance(guidance, Tensor) or guidance.dim() != 2 or guidance.shape[0] != N:
         raise ValueError(f"guidance must be ({N}, d), got {_shape(guidance)}")
     for name, s in (("sigma_s", sigma_s), ("sigma_r", sigma_r)):
@@ -89,14 +89,29 @@ def _check_inputs(features: Tensor, points: Tensor, guidance: Tensor, idx: Tenso
     if sigma_s.shape != sigma_r.shape:
         raise ValueError(f"sigma_s and sigma_r must both be (H,), got {tuple(sigma_s.shape)} and "
                          f"{tuple(sigma_r.shape)}")
-    for name, t in (("points", points), ("guidance", guidance), ("sigma_s", sigma_s), ("sigma_r", sigma_r),
-                    ("idx", idx)):
-        if name != "idx" and t.dtype != features.dtype:
-            raise ValueError(f"{name} must match features' dtype {features.dtype}, got {t.dtype} "
+    for name, t in (("guidance", guidance), ("sigma_s", sigma_s), ("sigma_r", sigma_r), ("idx", idx)):
+        if name != "idx" and t.dtype != points.dtype:
+            raise ValueError(f"{name} must match points' dtype {points.dtype}, got {t.dtype} "
                              "(a module's parameters follow .to(dtype))")
-        if t.device != features.device:
-            raise ValueError(f"{name} is on {t.device} but features are on {features.device}")
+        if t.device != points.device:
+            raise ValueError(f"{name} is on {t.device} but points are on {points.device}")
     return sigma_s.shape[0]
+
+
+def _check_inputs(features: Tensor, points: Tensor, guidance: Tensor, idx: Tensor, sigma_s: Tensor,
+                  sigma_r: Tensor) -> int:
+    """Shape / dtype / device checks of :func:`bilateral_conv` (no values); returns the number of heads H."""
+    _check_features(features)
+    if isinstance(points, Tensor) and points.dim() == 2 and points.shape[0] != features.shape[0]:
+        raise ValueError(f"points must be ({features.shape[0]}, 3), one row per row of features, got "
+                         f"{tuple(points.shape)}")
+    if isinstance(points, Tensor):
+        if points.dtype != features.dtype:
+            raise ValueError(f"points must match features' dtype {features.dtype}, got {points.dtype} "
+                             "(a module's parameters follow .to(dtype))")
+        if points.device != features.device:
+            raise ValueError(f"points are on {points.device} but features are on {features.device}")
+    return _check_geometry(points, guidance, idx, sigma_s, sigma_r)
 
 
 def _inv_two_sq(sigma: Tensor) -> Tensor:
@@ -124,15 +139,17 @@ def _edge_logits(points: Tensor, guidance: Tensor, idx: Tensor, sigma_s: Tensor,
                              f"{shape} scores, got {_shape(a)}")
     # both kernels in one GEMM: squared differences (M k, 3 + d) times the (3 + d, H) matrix of
     # -1 / (2 sigma^2) (spatial rows, then range rows), added onto the attention scores
-    q = torch.cat([(-_inv_two_sq(sigma_s)).expand(3, H), (-_inv_two_sq(sigma_r)).expand(D - 3, H)], 0)
-    # squared in place when autograd needs no copy of diff and no caller's scores can be a view of it
-    inplace = (not (torch.is_grad_enabled() and diff.requires_grad)
-               and (a is None or isinstance(getattr(attention, "__self__", None), BilateralConv)))
-    sq = (diff.square_() if inplace else diff * diff).view(-1, D)
-    if a is None:
-        logits = (sq @ q).view(shape)
-    else:
-        logits = torch.addmm(a.to(sq.dtype).reshape(-1, H), sq, q).view(shape)
+    # (outside autocast, which would round the distances to bf16 / fp16 and blur the kernels)
+    with torch.autocast(points.device.type, enabled=False):
+        q = torch.cat([(-_inv_two_sq(sigma_s)).expand(3, H), (-_inv_two_sq(sigma_r)).expand(D - 3, H)], 0)
+        # squared in place when autograd needs no copy of diff and no caller's scores can be a view of it
+        inplace = (not (torch.is_grad_enabled() and diff.requires_grad)
+                   and (a is None or isinstance(getattr(attention, "__self__", None), BilateralConv)))
+        sq = (diff.square_() if inplace else diff * diff).view(-1, D)
+        if a is None:
+            logits = (sq @ q).view(shape)
+        else:
+            logits = torch.addmm(a.to(sq.dtype).reshape(-1, H), sq, q).view(shape)
     # a distance far beyond the bandwidth gives -inf: keep it finite so that a row whose every
     # logit overflowed still has a maximum to subtract (NaN stays NaN)
     return logits.to(dtype).clamp(min=torch.finfo(dtype).min)
@@ -172,6 +189,17 @@ def bilateral_weights(points: Tensor, guidance: Tensor, idx: Tensor, sigma_s: Te
         >>> w[..., 0].tolist()
         [[1.0, 0.0], [1.0, 0.0], [0.0, 0.0]]
     """
+    _check_geometry(points, guidance, idx, sigma_s, sigma_r)
+    if attention is not None and not callable(attention):
+        raise ValueError(f"attention must be callable, (N, k, 3 + d) -> (N, k, H), got {type(attention).__name__}")
+    if plain_eager(points, guidance, idx):
+        _check_eager_values(points, guidance, idx)
+    return _softmax_weights(points, guidance, idx, sigma_s, sigma_r, attention)
+
+
+def _softmax_weights(points: Tensor, guidance: Tensor, idx: Tensor, sigma_s: Tensor, sigma_r: Tensor,
+                     attention: Callable[[Tensor], Tensor] | None) -> Tensor:
+    """:func:`bilateral_weights` without the checks."""
     dtype = points.dtype
     valid = (idx >= 0).unsqueeze(-1)
     logits = _edge_logits(points, guidance, idx, sigma_s, sigma_r, attention, dtype)
@@ -252,7 +280,7 @@ def bilateral_conv(features: Tensor, points: Tensor, guidance: Tensor, idx: Tens
     eager = plain_eager(features, points, guidance, idx, weight)
     if eager:
         _check_eager_values(points, guidance, idx)
-    w = bilateral_weights(points, guidance, idx, sigma_s, sigma_r, attention)  # (N, k, H)
+    w = _softmax_weights(points, guidance, idx, sigma_s, sigma_r, attention)  # (N, k, H)
     if eager and eager_without_grad(features, idx, w):
         z = _scored_forward(features, idx, w)  # (N, H, C_in)
     else:
@@ -388,7 +416,11 @@ class BilateralConv(nn.Module):
         if not isinstance(guidance, Tensor) or guidance.dim() != 2 or guidance.shape[1] != self.guidance_channels:
             raise ValueError(f"guidance must be (N, guidance_channels={self.guidance_channels}), got "
                              f"{_shape(guidance)}")
-        return F.linear(guidance, self.guidance_weight)
+        if guidance.dtype != self.guidance_weight.dtype:
+            raise ValueError(f"guidance must match the layer's dtype {self.guidance_weight.dtype}, "
+                             f"got {guidance.dtype}")
+        with torch.autocast(guidance.device.type, enabled=False):  # full precision: its differences make the kernel
+            return F.linear(guidance, self.guidance_weight)
 
     def forward(self, features: Tensor, points: Tensor, guidance: Tensor, idx: Tensor) -> Tensor:
         return bilateral_conv(features, points, self.embed(guidance), idx, self.weight,

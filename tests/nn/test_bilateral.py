@@ -221,6 +221,34 @@ def test_attention_may_return_a_view_of_its_input():
     torch.testing.assert_close(fast, conv(x, p, guid, idx).detach(), rtol=0, atol=0)
 
 
+def test_autocast_bf16():
+    """Under torch.autocast (bf16) the attention MLP and the GEMMs run in bf16, the guidance
+    embedding and the Gaussian kernels' distances in float32 (in bf16 a 20 m depth is rounded to
+    0.125 m, far coarser than a narrow range kernel): the output follows the float32 layer."""
+    x, p, guid, idx = cloud(dtype=torch.float32, seed=37)
+    guid = guid + 20.0
+    idx = idx[:, 1:].contiguous()  # no self loops: every logit is far from 0, where bf16 rounding shows
+    torch.manual_seed(0)
+    conv = randomise(BilateralConv(5, 6, 3, heads=2))
+    with torch.no_grad():
+        conv.log_sigma_r.fill_(math.log(0.2))  # a narrow range kernel: logits of tens to hundreds
+        ref = conv(x, p, guid, idx)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = conv(x, p, guid, idx)
+    out.float().square().sum().backward()
+    torch.testing.assert_close(out.float(), ref, rtol=3e-2, atol=3e-2)
+    assert all(bool(torch.isfinite(t.grad).all()) for t in conv.parameters())
+    # neighbours whose spatial logits are -(200 + 0.7 j): bf16 (spacing 1 at 200) would blur them
+    r = torch.sqrt(2 * (200 + 0.7 * torch.arange(6, dtype=torch.float64)))
+    pts = torch.cat([torch.zeros(1, 3, dtype=torch.float64),
+                     torch.stack([r, torch.zeros(6, dtype=torch.float64), torch.zeros(6, dtype=torch.float64)], 1)])
+    nb = torch.tensor([[1, 2, 3, 4, 5, 6]] + [[-1] * 6] * 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        w = bilateral_weights(pts.float(), torch.zeros(7, 1), nb, torch.ones(1), torch.ones(1))
+    e = np.exp(-0.7 * np.arange(6))
+    np.testing.assert_allclose(w[0, :, 0].double().numpy(), e / e.sum(), rtol=1e-3)
+
+
 def test_compiled_matches_eager():
     x, p, guid, idx = cloud(N=20, k=5, seed=13)
     torch.manual_seed(0)
@@ -376,8 +404,12 @@ def test_bad_input_raises_naming_the_value():
         conv(x, p, guid[:, :2], idx)
     with pytest.raises(ValueError, match=r"idx must have one row per point \(30, k\)"):
         conv(x, p, guid, idx[:10])
-    with pytest.raises(ValueError, match=r"points must be \(30, 3\), got \(30, 2\)"):
+    with pytest.raises(ValueError, match=r"points must be \(N, 3\), got \(30, 2\)"):
         conv(x, p[:, :2], guid, idx)
+    with pytest.raises(ValueError, match=r"points must be \(30, 3\), one row per row of features, got \(29, 3\)"):
+        conv(x, p[:29], guid, idx)
+    with pytest.raises(ValueError, match="guidance must match the layer's dtype torch.float64, got torch.float32"):
+        conv(x, p, guid.float(), idx)
     with pytest.raises(ValueError, match="idx must be int64"):
         conv(x, p, guid, idx.int())
     bad_idx = idx.clone()
@@ -399,6 +431,15 @@ def test_bad_input_raises_naming_the_value():
     with pytest.raises(ValueError, match=r"output channels of weight \(5\) must split evenly into H=2"):
         bilateral_conv(x, p, guid, idx, w, sigma_s=torch.ones(2, dtype=torch.float64),
                        sigma_r=torch.ones(2, dtype=torch.float64))
+    # bilateral_weights checks its own inputs
+    with pytest.raises(ValueError, match=r"idx values must be in \[-1, 30\)"):
+        bilateral_weights(p, guid, bad_idx, one, one)
+    with pytest.raises(ValueError, match="guidance contains NaN or inf"):
+        bilateral_weights(p, gn, idx, one, one)
+    with pytest.raises(ValueError, match=r"sigma_s and sigma_r must both be \(H,\), got \(2,\) and \(1,\)"):
+        bilateral_weights(p, guid, idx, torch.ones(2, dtype=torch.float64), one)
+    with pytest.raises(ValueError, match="sigma_r must match points' dtype torch.float64, got torch.float32"):
+        bilateral_weights(p, guid, idx, one, one.float())
     with pytest.raises(ValueError, match=r"sigma_s must be a \(H,\) tensor"):
         bilateral_conv(x, p, guid, idx, w, sigma_s=1.0, sigma_r=one)
     with pytest.raises(ValueError, match=r"attention must map the edge differences \(M, k, 3 \+ d\) to "
