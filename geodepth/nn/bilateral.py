@@ -243,6 +243,14 @@ def bilateral_conv(features: Tensor, points: Tensor, guidance: Tensor, idx: Tens
         ``guidance``, ``weight``, ``self_weight``, ``bias``, the sigmas and ``attention``'s
         parameters. Never holds (N, k, C_in) or (N, k, C_out).
 
+    Note:
+        In eager mode NaN / inf in ``points`` or ``guidance`` and ``idx`` values outside [-1, N)
+        are a ``ValueError`` (one read of the device). Under ``torch.compile`` the fused op checks
+        ``points`` when the graph runs; an out-of-range ``idx`` fails earlier, in the gather of
+        the edge differences (an ``IndexError``), and ``guidance`` is not checked. Under
+        ``torch.autocast`` the Gaussian kernels are computed in the input precision (bf16 would
+        round logits near 200 to steps of 1); the attention and the GEMMs follow autocast.
+
     Example:
         >>> import torch
         >>> x = torch.tensor([[1.0], [3.0], [100.0]])
