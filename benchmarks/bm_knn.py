@@ -257,8 +257,8 @@ def sweep_cases(sets: dict[str, torch.Tensor]) -> list[Case]:
         d0 = (block0, warps0, kg.RING_CAP, None, None)
         configs = [d0] + [(b, w, kg.RING_CAP, None, None) for b, w in ((16, 4), (32, 2), (32, 8), (64, 8))
                           if (b, w) != (block0, warps0)]
-        configs += [(block0, warps0, rc, None, None) for rc in (1, 2, 3, 4, 6, -1) if rc != kg.RING_CAP]
-        configs += [(block0, warps0, kg.RING_CAP, t, c) for t in (0.25, 0.5, 1.0, 2.0) for c in (16, 64)
+        configs += [(block0, warps0, rc, None, None) for rc in (1, 2, 3, 4, 6, 8, 10, -1) if rc != kg.RING_CAP]
+        configs += [(block0, warps0, kg.RING_CAP, t, c) for t in (0.25, 0.5, 1.0, 2.0, 4.0) for c in (4, 8, 16, 64)
                     if (t, c) != (kg.TARGET_OCCUPANCY_PER_K, kg.CELLS_PER_POINT)]
         for block, warps, rc, target, cells in configs:
             plan = kg.plan_knn_grid(pc, pc, K, off, off, target_per_k=target, cells_per_point=cells)

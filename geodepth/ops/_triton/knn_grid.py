@@ -53,7 +53,7 @@ a ladder of cell sizes at once (spatial hash counts) and interpolated in log-log
 two rungs around the target, on the device (``_geometry``; its host twin ``_pick_cell`` is what
 the tests compare it with). The grid is capped at ``max(CELLS_PER_POINT * N, 2^16)`` cells:
 the dense cell table is allocated, zeroed and prefix-summed at that size whatever cell the
-device picks (the host does not know it), 256 bytes per point (512 bipartite) at the default
+device picks (the host does not know it), 64 bytes per point (128 bipartite) at the default
 cap. That is the price of not waiting: on LiDAR the cap binds anyway (the full KITTI scan's
 pick is cap-limited); a uniform cloud, which would pick ~N / 8 cells, pays for 64 N.
 """
@@ -76,11 +76,14 @@ __all__ = ["CELLS_PER_POINT", "CHUNK", "LAUNCH", "MAXNREG", "RING_CAP", "TARGET_
 
 _BIG = 2**31 - 1
 #: tuning knobs of the cell size (see the module docstring); time them with
-#: ``benchmarks/bm_knn.py --device cuda --sweep``. Until then they follow the work model
-#: (benchmarks/knn_work_model.py, KITTI scan, k = 16): a cap of 16 cells per point forced a
-#: 0.44 m cell (285 ring-1 candidates per query); with 64 the plan picks 0.28 m on the full scan
-#: (~125) and 0.23 m on the front half (~80), for a 21 MB / 6 MB cell table
-CELLS_PER_POINT = 64
+#: ``benchmarks/bm_knn.py --device cuda --sweep``. Timed on an H200 (2026-11-28,
+#: benchmarks/results/gpu_h200_2026-11-28): the cap of 64 cells per point that the work model
+#: (benchmarks/knn_work_model.py) preferred picked a 0.28 m cell on the full KITTI scan, which left
+#: 1,209 queries (1 %) to the exhaustive second level, and the search took 2.32 ms (front half:
+#: 0.22 m, 641 queries, 0.93 ms); a cap of 16 picks 0.43 m / 0.35 m, leaves 401 / 278 queries and
+#: takes 1.53 / 0.76 ms: the second level costs more than the larger ring-1 scans save. The cell
+#: table shrinks with it (64 bytes per point, 128 bipartite)
+CELLS_PER_POINT = 16
 TARGET_OCCUPANCY_PER_K = 0.5
 #: candidates per step of a scan (and the least list width: W = max(K, CHUNK) entries per lane)
 CHUNK = 16
