@@ -73,6 +73,16 @@ def test_scored_aggregate_and_continuous_conv_compiled():
             conv(f, pb, idx)
         with pytest.raises(ValueError, match="query contains NaN or inf"):
             conv2(f.clone().requires_grad_(), p, pb, idx)
+    # an idx value >= N: the op's ValueError, as in eager mode (score_fn's gather of the relative
+    # positions runs before the op and raised an IndexError; inductor a failed bounds assertion)
+    for bad in (30, 1000):
+        i = idx.clone()
+        i[2, 1] = bad
+        for x in (f, f.clone().requires_grad_()):
+            with pytest.raises(ValueError, match=rf"idx values must be in \[-1, 30\).*, {bad}\]"):
+                conv(x, p, i)
+        with pytest.raises(ValueError, match=rf"idx values must be in \[-1, 30\).*, {bad}\]"):
+            continuous_conv(f, p, p, i, w, score_fn)  # eager: the same message
 
 
 @pytest.mark.parametrize("reduce,use_depth", [("mean", False), ("min", True), ("min", False)])
