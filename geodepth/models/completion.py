@@ -3,6 +3,7 @@ depth map and a dense, coloured point cloud."""
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,16 +143,25 @@ class Completion:
         return self._cached("points_lidar", deps, compute)[0]
 
     # ------------------------------------------------------------------ output
-    def save(self, out_dir: str | Path, *, overwrite: bool = False, ply: bool = True) -> dict[str, Path]:
+    def save(self, out_dir: str | Path, *, overwrite: bool = False, ply: bool = True,
+             far: str = "zero") -> dict[str, Path]:
         """Write ``depth.png`` (KITTI uint16, value / 256 m), ``depth_color.png``,
         ``confidence.png`` (when there is one, 8-bit) and ``points.ply`` (camera frame, coloured).
 
         Existing files are never replaced unless ``overwrite=True`` (checked before anything
         is written, so a refused call writes nothing). Returns the written paths.
+
+        Depths beyond 255.996 m do not fit KITTI's uint16 / 256: with ``far="zero"`` (default)
+        ``depth.png`` holds 0 (no value) there and a ``UserWarning`` says how many and how far
+        (``depth_color.png`` and ``points.ply`` keep them; a completed frame is not lost for a
+        few far pixels); ``far="error"``: a ``ValueError`` before anything is written.
         """
         from ..io import write_depth_png, write_image, write_ply
+        from ..io.depth import FAR_CHOICES, beyond_png_range
         from ..viz import colorize_depth
 
+        if not isinstance(far, str) or far not in FAR_CHOICES:
+            raise ValueError(f"far must be one of {FAR_CHOICES}, got {far!r}")
         out = Path(out_dir)
         keys = ["depth", "depth_color"] + ["confidence"] * (self.confidence is not None) + ["points"] * ply
         paths = {k: out / SAVE_NAMES[k] for k in keys}
@@ -159,9 +169,17 @@ class Completion:
             existing = [str(p) for p in paths.values() if p.exists()]
             if existing:
                 raise FileExistsError(f"refusing to overwrite {', '.join(existing)} (pass overwrite=True / --overwrite)")
-        out.mkdir(parents=True, exist_ok=True)
         depth = self.depth.detach().float().cpu()
-        write_depth_png(paths["depth"], depth, overwrite=True)
+        n_far, d_far = beyond_png_range(depth)
+        if n_far and far == "error":
+            raise ValueError(f"depth has {n_far} pixel(s) beyond 255.996 m (up to {d_far:.6g} m), more than "
+                             f"depth.png (KITTI uint16 / 256) holds; save(far='zero') writes them as 0 (no value)")
+        out.mkdir(parents=True, exist_ok=True)
+        write_depth_png(paths["depth"], depth, overwrite=True, far="zero")
+        if n_far:
+            warnings.warn(f"{paths['depth']}: {n_far} pixel(s) beyond 255.996 m (up to {d_far:.6g} m) written as 0 "
+                          "(no value), the most KITTI's uint16 / 256 holds; depth_color.png"
+                          + (" and points.ply keep them" if ply else " keeps them"), UserWarning, stacklevel=2)
         write_image(paths["depth_color"], colorize_depth(depth), overwrite=True)
         if self.confidence is not None:
             conf = self.confidence.detach().float().cpu().clamp(0, 1)

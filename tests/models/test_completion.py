@@ -73,6 +73,31 @@ def test_save_round_trip(sample_completion, tmp_path):
         res.save(tmp_path / "out")
 
 
+def test_save_writes_far_depths_as_zero_with_a_warning(tmp_path):
+    """A completion with depths beyond 255.996 m (a far return): save() keeps the frame, writes
+    0 (no value) there in depth.png with a warning naming count and range, and the cloud keeps
+    them; far="error" refuses before writing anything. (write_depth_png clipped them to 256 m.)"""
+    from geodepth.geometry import PinholeCamera
+
+    cam = PinholeCamera(torch.tensor([[50.0, 0, 16], [0, 50, 12], [0, 0, 1]]), 32, 24)
+    depth = torch.full((1, 24, 32), 20.0)
+    depth[0, 2:4, 5:9] = 300.0  # 8 pixels
+    depth[0, 10, 10] = 65535.5 / 256  # rounds to 65536: does not fit either
+    res = geodepth.Completion(depth=depth, camera=cam)
+    with pytest.raises(ValueError, match=r"9 pixel\(s\) beyond 255.996 m \(up to 300 m\)"):
+        res.save(tmp_path / "strict", far="error")
+    assert not (tmp_path / "strict").exists()
+    with pytest.warns(UserWarning, match=r"9 pixel\(s\) beyond 255.996 m \(up to 300 m\) written as 0"):
+        paths = res.save(tmp_path / "out")
+    raw = np.asarray(Image.open(paths["depth"])).astype(np.int64)
+    want = np.round(depth[0].double().numpy() * 256)
+    assert np.array_equal(raw, np.where(want > 65535, 0, want)) and int((raw == 0).sum()) == 9
+    pts, _ = read_ply(paths["points"])
+    assert pts.shape[0] == 24 * 32 and int((pts[:, 2] == 300.0).sum()) == 8
+    with pytest.raises(ValueError, match="far must be one of"):
+        res.save(tmp_path / "x", far="clip")
+
+
 def test_save_writes_the_confidence_map(tmp_path):
     res = complete(load_frame(geodepth.sample_dir()), method="knn_idw")
     paths = res.save(tmp_path / "out", ply=False)
