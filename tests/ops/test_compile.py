@@ -194,7 +194,7 @@ def test_knn_numpy_k_compiled():
         _compiled(lambda a, kk: knn(a, a, kk))(p, np.int64(100))
     with pytest.raises(Exception, match=r"k must be an int.*pass int\(k\)"):
         _compiled(lambda a, kk: knn(a, a, kk))(p, np.int32(5))
-    with pytest.raises(Exception, match=r"r must be a finite number >= 0.*pass float\(r\)"):
+    with pytest.raises(Exception, match=r"r must be a number >= 0.*pass float\(r\)"):
         _compiled(lambda a, r: radius(a, a, r, max_neighbors=7))(p, np.float64(0.2))
     loose = torch.compile(lambda a, kk: knn(a, a, kk), backend="aot_eager")
     out = loose(p, np.int32(5))
