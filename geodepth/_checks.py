@@ -24,13 +24,25 @@ MAX_ELEMENTS = 2 ** 31
 OFFSETS_DTYPES = (torch.int64, torch.int32)
 
 
+def _traced_message(name: str, what: str, cast: str, numpy: str) -> str:
+    """Why ``torch.compile(fullgraph=True)`` stops at a numpy value / tensor given for ``name``."""
+    return (f"{name} must be {what}; under torch.compile(fullgraph=True) {numpy}, or a tensor, is traced as a "
+            f"tensor whose value is unknown while tracing: pass {cast}({name}) to the compiled function instead")
+
+
 def check_number(name: str, val: Any, *, gt: float | None = None, ge: float | None = None,
                  allow_inf: bool = False, unit: str = "", abs_max: float | None = None) -> float:
     """``val`` as a float if it is a real number (a Python / numpy number or a 0-d tensor) that is
     finite (or +inf with ``allow_inf``), ``> gt`` / ``>= ge`` and at most ``abs_max`` in magnitude;
-    else ValueError naming ``name``. ``unit`` (e.g. ``"metres"``) is added to the message."""
+    else ValueError naming ``name``. ``unit`` (e.g. ``"metres"``) is added to the message.
+
+    Under ``torch.compile``, which traces numpy scalars as tensors, a numpy value or a tensor breaks
+    the graph (``fullgraph=True``: an error saying to pass a Python float); without ``fullgraph``
+    eager mode checks it."""
     bound = f" > {gt:g}" if gt is not None else f" >= {ge:g}" if ge is not None else ""
     what = f"a {'number' if allow_inf else 'finite number'}{bound}" + (f" ({unit})" if unit else "")
+    if torch.compiler.is_compiling() and isinstance(val, (np.ndarray, torch.Tensor)):  # (see check_int)
+        torch._dynamo.graph_break(msg=_traced_message(name, what, "float", "a numpy scalar"))
     if val is None or isinstance(val, (str, bytes, bool, np.bool_)):
         raise ValueError(f"{name} must be {what}, got {val!r}")
     if not isinstance(val, numbers.Real):
@@ -49,9 +61,18 @@ def check_number(name: str, val: Any, *, gt: float | None = None, ge: float | No
 
 def check_int(name: str, val: Any, *, lo: int | None = None, hi: int | None = None) -> int:
     """``val`` as an int if it is an integer (not a bool, not a float) in ``[lo, hi]``; else
-    ValueError naming ``name``."""
+    ValueError naming ``name``. Under ``torch.compile`` an ``np.int64`` works as in eager mode
+    (``k=np.int64(16)``); other numpy values and tensors break the graph as in :func:`check_number`."""
     rng = (f" in [{lo}, {hi}]" if lo is not None and hi is not None else f" >= {lo}" if lo is not None
            else f" <= {hi}" if hi is not None else "")
+    if torch.compiler.is_compiling() and isinstance(val, (np.ndarray, torch.Tensor)):
+        # torch.compile traces numpy scalars as 0-d arrays backed by tensors: isinstance(np.int64(4),
+        # numbers.Integral) is False there, and repr() of them breaks the trace. (In this frame, not a
+        # helper: a helper can become a compiled frame of its own, called from this one run eagerly.)
+        if isinstance(val, np.ndarray) and val.ndim == 0 and torch.as_tensor(val).dtype == torch.int64:
+            val = int(val)  # np.int64: a constant of the graph, guarded, as a Python int is
+        else:  # a value unknown while tracing: no check possible; without fullgraph, eager mode checks it
+            torch._dynamo.graph_break(msg=_traced_message(name, "an int", "int", "a numpy scalar other than int64"))
     if (isinstance(val, (bool, np.bool_)) or not isinstance(val, numbers.Integral)
             or (lo is not None and val < lo) or (hi is not None and val > hi)):
         raise ValueError(f"{name} must be an int{rng}, got {val!r}")

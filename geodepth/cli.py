@@ -40,13 +40,21 @@ def _check_out_file(path: Path, option: str, overwrite: bool, suffixes: tuple[st
         raise CLIError(f"refusing to overwrite {path}; pass --overwrite")
 
 
-def _save_completion(res, out: Path) -> dict:
+def _save_completion(res, out: Path, command: str) -> dict:
     """``res.save(out)`` after the CLI's own overwrite check, and the outputs of an earlier run
     that this one does not write removed (a confidence.png of a knn method beside the depth.png
-    of an IP-Basic rerun would pass for this run's); only geodepth's own output names."""
+    of an IP-Basic rerun would pass for this run's); only geodepth's own output names. Depths
+    too far for depth.png (beyond 255.996 m) are written there as 0 and named in a warning on
+    stderr: the run's work is kept (depth_color.png and points.ply hold them)."""
+    import warnings
+
     from .models.completion import SAVE_NAMES
 
-    paths = res.save(out, overwrite=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        paths = res.save(out, overwrite=True, far="zero")
+    for w in caught:
+        print(f"geodepth {command}: warning: {w.message}", file=sys.stderr)
     for name in SAVE_NAMES.values():
         stale = out / name
         if stale not in paths.values() and stale.is_file():
@@ -116,7 +124,7 @@ def cmd_demo(args) -> int:
           f"{int((frame.sparse_depth > 0).sum())} sparse depth pixels")
     res = complete(frame, method=args.method, device=args.device, **opts)
     print(f"method {res.method}: {res.seconds * 1e3:.1f} ms on {res.depth.device}")
-    paths = [*_save_completion(res, out).values(), out / "figure.png", out / "metrics.json"]
+    paths = [*_save_completion(res, out, "demo").values(), out / "figure.png", out / "metrics.json"]
     dense = res.depth.detach().cpu()
     m = kitti_metrics(dense, frame.gt_depth)
     completion_figure(out / "figure.png", image=frame.image, sparse=frame.sparse_depth, dense=dense,
@@ -218,7 +226,7 @@ def cmd_complete(args) -> int:
     frame = _load_single(args)
     res = complete(frame, method=args.method, device=args.device, use_points=bool(args.lidar) and not args.sparse_depth,
                    **opts)
-    paths = _save_completion(res, out)
+    paths = _save_completion(res, out, "complete")
     print(f"{frame.name}: {res.method} in {res.seconds * 1e3:.1f} ms -> " + ", ".join(str(p) for p in paths.values()))
     return 0
 
@@ -228,6 +236,7 @@ def _complete_folder(args) -> int:
 
     from . import complete
     from .io import list_kitti_dc_frames, load_kitti_dc_frame, write_depth_png
+    from .io.depth import beyond_png_range
 
     root = Path(args.image)
     opts = _method_options(args.option, args.method)
@@ -239,12 +248,21 @@ def _complete_folder(args) -> int:
     names = [Path(e["sparse_depth"]).name if e["sparse_depth"] is not None else f"{e['name']}.png" for e in entries]
     _check_out_dir(out, names, args.overwrite)
     out.mkdir(parents=True, exist_ok=True)
+    far_frames = []
     for e, name in tqdm(list(zip(entries, names)), desc="completing", unit="frame"):
         frame = load_kitti_dc_frame(e)
         # a scan without a velodyne_raw map goes in as points (their continuous pixels), as --lidar does
         res = complete(frame, method=args.method, device=args.device, use_points=e["sparse_depth"] is None, **opts)
-        write_depth_png(out / name, res.depth.cpu(), overwrite=True)
+        depth = res.depth.detach().cpu()
+        n_far, d_far = beyond_png_range(depth)
+        if n_far:  # a far return must not end a long run: 0 (no value) there, named at the end
+            far_frames.append(f"{name} ({n_far} px, up to {d_far:.6g} m)")
+        write_depth_png(out / name, depth, overwrite=True, far="zero")
     print(f"wrote {len(entries)} depth maps to {out}")
+    if far_frames:
+        shown = ", ".join(far_frames[:5]) + (f" and {len(far_frames) - 5} more" if len(far_frames) > 5 else "")
+        print(f"geodepth complete: warning: {len(far_frames)} frame(s) have depths beyond 255.996 m, written as 0 "
+              f"(no value), the most KITTI's uint16 / 256 holds: {shown}", file=sys.stderr)
     return 0
 
 

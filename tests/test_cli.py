@@ -1142,3 +1142,57 @@ def test_view_lowest_values_stand_out_on_the_background(tmp_path, cmap):
     np.testing.assert_array_equal(got, want)
     assert got[0].max() >= 51  # the lowest point: not black on black
     assert img.reshape(-1, 3).any(1).sum() == 3 and not img[0, 0].any()  # three lit pixels, black elsewhere
+
+
+def test_complete_keeps_a_run_with_a_far_return(tmp_path, object_dir, capsys):
+    """A scan with one return at 300 m in the sky region (no other return near, so `nearest` fills
+    a patch with it): depth.png cannot hold it (uint16 / 256 ends at 255.996 m). `complete`, single
+    frame and folder, finishes (it ended with a ValueError after the work, or before the fix
+    clipped them to 256 m): those pixels are 0 in depth.png, every other pixel round(depth * 256)
+    of the library's completion, points.ply keeps the 300 m points, and stderr names the count."""
+    import torch
+
+    from geodepth import complete as complete_fn
+    from geodepth.io import load_frame, read_kitti_object_calib, read_ply, read_velodyne_bin, write_calib_file
+    from geodepth.io import write_velodyne_bin
+
+    img = object_dir / "image_2" / "000114.png"
+    w, h = Image.open(img).size
+    cam, T = read_kitti_object_calib(object_dir / "calib" / "000114.txt", camera=2, width=w, height=h)
+    K = cam.K.double()
+    u, v, z = w / 2 + 0.5, 10.5, 300.0  # a pixel near the top, far above the scan
+    p_cam = torch.tensor([(u - K[0, 2]) * z / K[0, 0], (v - K[1, 2]) * z / K[1, 1], z, 1.0], dtype=torch.float64)
+    far_point = (torch.linalg.inv(T.double()) @ p_cam)[:3].float()
+    pts, refl = read_velodyne_bin(object_dir / "velodyne" / "000114.bin")
+    root = tmp_path / "rig"
+    for sub in ("image", "velodyne", "calib"):
+        (root / sub).mkdir(parents=True)
+    shutil.copy(img, root / "image" / "f000.png")
+    write_velodyne_bin(root / "velodyne" / "f000.bin", torch.cat([pts, far_point[None]]), torch.cat([refl, refl[:1]]))
+    write_calib_file(root / "calib" / "f000.yaml", cam, T)
+    def expected(frame):  # the library's completion of the scan (as the CLI: use_points), by definition
+        res = complete_fn(frame, method="nearest", use_points=True)
+        want = np.round(res.depth[0].double().numpy() * 256)
+        n_far = int((want > 65535).sum())
+        assert n_far > 100 and float(res.depth.max()) == pytest.approx(300.0, rel=1e-6)
+        return np.where(want > 65535, 0, want), n_far
+
+    out = tmp_path / "one"
+    want, n_far = expected(load_frame(image=img, lidar=root / "velodyne" / "f000.bin",
+                                      calib_file=object_dir / "calib" / "000114.txt"))
+    capsys.readouterr()
+    assert main(["complete", "--image", str(img), "--lidar", str(root / "velodyne" / "f000.bin"),
+                 "--calib-file", str(object_dir / "calib" / "000114.txt"), "--method", "nearest",
+                 "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"geodepth complete: warning: {out / 'depth.png'}: {n_far} pixel(s) beyond 255.996 m" in err
+    assert np.array_equal(_png16(out / "depth.png"), want)
+    cloud, _ = read_ply(out / "points.ply")
+    assert int((cloud[:, 2] > 299.9).sum()) == n_far
+
+    folder = tmp_path / "folder"
+    want, n_far = expected(load_frame(root))
+    assert main(["complete", "--image", str(root), "--method", "nearest", "--out", str(folder)]) == 0
+    err = capsys.readouterr().err
+    assert "1 frame(s) have depths beyond 255.996 m, written as 0 (no value)" in err and f"f000.png ({n_far} px" in err
+    assert np.array_equal(_png16(folder / "f000.png"), want)

@@ -10,7 +10,8 @@ from torch import Tensor
 from .._checks import check_int, check_number
 from ._paths import open_image, refuse_overwrite, tensor_arg
 
-__all__ = ["KITTI_DEPTH_SCALE", "NYU_DEPTH_SCALE", "read_depth_png", "read_nyu_depth_png", "write_depth_png"]
+__all__ = ["KITTI_DEPTH_SCALE", "NYU_DEPTH_SCALE", "beyond_png_range", "read_depth_png", "read_nyu_depth_png",
+           "write_depth_png"]
 
 #: KITTI depth PNGs store ``round(depth_m * 256)``
 KITTI_DEPTH_SCALE = 256.0
@@ -57,13 +58,33 @@ def read_nyu_depth_png(path) -> Tensor:
     return read_depth_png(path, scale=NYU_DEPTH_SCALE)
 
 
+#: what :func:`write_depth_png` does with depths too far for uint16 at the scale
+FAR_CHOICES = ("error", "zero")
+
+
+def beyond_png_range(depth, scale: float = KITTI_DEPTH_SCALE) -> tuple[int, float]:
+    """``(count, max depth)`` of the pixels of ``depth`` (metres, array or tensor) that a 16-bit
+    PNG at ``scale`` cannot hold: ``round(depth * scale) > 65535`` (numpy's rounding, as
+    :func:`write_depth_png`), i.e. beyond ``65535 / scale`` m (255.996 m for KITTI's 256).
+    ``(0, 0.0)`` when all fit."""
+    if isinstance(depth, np.ndarray):
+        d = depth.astype(np.float64)
+    else:
+        d = torch.as_tensor(depth).detach().cpu().to(torch.float64).numpy()
+    far = np.round(d * scale) > 65535
+    n = int(far.sum())
+    return n, (float(d[far].max()) if n else 0.0)
+
+
 def write_depth_png(path, depth: Tensor, scale: float = KITTI_DEPTH_SCALE, *, overwrite: bool = False,
-                    compress_level: int = 1) -> Path:
-    """Write a depth map as a 16-bit PNG: ``clip(round(depth * scale), 0, 65535)``.
+                    compress_level: int = 1, far: str = "error") -> Path:
+    """Write a depth map as a 16-bit PNG: ``round(depth * scale)`` as uint16.
 
     Rounding is numpy's (half to even) on ``float64(depth) * scale``, as KITTI's and
-    IP-Basic's tools write their PNGs. Depths beyond ``65535 / scale`` (256 m for KITTI)
-    are clipped to 65535.
+    IP-Basic's tools write their PNGs. Depths beyond ``65535 / scale`` (255.996 m for KITTI's
+    256) do not fit: by default a ``ValueError`` (naming how many and how far, before anything
+    is written); ``far="zero"`` writes them as 0, the format's "no value". They were clipped to
+    65535, which stored a 300 m return as 256 m, a wrong depth that reads as a real one.
 
     Args:
         path: output ``.png`` file; parent folders are created.
@@ -73,10 +94,14 @@ def write_depth_png(path, depth: Tensor, scale: float = KITTI_DEPTH_SCALE, *, ov
         compress_level: zlib level 0-9 (lossless: the stored values are the same at every
             level). 1, OpenCV ``imwrite``'s default, writes a KITTI frame ~4x faster than PIL's
             default 6 for files ~9 % larger.
+        far: ``"error"`` (default) or ``"zero"``: what to do with depths the PNG cannot hold
+            (:func:`beyond_png_range` counts them).
     """
     path = refuse_overwrite(path, overwrite)
     scale = check_number("scale", scale, gt=0, unit="stored value per metre")
     compress_level = check_int("compress_level", compress_level, lo=0, hi=9)
+    if not isinstance(far, str) or far not in FAR_CHOICES:
+        raise ValueError(f"far must be one of {FAR_CHOICES}, got {far!r}")
     depth = tensor_arg(depth, "depth")
     if depth.dim() == 3 and depth.shape[0] == 1:
         depth = depth[0]
@@ -87,7 +112,15 @@ def write_depth_png(path, depth: Tensor, scale: float = KITTI_DEPTH_SCALE, *, ov
         raise ValueError(f"depth contains NaN or inf; cannot write {path}")
     if (d < 0).any():
         raise ValueError(f"depth has negative values (min {d.min():.4g}); cannot write {path}")
-    arr = np.clip(np.round(d * scale), 0, 65535).astype(np.uint16)
+    stored = np.round(d * scale)
+    too_far = stored > 65535
+    if too_far.any():
+        if far == "error":
+            raise ValueError(f"depth has {int(too_far.sum())} pixel(s) beyond {65535 / scale:.6g} m (up to "
+                             f"{d[too_far].max():.6g} m), more than a 16-bit PNG at scale {scale:g} holds; pass "
+                             f"far='zero' to write them as 0 (no value), or a smaller scale; cannot write {path}")
+        stored[too_far] = 0
+    arr = stored.astype(np.uint16)
     from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)

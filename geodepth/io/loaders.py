@@ -88,12 +88,14 @@ def _quantize(depth: Tensor, scale: float | None) -> Tensor:
     """``round(d * scale) / scale`` in float64 (numpy's half-to-even), back to float32.
 
     With scale = 256 this is what a KITTI depth PNG stores, and the float32 values are
-    exact (multiples of 1/256 below 256 m), so a frame projected from its scan equals the
-    frame read from the PNG written from it.
+    exact (multiples of 1/256 below 65536 m), so a frame projected from its scan equals the
+    frame read from the PNG written from it. Depths beyond 255.996 m, which such a PNG cannot
+    hold, stay on the 1/256 m grid: they were clipped to 255.996 m (a 300 m return went into the
+    completion as 256 m).
     """
     if scale is None:
         return depth
-    return (torch.round(depth.to(torch.float64) * scale).clamp(max=65535) / scale).to(torch.float32)
+    return (torch.round(depth.to(torch.float64) * scale) / scale).to(torch.float32)
 
 
 def _sparse_from_scan(points, T, camera, quantize, min_depth):

@@ -3,6 +3,7 @@ depth map and a dense, coloured point cloud."""
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,22 +54,65 @@ class Completion:
     seconds: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)
     lidar_dtype: torch.dtype | None = None
+    # the clouds derived from the fields above, computed on first access: name -> (what they were
+    # computed from, the result, the result's version counters); see _cached
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # ------------------------------------------------------------------ point clouds
+    def _cached(self, name: str, deps: tuple, compute):
+        """``compute()``, kept under ``name`` while ``deps`` are the same objects with the same
+        version counters (a tensor's counter rises with every in-place change) and the result
+        itself is unchanged (modifying a returned tensor in place makes the next access compute
+        it again: the cache never hands out a modified cloud). Inference-mode tensors have no
+        version counter: with one among ``deps`` or in the result nothing is cached."""
+        tensors = [t for t in deps if isinstance(t, Tensor)]
+        if any(t.is_inference() for t in tensors):
+            self._cache.pop(name, None)
+            return compute()
+        stamp = tuple((d, d._version if isinstance(d, Tensor) else None) for d in deps)
+        hit = self._cache.get(name)
+        if hit is not None:
+            old, out, versions = hit
+            if (len(old) == len(stamp) and all(a is b and va == vb for (a, va), (b, vb) in zip(old, stamp))
+                    and versions == tuple(t._version if t is not None else None for t in out)):
+                return out
+        out = compute()
+        if not any(t is not None and t.is_inference() for t in out):
+            self._cache[name] = (stamp, out, tuple(t._version if t is not None else None for t in out))
+        return out
+
+    def _camera_deps(self) -> tuple:
+        cam = self.camera
+        return (self.depth, cam, getattr(cam, "K", None), getattr(cam, "distortion", None))
+
     def _cloud(self):
         from ..geometry import depth_to_points
 
-        out = depth_to_points(self.depth.detach(), self.camera, image=self.image)
-        return out.points, out.colors
+        def compute():
+            out = depth_to_points(self.depth.detach(), self.camera, image=self.image)
+            return out.points, out.colors
+
+        return self._cached("cloud", self._camera_deps() + (self.image,), compute)
+
+    def __getstate__(self) -> dict:  # (pickle / copy.deepcopy: the clouds are recomputed, not stored)
+        state = dict(self.__dict__)
+        state["_cache"] = {}
+        return state
 
     @property
     def points_cam(self) -> Tensor:
-        """(M, 3) float32 points of every pixel with a depth, camera frame, metres (pixel centres)."""
+        """(M, 3) float32 points of every pixel with a depth, camera frame, metres (pixel centres).
+
+        Computed on first access and cached (as :attr:`colors` and :attr:`points_lidar`): each
+        access returns the same tensor, without a copy, until ``depth``, ``camera`` or ``image``
+        are replaced or modified in place. Modifying the returned tensor in place is noticed too:
+        the next access computes a fresh cloud (``clone()`` it to keep an unmodified copy of your own)."""
         return self._cloud()[0]
 
     @property
     def colors(self) -> Tensor | None:
-        """(M, 3) float32 RGB in [0, 1] of :attr:`points_cam`, or None without an image."""
+        """(M, 3) float32 RGB in [0, 1] of :attr:`points_cam`, or None without an image (cached, as
+        :attr:`points_cam`)."""
         return self._cloud()[1] if self.image is not None else None
 
     @property
@@ -81,27 +125,43 @@ class Completion:
         precision of the LiDAR-frame input (:attr:`lidar_dtype`): float64 when :func:`complete` got
         a float64 scan (a ``double`` PLY) or, without a scan, a float64 ``T_cam_from_lidar``;
         float32 for a float32 scan (a KITTI ``.bin``), whose coordinates are float32 already.
+
+        Computed on first access and cached as :attr:`points_cam` (also until ``T_cam_from_lidar``
+        or ``lidar_dtype`` change): the float64 unprojection costs ~20-25 ms on a KITTI frame.
         """
         if self.T_cam_from_lidar is None:
             return None
         from ..geometry import depth_to_points, invert_transform, transform_points
 
-        pc = depth_to_points(self.depth.detach().to(torch.float64), self.camera).points
-        T = invert_transform(self.T_cam_from_lidar.detach().to(pc.device, torch.float64))
-        dtype = self.lidar_dtype if self.lidar_dtype is not None else self.T_cam_from_lidar.dtype
-        return transform_points(T, pc).to(torch.promote_types(dtype, torch.float32))
+        def compute():
+            pc = depth_to_points(self.depth.detach().to(torch.float64), self.camera).points
+            T = invert_transform(self.T_cam_from_lidar.detach().to(pc.device, torch.float64))
+            dtype = self.lidar_dtype if self.lidar_dtype is not None else self.T_cam_from_lidar.dtype
+            return (transform_points(T, pc).to(torch.promote_types(dtype, torch.float32)),)
+
+        deps = self._camera_deps() + (self.T_cam_from_lidar, self.lidar_dtype)
+        return self._cached("points_lidar", deps, compute)[0]
 
     # ------------------------------------------------------------------ output
-    def save(self, out_dir: str | Path, *, overwrite: bool = False, ply: bool = True) -> dict[str, Path]:
+    def save(self, out_dir: str | Path, *, overwrite: bool = False, ply: bool = True,
+             far: str = "zero") -> dict[str, Path]:
         """Write ``depth.png`` (KITTI uint16, value / 256 m), ``depth_color.png``,
         ``confidence.png`` (when there is one, 8-bit) and ``points.ply`` (camera frame, coloured).
 
         Existing files are never replaced unless ``overwrite=True`` (checked before anything
         is written, so a refused call writes nothing). Returns the written paths.
+
+        Depths beyond 255.996 m do not fit KITTI's uint16 / 256: with ``far="zero"`` (default)
+        ``depth.png`` holds 0 (no value) there and a ``UserWarning`` says how many and how far
+        (``depth_color.png`` and ``points.ply`` keep them; a completed frame is not lost for a
+        few far pixels); ``far="error"``: a ``ValueError`` before anything is written.
         """
         from ..io import write_depth_png, write_image, write_ply
+        from ..io.depth import FAR_CHOICES, beyond_png_range
         from ..viz import colorize_depth
 
+        if not isinstance(far, str) or far not in FAR_CHOICES:
+            raise ValueError(f"far must be one of {FAR_CHOICES}, got {far!r}")
         out = Path(out_dir)
         keys = ["depth", "depth_color"] + ["confidence"] * (self.confidence is not None) + ["points"] * ply
         paths = {k: out / SAVE_NAMES[k] for k in keys}
@@ -109,9 +169,17 @@ class Completion:
             existing = [str(p) for p in paths.values() if p.exists()]
             if existing:
                 raise FileExistsError(f"refusing to overwrite {', '.join(existing)} (pass overwrite=True / --overwrite)")
-        out.mkdir(parents=True, exist_ok=True)
         depth = self.depth.detach().float().cpu()
-        write_depth_png(paths["depth"], depth, overwrite=True)
+        n_far, d_far = beyond_png_range(depth)
+        if n_far and far == "error":
+            raise ValueError(f"depth has {n_far} pixel(s) beyond 255.996 m (up to {d_far:.6g} m), more than "
+                             f"depth.png (KITTI uint16 / 256) holds; save(far='zero') writes them as 0 (no value)")
+        out.mkdir(parents=True, exist_ok=True)
+        write_depth_png(paths["depth"], depth, overwrite=True, far="zero")
+        if n_far:
+            warnings.warn(f"{paths['depth']}: {n_far} pixel(s) beyond 255.996 m (up to {d_far:.6g} m) written as 0 "
+                          "(no value), the most KITTI's uint16 / 256 holds; depth_color.png"
+                          + (" and points.ply keep them" if ply else " keeps them"), UserWarning, stacklevel=2)
         write_image(paths["depth_color"], colorize_depth(depth), overwrite=True)
         if self.confidence is not None:
             conf = self.confidence.detach().float().cpu().clamp(0, 1)

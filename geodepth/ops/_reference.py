@@ -57,7 +57,7 @@ def radius_reference(query: Tensor, points: Tensor, r: float, *, max_neighbors: 
     k = max_neighbors
     sq = torch.full((query.shape[0], k), float("inf"), dtype=query.dtype, device=query.device)
     ix = torch.full((query.shape[0], k), -1, dtype=torch.int64, device=query.device)
-    r2 = torch.tensor(float(r) ** 2, dtype=query.dtype)
+    r2 = torch.tensor(float(r) * float(r), dtype=query.dtype)  # (inf, not OverflowError, past 1.3e154)
     for b in range(len(qo) - 1):
         p = points[po[b]:po[b + 1]]
         for i in range(qo[b], qo[b + 1]):

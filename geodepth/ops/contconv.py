@@ -172,10 +172,15 @@ def _coord_range(points: Tensor, query: Tensor, eager: bool = False) -> Tensor:
 
 
 def relative_positions(points: Tensor, query: Tensor, idx: Tensor) -> Tensor:
-    """(M, k, 3) ``points[idx[m, j]] - query[m]`` in metres; 0 where ``idx == -1``."""
+    """(M, k, 3) ``points[idx[m, j]] - query[m]`` in metres; 0 where ``idx == -1``.
+
+    The gather clamps ``idx`` into [0, N): an out-of-range value (an error) then reads a real row
+    instead of failing here. Under ``torch.compile`` the range is checked only when the
+    ``scored_aggregate`` op runs, after this gather; without the clamp an ``IndexError`` (a failed
+    bounds assertion with inductor) came first, instead of the op's ``ValueError``."""
     if points.shape[0] == 0:  # then every idx is -1
         return query.new_zeros((*idx.shape, 3))
-    rel = points[idx.clamp(min=0)] - query.unsqueeze(1)
+    rel = points[idx.clamp(0, points.shape[0] - 1)] - query.unsqueeze(1)
     return rel.masked_fill((idx < 0).unsqueeze(-1), 0.0)
 
 

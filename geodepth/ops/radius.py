@@ -22,7 +22,8 @@ def radius(query: Tensor, points: Tensor, r: float, *, max_neighbors: int = 32, 
     Args:
         query: (M, D) float32/float64, D in {2, 3}, same units and frame as ``points``.
         points: (N, D), same dtype and device.
-        r: radius in the units of the points, ``r >= 0`` (inclusive: ``sqdist <= r**2`` counts).
+        r: radius in the units of the points, ``r >= 0`` (inclusive: ``sqdist <= r**2`` counts);
+            ``float("inf")`` bounds nothing: the ``max_neighbors`` nearest, as ``knn`` gives.
         max_neighbors: cap on neighbours per query, 1..64; the nearest are kept.
         query_offsets, points_offsets: (B+1,) int64 (or int32) row splits of packed batches
             (both or neither).
@@ -37,8 +38,9 @@ def radius(query: Tensor, points: Tensor, r: float, *, max_neighbors: int = 32, 
         >>> radius(pts, pts, 1.5, max_neighbors=3).idx.tolist()
         [[0, 1, -1], [1, 0, -1], [2, -1, -1]]
     """
-    r = check_number("r", r, ge=0)
+    r = check_number("r", r, ge=0, allow_inf=True)
     max_neighbors = check_int("max_neighbors", max_neighbors, lo=1, hi=MAX_K)
-    # a radius whose square overflows bounds nothing: every finite distance is within it
+    # a radius whose square overflows (or r = inf) bounds nothing: every finite distance is within
+    # it, and the search is knn's own (max_sqdist = inf is knn's default on every backend)
     return _knn(query, points, max_neighbors, query_offsets, points_offsets, backend,
                 r * r if r < 1e154 else float("inf"))

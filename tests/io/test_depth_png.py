@@ -28,11 +28,11 @@ def test_read_nyu_png_is_millimetres(nyu_dir):
 
 
 def test_write_follows_definition_and_round_trips(tmp_path):
-    d = torch.tensor([[0.0, 1.0, 1.5 / 256, 2.5 / 256, 0.001, 300.0, 12.3456]], dtype=torch.float64)
+    d = torch.tensor([[0.0, 1.0, 1.5 / 256, 2.5 / 256, 0.001, 65535 / 256, 12.3456]], dtype=torch.float64)
     p = write_depth_png(tmp_path / "sub" / "d.png", d[None])
     raw = cv2.imread(str(p), cv2.IMREAD_ANYDEPTH)
     assert raw.dtype == np.uint16
-    # round half to even (numpy), clip to uint16
+    # round half to even (numpy); 255.996 m is the farthest that fits
     assert raw[0].tolist() == [0, 256, 2, 2, 0, 65535, int(np.round(12.3456 * 256))]
     back = read_depth_png(p)
     np.testing.assert_array_equal(back[0, 0].numpy(), (raw[0] / 256.0).astype(np.float32))
@@ -41,6 +41,31 @@ def test_write_follows_definition_and_round_trips(tmp_path):
     q = torch.randint(0, 65536, (1, 20, 30), generator=g).float() / 256
     write_depth_png(tmp_path / "q.png", q)
     assert torch.equal(read_depth_png(tmp_path / "q.png"), q)
+
+
+def test_depths_beyond_uint16_are_refused_or_zero(tmp_path):
+    """Depths past 65535 / scale were clipped to 65535: a 300 m return stored as 256 m, a wrong
+    depth that reads as a real one. Now a ValueError naming count and range, nothing written;
+    far="zero" writes them as 0 (no value). The limit follows numpy's rounding: 65535.49 / 256 m
+    fits, 65535.5 / 256 m rounds (half to even) to 65536 and does not; at scale 1000, 65.535 m."""
+    from geodepth.io.depth import beyond_png_range
+
+    d = torch.tensor([[1.0, 65535.49 / 256, 65535.5 / 256, 300.0, 12.5]], dtype=torch.float64)
+    assert beyond_png_range(d) == (2, 300.0) and beyond_png_range(d[:, :2]) == (0, 0.0)
+    with pytest.raises(ValueError, match=r"depth has 2 pixel\(s\) beyond 255.996 m \(up to 300 m\).*far='zero'"):
+        write_depth_png(tmp_path / "far.png", d)
+    assert not (tmp_path / "far.png").exists()
+    raw = cv2.imread(str(write_depth_png(tmp_path / "far.png", d, far="zero")), cv2.IMREAD_ANYDEPTH)
+    want = np.round(d.numpy() * 256)
+    assert raw.tolist() == np.where(want > 65535, 0, want).tolist() == [[256, 65535, 0, 0, 3200]]
+    nyu = torch.tensor([[65.5354, 65.5356]], dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"1 pixel\(s\) beyond 65.535 m"):
+        write_depth_png(tmp_path / "nyu.png", nyu, scale=1000)
+    raw = cv2.imread(str(write_depth_png(tmp_path / "nyu.png", nyu, scale=1000, far="zero")), cv2.IMREAD_ANYDEPTH)
+    assert raw.tolist() == [[65535, 0]]
+    for bad in ("clip", None, 0):
+        with pytest.raises(ValueError, match="far must be one of"):
+            write_depth_png(tmp_path / "x.png", d, far=bad)
 
 
 def test_bad_inputs(tmp_path):

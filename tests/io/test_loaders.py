@@ -59,6 +59,38 @@ def test_object_frame_via_load_frame(object_dir):
         load_frame(object_dir)
 
 
+def test_scan_frame_keeps_returns_beyond_256_m(object_dir, tmp_path):
+    """A scan projected by the loader (quantised to KITTI's 1/256 m grid) with returns at 300 m
+    and 1000.3 m: the sparse map holds them on that grid (float64 projection, then round(z * 256)
+    / 256), not clipped to 255.996 m as before; every other pixel is the reference projection."""
+    from PIL import Image
+
+    from geodepth.io import read_kitti_object_calib, read_velodyne_bin, write_velodyne_bin
+
+    img = object_dir / "image_2" / "000114.png"
+    w, h = Image.open(img).size
+    cam, T = read_kitti_object_calib(object_dir / "calib" / "000114.txt", camera=2, width=w, height=h)
+    K, Ti = cam.K.double(), torch.linalg.inv(T.double())
+    far = []
+    for (u, v, z) in ((w / 2 + 0.5, 10.5, 300.0), (100.5, 5.5, 1000.3)):
+        p = torch.tensor([(u - K[0, 2]) * z / K[0, 0], (v - K[1, 2]) * z / K[1, 1], z, 1.0], dtype=torch.float64)
+        far.append((Ti @ p)[:3].float())
+    pts, refl = read_velodyne_bin(object_dir / "velodyne" / "000114.bin")
+    for sub in ("image_2", "velodyne", "calib"):
+        (tmp_path / sub).mkdir()
+    shutil.copy(img, tmp_path / "image_2" / "000114.png")
+    shutil.copy(object_dir / "calib" / "000114.txt", tmp_path / "calib" / "000114.txt")
+    write_velodyne_bin(tmp_path / "velodyne" / "000114.bin", torch.cat([pts, torch.stack(far)]),
+                       torch.cat([refl, refl[:2]]))
+    d = load_frame(tmp_path, frame_id="000114").sparse_depth[0]
+    twin = points_to_depth(transform_points(T.double(), torch.cat([pts, torch.stack(far)]).double()), cam)[0]
+    want = (torch.round(twin * 256) / 256).float()
+    assert torch.equal(d, want)
+    assert float(d[10, w // 2]) == 300.0 and float(d[5, 100]) == pytest.approx(1000.3, abs=1 / 512)
+    ref = load_frame(object_dir, frame_id="000114").sparse_depth[0]
+    assert torch.equal(d[want < 255], ref[want < 255])
+
+
 def test_files_frame(kitti_dir, tmp_path):
     f = load_files_frame(image=kitti_dir / "image_02.png", lidar=kitti_dir / "velodyne.bin", calib_dir=kitti_dir)
     ref = load_kitti_sample_frame(kitti_dir)

@@ -73,6 +73,31 @@ def test_save_round_trip(sample_completion, tmp_path):
         res.save(tmp_path / "out")
 
 
+def test_save_writes_far_depths_as_zero_with_a_warning(tmp_path):
+    """A completion with depths beyond 255.996 m (a far return): save() keeps the frame, writes
+    0 (no value) there in depth.png with a warning naming count and range, and the cloud keeps
+    them; far="error" refuses before writing anything. (write_depth_png clipped them to 256 m.)"""
+    from geodepth.geometry import PinholeCamera
+
+    cam = PinholeCamera(torch.tensor([[50.0, 0, 16], [0, 50, 12], [0, 0, 1]]), 32, 24)
+    depth = torch.full((1, 24, 32), 20.0)
+    depth[0, 2:4, 5:9] = 300.0  # 8 pixels
+    depth[0, 10, 10] = 65535.5 / 256  # rounds to 65536: does not fit either
+    res = geodepth.Completion(depth=depth, camera=cam)
+    with pytest.raises(ValueError, match=r"9 pixel\(s\) beyond 255.996 m \(up to 300 m\)"):
+        res.save(tmp_path / "strict", far="error")
+    assert not (tmp_path / "strict").exists()
+    with pytest.warns(UserWarning, match=r"9 pixel\(s\) beyond 255.996 m \(up to 300 m\) written as 0"):
+        paths = res.save(tmp_path / "out")
+    raw = np.asarray(Image.open(paths["depth"])).astype(np.int64)
+    want = np.round(depth[0].double().numpy() * 256)
+    assert np.array_equal(raw, np.where(want > 65535, 0, want)) and int((raw == 0).sum()) == 9
+    pts, _ = read_ply(paths["points"])
+    assert pts.shape[0] == 24 * 32 and int((pts[:, 2] == 300.0).sum()) == 8
+    with pytest.raises(ValueError, match="far must be one of"):
+        res.save(tmp_path / "x", far="clip")
+
+
 def test_save_writes_the_confidence_map(tmp_path):
     res = complete(load_frame(geodepth.sample_dir()), method="knn_idw")
     paths = res.save(tmp_path / "out", ply=False)
@@ -291,3 +316,74 @@ def test_points_lidar_dtype_follows_the_lidar_input():
     res_f = complete(sparse_depth=res32.sparse_depth, T_cam_from_lidar=torch.from_numpy(T_local).float(), camera=cam,
                      method="nearest")
     assert res_f.points_lidar.dtype == torch.float32
+
+
+def _twin_clouds(res, T):
+    """The float64 numpy unprojection of ``res.depth`` (pixel centres, row-major) in the camera frame
+    and through the inverse of ``T`` (numpy), and the image's colours at those pixels."""
+    d = res.depth[0].double().numpy()
+    r, c = np.nonzero(d > 0)
+    K = res.camera.K.double().numpy()
+    z = d[r, c]
+    cam = np.stack([(c + 0.5 - K[0, 2]) * z / K[0, 0], (r + 0.5 - K[1, 2]) * z / K[1, 1], z], 1)
+    Ti = np.linalg.inv(np.asarray(T, np.float64))
+    cols = res.image[:, r, c].T.numpy() if res.image is not None else None
+    return cam, cam @ Ti[:3, :3].T + Ti[:3, 3], cols
+
+
+def test_clouds_are_cached_and_follow_changes(monkeypatch):
+    """points_cam / colors / points_lidar unproject once (points_lidar unprojected the map again in
+    float64 on every access, ~20-25 ms a KITTI frame); every access equals the numpy twin; a change of
+    depth (in place or replaced), T_cam_from_lidar or lidar_dtype is seen; modifying a returned cloud
+    in place cannot corrupt the next access; under inference mode (no version counters) nothing is
+    cached and the values are right."""
+    import copy
+
+    import geodepth.geometry as geometry
+
+    cam, T, p_world, rows, cols = _utm_scene()
+    img = torch.rand(3, 48, 64, generator=torch.Generator().manual_seed(2))
+    res = complete(points_lidar=torch.from_numpy(p_world), T_cam_from_lidar=torch.from_numpy(T), camera=cam,
+                   image=img, method="nearest")
+    calls = []
+    real = geometry.depth_to_points
+    monkeypatch.setattr(geometry, "depth_to_points", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    def check(T_now, n_calls, dtype=torch.float64):
+        twin_cam, twin_lidar, twin_col = _twin_clouds(res, T_now)
+        for _ in range(3):
+            np.testing.assert_allclose(res.points_cam.double().numpy(), twin_cam, atol=1e-5, rtol=0)
+            np.testing.assert_allclose(res.colors.numpy(), twin_col, atol=0, rtol=0)
+            pl = res.points_lidar
+            assert pl.dtype == dtype
+            assert np.abs(pl.double().numpy() - twin_lidar).max() < (1e-3 if dtype == torch.float64 else 1.0)
+        assert len(calls) == n_calls, calls  # one unprojection per cloud: camera (+ colours), LiDAR frame
+
+    check(T, 2)
+    assert res.points_lidar is res.points_lidar and res.points_cam is res.points_cam  # no copies
+    # modifying returned clouds in place: the next access is the twin again
+    res.points_lidar[:, 0] += 100.0
+    res.points_cam.zero_()
+    res.colors.fill_(0.5)  # (the colours of a cloud computed again after zero_: one more unprojection)
+    check(T, 5)
+    # the completion changes: depth in place, depth replaced, T replaced, lidar_dtype
+    res.depth[0, :, :10] = 0
+    check(T, 7)
+    res.depth = res.depth * 1.5
+    check(T, 9)
+    T2 = T.copy()
+    T2[:3, 3] += [1.0, -2.0, 3.0]
+    res.T_cam_from_lidar = torch.from_numpy(T2)
+    check(T2, 10)  # (the camera cloud stays cached)
+    res.lidar_dtype = torch.float32
+    check(T2, 11, torch.float32)
+    # a copy computes its own (pickle / deepcopy store no clouds)
+    assert "_cache" not in repr(res) and copy.deepcopy(res)._cache == {}
+    # inference mode: tensors without version counters are not cached, values still right
+    with torch.inference_mode():
+        res_i = complete(points_lidar=torch.from_numpy(p_world), T_cam_from_lidar=torch.from_numpy(T), camera=cam,
+                         image=img, method="nearest")
+    twin_cam, twin_lidar, _ = _twin_clouds(res_i, T)
+    for _ in range(2):
+        np.testing.assert_allclose(res_i.points_cam.double().numpy(), twin_cam, atol=1e-5, rtol=0)
+        assert np.abs(res_i.points_lidar.numpy() - twin_lidar).max() < 1e-3

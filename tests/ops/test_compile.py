@@ -6,12 +6,13 @@ were skipped under compile (NaN points dropped silently, an index of -5 taken as
 offsets giving a wrong batch assignment)."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from geodepth.ops import aggregate, continuous_conv, sample, scored_aggregate, splat
-from geodepth.ops._reference import (aggregate_reference, continuous_conv_reference, sample_reference,
-                                     scored_aggregate_reference, splat_reference)
+from geodepth.ops._reference import (aggregate_reference, continuous_conv_reference, knn_reference,
+                                     radius_reference, sample_reference, scored_aggregate_reference, splat_reference)
 
 
 def _compiled(fn):
@@ -73,6 +74,16 @@ def test_scored_aggregate_and_continuous_conv_compiled():
             conv(f, pb, idx)
         with pytest.raises(ValueError, match="query contains NaN or inf"):
             conv2(f.clone().requires_grad_(), p, pb, idx)
+    # an idx value >= N: the op's ValueError, as in eager mode (score_fn's gather of the relative
+    # positions runs before the op and raised an IndexError; inductor a failed bounds assertion)
+    for bad in (30, 1000):
+        i = idx.clone()
+        i[2, 1] = bad
+        for x in (f, f.clone().requires_grad_()):
+            with pytest.raises(ValueError, match=rf"idx values must be in \[-1, 30\).*, {bad}\]"):
+                conv(x, p, i)
+        with pytest.raises(ValueError, match=rf"idx values must be in \[-1, 30\).*, {bad}\]"):
+            continuous_conv(f, p, p, i, w, score_fn)  # eager: the same message
 
 
 @pytest.mark.parametrize("reduce,use_depth", [("mean", False), ("min", True), ("min", False)])
@@ -159,3 +170,34 @@ def test_point_model_one_graph_for_changing_sizes():
             grads.append((out.detach(), conv.weight.grad.clone()))
         torch.testing.assert_close(grads[0], grads[1])
     assert cnt.frame_count == 1
+
+
+def test_knn_numpy_k_compiled():
+    """k / max_neighbors as np.int64 (from a config or an array) under torch.compile(fullgraph=True):
+    dynamo traces numpy scalars as 0-d arrays, so "is it an int" failed and the error's repr broke
+    the trace; now the same neighbours as the twin. Other numpy values and tensors cannot be read
+    while tracing: fullgraph stops with a message naming the argument, without fullgraph eager
+    mode runs them (np.int32 works, np.float64 is eager's ValueError)."""
+    from geodepth.ops import knn, radius
+
+    torch._dynamo.reset()
+    g = torch.Generator().manual_seed(4)
+    p = torch.rand(60, 3, generator=g)
+    want = knn_reference(p, p, 5)
+    k = np.int64(5)
+    for out in (_compiled(lambda a: knn(a, a, k))(p), _compiled(lambda a, kk: knn(a, a, kk))(p, k)):
+        assert torch.equal(out.idx, want.idx) and torch.equal(out.sqdist, want.sqdist)
+    out = _compiled(lambda a, m: radius(a, a, 0.2, max_neighbors=m))(p, np.int64(7))
+    want_r = radius_reference(p, p, 0.2, max_neighbors=7)
+    assert torch.equal(out.idx, want_r.idx) and torch.equal(out.sqdist, want_r.sqdist)
+    with pytest.raises(Exception, match=r"k must be an int in \[1, 64\], got 100"):
+        _compiled(lambda a, kk: knn(a, a, kk))(p, np.int64(100))
+    with pytest.raises(Exception, match=r"k must be an int.*pass int\(k\)"):
+        _compiled(lambda a, kk: knn(a, a, kk))(p, np.int32(5))
+    with pytest.raises(Exception, match=r"r must be a number >= 0.*pass float\(r\)"):
+        _compiled(lambda a, r: radius(a, a, r, max_neighbors=7))(p, np.float64(0.2))
+    loose = torch.compile(lambda a, kk: knn(a, a, kk), backend="aot_eager")
+    out = loose(p, np.int32(5))
+    assert torch.equal(out.idx, want.idx) and torch.equal(out.sqdist, want.sqdist)
+    with pytest.raises(ValueError, match=r"k must be an int in \[1, 64\], got .*5\.0"):
+        loose(p, np.float64(5.0))

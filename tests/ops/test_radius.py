@@ -53,6 +53,25 @@ def test_radius_ragged_ties(backend):
     _same(out, radius_reference(p, p, 1.0, max_neighbors=6, query_offsets=qo, points_offsets=po))
 
 
+@pytest.mark.parametrize("backend", _backends())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_radius_infinite_is_knn(backend, dtype):
+    """r = inf (it was refused) is a legitimate ball: the max_neighbors nearest, exactly knn's lists
+    and the twin's, padded with inf / -1 in batches with fewer points (no NaN from inf * 0); as
+    any r whose square overflows."""
+    from geodepth.ops import knn
+
+    g = torch.Generator().manual_seed(11)
+    q = (torch.rand(50, 3, generator=g, dtype=torch.float64) * 40 - 20).to(dtype)
+    p = (torch.rand(90, 3, generator=g, dtype=torch.float64) * 40 - 20).to(dtype)
+    qo, po = _offsets(20, 10, 20), _offsets(80, 3, 7)  # batch 1 and 2: fewer points than the cap
+    for r in (float("inf"), np.float64("inf"), 1e200):
+        out = radius(q, p, r, max_neighbors=12, query_offsets=qo, points_offsets=po, backend=backend)
+        _same(out, knn(q, p, 12, query_offsets=qo, points_offsets=po, backend="torch"))
+        _same(out, radius_reference(q, p, r, max_neighbors=12, query_offsets=qo, points_offsets=po))
+        assert not out.sqdist.isnan().any() and (out.idx[20:] == -1).any() and (out.idx[:20] >= 0).all()
+
+
 @pytest.mark.parametrize("r,cap", [(0.3, 32), (1.5, 16), (20.0, 8)])
 def test_radius_kitti_scan_grid(kitti_dir, r, cap):
     """Bounded cell-list search on the real scan (dense near the car, sparse far out) vs the
@@ -91,14 +110,20 @@ def test_radius_triton_interpreter():
             ref = radius_reference(*args, **kw)
             assert torch.equal(out.idx, ref.idx) and torch.equal(out.sqdist, ref.sqdist), (args[2], kw)
             assert (ref.idx >= 0).any()
+        # r = inf: the 12 nearest (knn's lists), padded where a batch has fewer points, no NaN
+        qo, po = torch.tensor([0, 30, 40]), torch.tensor([0, 145, 150])
+        out = radius(q, p, float("inf"), max_neighbors=12, query_offsets=qo, points_offsets=po, backend="triton")
+        ref = radius_reference(q, p, float("inf"), max_neighbors=12, query_offsets=qo, points_offsets=po)
+        assert torch.equal(out.idx, ref.idx) and torch.equal(out.sqdist, ref.sqdist)
+        assert (ref.idx[30:] == -1).any() and not out.sqdist.isnan().any()
         print("OK")
     """)
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(r=-1.0), "r must be a finite number"),
-    (dict(r=float("nan")), "r must be a finite number"),
-    (dict(r=float("inf")), "r must be a finite number"),
+    (dict(r=-1.0), "r must be a number >= 0"),
+    (dict(r=float("nan")), "r must be a number >= 0"),
+    (dict(r=-float("inf")), "r must be a number >= 0"),
     (dict(r=1.0, max_neighbors=0), "max_neighbors must be an int"),
     (dict(r=1.0, max_neighbors=65), "max_neighbors must be an int"),
 ])

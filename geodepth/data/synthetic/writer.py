@@ -31,7 +31,7 @@ def _write_depth(path, depth) -> None:
     from ...io.depth import write_depth_png
 
     d = depth.detach().cpu().to(torch.float64)
-    write_depth_png(path, torch.where(d * 256.0 < 65535.5, d, torch.zeros_like(d)), overwrite=True)
+    write_depth_png(path, d, overwrite=True, far="zero")
 
 
 def simulate_to_folder(out_dir, *, frames: int, sensor: str | LidarSpec = "hdl64", seed: int = 0,
