@@ -53,7 +53,7 @@ a ladder of cell sizes at once (spatial hash counts) and interpolated in log-log
 two rungs around the target, on the device (``_geometry``; its host twin ``_pick_cell`` is what
 the tests compare it with). The grid is capped at ``max(CELLS_PER_POINT * N, 2^16)`` cells:
 the dense cell table is allocated, zeroed and prefix-summed at that size whatever cell the
-device picks (the host does not know it), 64 bytes per point (128 bipartite) at the default
+device picks (the host does not know it), 16 bytes per point (32 bipartite) at the default
 cap. That is the price of not waiting: on LiDAR the cap binds anyway (the full KITTI scan's
 pick is cap-limited); a uniform cloud, which would pick ~N / 8 cells, pays for 64 N.
 """
@@ -76,14 +76,15 @@ __all__ = ["CELLS_PER_POINT", "CHUNK", "LAUNCH", "MAXNREG", "RING_CAP", "TARGET_
 
 _BIG = 2**31 - 1
 #: tuning knobs of the cell size (see the module docstring); time them with
-#: ``benchmarks/bm_knn.py --device cuda --sweep``. Timed on an H200 (2026-11-28,
+#: ``benchmarks/bm_knn.py --device cuda --sweep``. Timed on an H200 (2026-11-28, two sweeps,
 #: benchmarks/results/gpu_h200_2026-11-28): the cap of 64 cells per point that the work model
-#: (benchmarks/knn_work_model.py) preferred picked a 0.28 m cell on the full KITTI scan, which left
-#: 1,209 queries (1 %) to the exhaustive second level, and the search took 2.32 ms (front half:
-#: 0.22 m, 641 queries, 0.93 ms); a cap of 16 picks 0.43 m / 0.35 m, leaves 401 / 278 queries and
-#: takes 1.53 / 0.76 ms: the second level costs more than the larger ring-1 scans save. The cell
-#: table shrinks with it (64 bytes per point, 128 bipartite)
-CELLS_PER_POINT = 16
+#: (benchmarks/knn_work_model.py) preferred picks a 0.28 m cell on the full KITTI scan (front
+#: half: 0.22 m) and leaves 1,209 (641) queries to the exhaustive second level: search 2.32-2.47 ms
+#: (0.93-0.94). The second level costs more than larger ring-1 scans: a cap of 16 (0.43 m, 401
+#: left) took 1.53-1.58 ms (0.76-0.89), 8 (0.54 m) 1.54 (0.77), 4 (0.67 m, 143 left) 1.43 ms
+#: (0.54 m, 87 left: 0.65 ms), the best at the default occupancy on both sets. The cell table
+#: shrinks with the cap: 16 bytes per point (32 bipartite)
+CELLS_PER_POINT = 4
 TARGET_OCCUPANCY_PER_K = 0.5
 #: candidates per step of a scan (and the least list width: W = max(K, CHUNK) entries per lane)
 CHUNK = 16
