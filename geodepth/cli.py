@@ -623,19 +623,21 @@ def cmd_fuse(args) -> int:
 # ---------------------------------------------------------------------------------- bench
 BENCHES = {"classical": "bm_classical", "methods": "bm_methods", "knn": "bm_knn", "aggregate": "bm_aggregate",
            "sim": "bm_sim", "sm90": "sm90_report", "knn-model": "knn_work_model", "knn-lockstep": "knn_work_model",
-           "knn-host": "knn_host_cost", "fuse": "bm_fuse", "knn-batched": "bm_knn_batched"}
+           "knn-host": "knn_host_cost", "fuse": "bm_fuse", "knn-batched": "bm_knn_batched",
+           "bilateral": "bm_bilateral"}
 # CPU-only reports (no --device / --repeats), with their own arguments
 NO_DEVICE = {"methods": [], "sm90": [], "knn-model": [], "knn-lockstep": ["--two-level"], "knn-host": [],
              "knn-batched": [],
              "fuse": []}
-GROUPS = {"ops": ["knn", "aggregate"], "all": ["classical", "knn", "aggregate", "sim"]}
+GROUPS = {"ops": ["knn", "aggregate", "bilateral"], "all": ["classical", "knn", "aggregate", "bilateral", "sim"]}
 BENCH_HELP = {"methods": "quality of every method on real and simulated frames",
               "fuse": "TSDF fusion, all frames at once vs streaming: time and peak memory",
               "sm90": "static sm_90 build report", "knn-model": "KNN work per cell size",
               "knn-lockstep": "lockstep cost of the GPU KNN search per ring cap",
               "knn-host": "host-side cost of a GPU KNN call, launches stubbed",
               "knn-batched": "knn on packed batches vs a plain loop and torch_cluster",
-              "ops": "knn and aggregate", "all": "classical, knn, aggregate and sim"}
+              "bilateral": "BilateralConv vs the same formula gathering (N, k, C): time and live memory",
+              "ops": "knn, aggregate and bilateral", "all": "classical, knn, aggregate, bilateral and sim"}
 
 
 def cmd_bench(args) -> int:

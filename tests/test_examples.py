@@ -69,6 +69,20 @@ def test_pointcloud_fuse_features_zbuffer_is_the_sparse_map(tmp_path):
     assert (tmp_path / "pointcloud_fuse_features.png").exists()
 
 
+def test_pointcloud_fusion_block_composes_and_backpropagates():
+    """The layers chain on the real frame: the splat's z-buffer on the stride-4 grid is
+    points_to_depth with K / 4 (computed independently in the script), the loss is finite, and
+    the gradient reaches every parameter except the attention MLP's first layer, which its
+    zero-initialised last layer shields at initialisation (and nothing else is cut off)."""
+    out = run_example("pointcloud_fusion_block")
+    assert "PointsToImage z-buffer equals points_to_depth on the stride-4 grid: True" in out, out
+    loss = float(re.search(r"loss ([0-9.eE+-]+) m", out).group(1))
+    assert 0 < loss < 1e3, out
+    n, total = map(int, re.search(r"nonzero gradient: (\d+) of (\d+)", out).groups())
+    assert total - n == 2, out
+    assert "without gradient: 2.filter.att_bias1, 2.filter.att_weight1" in out, out
+
+
 def test_scene_view_renders_three_views(tmp_path):
     out = run_example("scene_view", "--out", str(tmp_path), "--backend", "numpy")
     lit = [float(x) for x in re.findall(r"([0-9.]+) % of pixels lit", out)]
