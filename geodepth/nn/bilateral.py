@@ -203,6 +203,8 @@ def _softmax_weights(points: Tensor, guidance: Tensor, idx: Tensor, sigma_s: Ten
     dtype = points.dtype
     valid = (idx >= 0).unsqueeze(-1)
     logits = _edge_logits(points, guidance, idx, sigma_s, sigma_r, attention, dtype)
+    if idx.shape[1] == 0:  # k = 0: no edges, nothing to normalise (amax of an empty dim is an error)
+        return logits
     logits = logits.masked_fill(~valid, float("-inf"))
     # the row maximum over valid entries (the dtype's min for a row without any): no overflow in exp
     m = logits.amax(1, keepdim=True).clamp(min=torch.finfo(dtype).min).detach()

@@ -113,7 +113,7 @@ def edge_attention(src: Tensor, dst: Tensor, idx: Tensor, *, negative_slope: flo
 
 def _edge_attention(src: Tensor, dst: Tensor, idx: Tensor, slope: float) -> Tensor:
     valid = (idx >= 0).unsqueeze(-1)  # (M, k, 1)
-    if src.shape[0] == 0:  # then every idx is -1
+    if src.shape[0] == 0 or idx.shape[1] == 0:  # every idx is -1, or k = 0: no edge gets weight
         return dst.new_zeros((*idx.shape, dst.shape[1]))
     e = F.leaky_relu(src[idx.clamp(min=0)] + dst.unsqueeze(1), slope)  # (M, k, H)
     e = e.masked_fill(~valid, float("-inf"))

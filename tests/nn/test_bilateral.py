@@ -445,3 +445,17 @@ def test_bad_input_raises_naming_the_value():
     with pytest.raises(ValueError, match=r"attention must map the edge differences \(M, k, 3 \+ d\) to "
                                          r"\(M, k, H\) = \(30, 6, 1\)"):
         bilateral_conv(x, p, guid, idx, w, sigma_s=one, sigma_r=one, attention=lambda d: d)
+
+
+def test_k_zero_is_rows_without_neighbours():
+    """idx with k = 0 was an IndexError from amax over an empty dim; it equals every row padded
+    (-1): the self term x_i W0 + b, outputs and gradients."""
+    torch.manual_seed(4)
+    conv = BilateralConv(5, 4, 2, heads=2, guidance_dim=2)
+    p, g = torch.rand(6, 3), torch.rand(6, 2)
+    x = torch.randn(6, 5, requires_grad=True)
+    y0 = conv(x, p, g, torch.empty(6, 0, dtype=torch.int64))
+    y1 = conv(x, p, g, torch.full((6, 3), -1, dtype=torch.int64))
+    torch.testing.assert_close(y0, y1, rtol=0, atol=0)
+    torch.testing.assert_close(y0, x @ conv.self_weight + conv.bias, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(torch.autograd.grad(y0.sum(), x)[0], torch.autograd.grad(y1.sum(), x)[0])

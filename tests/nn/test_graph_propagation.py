@@ -428,3 +428,20 @@ def test_cuda_vs_cpu():
         torch.testing.assert_close(a.grad.cpu(), b.grad, atol=1e-3, rtol=1e-3)
     for (n, a), (_, b) in zip(layer_c.named_parameters(), layer.named_parameters()):
         torch.testing.assert_close(a.grad.cpu(), b.grad, atol=1e-3, rtol=1e-3, msg=n)
+
+
+def test_k_zero_is_rows_without_neighbours():
+    """idx with k = 0 (no edges at all) was an IndexError from amax over an empty dim; it is the
+    same as every row padded (-1), i.e. the self term only, for outputs and gradients."""
+    torch.manual_seed(3)
+    layer = GraphPropagation(4, 6, heads=2)
+    p = torch.rand(7, 3)
+    hd, hr = torch.randn(7, 4, requires_grad=True), torch.randn(7, 6, requires_grad=True)
+    out0 = layer(hd, hr, p, torch.empty(7, 0, dtype=torch.int64))
+    pad = layer(hd, hr, p, torch.full((7, 2), -1, dtype=torch.int64))
+    for a, b in zip(out0, pad):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    g0 = torch.autograd.grad(sum(o.sum() for o in out0), (hd, hr))
+    g1 = torch.autograd.grad(sum(o.sum() for o in pad), (hd, hr))
+    for a, b in zip(g0, g1):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
