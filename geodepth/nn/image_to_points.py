@@ -238,6 +238,28 @@ def image_to_points(feature_map: Tensor, points_cam: Tensor, camera, *, image_si
 
 
 # ---------------------------------------------------------------------------- module
+
+def _add_optional_linear(module: nn.Module, bias: bool) -> None:
+    """The optional (out_channels, in_channels) ``Linear`` of ImageToPoints / PointsToImage: ``weight``
+    and ``bias`` parameters (None without ``out_channels``), initialised."""
+    if module.out_channels is None:
+        module.register_parameter("weight", None)
+        module.register_parameter("bias", None)
+    else:
+        module.weight = nn.Parameter(torch.empty(module.out_channels, module.in_channels))
+        module.bias = nn.Parameter(torch.empty(module.out_channels)) if bias else None
+    _reset_optional_linear(module)
+
+
+def _reset_optional_linear(module: nn.Module) -> None:
+    if module.weight is None:
+        return
+    nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+    if module.bias is not None:
+        bound = 1.0 / math.sqrt(module.in_channels)
+        nn.init.uniform_(module.bias, -bound, bound)
+
+
 class ImageToPoints(nn.Module):
     r"""Image features onto points (:func:`image_to_points`), then an optional learned 1x1 projection.
 
@@ -277,22 +299,11 @@ class ImageToPoints(nn.Module):
         self.in_channels = check_int("in_channels", in_channels, lo=1)
         self.out_channels = None if out_channels is None else check_int("out_channels", out_channels, lo=1)
         self.stride = _check_stride(stride)
-        if self.out_channels is None:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        else:
-            self.weight = nn.Parameter(torch.empty(self.out_channels, self.in_channels))
-            self.bias = nn.Parameter(torch.empty(self.out_channels)) if bias else None
-        self.reset_parameters()
+        _add_optional_linear(self, bias)
 
     def reset_parameters(self) -> None:
         """PyTorch ``Linear`` init: Kaiming-uniform weight, bias uniform in +-1/sqrt(C_in)."""
-        if self.weight is None:
-            return
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            bound = 1.0 / math.sqrt(self.in_channels)
-            nn.init.uniform_(self.bias, -bound, bound)
+        _reset_optional_linear(self)
 
     def forward(self, feature_map: Tensor, points_cam: Tensor, camera, *, image_size=None,
                 offsets: Tensor | None = None) -> PointFeatures:

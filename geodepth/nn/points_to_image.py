@@ -12,7 +12,6 @@ learned 1x1 projection of the point features before they are splatted.
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
@@ -22,12 +21,14 @@ from torch import Tensor, nn
 from .._checks import check_int, check_not_meta, check_size
 from ..ops.splat import splat
 from .image_to_points import (
+    _add_optional_linear,
     _as_camera,
     _batch_ids,
     _check_points_cam,
     _check_stride,
     _grid_camera,
     _project_to_grid,
+    _reset_optional_linear,
     _resolve_batch,
 )
 
@@ -214,22 +215,11 @@ class PointsToImage(nn.Module):
         self.out_channels = None if out_channels is None else check_int("out_channels", out_channels, lo=1)
         self.reduce = _check_reduce(reduce)
         self.stride = _check_stride(stride)
-        if self.out_channels is None:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        else:
-            self.weight = nn.Parameter(torch.empty(self.out_channels, self.in_channels))
-            self.bias = nn.Parameter(torch.empty(self.out_channels)) if bias else None
-        self.reset_parameters()
+        _add_optional_linear(self, bias)
 
     def reset_parameters(self) -> None:
         """PyTorch ``Linear`` init: Kaiming-uniform weight, bias uniform in +-1/sqrt(C_in)."""
-        if self.weight is None:
-            return
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            bound = 1.0 / math.sqrt(self.in_channels)
-            nn.init.uniform_(self.bias, -bound, bound)
+        _reset_optional_linear(self)
 
     def forward(self, features: Tensor, points_cam: Tensor, camera, size=None, *, image_size=None,
                 offsets: Tensor | None = None, return_depth: bool = False) -> ImageFeatures:
