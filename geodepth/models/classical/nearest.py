@@ -7,6 +7,12 @@ as soon as no pixel can improve), as in exact separable distance transforms.
 
 Ties are broken deterministically: among equally near valid pixels the one with the smaller
 row wins, then the smaller column (smallest row-major index).
+
+On CUDA the default is the exact 2D KNN search of :func:`geodepth.ops.knn` (k = 1, our Triton
+kernel) from every pixel centre to the valid pixels in row-major order: the same keys (pixel
+squared distances are exact in float32 below 2896 pixels a side, and knn breaks ties by the
+smaller index, i.e. row, then column), without the separable pass's data-dependent loop, which
+waits for the device once per column offset (hundreds of times above a LiDAR's field of view).
 """
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ import torch
 from ..._checks import check_number
 from ._threads import cpu_single_threaded
 from .ipbasic import _as_depth
-from .knn_fill import _use_numba
+from .knn_fill import _knn2d, _use_numba
 
 __all__ = ["nearest_fill"]
 
@@ -37,8 +43,10 @@ def nearest_fill(
             stay 0; None = fill everything.
         return_distance: also return the distance (1, H, W) float32, pixels, to the source pixel
             (0 at valid pixels, inf where the image has no valid pixel).
-        backend: ``"auto"`` (CPU tensors: numba when it is importable, else torch), ``"numba"``
-            (CPU only) or ``"torch"``; both compute the same integer keys, so the same result.
+        backend: ``"auto"`` (CPU tensors: numba when it is importable, else torch; CUDA tensors:
+            ``"knn"``), ``"numba"`` (CPU only), ``"torch"`` (the separable passes) or ``"knn"`` (the
+            exact 2D KNN search of ``geodepth.ops.knn``: Triton on CUDA, its CPU backends on the
+            CPU); all compute the same integer keys, so the same result.
 
     Returns:
         dense depth (1, H, W) float32 (and the distance map if ``return_distance``). Valid input
@@ -57,7 +65,10 @@ def nearest_fill(
     H, W = d.shape
     dev = d.device
     valid = d > 0
-    if _use_numba(backend, dev):
+    use_knn = backend == "knn" or (backend == "auto" and dev.type == "cuda")
+    if use_knn:
+        src, d2 = _nearest_index_knn(valid)
+    elif _use_numba(backend, dev):
         from ._numba_nearest import nearest_index_numba
 
         src, d2 = (torch.from_numpy(a) for a in nearest_index_numba(valid.numpy()))
@@ -71,6 +82,26 @@ def nearest_fill(
     if return_distance:
         return out[None], dist[None]
     return out[None]
+
+
+def _nearest_index_knn(valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_nearest_index` through the exact 2D KNN search (k = 1) from every pixel centre to
+    the valid pixel centres in row-major order (knn's ties -> smaller index = smaller row, then
+    column; float32 squared distances of pixel centres are exact below 2896 pixels a side, and
+    ``knn_fill._knn2d`` refines them to float64 beyond)."""
+    H, W = valid.shape
+    dev = valid.device
+    if H * W == 0:
+        return (torch.full((H, W), -1, dtype=torch.int64, device=dev),
+                torch.zeros((H, W), dtype=torch.int64, device=dev))
+    pix = torch.arange(H * W, device=dev)
+    centres = torch.stack([pix % W, pix // W], 1).to(torch.float64) + 0.5  # (u, v)
+    src = pix[valid.flatten()]  # row-major order
+    sq, idx = _knn2d(centres, centres[src], 1, lattice=True)
+    hit = idx[:, 0] >= 0
+    s = torch.where(hit, src[idx[:, 0].clamp(min=0)] if src.numel() else idx[:, 0], -1)
+    d2 = torch.where(hit, sq[:, 0], 0.0).round().to(torch.int64)
+    return s.view(H, W), d2.view(H, W)
 
 
 def _nearest_index(valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

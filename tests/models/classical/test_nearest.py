@@ -10,9 +10,9 @@ from geodepth.models.classical.nearest import nearest_fill
 try:
     import numba  # noqa: F401
 
-    BACKENDS = ["torch", "numba"]
+    BACKENDS = ["torch", "numba", "knn"]
 except ImportError:  # pragma: no cover - numba is in the test extras
-    BACKENDS = ["torch"]
+    BACKENDS = ["torch", "knn"]
 
 
 def brute(depth: np.ndarray):
@@ -97,6 +97,38 @@ def test_numba_equals_torch_on_kitti_and_edges():
         a = nearest_fill(x, return_distance=True, backend="numba")
         b = nearest_fill(x, return_distance=True, backend="torch")
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]), tuple(x.shape)
+
+
+def _kitti_cases():
+    from pathlib import Path
+
+    from geodepth.io.depth import read_depth_png
+
+    sample = Path(__file__).resolve().parents[3] / "geodepth" / "_data" / "kitti_sample"
+    d = read_depth_png(sample / "velodyne_raw_02.png")
+    return [d, d[:, :1], d[:, :, 600:601], torch.zeros(1, 4, 5), torch.full((1, 1, 1), 3.0)]
+
+
+def test_knn_backend_runs_the_cuda_search_exactly(exact_cpu_knn2d):
+    """backend='knn' (CUDA's default) with the search in float32, as the Triton kernel runs it:
+    the same bits as the separable torch passes on the KITTI sparse map (pixels above the scan are
+    ~100 px from any return) and on one-row / one-column / empty / single-pixel images."""
+    for x in _kitti_cases():
+        a = nearest_fill(x, return_distance=True, backend="torch")
+        b = nearest_fill(x, return_distance=True, backend="knn")
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]), tuple(x.shape)
+
+
+@pytest.mark.cuda
+def test_cuda_default_is_the_knn_search_and_matches_cpu():
+    """On CUDA, 'auto' takes the Triton KNN search (the separable passes waited for the device
+    once per column offset); the result equals the CPU's, bit for bit."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    for x in _kitti_cases():
+        a = nearest_fill(x, return_distance=True, backend="torch")
+        b = nearest_fill(x.cuda(), return_distance=True)
+        assert torch.equal(a[0], b[0].cpu()) and torch.equal(a[1], b[1].cpu()), tuple(x.shape)
 
 
 def test_backend_errors():
