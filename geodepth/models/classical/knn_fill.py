@@ -245,20 +245,17 @@ def _nn_spacing(uv: torch.Tensor, nearest: _NearestPoints | None = None) -> floa
     return float(d[:, 1].median())
 
 
-def column_span(uv: torch.Tensor, H: int, W: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+def column_span(uv: torch.Tensor, H: int, W: int,
+                nearest: _NearestPoints | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
     """The scan's vertical extent per image column: ``(top (W,) int64, bottom (W,) int64, w)``.
 
     ``top[c]`` / ``bottom[c]`` are the rows (``floor(v)``) of the highest / lowest point whose
     column ``floor(u)`` lies within ``w`` columns of ``c`` (``H`` / ``-1`` where there is none),
     ``w = ceil(COLUMN_SPACINGS * a)`` (at least 1, at most ``W``) with ``a`` the median nearest-
     neighbour distance of the points (:func:`_nn_spacing`; ``w = W`` for a single point).
-    ``uv``: (N, 2) float64 CPU pixel coordinates inside the image, N >= 1.
+    ``uv``: (N, 2) float64 CPU pixel coordinates inside the image, N >= 1. ``nearest``: the
+    nearest-point search over ``uv`` to use (shared with :func:`scan_gap`), else one of its own.
     """
-    return _column_span(uv, H, W, _NearestPoints(uv))
-
-
-def _column_span(uv: torch.Tensor, H: int, W: int, nearest: _NearestPoints) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """:func:`column_span` with the nearest-point search over ``uv`` given (shared with :func:`_scan_gap`)."""
     a = _nn_spacing(uv, nearest)
     w = W if not math.isfinite(a) else int(min(W, max(1, math.ceil(COLUMN_SPACINGS * a))))
     col = uv[:, 0].floor().long().clamp(0, W - 1)
@@ -272,20 +269,16 @@ def _column_span(uv: torch.Tensor, H: int, W: int, nearest: _NearestPoints) -> t
     return -window_max(-top), window_max(bottom), w
 
 
-def scan_gap(uv: torch.Tensor, top: torch.Tensor, bottom: torch.Tensor, H: int, W: int) -> float:
+def scan_gap(uv: torch.Tensor, top: torch.Tensor, bottom: torch.Tensor, H: int, W: int,
+             nearest: _NearestPoints | None = None) -> float:
     """How far the pixels inside the scan lie from it, pixels: the ``SCAN_GAP_QUANTILE`` order
     statistic (the smallest distance with at least that share of the samples at or below it) of
     the distances from the pixel centres of a lattice (every ``s``-th row and column,
     ``s = ceil(sqrt(H W / SCAN_GAP_QUERIES))``) that lie inside the scan (``top[c] <= r <=
     bottom[c]``, :func:`column_span`) to their nearest point; 0 when no lattice pixel is inside.
     Between parallel scan lines ``g`` pixels apart it is about ``g / 2``. ``uv``: (N, 2) float64
-    CPU, N >= 1. Deterministic: an exact float64 search and an order statistic."""
-    return _scan_gap(uv, top, bottom, H, W, _NearestPoints(uv))
-
-
-def _scan_gap(uv: torch.Tensor, top: torch.Tensor, bottom: torch.Tensor, H: int, W: int,
-              nearest: _NearestPoints) -> float:
-    """:func:`scan_gap` with the nearest-point search over ``uv`` given (shared with :func:`_column_span`)."""
+    CPU, N >= 1. Deterministic: an exact float64 search and an order statistic. ``nearest``: as in
+    :func:`column_span`."""
     s = max(1, math.ceil(math.sqrt(H * W / SCAN_GAP_QUERIES)))
     rows = torch.arange(0, H, s)
     cols = torch.arange(0, W, s)
@@ -294,7 +287,7 @@ def _scan_gap(uv: torch.Tensor, top: torch.Tensor, bottom: torch.Tensor, H: int,
     if ri.numel() == 0:
         return 0.0
     q = torch.stack([cols[ci], rows[ri]], 1).to(torch.float64) + 0.5
-    d = nearest(q, 1)
+    d = (nearest if nearest is not None else _NearestPoints(uv))(q, 1)
     n = d.shape[0]
     return float(d[:, 0].kthvalue(max(1, math.ceil(SCAN_GAP_QUANTILE * n))).values)
 
@@ -308,8 +301,8 @@ def _fill_limits(uv: torch.Tensor, H: int, W: int, max_radius_px: float | str | 
     if max_radius_px == "auto" or not extrapolate:
         uv_cpu = uv.cpu()
         nearest = _NearestPoints(uv_cpu)  # one k-d tree for the spacing and the gap
-        span_top, span_bottom, _ = _column_span(uv_cpu, H, W, nearest)
-        gap = _scan_gap(uv_cpu, span_top, span_bottom, H, W, nearest)
+        span_top, span_bottom, _ = column_span(uv_cpu, H, W, nearest)
+        gap = scan_gap(uv_cpu, span_top, span_bottom, H, W, nearest)
         if max_radius_px == "auto":
             max_radius_px = max(AUTO_RADIUS_MIN, AUTO_RADIUS_FACTOR * gap)
         if not extrapolate:  # a column with no point near is not limited
