@@ -91,17 +91,13 @@ def _nearest_index_knn(valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     ``knn_fill._knn2d`` refines them to float64 beyond)."""
     H, W = valid.shape
     dev = valid.device
-    if H * W == 0:
-        return (torch.full((H, W), -1, dtype=torch.int64, device=dev),
-                torch.zeros((H, W), dtype=torch.int64, device=dev))
     pix = torch.arange(H * W, device=dev)
-    centres = torch.stack([pix % W, pix // W], 1).to(torch.float64) + 0.5  # (u, v)
     src = pix[valid.flatten()]  # row-major order
-    sq, idx = _knn2d(centres, centres[src], 1, lattice=True)
-    hit = idx[:, 0] >= 0
-    s = torch.where(hit, src[idx[:, 0].clamp(min=0)] if src.numel() else idx[:, 0], -1)
-    d2 = torch.where(hit, sq[:, 0], 0.0).round().to(torch.int64)
-    return s.view(H, W), d2.view(H, W)
+    if src.numel() == 0:  # no valid pixel (or an empty image): no source anywhere
+        return torch.full((H, W), -1, dtype=torch.int64, device=dev), torch.zeros((H, W), dtype=torch.int64, device=dev)
+    centres = torch.stack([pix % W, pix // W], 1).to(torch.float64) + 0.5  # (u, v)
+    sq, idx = _knn2d(centres, centres[src], 1, lattice=True)  # k = 1 <= N: every pixel finds one
+    return src[idx[:, 0]].view(H, W), sq[:, 0].round().to(torch.int64).view(H, W)
 
 
 def _nearest_index(valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
