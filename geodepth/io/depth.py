@@ -71,9 +71,16 @@ def beyond_png_range(depth, scale: float = KITTI_DEPTH_SCALE) -> tuple[int, floa
         d = depth.astype(np.float64)
     else:
         d = torch.as_tensor(depth).detach().cpu().to(torch.float64).numpy()
-    far = np.round(d * scale) > 65535
+    _, far = _png_values(d, scale)
     n = int(far.sum())
     return n, (float(d[far].max()) if n else 0.0)
+
+
+def _png_values(d: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(round(d * scale), the mask of values over 65535)`` for float64 ``d``: numpy's rounding,
+    the one rule of :func:`write_depth_png` and :func:`beyond_png_range`."""
+    stored = np.round(d * scale)
+    return stored, stored > 65535
 
 
 def write_depth_png(path, depth: Tensor, scale: float = KITTI_DEPTH_SCALE, *, overwrite: bool = False,
@@ -112,8 +119,7 @@ def write_depth_png(path, depth: Tensor, scale: float = KITTI_DEPTH_SCALE, *, ov
         raise ValueError(f"depth contains NaN or inf; cannot write {path}")
     if (d < 0).any():
         raise ValueError(f"depth has negative values (min {d.min():.4g}); cannot write {path}")
-    stored = np.round(d * scale)
-    too_far = stored > 65535
+    stored, too_far = _png_values(d, scale)
     if too_far.any():
         if far == "error":
             raise ValueError(f"depth has {int(too_far.sum())} pixel(s) beyond {65535 / scale:.6g} m (up to "
