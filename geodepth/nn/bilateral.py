@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from ..ops._dispatch import eager_without_grad, plain_eager
 from ..ops.aggregate import _check_features, _check_idx
-from ..ops.contconv import _coord_range, _scored_forward, _scored_op
+from ..ops.contconv import _coord_range, _scored_forward, _scored_op, check_ranges_and_idx
 
 __all__ = ["BilateralConv", "bilateral_conv", "bilateral_weights"]
 
@@ -52,22 +52,8 @@ def _shape(t) -> object:
 
 def _check_eager_values(points: Tensor, guidance: Tensor, idx: Tensor) -> None:
     """Finite ``points`` and ``guidance``, ``idx`` in [-1, N): one read of the device (eager mode)."""
-    rng = _coord_range(points, guidance, eager=True)  # [min, max] of points, then of guidance
-    n = points.shape[0]
-    if idx.device.type == "cpu":
-        a = idx.numpy()
-        vals = rng.tolist() + ([int(a.min()), int(a.max())] if a.size else [])
-    else:
-        vals = rng.detach().to(torch.float64)
-        if idx.numel():
-            vals = torch.cat([vals, torch.stack(torch.aminmax(idx)).to(torch.float64)])
-        vals = vals.tolist()
-    for name, (lo, hi) in (("points", vals[0:2]), ("guidance", vals[2:4])):
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise ValueError(f"{name} contains NaN or inf (the edge weights are computed from its differences)")
-    if idx.numel() and (vals[4] < -1 or vals[5] >= n):
-        raise ValueError(f"idx values must be in [-1, {n}) (-1 = no neighbour), got range [{int(vals[4])}, "
-                         f"{int(vals[5])}]")
+    check_ranges_and_idx(idx, points.shape[0], _coord_range(points, guidance, eager=True), ("points", "guidance"),
+                         "the edge weights are computed from its differences")
 
 
 def _check_geometry(points: Tensor, guidance: Tensor, idx: Tensor, sigma_s: Tensor, sigma_r: Tensor) -> int:

@@ -40,6 +40,14 @@ def _check_values(idx: Tensor, n: int, coord_range: Optional[Tensor]) -> None:
     if coord_range is None:
         _check_idx_values(idx, n)
         return
+    check_ranges_and_idx(idx, n, coord_range, ("points", "query"),
+                         "positions must be finite; they give the relative positions the scores are computed from")
+
+
+def check_ranges_and_idx(idx: Tensor, n: int, coord_range: Tensor, names: tuple[str, str], why: str) -> None:
+    """ValueError for a non-finite ``[min, max]`` pair in ``coord_range`` (4,) (two tensors' ranges,
+    :func:`_coord_range`; the message names ``names[i]`` and says ``why``) or an ``idx`` value
+    outside [-1, n): one read of the device for both (numpy for CPU tensors)."""
     if idx.device.type == "cpu":  # numpy, as _coord_range
         a = idx.numpy()
         vals = coord_range.tolist() + ([int(a.min()), int(a.max())] if a.size else [])
@@ -48,10 +56,9 @@ def _check_values(idx: Tensor, n: int, coord_range: Optional[Tensor]) -> None:
         if idx.numel():
             vals = torch.cat([vals, torch.stack(torch.aminmax(idx)).to(torch.float64)])
         vals = vals.tolist()  # one device sync on CUDA
-    for name, (lo, hi) in (("points", vals[0:2]), ("query", vals[2:4])):
+    for name, (lo, hi) in zip(names, (vals[0:2], vals[2:4])):
         if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise ValueError(f"{name} contains NaN or inf (positions must be finite; they give the relative "
-                             "positions the scores are computed from)")
+            raise ValueError(f"{name} contains NaN or inf ({why})")
     if idx.numel() and (vals[4] < -1 or vals[5] >= n):
         raise ValueError(f"idx values must be in [-1, {n}) (-1 = no neighbour), got range [{int(vals[4])}, "
                          f"{int(vals[5])}]")
