@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from .._checks import check_int, check_not_meta, check_size
 from ..geometry.camera import PinholeCamera
 from ..geometry.projection import _check_offsets, _project
-from ..ops.sample import sample
+from ..ops.sample import _batch_index, sample
 
 __all__ = ["ImageToPoints", "PointFeatures", "image_to_points"]
 
@@ -82,9 +82,8 @@ def _grid_camera(cam: PinholeCamera, h: int, w: int, stride: int | None) -> Pinh
 
 
 def _batch_ids(offsets: Tensor | None, N: int, device) -> Tensor | None:
-    if offsets is None:
-        return None
-    return torch.repeat_interleave(torch.arange(offsets.shape[0] - 1, device=device), offsets.diff(), output_size=N)
+    """(N,) int64 frame of each point (``ops.sample``'s own index), or None without ``offsets``."""
+    return None if offsets is None else _batch_index(offsets, N, device)
 
 
 def _check_points_cam(points_cam) -> Tensor:
