@@ -140,3 +140,8 @@ def check_rgb255(name: str, value: Any) -> np.ndarray:
     if c is None or c.shape != (3,) or not ((c >= 0) & (c <= 255)).all():
         raise ValueError(f"{name} must be 3 finite numbers in 0..255, got {value!r}")
     return c
+
+
+def shape_or_type(value: Any) -> str:
+    """For error messages: a tensor's shape as ``(N, C)``, else the value's type name."""
+    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__

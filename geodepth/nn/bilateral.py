@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import shape_or_type
 from ..ops._dispatch import eager_without_grad, plain_eager
 from ..ops.aggregate import _check_features, _check_idx
 from ..ops.contconv import _coord_range, _scored_forward, _scored_op, check_ranges_and_idx
@@ -44,10 +45,6 @@ __all__ = ["BilateralConv", "bilateral_conv", "bilateral_weights"]
 
 #: largest guidance embedding the layer takes: it is gathered per edge, (M, k, d)
 MAX_GUIDANCE_DIM = 16
-
-
-def _shape(t) -> object:
-    return tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
 
 
 def _check_eager_values(points: Tensor, guidance: Tensor, idx: Tensor) -> None:
@@ -59,7 +56,7 @@ def _check_eager_values(points: Tensor, guidance: Tensor, idx: Tensor) -> None:
 def _check_geometry(points: Tensor, guidance: Tensor, idx: Tensor, sigma_s: Tensor, sigma_r: Tensor) -> int:
     """Shape / dtype / device checks of the edge weights' inputs (no values); returns H."""
     if not isinstance(points, Tensor) or points.dim() != 2 or points.shape[1] != 3:
-        raise ValueError(f"points must be (N, 3), got {_shape(points)}")
+        raise ValueError(f"points must be (N, 3), got {shape_or_type(points)}")
     if not points.is_floating_point():
         raise ValueError(f"points must be floating point, got {points.dtype}")
     N = points.shape[0]
@@ -68,10 +65,11 @@ def _check_geometry(points: Tensor, guidance: Tensor, idx: Tensor, sigma_s: Tens
         raise ValueError(f"idx must have one row per point ({N}, k): the layer filters a cloud with its own "
                          f"neighbour lists, got {tuple(idx.shape)}")
     if not isinstance(guidance, Tensor) or guidance.dim() != 2 or guidance.shape[0] != N:
-        raise ValueError(f"guidance must be ({N}, d), got {_shape(guidance)}")
+        raise ValueError(f"guidance must be ({N}, d), got {shape_or_type(guidance)}")
     for name, s in (("sigma_s", sigma_s), ("sigma_r", sigma_r)):
         if not isinstance(s, Tensor) or s.dim() != 1 or s.numel() == 0:
-            raise ValueError(f"{name} must be a (H,) tensor of positive bandwidths, one per head, got {_shape(s)}")
+            raise ValueError(f"{name} must be a (H,) tensor of positive bandwidths, one per head, "
+                             f"got {shape_or_type(s)}")
     if sigma_s.shape != sigma_r.shape:
         raise ValueError(f"sigma_s and sigma_r must both be (H,), got {tuple(sigma_s.shape)} and "
                          f"{tuple(sigma_r.shape)}")
@@ -122,7 +120,7 @@ def _edge_logits(points: Tensor, guidance: Tensor, idx: Tensor, sigma_s: Tensor,
         a = attention(diff)
         if not isinstance(a, Tensor) or tuple(a.shape) != shape:
             raise ValueError(f"attention must map the edge differences (M, k, 3 + d) to (M, k, H) = "
-                             f"{shape} scores, got {_shape(a)}")
+                             f"{shape} scores, got {shape_or_type(a)}")
     # both kernels in one GEMM: squared differences (M k, 3 + d) times the (3 + d, H) matrix of
     # -1 / (2 sigma^2) (spatial rows, then range rows), added onto the attention scores
     # (outside autocast, which would round the distances to bf16 / fp16 and blur the kernels)
@@ -253,14 +251,14 @@ def bilateral_conv(features: Tensor, points: Tensor, guidance: Tensor, idx: Tens
     H = _check_inputs(features, points, guidance, idx, sigma_s, sigma_r)
     N, C_in = features.shape
     if not isinstance(weight, Tensor) or weight.dim() != 2 or weight.shape[0] != C_in:
-        raise ValueError(f"weight must be (C_in={C_in}, C_out), got {_shape(weight)}")
+        raise ValueError(f"weight must be (C_in={C_in}, C_out), got {shape_or_type(weight)}")
     C_out = weight.shape[1]
     if C_out % H:
         raise ValueError(f"the output channels of weight ({C_out}) must split evenly into H={H} heads")
     if self_weight is not None and (not isinstance(self_weight, Tensor) or tuple(self_weight.shape) != (C_in, C_out)):
-        raise ValueError(f"self_weight must be ({C_in}, {C_out}), got {_shape(self_weight)}")
+        raise ValueError(f"self_weight must be ({C_in}, {C_out}), got {shape_or_type(self_weight)}")
     if bias is not None and (not isinstance(bias, Tensor) or tuple(bias.shape) != (C_out,)):
-        raise ValueError(f"bias must be ({C_out},), got {_shape(bias)}")
+        raise ValueError(f"bias must be ({C_out},), got {shape_or_type(bias)}")
     if attention is not None and not callable(attention):
         raise ValueError(f"attention must be callable, (N, k, 3 + d) -> (N, k, H), got "
                          f"{type(attention).__name__}")
@@ -411,7 +409,7 @@ class BilateralConv(nn.Module):
         """(N, d) guidance embedding of the raw guidance (N, G)."""
         if not isinstance(guidance, Tensor) or guidance.dim() != 2 or guidance.shape[1] != self.guidance_channels:
             raise ValueError(f"guidance must be (N, guidance_channels={self.guidance_channels}), got "
-                             f"{_shape(guidance)}")
+                             f"{shape_or_type(guidance)}")
         if guidance.dtype != self.guidance_weight.dtype:
             raise ValueError(f"guidance must match the layer's dtype {self.guidance_weight.dtype}, "
                              f"got {guidance.dtype}")

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_not_meta
+from .._checks import check_not_meta, shape_or_type
 
 __all__ = ["FusionOutput", "GatedFusion", "gated_fusion"]
 
@@ -30,10 +30,6 @@ class FusionOutput(NamedTuple):
     fused: Optional[Tensor]
 
 
-def _shape(t) -> str:
-    return str(tuple(t.shape)) if isinstance(t, Tensor) else type(t).__name__
-
-
 def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """``weight`` (C_out, C_in) on the channel dim 1 of (N, C_in) or (B, C_in, H, W)."""
     if x.dim() == 2:
@@ -44,7 +40,7 @@ def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 def _check_inputs(depth: Tensor, image: Tensor) -> None:
     for name, t in (("depth", depth), ("image", image)):
         if not isinstance(t, Tensor) or t.dim() not in (2, 4):
-            raise ValueError(f"{name} must be (N, C) point features or (B, C, H, W) maps, got {_shape(t)}")
+            raise ValueError(f"{name} must be (N, C) point features or (B, C, H, W) maps, got {shape_or_type(t)}")
         if not t.is_floating_point():
             raise ValueError(f"{name} must be floating point, got {t.dtype}")
         check_not_meta(name, t)
@@ -99,7 +95,7 @@ def gated_fusion(depth: Tensor, image: Tensor, gate_weight: Tensor, message_weig
         if t is None and "bias" in name:
             continue
         if not isinstance(t, Tensor) or tuple(t.shape) != shape:
-            raise ValueError(f"{name} must be {shape} for C_d = {Cd}, C_r = {Cr}, got {_shape(t)}")
+            raise ValueError(f"{name} must be {shape} for C_d = {Cd}, C_r = {Cr}, got {shape_or_type(t)}")
         if t.dtype != depth.dtype or t.device != depth.device:
             raise ValueError(f"{name} must match the features' dtype and device ({depth.dtype}, {depth.device}), "
                              f"got ({t.dtype}, {t.device}); move the layer with .to(...)")

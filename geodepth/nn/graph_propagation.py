@@ -21,15 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_not_meta, check_number
+from .._checks import check_not_meta, check_number, shape_or_type
 from ..ops._dispatch import plain_eager
 from ..ops.aggregate import _check_features, _check_idx, _check_idx_values, aggregate
 
 __all__ = ["GraphPropagation", "edge_attention", "propagate"]
-
-
-def _shape(t) -> str:
-    return str(tuple(t.shape)) if isinstance(t, Tensor) else type(t).__name__
 
 
 def _check_graph_values(points: Tensor, idx: Tensor) -> None:
@@ -97,14 +93,14 @@ def edge_attention(src: Tensor, dst: Tensor, idx: Tensor, *, negative_slope: flo
     """
     for name, t in (("src", src), ("dst", dst)):
         if not isinstance(t, Tensor) or t.dim() != 2 or not t.is_floating_point():
-            raise ValueError(f"{name} must be a floating point (nodes, heads) tensor, got {_shape(t)}"
+            raise ValueError(f"{name} must be a floating point (nodes, heads) tensor, got {shape_or_type(t)}"
                              + (f" {t.dtype}" if isinstance(t, Tensor) else ""))
         check_not_meta(name, t)
     _check_idx(idx, src.shape[0], m=dst.shape[0], values=False)
     if dst.shape[1] != src.shape[1] or dst.dtype != src.dtype or dst.device != src.device or idx.device != src.device:
         raise ValueError(f"dst must be (M, H) = ({idx.shape[0]}, {src.shape[1]}) with src's dtype {src.dtype} on "
-                         f"{src.device} and idx on the same device, got dst {_shape(dst)} {dst.dtype} on {dst.device}, "
-                         f"idx on {idx.device}")
+                         f"{src.device} and idx on the same device, got dst {shape_or_type(dst)} {dst.dtype} on "
+                         f"{dst.device}, idx on {idx.device}")
     slope = check_number("negative_slope", negative_slope)
     if not torch.compiler.is_compiling():  # (traced: the layer's check op, or an IndexError in the gather)
         _check_idx_values(idx, src.shape[0])
@@ -153,7 +149,7 @@ def propagate(features: Tensor, idx: Tensor, attention: Tensor) -> Tensor:
     _check_idx(idx, features.shape[0], values=False)  # (the values: in aggregate's implementation)
     M, k = idx.shape
     if not isinstance(attention, Tensor) or attention.dim() != 3 or tuple(attention.shape[:2]) != (M, k):
-        raise ValueError(f"attention must be (M, k, H) with (M, k) = {(M, k)}, got {_shape(attention)}")
+        raise ValueError(f"attention must be (M, k, H) with (M, k) = {(M, k)}, got {shape_or_type(attention)}")
     N, C = features.shape
     H = attention.shape[2]
     if H == 0 or C % H:
@@ -284,7 +280,7 @@ class GraphPropagation(nn.Module):
             if t.shape != (N, c):
                 raise ValueError(f"{name} must be (N, {c}) = ({N}, {c}) (N from depth), got {tuple(t.shape)}")
         if not isinstance(points, Tensor) or points.shape != (N, 3):
-            raise ValueError(f"points must be (N, 3) = ({N}, 3), got {_shape(points)}")
+            raise ValueError(f"points must be (N, 3) = ({N}, 3), got {shape_or_type(points)}")
         check_not_meta("points", points)
         _check_idx(idx, N, m=N, values=False)  # (the values: below, or the check op when traced)
         w = self.weight_depth
