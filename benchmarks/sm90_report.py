@@ -58,12 +58,34 @@ def level2_rows() -> list[dict]:
         for name, fn in (("knn_level2_chunk", kg._knn_chunk_kernel), ("knn_level2_merge", kg._knn_merge_kernel)):
             c = build(fn, KNN_LEVEL2_TYPES, {"W": W, "BLOCK": kg.LEVEL2_BLOCK, "BIG": kg._BIG,
                                              "PROGRAMS": kg.LEVEL2_PROGRAMS,
-                                             "PART_BLOCKS": kg.level2_part_blocks(W)},
+                                             "PART_BLOCKS": kg.level2_part_blocks(W),
+                                             "MERGE": kg.MERGE_MODES[kg.MERGE]},
                       num_warps=kg.LEVEL2_WARPS, fp_fusion=False, maxnreg=kg.MAXNREG[K])
             ptx = c.asm["ptx"]
             rows.append({"kernel": name, "K": K, "BLOCK": kg.LEVEL2_BLOCK, "num_warps": kg.LEVEL2_WARPS,
                          "fma_in_ptx": "fma.rn.f32" in ptx, **ptxas_report(ptx), **_cubin(c)})
             print(rows[-1], flush=True)
+    return rows
+
+
+def merge_rows() -> list[dict]:
+    """The second level's kernels in both merge modes (``knn_grid.MERGE_MODES``) per list width:
+    registers, stack and the SASS instruction count (static) of what Triton built."""
+    from geodepth.ops._triton import knn_grid as kg
+    from geodepth.ops._triton.aot import sass_instructions
+
+    rows = []
+    for K in (16, 32, 64):
+        W = max(K, kg.CHUNK)
+        for name, fn in (("knn_level2_chunk", kg._knn_chunk_kernel), ("knn_level2_merge", kg._knn_merge_kernel)):
+            for mode, code in kg.MERGE_MODES.items():
+                c = build(fn, KNN_LEVEL2_TYPES, {"W": W, "BLOCK": kg.LEVEL2_BLOCK, "BIG": kg._BIG,
+                                                 "PROGRAMS": kg.LEVEL2_PROGRAMS,
+                                                 "PART_BLOCKS": kg.level2_part_blocks(W), "MERGE": code},
+                          num_warps=kg.LEVEL2_WARPS, fp_fusion=False, maxnreg=kg.MAXNREG[K])
+                rows.append({"kernel": name, "K": K, "merge": mode, "default": mode == kg.MERGE,
+                             "sass_instructions": sass_instructions(c), **_cubin(c)})
+                print(rows[-1], flush=True)
     return rows
 
 
@@ -106,10 +128,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(RESULTS / "sm90_report.json"))
     ap.add_argument("--quick", action="store_true", help="KNN kernel at its default launch shapes only")
+    ap.add_argument("--merge", action="store_true",
+                    help="only the second level's kernels in both merge modes (out: sm90_merge_triton<version>.json)")
     args = ap.parse_args(argv)
     import triton
 
-    rows = knn_rows(args.quick) + level2_rows() + helper_rows() + scored_rows()
+    if args.merge:
+        rows = merge_rows()
+        if args.out == ap.get_default("out"):
+            args.out = str(RESULTS / f"sm90_merge_triton{triton.__version__}.json")
+    else:
+        rows = knn_rows(args.quick) + level2_rows() + merge_rows() + helper_rows() + scored_rows()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"triton": triton.__version__, "target": "cuda sm_90", "rows": rows},
                                          indent=1))

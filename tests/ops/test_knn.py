@@ -50,6 +50,9 @@ def _interp_cases(kitti_points: torch.Tensor | None) -> dict:
     # neighbour lies beyond its own cell), and reached naturally by outliers of a dense cluster
     cases["level2_ties_ragged"] = (*cases["ties_ragged_empty"], dict(ring_cap=0, chunk=16))
     cases["level2_k64"] = (*cases["k64"], dict(ring_cap=0, chunk=32))
+    # the second level's other merge mode (one sort of 2W keys at every merge, kg.MERGE_MODES)
+    cases["level2_sort_merge_ties"] = (*cases["ties_ragged_empty"], dict(ring_cap=0, chunk=16, merge="sort"))
+    cases["level2_sort_merge_k64"] = (*cases["k64"], dict(ring_cap=0, chunk=32, merge="sort"))
     blob = torch.cat([torch.rand(60, 3, generator=g) * 0.3, torch.rand(4, 3, generator=g) * 20 - 10])
     cases["level2_outliers"] = (blob, blob, 8, None, None, dict(ring_cap=2, chunk=16))
     # knn_fill's shape on a 16 x 40 image: the top row's pixel centres query LiDAR-like points in
@@ -238,7 +241,8 @@ def test_auto_without_tree_libraries(monkeypatch):
 
 @pytest.mark.parametrize("name", ["random_3d", "2d_k_above_n", "ties_ragged_empty", "self_ragged_2d", "one_point",
                                   "all_equal", "k64", "k2", "far_from_origin", "level2_ties_ragged", "level2_k64",
-                                  "level2_outliers", "many_batches"])
+                                  "level2_outliers", "many_batches", "level2_sort_merge_ties",
+                                  "level2_sort_merge_k64"])
 def test_triton_interpreter_vs_reference(interp_results, name):
     (q, p, k, qo, po), out, leftover, kw = interp_results[name]
     ref = knn_reference(q, p, k, query_offsets=qo, points_offsets=po)
@@ -661,6 +665,22 @@ def test_cuda_triton_kitti_identical(kitti_dir, front):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("merge", ["sort", "bitonic"])
+def test_cuda_triton_second_level_merge_modes_kitti(kitti_dir, merge):
+    """Both merge modes of the second level on the real scan, with a ring cap of 2 so that
+    thousands of queries reach it (and k = 32, several chunks each): the CPU path's lists."""
+    from geodepth.ops._triton import knn_grid as kg
+
+    pts = _velodyne(kitti_dir)
+    pc = pts.cuda()
+    off = [0, pts.shape[0]]
+    st: dict = {}
+    d, i = kg.run_knn_grid(kg.plan_knn_grid(pc, pc, 32, off, off), ring_cap=2, merge=merge, stats=st)
+    assert st["leftover"] > 1000 and st["chunks"] > 1, st
+    _same(KNN(d.cpu(), i.cpu()), knn(pts, pts, 32))
+
+
+@pytest.mark.cuda
 def test_cuda_triton_random_ragged_ties():
     g = torch.Generator().manual_seed(21)
     p = torch.randint(0, 6, (5000, 3), generator=g).float() * 0.25
@@ -688,7 +708,8 @@ def test_triton_kernel_builds_for_h100_without_fma_or_spills(K):
     for fn, types, block, warps in builds:
         try:
             compiled = build(fn, types, {"W": W, "BLOCK": block, "BIG": kg._BIG, "PROGRAMS": kg.LEVEL2_PROGRAMS,
-                                         "PART_BLOCKS": kg.level2_part_blocks(W)}, num_warps=warps,
+                                         "PART_BLOCKS": kg.level2_part_blocks(W),
+                                         "MERGE": kg.MERGE_MODES[kg.MERGE]}, num_warps=warps,
                              fp_fusion=False, maxnreg=kg.MAXNREG[K])
             usage = cubin_usage(compiled)
         except (RuntimeError, FileNotFoundError, ImportError) as e:  # no ptxas / backend in this Triton build

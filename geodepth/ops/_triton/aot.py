@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["KNN_HELPERS", "KNN_LEVEL2_TYPES", "KNN_TYPES", "build", "cubin_usage", "ptxas_report"]
+__all__ = ["KNN_HELPERS", "KNN_LEVEL2_TYPES", "KNN_TYPES", "build", "cubin_usage", "ptxas_report", "sass_instructions"]
 
 #: argument types of ``_knn_grid_kernel`` (the constexprs are given per build)
 KNN_TYPES = {**{n: "i32" for n in ("M", "N", "k", "ring_cap")},
@@ -65,9 +65,7 @@ def build(fn, types: dict, consts: dict, *, num_warps: int, fp_fusion: bool, max
     return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
 
 
-def cubin_usage(compiled) -> dict:
-    """Registers per thread and stack frame bytes of a compiled kernel's cubin (cuobjdump, as
-    shipped with Triton's CUDA backend)."""
+def _cuobjdump(compiled, *flags: str) -> str:
     from triton.backends.nvidia.compiler import get_ptxas
 
     tool = Path(get_ptxas(90).path).with_name("cuobjdump")
@@ -76,10 +74,25 @@ def cubin_usage(compiled) -> dict:
     with tempfile.TemporaryDirectory() as d:
         f = Path(d) / "k.cubin"
         f.write_bytes(compiled.asm["cubin"])
-        r = subprocess.run([str(tool), "--dump-resource-usage", str(f)], capture_output=True, text=True)
-    m = re.search(r"REG:(\d+)\s+STACK:(\d+)", r.stdout)
-    if r.returncode or m is None:
+        r = subprocess.run([str(tool), *flags, str(f)], capture_output=True, text=True)
+    if r.returncode:
         raise RuntimeError(f"cuobjdump failed: {r.stdout[-300:]} {r.stderr[-300:]}")
+    return r.stdout
+
+
+def sass_instructions(compiled) -> int:
+    """Instructions in the SASS of a compiled kernel's cubin (static count: each instruction once,
+    however often a loop runs it)."""
+    return len(re.findall(r"^\s+/\*[0-9a-f]{4,}\*/\s", _cuobjdump(compiled, "-sass"), flags=re.M))
+
+
+def cubin_usage(compiled) -> dict:
+    """Registers per thread and stack frame bytes of a compiled kernel's cubin (cuobjdump, as
+    shipped with Triton's CUDA backend)."""
+    out = _cuobjdump(compiled, "--dump-resource-usage")
+    m = re.search(r"REG:(\d+)\s+STACK:(\d+)", out)
+    if m is None:
+        raise RuntimeError(f"cuobjdump printed no usage: {out[-300:]}")
     return {"registers": int(m.group(1)), "stack_bytes": int(m.group(2))}
 
 

@@ -71,8 +71,9 @@ from torch import Tensor
 from geodepth.ops._triton import SIZES
 from geodepth.ops.knn import COORD_LIMIT, coord_error
 
-__all__ = ["CELLS_PER_POINT", "CHUNK", "LAUNCH", "MAXNREG", "RING_CAP", "TARGET_OCCUPANCY_PER_K", "GridPlan",
-           "knn_grid", "level2_part_blocks", "plan_knn_grid", "ring_cap_for", "rows_through", "run_knn_grid"]
+__all__ = ["CELLS_PER_POINT", "CHUNK", "LAUNCH", "MAXNREG", "MERGE", "MERGE_MODES", "RING_CAP",
+           "TARGET_OCCUPANCY_PER_K", "GridPlan", "knn_grid", "level2_part_blocks", "plan_knn_grid", "ring_cap_for",
+           "rows_through", "run_knn_grid"]
 
 _BIG = 2**31 - 1
 #: tuning knobs of the cell size (see the module docstring); time them with
@@ -108,6 +109,19 @@ MAXNREG = {K: 128 if K <= 32 else 255 for K in LAUNCH}
 #: flatter grid, whose rings have fewer rows (2D: 2r + 1), runs as many rings as fit the same
 #: row budget (2D: 20 rings); see ``ring_cap_for``
 RING_CAP = 6
+#: how the second level's candidates enter its lists (``_merge``; ``run_knn_grid(merge=...)``):
+#: "bitonic" sorts a step's W candidates and merges them with the sorted list (the elementwise
+#: minimum, then log2(W) compare-exchange steps), and the final merge reads the chunks' sorted
+#: lists backwards and needs no sort; "sort" sorts all 2W keys at every merge. Built for sm_90
+#: (Triton 3.6, the GPU machine's; benchmarks/sm90_report.py --merge), k = 16: chunk kernel 1,000
+#: SASS instructions / 86 registers against 1,184 / 95, final merge 336 / 56 against 592 / 56;
+#: k = 64: 3,968 / 254 against 5,528 / 240 and 920 / 128 against 3,752 / 168. Not yet timed on a
+#: GPU (``bm_knn.py --device cuda --sweep`` times both). The grid search keeps "sort": built with
+#: "bitonic", Triton lays its per-query values out 4 to a thread instead of 1 (k = 16, no register limit: 197 registers
+#: against 138 with Triton 3.9, 217 against 146 with 3.6; spills at k = 64), a loss of occupancy
+#: that the cheaper merge would not repay
+MERGE_MODES = {"sort": 0, "bitonic": 1}
+MERGE = "bitonic"
 #: second level: queries per program and warps (32 x 8: 63 registers at K <= 16, 184 at K = 64, no
 #: spills), least points per chunk, programs aimed at
 LEVEL2_BLOCK, LEVEL2_WARPS, LEVEL2_MIN_CHUNK, LEVEL2_PROGRAMS = 32, 8, 2048, 4096
@@ -141,11 +155,24 @@ def _placeholders(bound, BLOCK: tl.constexpr, W: tl.constexpr, BIG: tl.constexpr
 
 
 @triton.jit
-def _merge(best, cand, BLOCK: tl.constexpr, W: tl.constexpr):
-    """The W smallest keys of two (BLOCK, W) tiles, sorted per row (one bitonic sort of 2W keys)."""
-    both = tl.sort(tl.reshape(tl.join(best, cand), (BLOCK, 2 * W)), dim=1)
-    first, _ = tl.split(tl.permute(tl.reshape(both, (BLOCK, 2, W)), (0, 2, 1)))
-    return first
+def _merge_sorted(best, desc, BLOCK: tl.constexpr, W: tl.constexpr):
+    """The W smallest keys of rows ``best`` (ascending) and ``desc`` (descending), ascending: the
+    elementwise minimum of the two is bitonic and holds exactly the W smallest (Batcher's
+    half-cleaner), and a bitonic merge (log2(W) compare-exchange steps) sorts it."""
+    return tl.bitonic_merge(tl.minimum(best, desc), dim=1)
+
+
+@triton.jit
+def _merge(best, cand, BLOCK: tl.constexpr, W: tl.constexpr, MERGE: tl.constexpr):
+    """The W smallest keys of a sorted (BLOCK, W) tile and an unsorted one, sorted per row: MERGE 0
+    sorts the 2W keys of both (one bitonic sort), MERGE 1 sorts the W candidates (descending) and
+    merges them (``_merge_sorted``). See ``MERGE_MODES`` for which kernel uses which."""
+    if MERGE == 1:
+        out = _merge_sorted(best, tl.sort(cand, dim=1, descending=True), BLOCK, W)
+    else:
+        both = tl.sort(tl.reshape(tl.join(best, cand), (BLOCK, 2 * W)), dim=1)
+        out, _ = tl.split(tl.permute(tl.reshape(both, (BLOCK, 2, W)), (0, 2, 1)))
+    return out
 
 
 @triton.jit
@@ -180,7 +207,7 @@ def _load3(a, b, c, offs, m):
 
 
 @triton.jit
-def _offer(best, kth, x, y, z, cx, cy, cz, ci, m, k, BLOCK: tl.constexpr, W: tl.constexpr):
+def _offer(best, kth, x, y, z, cx, cy, cz, ci, m, k, BLOCK: tl.constexpr, W: tl.constexpr, MERGE: tl.constexpr):
     """Offer a (BLOCK, W) tile of candidates (coordinates, indices, mask) to the lanes' lists: the
     keys of ``((dx*dx + dy*dy) + dz*dz)``; a tile whose candidates all rank at or after every
     lane's k-th entry changes no result and skips the merge."""
@@ -189,13 +216,14 @@ def _offer(best, kth, x, y, z, cx, cy, cz, ci, m, k, BLOCK: tl.constexpr, W: tl.
     dz = z[:, None] - cz
     cand = tl.where(m, _keys((dx * dx + dy * dy) + dz * dz, ci), _MAXKEY)
     if tl.max((cand < kth[:, None]).to(tl.int32)) > 0:
-        best = _merge(best, cand, BLOCK, W)
+        best = _merge(best, cand, BLOCK, W, MERGE)
         kth = _kth(best, k, W)
     return best, kth
 
 
 @triton.jit
-def _scan_segment(start, n, x, y, z, px, py, pz, pidx, best, kth, k, BLOCK: tl.constexpr, W: tl.constexpr):
+def _scan_segment(start, n, x, y, z, px, py, pz, pidx, best, kth, k, BLOCK: tl.constexpr, W: tl.constexpr,
+                  MERGE: tl.constexpr):
     """Scan each lane's run [start, start + n) of sorted points, W candidates per step (their loads
     in flight together)."""
     col = tl.arange(0, W)[None, :]
@@ -207,7 +235,7 @@ def _scan_segment(start, n, x, y, z, px, py, pz, pidx, best, kth, k, BLOCK: tl.c
         cy = tl.load(py + pos, mask=m, other=0.0)
         cz = tl.load(pz + pos, mask=m, other=0.0)
         ci = tl.load(pidx + pos, mask=m, other=0)
-        best, kth = _offer(best, kth, x, y, z, cx, cy, cz, ci, m, k, BLOCK, W)
+        best, kth = _offer(best, kth, x, y, z, cx, cy, cz, ci, m, k, BLOCK, W, MERGE)
     return best, kth
 
 
@@ -346,8 +374,8 @@ def _knn_grid_kernel(qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start, bbox,
         for j in range(0, nrows):
             t1, m1, t2, m2 = _row_bounds(j + 1, nrows, ny, z_lo, y_lo, r, cx, cy, cz, b, active, bx0, by0, bz0,
                                          bx1, by1, bz1, GX, GY, GZ, cell_start)
-            best, kth = _scan_segment(s1, n1, x, y, z, px, py, pz, pidx, best, kth, k, BLOCK, W)
-            best, kth = _scan_segment(s2, n2, x, y, z, px, py, pz, pidx, best, kth, k, BLOCK, W)
+            best, kth = _scan_segment(s1, n1, x, y, z, px, py, pz, pidx, best, kth, k, BLOCK, W, 0)
+            best, kth = _scan_segment(s2, n2, x, y, z, px, py, pz, pidx, best, kth, k, BLOCK, W, 0)
             s1, n1, s2, n2 = t1, m1, t2, m2
         worst_d = _dist_of(kth)
         # distance from the query to the faces of the visited cube; border faces bound nothing
@@ -399,7 +427,7 @@ def _level2_shape(n_left, N, min_chunk, PROGRAMS: tl.constexpr, PART_BLOCKS: tl.
 @triton.jit(do_not_specialize=SIZES)
 def _knn_chunk_kernel(left, left_bound, n_left, qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start, geoi, part,
                       out_d, out_i, N, k, min_chunk, PROGRAMS: tl.constexpr, PART_BLOCKS: tl.constexpr,
-                      W: tl.constexpr, BLOCK: tl.constexpr, BIG: tl.constexpr):
+                      W: tl.constexpr, BLOCK: tl.constexpr, BIG: tl.constexpr, MERGE: tl.constexpr):
     """Second level, exhaustive, over (block, chunk) items i * nch + c, PROGRAMS programs striding
     over them: item (i, c) scans chunk c (ch sorted points) for leftovers i * BLOCK ..., restricted
     to each lane's batch, and stores its W best keys in ``part`` (one chunk: writes the rows). The
@@ -435,7 +463,7 @@ def _knn_chunk_kernel(left, left_bound, n_left, qkey, qx, qy, qz, qrow, px, py, 
             cz = tl.load(pz + pos, mask=pm, other=0.0)[None, :]
             ci = tl.load(pidx + pos, mask=pm, other=0)[None, :]
             m = (pos[None, :] >= lo[:, None]) & (pos[None, :] < hi[:, None])
-            best, kth = _offer(best, kth, x, y, z, cx, cy, cz, ci, m, k, BLOCK, W)
+            best, kth = _offer(best, kth, x, y, z, cx, cy, cz, ci, m, k, BLOCK, W, MERGE)
         if nch == 1:
             row = tl.load(qrow + s, mask=lm, other=0)
             _write_rows(best, row, lm, out_d, out_i, N, k, W)
@@ -445,9 +473,10 @@ def _knn_chunk_kernel(left, left_bound, n_left, qkey, qx, qy, qz, qrow, px, py, 
 
 @triton.jit(do_not_specialize=SIZES)
 def _knn_merge_kernel(left, left_bound, n_left, qrow, geoi, part, out_d, out_i, N, k,
-                      W: tl.constexpr, BLOCK: tl.constexpr, BIG: tl.constexpr):
+                      W: tl.constexpr, BLOCK: tl.constexpr, BIG: tl.constexpr, MERGE: tl.constexpr):
     """Second level, final (when there was more than one chunk): merge the nch partial lists of each
-    leftover and write its row; the programs stride over the blocks."""
+    leftover and write its row; the programs stride over the blocks. The partial lists are sorted:
+    with MERGE 1 each is read backwards (descending) and merged without a sort (``_merge_sorted``)."""
     pid = tl.program_id(0)
     nl = tl.load(n_left)
     nblk = (nl + BLOCK - 1) // BLOCK
@@ -459,9 +488,12 @@ def _knn_merge_kernel(left, left_bound, n_left, qrow, geoi, part, out_d, out_i, 
             lm = offs < nl
             best = _placeholders(tl.load(left_bound + offs, mask=lm, other=0.0), BLOCK, W, BIG)
             for c in range(nch):
-                cand = tl.load(part + (offs.to(tl.int64)[:, None] * nch + c) * W + col, mask=lm[:, None],
-                               other=_MAXKEY)
-                best = _merge(best, cand, BLOCK, W)
+                base = part + (offs.to(tl.int64)[:, None] * nch + c) * W
+                if MERGE == 1:
+                    desc = tl.load(base + (W - 1 - col), mask=lm[:, None], other=_MAXKEY)
+                    best = _merge_sorted(best, desc, BLOCK, W)
+                else:
+                    best = _merge(best, tl.load(base + col, mask=lm[:, None], other=_MAXKEY), BLOCK, W, MERGE)
             s = tl.load(left + offs, mask=lm, other=0)
             row = tl.load(qrow + s, mask=lm, other=0)
             _write_rows(best, row, lm, out_d, out_i, N, k, W)
@@ -985,7 +1017,7 @@ def plan_knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list
 
 def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | None = None,
                  out: tuple[Tensor, Tensor] | None = None, max_sqdist: float = float("inf"),
-                 ring_cap: int | None = None, chunk: int | None = None,
+                 ring_cap: int | None = None, chunk: int | None = None, merge: str | None = None,
                  stats: dict | None = None) -> tuple[Tensor, Tensor]:
     """Launch the kernels of a plan: (sqdist (M, k) float32, idx (M, k) int64), rows in query order.
 
@@ -996,10 +1028,15 @@ def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | N
     computed on the device: ``RING_CAP`` on a deep grid, more on a flat one; negative: no cap, one
     level) is the last ring the grid search runs; queries still open after it are finished by the
     exhaustive second level, whose size the device derives from their count (chunks of at least
-    ``chunk`` points, default ``LEVEL2_MIN_CHUNK``). One sync, after every launch: the error bits
-    (ValueError for NaN / inf coordinates) and, into ``stats`` if given, the ring cap, the number
-    of queries the second level took and its chunks."""
+    ``chunk`` points, default ``LEVEL2_MIN_CHUNK``). ``merge`` (a key of ``MERGE_MODES``, default
+    ``MERGE``) picks how the second level merges; every mode gives the same lists. One sync,
+    after every launch: the error bits (ValueError for NaN / inf coordinates) and, into ``stats``
+    if given, the ring cap, the number of queries the second level took and its chunks."""
     a = plan.args
+    merge = MERGE if merge is None else merge
+    if merge not in MERGE_MODES:
+        raise ValueError(f"merge must be one of {sorted(MERGE_MODES)}, got {merge!r}")
+    mode = MERGE_MODES[merge]
     block = LAUNCH[plan.K][0] if block is None else block
     num_warps = LAUNCH[plan.K][1] if num_warps is None else num_warps
     W = max(plan.K, CHUNK)
@@ -1029,13 +1066,13 @@ def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | N
         part = torch.empty(items * LEVEL2_BLOCK * W, dtype=torch.int64, device=dev)  # (nblk * nch <= items)
         qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start = a[:10]
         shape = dict(PROGRAMS=LEVEL2_PROGRAMS, PART_BLOCKS=part_blocks, W=W, BLOCK=LEVEL2_BLOCK, BIG=_BIG,
-                     num_warps=LEVEL2_WARPS, maxnreg=MAXNREG[plan.K])
+                     MERGE=mode, num_warps=LEVEL2_WARPS, maxnreg=MAXNREG[plan.K])
         _knn_chunk_kernel[(min(LEVEL2_PROGRAMS, items),)](
             left, left_bound, n_left, qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start, geoi, part, out[0], out[1],
             plan.N, plan.k, min_chunk, **shape, enable_fp_fusion=False)
         _knn_merge_kernel[(min(LEVEL2_MERGE_PROGRAMS, nblk_max),)](
             left, left_bound, n_left, qrow, geoi, part, out[0], out[1], plan.N, plan.k, W=W, BLOCK=LEVEL2_BLOCK,
-            BIG=_BIG, num_warps=LEVEL2_WARPS, maxnreg=MAXNREG[plan.K])
+            BIG=_BIG, MERGE=mode, num_warps=LEVEL2_WARPS, maxnreg=MAXNREG[plan.K])
     cap, err, nl, nch = geoi[3:7].tolist()  # the one sync, after every launch
     if err & _ERR_POINTS:
         raise coord_error("points", torch.float32)
@@ -1049,7 +1086,7 @@ def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | N
 def knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int], *,
              block: int | None = None, num_warps: int | None = None, target_per_k: float | None = None,
              max_sqdist: float = float("inf"), ring_cap: int | None = None,
-             chunk: int | None = None) -> tuple[Tensor, Tensor]:
+             chunk: int | None = None, merge: str | None = None) -> tuple[Tensor, Tensor]:
     """Exact KNN of float32 tensors (D = 2 or 3) with validated row splits; returns (sqdist, idx).
 
     One device -> host sync, after every launch is queued (the error bits); see ``plan_knn_grid``
@@ -1062,4 +1099,4 @@ def knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int]
         return (torch.full((M, k), float("inf"), dtype=torch.float32, device=dev),
                 torch.full((M, k), -1, dtype=torch.int64, device=dev))
     return run_knn_grid(plan, block=block, num_warps=num_warps, max_sqdist=max_sqdist, ring_cap=ring_cap,
-                        chunk=chunk)
+                        chunk=chunk, merge=merge)
