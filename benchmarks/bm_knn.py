@@ -208,6 +208,8 @@ def cuda_cases(name: str, p: torch.Tensor) -> list[Case]:
                                  f"in {st['chunks']} chunks"),
              Case(g, "  search, one level (no ring cap)", lambda: run_knn_grid(plan, ring_cap=-1), device="cuda",
                   repeats=10, warmup=2, note="the first GPU version: isolated points expand ring after ring"),
+             Case(g, "  search, layout='lane' (one thread per list)", lambda: run_knn_grid(plan, layout="lane"),
+                  device="cuda", repeats=50, warmup=5, note="the grid search's other layout (knn_grid.LAYOUTS)"),
              Case(g, "naive cdist+topk", lambda: naive_torch(pc), device="cuda", anchor=True, repeats=5)]
     try:
         import torch_cluster
@@ -245,8 +247,10 @@ def pixel_cases_cuda(k: int = 8, radius_px: float = 50.0) -> list[Case]:
 def sweep_cases(sets: dict[str, torch.Tensor]) -> list[Case]:
     """Tuning grid of the Triton search (on a prepared plan): launch shapes, the ring cap of the
     grid search (-1: one level), cell sizes (target occupancy x cell cap), then the second level's
-    other merge mode at the default ring cap and at 3 and 2 (more queries left to it). Anchor:
-    the defaults. Every configuration is checked equal to the CPU path before it is timed."""
+    other merge mode at the default ring cap and at 3 and 2 (more queries left to it), and the grid
+    search's other layout (``kg.LAYOUTS``) at ring caps 6, 3, 10 and none and wider launch shapes;
+    those two run first. Anchor: the defaults. Every configuration is checked equal to the CPU
+    path before it is timed."""
     from geodepth.ops._triton import knn_grid as kg
 
     cases = []
@@ -255,27 +259,38 @@ def sweep_cases(sets: dict[str, torch.Tensor]) -> list[Case]:
         off = [0, pc.shape[0]]
         want = knn(p, p, K)
         block0, warps0 = kg.LAUNCH[16]
-        d0 = (block0, warps0, kg.RING_CAP, None, None, kg.MERGE)
-        configs = [d0] + [(b, w, kg.RING_CAP, None, None, kg.MERGE) for b, w in ((16, 4), (32, 2), (32, 8), (64, 8))
-                          if (b, w) != (block0, warps0)]
-        configs += [(block0, warps0, rc, None, None, kg.MERGE) for rc in (1, 2, 3, 4, 6, 8, 10, -1)
+        d0 = (block0, warps0, kg.RING_CAP, None, None, kg.MERGE, kg.LAYOUT)
+        # what no GPU has timed yet first (the sweep has a time limit in gpu_check.sh): the grid
+        # search's other layout, the second level's other merge mode; then the tuning grid
+        configs = [d0]
+        for layout in kg.LAYOUTS:
+            if layout != kg.LAYOUT:
+                lb, lw = (kg.LAUNCH_LANE if layout == "lane" else kg.LAUNCH)[16]
+                configs += [(lb, lw, rc, None, None, kg.MERGE, layout) for rc in (kg.RING_CAP, 3, 10, -1)]
+                configs += [(b, w, kg.RING_CAP, None, None, kg.MERGE, layout) for b, w in ((64, 2), (128, 4))]
+        configs += [(block0, warps0, rc, None, None, mode, kg.LAYOUT) for rc in (kg.RING_CAP, 3, 2)
+                    for mode in kg.MERGE_MODES if mode != kg.MERGE]
+        configs += [(b, w, kg.RING_CAP, None, None, kg.MERGE, kg.LAYOUT)
+                    for b, w in ((16, 4), (32, 2), (32, 8), (64, 8)) if (b, w) != (block0, warps0)]
+        configs += [(block0, warps0, rc, None, None, kg.MERGE, kg.LAYOUT) for rc in (1, 2, 3, 4, 6, 8, 10, -1)
                     if rc != kg.RING_CAP]
-        configs += [(block0, warps0, kg.RING_CAP, t, c, kg.MERGE) for t in (0.25, 0.5, 1.0, 2.0, 4.0)
+        configs += [(block0, warps0, kg.RING_CAP, t, c, kg.MERGE, kg.LAYOUT) for t in (0.25, 0.5, 1.0, 2.0, 4.0)
                     for c in (4, 8, 16, 64) if (t, c) != (kg.TARGET_OCCUPANCY_PER_K, kg.CELLS_PER_POINT)]
-        configs += [(block0, warps0, rc, None, None, mode) for rc in (kg.RING_CAP, 3, 2) for mode in kg.MERGE_MODES
-                    if mode != kg.MERGE]
-        for block, warps, rc, target, cells, merge in configs:
+        for block, warps, rc, target, cells, merge, layout in configs:
             plan = kg.plan_knn_grid(pc, pc, K, off, off, target_per_k=target, cells_per_point=cells)
             st: dict = {}
-            d, i = kg.run_knn_grid(plan, block=block, num_warps=warps, ring_cap=rc, merge=merge, stats=st)
+            d, i = kg.run_knn_grid(plan, block=block, num_warps=warps, ring_cap=rc, merge=merge, layout=layout,
+                                   stats=st)
             label = f"B={block} w={warps} cap={rc} occ/k={target or kg.TARGET_OCCUPANCY_PER_K} " \
-                    f"c/pt={cells or kg.CELLS_PER_POINT}" + ("" if merge == kg.MERGE else f" merge={merge}")
+                    f"c/pt={cells or kg.CELLS_PER_POINT}" + ("" if merge == kg.MERGE else f" merge={merge}") + \
+                    ("" if layout == kg.LAYOUT else f" layout={layout}")
             if not (torch.equal(i.cpu(), want.idx) and torch.equal(d.cpu(), want.sqdist)):
                 print(f"sweep {name} {label}: WRONG RESULT, not timed", flush=True)
                 continue
-            cases.append(Case(f"knn sweep {name}", label, lambda pl=plan, b=block, w=warps, r=rc, m=merge:
-                              kg.run_knn_grid(pl, block=b, num_warps=w, ring_cap=r, merge=m), device="cuda",
-                              anchor=(block, warps, rc, target, cells, merge) == d0, repeats=20, warmup=2,
+            cases.append(Case(f"knn sweep {name}", label,
+                              lambda pl=plan, b=block, w=warps, r=rc, m=merge, lo=layout:
+                              kg.run_knn_grid(pl, block=b, num_warps=w, ring_cap=r, merge=m, layout=lo), device="cuda",
+                              anchor=(block, warps, rc, target, cells, merge, layout) == d0, repeats=20, warmup=2,
                               note=f"cell {plan.geometry()['h']:.3f} m, level 2: {st.get('leftover', 0)}"))
     return cases
 

@@ -30,7 +30,7 @@ declare -A CMD=(
   [bm_sim]="$PY benchmarks/bm_sim.py --device cuda"
   [bm_bilateral]="$PY benchmarks/bm_bilateral.py --device cuda"
 )
-declare -A LIMIT=([cuda_tests]=150 [bm_knn]=100 [bm_aggregate]=60 [bm_knn_profile]=40 [bm_knn_sweep]=110 [bm_classical]=45 [bm_sim]=45 [bm_bilateral]=60)
+declare -A LIMIT=([cuda_tests]=150 [bm_knn]=100 [bm_aggregate]=60 [bm_knn_profile]=40 [bm_knn_sweep]=150 [bm_classical]=45 [bm_sim]=45 [bm_bilateral]=60)
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(cuda_tests bm_knn bm_knn_profile bm_aggregate bm_bilateral bm_knn_sweep bm_classical bm_sim)
 for name in "${steps[@]}"; do

@@ -38,7 +38,7 @@ def knn_rows(quick: bool = False) -> list[dict]:
             for warps in (2, 4, 8):
                 if quick and (block, warps) != LAUNCH[K]:
                     continue
-                c = build(_knn_grid_kernel, KNN_TYPES, {"W": max(K, CHUNK), "BLOCK": block, "BIG": _BIG},
+                c = build(_knn_grid_kernel, KNN_TYPES, {"W": max(K, CHUNK), "BLOCK": block, "BIG": _BIG, "LANES": 0},
                           num_warps=warps, fp_fusion=False, maxnreg=min(MAXNREG[K], 65536 // (32 * warps) - 1))
                 ptx = c.asm["ptx"]
                 rows.append({"kernel": "knn_grid", "K": K, "BLOCK": block, "num_warps": warps,
@@ -89,6 +89,29 @@ def merge_rows() -> list[dict]:
     return rows
 
 
+def layout_rows() -> list[dict]:
+    """The grid search in both layouts (``knn_grid.LAYOUTS``) at their launch shapes and register
+    limits, per list width: registers, spill bytes, stack, static SASS instructions and warp
+    shuffles in the PTX. "lane" at lists of 32 and 64 too, to show why it takes k <= 16."""
+    from geodepth.ops._triton import knn_grid as kg
+    from geodepth.ops._triton.aot import sass_instructions
+
+    rows = []
+    for K in (16, 32, 64):
+        for layout, code in kg.LAYOUTS.items():
+            block, warps = (kg.LAUNCH_LANE if layout == "lane" else kg.LAUNCH).get(K, (32, 1))
+            maxnreg = (kg.MAXNREG_LANE if layout == "lane" else kg.MAXNREG).get(K, 255)
+            consts = {"W": max(K, kg.CHUNK), "BLOCK": block, "BIG": kg._BIG, "LANES": code}
+            c = build(kg._knn_grid_kernel, KNN_TYPES, consts, num_warps=warps, fp_fusion=False, maxnreg=maxnreg)
+            ptx = c.asm["ptx"]
+            rows.append({"kernel": "knn_grid", "K": K, "layout": layout, "BLOCK": block, "num_warps": warps,
+                         "maxnreg": maxnreg, "supported": K in (kg.LAUNCH_LANE if layout == "lane" else kg.LAUNCH),
+                         "sass_instructions": sass_instructions(c), "shfl_in_ptx": ptx.count("shfl.sync"),
+                         **ptxas_report(ptx), **_cubin(c)})
+            print(rows[-1], flush=True)
+    return rows
+
+
 def helper_rows() -> list[dict]:
     """The KNN plan's binning kernels (occupancy ladder, binning, gather), 4 warps."""
     rows = []
@@ -130,10 +153,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="KNN kernel at its default launch shapes only")
     ap.add_argument("--merge", action="store_true",
                     help="only the second level's kernels in both merge modes (out: sm90_merge_triton<version>.json)")
+    ap.add_argument("--layout", action="store_true",
+                    help="only the grid search in both layouts (out: sm90_layout_triton<version>.json)")
     args = ap.parse_args(argv)
     import triton
 
-    if args.merge:
+    if args.layout:
+        rows = layout_rows()
+        if args.out == ap.get_default("out"):
+            args.out = str(RESULTS / f"sm90_layout_triton{triton.__version__}.json")
+    elif args.merge:
         rows = merge_rows()
         if args.out == ap.get_default("out"):
             args.out = str(RESULTS / f"sm90_merge_triton{triton.__version__}.json")

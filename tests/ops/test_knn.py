@@ -26,7 +26,10 @@ from geodepth.ops._triton import knn_grid as kg
 res = []
 for q, p, k, qo, po, kw in torch.load(sys.argv[1]):
     plan, st = kg.plan_knn_grid(q, p, k, qo, po), {}
-    out = kg.knn_grid(q, p, k, qo, po, **kw) if plan is None else kg.run_knn_grid(plan, stats=st, **kw)
+    try:
+        out = kg.knn_grid(q, p, k, qo, po, **kw) if plan is None else kg.run_knn_grid(plan, stats=st, **kw)
+    except ValueError as e:  # a refused case: its message is the result
+        out = str(e)
     res.append((out, st.get("leftover", 0)))
 torch.save(res, sys.argv[2])
 """
@@ -53,8 +56,16 @@ def _interp_cases(kitti_points: torch.Tensor | None) -> dict:
     # the second level's other merge mode (one sort of 2W keys at every merge, kg.MERGE_MODES)
     cases["level2_sort_merge_ties"] = (*cases["ties_ragged_empty"], dict(ring_cap=0, chunk=16, merge="sort"))
     cases["level2_sort_merge_k64"] = (*cases["k64"], dict(ring_cap=0, chunk=32, merge="sort"))
+    # the grid search's other layout (each lane's list in one thread, kg.LAYOUTS)
+    cases["lane_ties_ragged"] = (*cases["ties_ragged_empty"], dict(layout="lane"))
+    cases["lane_2d_k_above_n"] = (*cases["2d_k_above_n"], dict(layout="lane"))
+    cases["lane_k2"] = (*cases["k2"], dict(layout="lane"))
+    cases["lane_k64_refused"] = (*cases["k64"], dict(layout="lane"))  # lists of 64 would spill (kg.LAUNCH_LANE)
+    cases["lane_k16_rings"] = (torch.rand(48, 3, generator=g) * 4, torch.rand(400, 3, generator=g) * 4, 16,
+                               None, None, dict(layout="lane"))
     blob = torch.cat([torch.rand(60, 3, generator=g) * 0.3, torch.rand(4, 3, generator=g) * 20 - 10])
     cases["level2_outliers"] = (blob, blob, 8, None, None, dict(ring_cap=2, chunk=16))
+    cases["lane_level2_outliers"] = (blob, blob, 8, None, None, dict(ring_cap=2, chunk=16, layout="lane"))
     # knn_fill's shape on a 16 x 40 image: the top row's pixel centres query LiDAR-like points in
     # the bottom 4 rows, 12+ px away. Bounded (knn_fill's radius, 14 px: 9 rings of this cell),
     # the flat grid's ring cap covers the bound and nothing is left to the second level (under
@@ -75,6 +86,7 @@ def _interp_cases(kitti_points: torch.Tensor | None) -> dict:
         pts = kitti_points
         crop = pts[(pts[:, 0] > 6) & (pts[:, 0] < 7.5) & (pts[:, 1].abs() < 1.2)][:160].contiguous()
         cases["kitti_crop"] = (crop[::4].contiguous(), crop, 16, None, None)
+        cases["lane_kitti_crop"] = (*cases["kitti_crop"], dict(layout="lane"))
     return cases
 
 
@@ -112,8 +124,8 @@ def interp_results(tmp_path_factory):
                 proc.kill()
     halves = [torch.load(tmp / f"out{part}.pt") for part in range(2)]
     outs = [halves[i % 2][i // 2] for i in range(len(args))]
-    return {name: (case[:5], KNN(*out), left, kw) for (name, case), (out, left), (*_, kw) in
-            zip(cases.items(), outs, args)}
+    return {name: (case[:5], out if isinstance(out, str) else KNN(*out), left, kw)
+            for (name, case), (out, left), (*_, kw) in zip(cases.items(), outs, args)}
 
 
 def _offsets(*sizes: int) -> torch.Tensor:
@@ -242,7 +254,8 @@ def test_auto_without_tree_libraries(monkeypatch):
 @pytest.mark.parametrize("name", ["random_3d", "2d_k_above_n", "ties_ragged_empty", "self_ragged_2d", "one_point",
                                   "all_equal", "k64", "k2", "far_from_origin", "level2_ties_ragged", "level2_k64",
                                   "level2_outliers", "many_batches", "level2_sort_merge_ties",
-                                  "level2_sort_merge_k64"])
+                                  "level2_sort_merge_k64", "lane_ties_ragged", "lane_2d_k_above_n", "lane_k2",
+                                  "lane_k16_rings", "lane_level2_outliers"])
 def test_triton_interpreter_vs_reference(interp_results, name):
     (q, p, k, qo, po), out, leftover, kw = interp_results[name]
     ref = knn_reference(q, p, k, query_offsets=qo, points_offsets=po)
@@ -251,10 +264,17 @@ def test_triton_interpreter_vs_reference(interp_results, name):
         ref = KNN(ref.sqdist.masked_fill(far, float("inf")), ref.idx.masked_fill(far, -1))
         assert far.any() and (~far).any()
     _same(out, ref)
-    if name.startswith("level2"):  # the second level did run (and, above, gave the reference's rows)
+    if "level2" in name:  # the second level did run (and, above, gave the reference's rows)
         assert 0 < leftover <= q.shape[0]
     if name == "pixels_bounded":  # every query finished within the grid's rings
         assert leftover == 0
+
+
+def test_triton_interpreter_lane_layout_refuses_long_lists(interp_results):
+    """layout='lane' keeps a query's whole list in one thread: lists of 64 spill registers on sm_90,
+    so k = 64 is refused with a message that names the layout that takes it."""
+    _, out, _, _ = interp_results["lane_k64_refused"]
+    assert isinstance(out, str) and "layout='tile'" in out and "k = 64" in out
 
 
 def test_triton_interpreter_pixels_bounded(interp_results):
@@ -271,9 +291,11 @@ def test_triton_interpreter_pixels_bounded(interp_results):
     assert leftover == 0
 
 
-def test_triton_interpreter_kitti_crop(interp_results, kitti_dir):
-    """A crop of the real scan (dense near the sensor, ground plane, many z layers empty)."""
-    (q, p, k, _, _), out, _, _ = interp_results["kitti_crop"]
+@pytest.mark.parametrize("name", ["kitti_crop", "lane_kitti_crop"])
+def test_triton_interpreter_kitti_crop(interp_results, kitti_dir, name):
+    """A crop of the real scan (dense near the sensor, ground plane, many z layers empty), both
+    layouts of the grid search."""
+    (q, p, k, _, _), out, _, _ = interp_results[name]
     _same(out, knn_reference(q, p, k))
 
 
@@ -681,6 +703,23 @@ def test_cuda_triton_second_level_merge_modes_kitti(kitti_dir, merge):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("front", [False, True])
+def test_cuda_triton_lane_layout_kitti(kitti_dir, front):
+    """The grid search's "lane" layout (kg.LAYOUTS) on the real scan, self and bipartite, k = 16 and
+    k = 5: the CPU path's lists."""
+    from geodepth.ops._triton import knn_grid as kg
+
+    pts = _velodyne(kitti_dir)
+    if front:
+        pts = pts[pts[:, 0] > pts[:, 1].abs()].contiguous()
+    q = pts[::7].contiguous() + 0.01
+    for qq, k in ((pts, 16), (q, 16), (q, 5)):
+        off_q, off_p = [0, qq.shape[0]], [0, pts.shape[0]]
+        d, i = kg.knn_grid(qq.cuda(), pts.cuda(), k, off_q, off_p, layout="lane")
+        _same(KNN(d.cpu(), i.cpu()), knn(qq, pts, k))
+
+
+@pytest.mark.cuda
 def test_cuda_triton_random_ragged_ties():
     g = torch.Generator().manual_seed(21)
     p = torch.randint(0, 6, (5000, 3), generator=g).float() * 0.25
@@ -702,23 +741,25 @@ def test_triton_kernel_builds_for_h100_without_fma_or_spills(K):
     from geodepth.ops._triton.aot import KNN_LEVEL2_TYPES, KNN_TYPES, build, cubin_usage, ptxas_report
 
     W = max(K, kg.CHUNK)
-    builds = [(kg._knn_grid_kernel, KNN_TYPES, *kg.LAUNCH[K]),
-              (kg._knn_chunk_kernel, KNN_LEVEL2_TYPES, kg.LEVEL2_BLOCK, kg.LEVEL2_WARPS),
-              (kg._knn_merge_kernel, KNN_LEVEL2_TYPES, kg.LEVEL2_BLOCK, kg.LEVEL2_WARPS)]
-    for fn, types, block, warps in builds:
+    builds = [(kg._knn_grid_kernel, KNN_TYPES, *kg.LAUNCH[K], kg.MAXNREG[K], 0),
+              (kg._knn_chunk_kernel, KNN_LEVEL2_TYPES, kg.LEVEL2_BLOCK, kg.LEVEL2_WARPS, kg.MAXNREG[K], 0),
+              (kg._knn_merge_kernel, KNN_LEVEL2_TYPES, kg.LEVEL2_BLOCK, kg.LEVEL2_WARPS, kg.MAXNREG[K], 0)]
+    if K in kg.LAUNCH_LANE:  # the grid search's other layout, where it is offered
+        builds.append((kg._knn_grid_kernel, KNN_TYPES, *kg.LAUNCH_LANE[K], kg.MAXNREG_LANE[K], kg.LAYOUTS["lane"]))
+    for fn, types, block, warps, maxnreg, lanes in builds:
         try:
             compiled = build(fn, types, {"W": W, "BLOCK": block, "BIG": kg._BIG, "PROGRAMS": kg.LEVEL2_PROGRAMS,
-                                         "PART_BLOCKS": kg.level2_part_blocks(W),
+                                         "PART_BLOCKS": kg.level2_part_blocks(W), "LANES": lanes,
                                          "MERGE": kg.MERGE_MODES[kg.MERGE]}, num_warps=warps,
-                             fp_fusion=False, maxnreg=kg.MAXNREG[K])
+                             fp_fusion=False, maxnreg=maxnreg)
             usage = cubin_usage(compiled)
         except (RuntimeError, FileNotFoundError, ImportError) as e:  # no ptxas / backend in this Triton build
             pytest.skip(f"cannot build for sm_90 here: {e}")
         ptx = compiled.asm["ptx"]
         report = ptxas_report(ptx)
-        assert "ld.global" in ptx and "fma.rn.f32" not in ptx, fn
-        assert report["spill_stores_bytes"] == 0 and report["spill_loads_bytes"] == 0, (fn, report)
-        assert usage["stack_bytes"] == 0, (fn, usage)
+        assert "ld.global" in ptx and "fma.rn.f32" not in ptx, (fn, lanes)
+        assert report["spill_stores_bytes"] == 0 and report["spill_loads_bytes"] == 0, (fn, lanes, report)
+        assert usage["stack_bytes"] == 0, (fn, lanes, usage)
 
 
 def test_triton_plan_kernels_build_for_h100():

@@ -27,7 +27,10 @@ scanned, ``_row_bounds``), CHUNK candidates per step: their loads are issued tog
 and, only if one of them ranks before some lane's k-th entry, one bitonic sort merges them into
 the lists. After each ring a lane stops when its k-th distance is below the distance from the
 query to the faces of the visited cube (faces on the grid border do not count: nothing lies
-beyond them), i.e. when no unseen point can enter the list.
+beyond them), i.e. when no unseen point can enter the list. That is the default layout,
+"tile": a step's (BLOCK, CHUNK) candidates spread over the program's warps. In the other,
+"lane" (``LAYOUTS``, k <= 16), each lane gathers its own candidates into its thread and merges
+them there without warp shuffles (``_lane_keys``, ``_scan_segment_lanes``); same lists.
 
 The lanes of a program run in lockstep, so one isolated query (a far LiDAR return whose k-th
 neighbour lies metres away, dozens of rings of mostly empty cells) held its whole program, and
@@ -71,7 +74,8 @@ from torch import Tensor
 from geodepth.ops._triton import SIZES
 from geodepth.ops.knn import COORD_LIMIT, coord_error
 
-__all__ = ["CELLS_PER_POINT", "CHUNK", "LAUNCH", "MAXNREG", "MERGE", "MERGE_MODES", "RING_CAP",
+__all__ = ["CELLS_PER_POINT", "CHUNK", "LAUNCH", "LAUNCH_LANE", "LAYOUT", "LAYOUTS", "MAXNREG", "MAXNREG_LANE",
+           "MERGE", "MERGE_MODES", "RING_CAP",
            "TARGET_OCCUPANCY_PER_K", "GridPlan", "knn_grid", "level2_part_blocks", "plan_knn_grid", "ring_cap_for",
            "rows_through", "run_knn_grid"]
 
@@ -122,6 +126,24 @@ RING_CAP = 6
 #: that the cheaper merge would not repay
 MERGE_MODES = {"sort": 0, "bitonic": 1}
 MERGE = "bitonic"
+#: how the grid search holds its lists (``run_knn_grid(layout=...)``): "tile" loads a step's
+#: (BLOCK, W) candidates as one coalesced tile spread over the warps of the program and merges
+#: with one sort of 2W keys across threads (warp shuffles); "lane" gathers each query's W
+#: candidates into the thread that owns its list (``_lane_keys``) and merges them there (the
+#: sorted-candidate merge), one warp per 32 queries (``LAUNCH_LANE``), with no shuffles. Built
+#: for sm_90, k = 16 (benchmarks/sm90_report.py --layout): "lane" takes 145 registers and no
+#: stack with Triton 3.6 and 3.9, 4,312 static SASS instructions (3.6) against 3,144 and 126
+#: registers for "tile", 5 warp shuffles against 457; per merge step it issues ~1,060
+#: instructions for 32 queries (one warp: 16 candidates loaded, keyed, sorted, merged) against
+#: ~760 per thread in each of the 4 warps of "tile" (merge alone), about 3x fewer, but its loads
+#: are gathers (the lanes of a warp read different cells). Lists of 32 spill with Triton 3.6
+#: (56 bytes at 255 registers) and of 64 with both (1.2 KB), so "lane" takes k <= 16. Not yet
+#: timed on a GPU: ``bm_knn.py --device cuda --sweep`` times both
+LAYOUTS = {"tile": 0, "lane": 1}
+LAYOUT = "tile"
+#: launch shape (BLOCK, num_warps) and register limit of the "lane" grid search: one query per thread
+LAUNCH_LANE = {K: (32, 1) for K in (1, 2, 4, 8, 16)}
+MAXNREG_LANE = {K: 255 for K in LAUNCH_LANE}
 #: second level: queries per program and warps (32 x 8: 63 registers at K <= 16, 184 at K = 64, no
 #: spills), least points per chunk, programs aimed at
 LEVEL2_BLOCK, LEVEL2_WARPS, LEVEL2_MIN_CHUNK, LEVEL2_PROGRAMS = 32, 8, 2048, 4096
@@ -240,6 +262,38 @@ def _scan_segment(start, n, x, y, z, px, py, pz, pidx, best, kth, k, BLOCK: tl.c
 
 
 @triton.jit
+def _lane_keys(x, y, z, px, py, pz, pidx, pos, left, W: tl.constexpr):
+    """Keys of each lane's W candidates at sorted positions pos, pos + 1, ... (those of them with
+    ``left - t > 0``), loaded lane by lane (1D loads) and assembled by a tree of joins: a join
+    keeps its new axis in one thread's registers, so each lane's W keys sit in one thread and
+    sorting or merging its list exchanges nothing between threads. A (BLOCK, 2, ..., 2) tile,
+    the candidates in bit-reversed order (the merge sorts them)."""
+    if W == 1:
+        m = left > 0
+        dx = x - tl.load(px + pos, mask=m, other=0.0)
+        dy = y - tl.load(py + pos, mask=m, other=0.0)
+        dz = z - tl.load(pz + pos, mask=m, other=0.0)
+        ci = tl.load(pidx + pos, mask=m, other=0)
+        return tl.where(m, _keys((dx * dx + dy * dy) + dz * dz, ci), _MAXKEY)
+    else:
+        return tl.join(_lane_keys(x, y, z, px, py, pz, pidx, pos, left, W // 2),
+                       _lane_keys(x, y, z, px, py, pz, pidx, pos + W // 2, left - W // 2, W // 2))
+
+
+@triton.jit
+def _scan_segment_lanes(start, n, x, y, z, px, py, pz, pidx, best, kth, k, BLOCK: tl.constexpr, W: tl.constexpr):
+    """``_scan_segment`` with each lane's candidates gathered into its own thread (``_lane_keys``)
+    and merged there (the sorted-candidate merge: no thread holds another lane's keys)."""
+    maxn = tl.max(n, axis=0)
+    for j in range(0, maxn, W):
+        cand = tl.reshape(_lane_keys(x, y, z, px, py, pz, pidx, start + j, n - j, W), (BLOCK, W))
+        if tl.max((cand < kth[:, None]).to(tl.int32)) > 0:
+            best = _merge(best, cand, BLOCK, W, 1)
+            kth = _kth(best, k, W)
+    return best, kth
+
+
+@triton.jit
 def _enc(x):
     """float32 -> int64 code in [0, 2^32) that orders as the floats do (-NaN below -inf, NaN above
     inf): bounding boxes are atomic maxima of codes over a zeroed buffer (0 is below every code)."""
@@ -320,7 +374,7 @@ def _row_bounds(j, nrows, ny, z_lo, y_lo, r, cx, cy, cz, b, active, bx0, by0, bz
 @triton.jit(do_not_specialize=SIZES)
 def _knn_grid_kernel(qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start, bbox, geo, geoi, out_d, out_i,
                      left, left_bound, n_left, M, N, k, bound, ring_cap,
-                     W: tl.constexpr, BLOCK: tl.constexpr, BIG: tl.constexpr):
+                     W: tl.constexpr, BLOCK: tl.constexpr, BIG: tl.constexpr, LANES: tl.constexpr):
     pid = tl.program_id(0)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     qm = offs < M
@@ -374,8 +428,12 @@ def _knn_grid_kernel(qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start, bbox,
         for j in range(0, nrows):
             t1, m1, t2, m2 = _row_bounds(j + 1, nrows, ny, z_lo, y_lo, r, cx, cy, cz, b, active, bx0, by0, bz0,
                                          bx1, by1, bz1, GX, GY, GZ, cell_start)
-            best, kth = _scan_segment(s1, n1, x, y, z, px, py, pz, pidx, best, kth, k, BLOCK, W, 0)
-            best, kth = _scan_segment(s2, n2, x, y, z, px, py, pz, pidx, best, kth, k, BLOCK, W, 0)
+            if LANES:
+                best, kth = _scan_segment_lanes(s1, n1, x, y, z, px, py, pz, pidx, best, kth, k, BLOCK, W)
+                best, kth = _scan_segment_lanes(s2, n2, x, y, z, px, py, pz, pidx, best, kth, k, BLOCK, W)
+            else:
+                best, kth = _scan_segment(s1, n1, x, y, z, px, py, pz, pidx, best, kth, k, BLOCK, W, 0)
+                best, kth = _scan_segment(s2, n2, x, y, z, px, py, pz, pidx, best, kth, k, BLOCK, W, 0)
             s1, n1, s2, n2 = t1, m1, t2, m2
         worst_d = _dist_of(kth)
         # distance from the query to the faces of the visited cube; border faces bound nothing
@@ -1018,7 +1076,7 @@ def plan_knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list
 def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | None = None,
                  out: tuple[Tensor, Tensor] | None = None, max_sqdist: float = float("inf"),
                  ring_cap: int | None = None, chunk: int | None = None, merge: str | None = None,
-                 stats: dict | None = None) -> tuple[Tensor, Tensor]:
+                 layout: str | None = None, stats: dict | None = None) -> tuple[Tensor, Tensor]:
     """Launch the kernels of a plan: (sqdist (M, k) float32, idx (M, k) int64), rows in query order.
 
     ``block`` / ``num_warps`` default to ``LAUNCH[plan.K]``. ``max_sqdist`` (rounded to float32,
@@ -1029,7 +1087,8 @@ def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | N
     level) is the last ring the grid search runs; queries still open after it are finished by the
     exhaustive second level, whose size the device derives from their count (chunks of at least
     ``chunk`` points, default ``LEVEL2_MIN_CHUNK``). ``merge`` (a key of ``MERGE_MODES``, default
-    ``MERGE``) picks how the second level merges; every mode gives the same lists. One sync,
+    ``MERGE``) picks how the second level merges, ``layout`` (a key of ``LAYOUTS``, default
+    ``LAYOUT``) how the grid search holds its lists; every choice gives the same lists. One sync,
     after every launch: the error bits (ValueError for NaN / inf coordinates) and, into ``stats``
     if given, the ring cap, the number of queries the second level took and its chunks."""
     a = plan.args
@@ -1037,8 +1096,15 @@ def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | N
     if merge not in MERGE_MODES:
         raise ValueError(f"merge must be one of {sorted(MERGE_MODES)}, got {merge!r}")
     mode = MERGE_MODES[merge]
-    block = LAUNCH[plan.K][0] if block is None else block
-    num_warps = LAUNCH[plan.K][1] if num_warps is None else num_warps
+    layout = LAYOUT if layout is None else layout
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {sorted(LAYOUTS)}, got {layout!r}")
+    if layout == "lane" and plan.K not in LAUNCH_LANE:
+        raise ValueError(f"layout='lane' holds lists of at most {max(LAUNCH_LANE)} neighbours (longer ones spill "
+                         f"registers); k = {plan.k} needs layout='tile'")
+    launch = (LAUNCH_LANE if layout == "lane" else LAUNCH)[plan.K]
+    block = launch[0] if block is None else block
+    num_warps = launch[1] if num_warps is None else num_warps
     W = max(plan.K, CHUNK)
     dev = a[0].device
     if out is None:
@@ -1056,8 +1122,8 @@ def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | N
     bound = _f32(max_sqdist)
     _knn_grid_kernel[(triton.cdiv(plan.M, block),)](
         *a, out[0], out[1], left, left_bound, n_left, plan.M, plan.N, plan.k, bound,
-        -1 if ring_cap is None else ring_cap, W=W, BLOCK=block, BIG=_BIG, num_warps=num_warps,
-        maxnreg=MAXNREG[plan.K], enable_fp_fusion=False)
+        -1 if ring_cap is None else ring_cap, W=W, BLOCK=block, BIG=_BIG, LANES=LAYOUTS[layout], num_warps=num_warps,
+        maxnreg=(MAXNREG_LANE if layout == "lane" else MAXNREG)[plan.K], enable_fp_fusion=False)
     if ring_cap != _BIG:
         min_chunk = max(LEVEL2_MIN_CHUNK if chunk is None else chunk, W)
         nblk_max = triton.cdiv(plan.M, LEVEL2_BLOCK)
@@ -1086,7 +1152,8 @@ def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | N
 def knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int], *,
              block: int | None = None, num_warps: int | None = None, target_per_k: float | None = None,
              max_sqdist: float = float("inf"), ring_cap: int | None = None,
-             chunk: int | None = None, merge: str | None = None) -> tuple[Tensor, Tensor]:
+             chunk: int | None = None, merge: str | None = None, layout: str | None = None
+             ) -> tuple[Tensor, Tensor]:
     """Exact KNN of float32 tensors (D = 2 or 3) with validated row splits; returns (sqdist, idx).
 
     One device -> host sync, after every launch is queued (the error bits); see ``plan_knn_grid``
@@ -1099,4 +1166,4 @@ def knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int]
         return (torch.full((M, k), float("inf"), dtype=torch.float32, device=dev),
                 torch.full((M, k), -1, dtype=torch.int64, device=dev))
     return run_knn_grid(plan, block=block, num_warps=num_warps, max_sqdist=max_sqdist, ring_cap=ring_cap,
-                        chunk=chunk, merge=merge)
+                        chunk=chunk, merge=merge, layout=layout)
