@@ -245,53 +245,55 @@ def pixel_cases_cuda(k: int = 8, radius_px: float = 50.0) -> list[Case]:
 
 
 def sweep_cases(sets: dict[str, torch.Tensor]) -> list[Case]:
-    """Tuning grid of the Triton search (on a prepared plan): launch shapes, the ring cap of the
-    grid search (-1: one level), cell sizes (target occupancy x cell cap), then the second level's
-    other merge mode at the default ring cap and at 3 and 2 (more queries left to it), and the grid
-    search's other layout (``kg.LAYOUTS``) at ring caps 6, 3, 10 and none and wider launch shapes;
-    those two run first. Anchor: the defaults. Every configuration is checked equal to the CPU
-    path before it is timed."""
+    """Tuning grid of the Triton search (on a prepared plan), each configuration the defaults with
+    a few settings changed: first what no GPU has timed yet (the sweep has a time limit in
+    gpu_check.sh): the grid search's other layout (``kg.LAYOUTS``) at ring caps 6, 3, 10 and none
+    and at wider launch shapes, the second level's other merge mode at ring caps 6, 3 and 2 (more
+    queries left to it), the second level's least chunk size; then launch shapes, ring caps (-1:
+    one level) and cell sizes (target occupancy x cell cap). Anchor: the defaults. Every
+    configuration is checked equal to the CPU path before it is timed."""
     from geodepth.ops._triton import knn_grid as kg
 
+    block0, warps0 = kg.LAUNCH[16]
+    default = dict(block=block0, num_warps=warps0, ring_cap=kg.RING_CAP, merge=kg.MERGE, layout=kg.LAYOUT,
+                   chunk=kg.LEVEL2_MIN_CHUNK, target_per_k=kg.TARGET_OCCUPANCY_PER_K,
+                   cells_per_point=kg.CELLS_PER_POINT)
+    changes: list[dict] = [{}]
+    for layout in kg.LAYOUTS:
+        if layout != kg.LAYOUT:
+            lb, lw = (kg.LAUNCH_LANE if layout == "lane" else kg.LAUNCH)[16]
+            changes += [dict(layout=layout, block=lb, num_warps=lw, ring_cap=rc) for rc in (kg.RING_CAP, 3, 10, -1)]
+            changes += [dict(layout=layout, block=b, num_warps=w) for b, w in ((64, 2), (128, 4))]
+    changes += [dict(merge=m, ring_cap=rc) for rc in (kg.RING_CAP, 3, 2) for m in kg.MERGE_MODES if m != kg.MERGE]
+    changes += [dict(chunk=c, ring_cap=rc) for rc in (kg.RING_CAP, 3) for c in (256, 512, 1024, 2048, 8192)
+                if (c, rc) != (kg.LEVEL2_MIN_CHUNK, kg.RING_CAP)]
+    changes += [dict(block=b, num_warps=w) for b, w in ((16, 4), (32, 2), (32, 8), (64, 8))
+                if (b, w) != (block0, warps0)]
+    changes += [dict(ring_cap=rc) for rc in (1, 2, 3, 4, 6, 8, 10, -1) if rc != kg.RING_CAP]
+    changes += [dict(target_per_k=t, cells_per_point=c) for t in (0.25, 0.5, 1.0, 2.0, 4.0) for c in (4, 8, 16, 64)
+                if (t, c) != (kg.TARGET_OCCUPANCY_PER_K, kg.CELLS_PER_POINT)]
     cases = []
     for name, p in sets.items():
         pc = p.cuda()
         off = [0, pc.shape[0]]
         want = knn(p, p, K)
-        block0, warps0 = kg.LAUNCH[16]
-        d0 = (block0, warps0, kg.RING_CAP, None, None, kg.MERGE, kg.LAYOUT)
-        # what no GPU has timed yet first (the sweep has a time limit in gpu_check.sh): the grid
-        # search's other layout, the second level's other merge mode; then the tuning grid
-        configs = [d0]
-        for layout in kg.LAYOUTS:
-            if layout != kg.LAYOUT:
-                lb, lw = (kg.LAUNCH_LANE if layout == "lane" else kg.LAUNCH)[16]
-                configs += [(lb, lw, rc, None, None, kg.MERGE, layout) for rc in (kg.RING_CAP, 3, 10, -1)]
-                configs += [(b, w, kg.RING_CAP, None, None, kg.MERGE, layout) for b, w in ((64, 2), (128, 4))]
-        configs += [(block0, warps0, rc, None, None, mode, kg.LAYOUT) for rc in (kg.RING_CAP, 3, 2)
-                    for mode in kg.MERGE_MODES if mode != kg.MERGE]
-        configs += [(b, w, kg.RING_CAP, None, None, kg.MERGE, kg.LAYOUT)
-                    for b, w in ((16, 4), (32, 2), (32, 8), (64, 8)) if (b, w) != (block0, warps0)]
-        configs += [(block0, warps0, rc, None, None, kg.MERGE, kg.LAYOUT) for rc in (1, 2, 3, 4, 6, 8, 10, -1)
-                    if rc != kg.RING_CAP]
-        configs += [(block0, warps0, kg.RING_CAP, t, c, kg.MERGE, kg.LAYOUT) for t in (0.25, 0.5, 1.0, 2.0, 4.0)
-                    for c in (4, 8, 16, 64) if (t, c) != (kg.TARGET_OCCUPANCY_PER_K, kg.CELLS_PER_POINT)]
-        for block, warps, rc, target, cells, merge, layout in configs:
-            plan = kg.plan_knn_grid(pc, pc, K, off, off, target_per_k=target, cells_per_point=cells)
+        for change in changes:
+            c = {**default, **change}
+            plan = kg.plan_knn_grid(pc, pc, K, off, off, target_per_k=c["target_per_k"],
+                                    cells_per_point=c["cells_per_point"])
+            run = {key: c[key] for key in ("block", "num_warps", "ring_cap", "merge", "layout", "chunk")}
             st: dict = {}
-            d, i = kg.run_knn_grid(plan, block=block, num_warps=warps, ring_cap=rc, merge=merge, layout=layout,
-                                   stats=st)
-            label = f"B={block} w={warps} cap={rc} occ/k={target or kg.TARGET_OCCUPANCY_PER_K} " \
-                    f"c/pt={cells or kg.CELLS_PER_POINT}" + ("" if merge == kg.MERGE else f" merge={merge}") + \
-                    ("" if layout == kg.LAYOUT else f" layout={layout}")
+            d, i = kg.run_knn_grid(plan, stats=st, **run)
+            label = f"B={c['block']} w={c['num_warps']} cap={c['ring_cap']} occ/k={c['target_per_k']} " \
+                    f"c/pt={c['cells_per_point']}" + "".join(f" {key}={c[key]}" for key in ("merge", "layout", "chunk")
+                                                             if key in change)
             if not (torch.equal(i.cpu(), want.idx) and torch.equal(d.cpu(), want.sqdist)):
                 print(f"sweep {name} {label}: WRONG RESULT, not timed", flush=True)
                 continue
-            cases.append(Case(f"knn sweep {name}", label,
-                              lambda pl=plan, b=block, w=warps, r=rc, m=merge, lo=layout:
-                              kg.run_knn_grid(pl, block=b, num_warps=w, ring_cap=r, merge=m, layout=lo), device="cuda",
-                              anchor=(block, warps, rc, target, cells, merge, layout) == d0, repeats=20, warmup=2,
-                              note=f"cell {plan.geometry()['h']:.3f} m, level 2: {st.get('leftover', 0)}"))
+            cases.append(Case(f"knn sweep {name}", label, lambda pl=plan, r=run: kg.run_knn_grid(pl, **r),
+                              device="cuda", anchor=not change, repeats=20, warmup=2,
+                              note=f"cell {plan.geometry()['h']:.3f} m, level 2: {st.get('leftover', 0)} queries "
+                                   f"in {st.get('chunks', 0)} chunks"))
     return cases
 
 
