@@ -210,6 +210,8 @@ def cuda_cases(name: str, p: torch.Tensor) -> list[Case]:
                   repeats=10, warmup=2, note="the first GPU version: isolated points expand ring after ring"),
              Case(g, "  search, layout='lane' (one thread per list)", lambda: run_knn_grid(plan, layout="lane"),
                   device="cuda", repeats=50, warmup=5, note="the grid search's other layout (knn_grid.LAYOUTS)"),
+             Case(g, "  search, order='density'", lambda: run_knn_grid(plan, order="density"), device="cuda",
+                  repeats=50, warmup=5, note="queries grouped by density (knn_grid.ORDERS), the reorder included"),
              Case(g, "naive cdist+topk", lambda: naive_torch(pc), device="cuda", anchor=True, repeats=5)]
     try:
         import torch_cluster
@@ -247,8 +249,9 @@ def pixel_cases_cuda(k: int = 8, radius_px: float = 50.0) -> list[Case]:
 def sweep_cases(sets: dict[str, torch.Tensor]) -> list[Case]:
     """Tuning grid of the Triton search (on a prepared plan), each configuration the defaults with
     a few settings changed: first what no GPU has timed yet (the sweep has a time limit in
-    gpu_check.sh): the grid search's other layout (``kg.LAYOUTS``) at ring caps 6, 3, 10 and none
-    and at wider launch shapes, the second level's other merge mode at ring caps 6, 3 and 2 (more
+    gpu_check.sh): the density order of the queries (``kg.ORDERS``) at ring caps 6, 3, 8 and 10,
+    the grid search's other layout (``kg.LAYOUTS``) at ring caps 6, 3, 10 and none, at wider
+    launch shapes and with the density order, the second level's other merge mode at ring caps 6, 3 and 2 (more
     queries left to it), the second level's least chunk size; then launch shapes, ring caps (-1:
     one level) and cell sizes (target occupancy x cell cap). Anchor: the defaults. Every
     configuration is checked equal to the CPU path before it is timed."""
@@ -256,14 +259,18 @@ def sweep_cases(sets: dict[str, torch.Tensor]) -> list[Case]:
 
     block0, warps0 = kg.LAUNCH[16]
     default = dict(block=block0, num_warps=warps0, ring_cap=kg.RING_CAP, merge=kg.MERGE, layout=kg.LAYOUT,
-                   chunk=kg.LEVEL2_MIN_CHUNK, target_per_k=kg.TARGET_OCCUPANCY_PER_K,
+                   order=kg.ORDER, chunk=kg.LEVEL2_MIN_CHUNK, target_per_k=kg.TARGET_OCCUPANCY_PER_K,
                    cells_per_point=kg.CELLS_PER_POINT)
     changes: list[dict] = [{}]
+    other = [o for o in kg.ORDERS if o != kg.ORDER]
+    changes += [dict(order=o, ring_cap=rc) for o in other for rc in (kg.RING_CAP, 3, 8, 10)]
     for layout in kg.LAYOUTS:
         if layout != kg.LAYOUT:
             lb, lw = (kg.LAUNCH_LANE if layout == "lane" else kg.LAUNCH)[16]
             changes += [dict(layout=layout, block=lb, num_warps=lw, ring_cap=rc) for rc in (kg.RING_CAP, 3, 10, -1)]
             changes += [dict(layout=layout, block=b, num_warps=w) for b, w in ((64, 2), (128, 4))]
+            changes += [dict(layout=layout, block=lb, num_warps=lw, order=o, ring_cap=rc) for o in other
+                        for rc in (kg.RING_CAP, 10)]
     changes += [dict(merge=m, ring_cap=rc) for rc in (kg.RING_CAP, 3, 2) for m in kg.MERGE_MODES if m != kg.MERGE]
     changes += [dict(chunk=c, ring_cap=rc) for rc in (kg.RING_CAP, 3) for c in (256, 512, 1024, 2048, 8192)
                 if (c, rc) != (kg.LEVEL2_MIN_CHUNK, kg.RING_CAP)]
@@ -281,12 +288,12 @@ def sweep_cases(sets: dict[str, torch.Tensor]) -> list[Case]:
             c = {**default, **change}
             plan = kg.plan_knn_grid(pc, pc, K, off, off, target_per_k=c["target_per_k"],
                                     cells_per_point=c["cells_per_point"])
-            run = {key: c[key] for key in ("block", "num_warps", "ring_cap", "merge", "layout", "chunk")}
+            run = {key: c[key] for key in ("block", "num_warps", "ring_cap", "merge", "layout", "order", "chunk")}
             st: dict = {}
             d, i = kg.run_knn_grid(plan, stats=st, **run)
+            extra = "".join(f" {key}={c[key]}" for key in ("merge", "layout", "order", "chunk") if key in change)
             label = f"B={c['block']} w={c['num_warps']} cap={c['ring_cap']} occ/k={c['target_per_k']} " \
-                    f"c/pt={c['cells_per_point']}" + "".join(f" {key}={c[key]}" for key in ("merge", "layout", "chunk")
-                                                             if key in change)
+                    f"c/pt={c['cells_per_point']}{extra}"
             if not (torch.equal(i.cpu(), want.idx) and torch.equal(d.cpu(), want.sqdist)):
                 print(f"sweep {name} {label}: WRONG RESULT, not timed", flush=True)
                 continue

@@ -93,18 +93,44 @@ def _rows(r: int, G: np.ndarray) -> int:
     return min(2 * r + 1, 2 * int(G[2]) - 1) * min(2 * r + 1, 2 * int(G[1]) - 1)
 
 
+def _block_counts(p: np.ndarray, q: np.ndarray, lo: np.ndarray, h: float, G: np.ndarray) -> np.ndarray:
+    """Points of ``p`` in the 3 x 3 x 3 cells around each query's cell (what ``density_order``
+    counts from the cell table)."""
+    cp = np.clip(np.floor((p - lo) / h).astype(np.int64), 0, G - 1)
+    cq = np.clip(np.floor((q - lo) / h).astype(np.int64), 0, G - 1)
+    cells, cnt = np.unique((cp[:, 2] * G[1] + cp[:, 1]) * G[0] + cp[:, 0], return_counts=True)
+    total = np.zeros(len(q), np.int64)
+    for off in np.stack(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1]), -1).reshape(-1, 3):
+        nc = cq + off
+        inside = np.all((nc >= 0) & (nc < G), 1)
+        nk = (nc[:, 2] * G[1] + nc[:, 1]) * G[0] + nc[:, 0]
+        pos = np.minimum(np.searchsorted(cells, nk), len(cells) - 1)
+        total += np.where(inside & (cells[pos] == nk), cnt[pos], 0)
+    return total
+
+
 def lockstep(p: np.ndarray, h: float, dk: np.ndarray, caps=(1, 2, 3, 4, 5, 6, 8, -1), block: int = 32,
-             query: np.ndarray | None = None) -> list[dict]:
+             query: np.ndarray | None = None, order: str = "cell") -> list[dict]:
     """Per ring cap: rows of the worst program and of all, queries left to level 2 and its steps.
-    ``dk``: each query's exact k-th distance (``query`` defaults to the points: self-KNN)."""
+    ``dk``: each query's exact k-th distance (``query`` defaults to the points: self-KNN).
+    ``order``: the queries' order in the programs, "cell" (cell key, x fastest, as the plan sorts
+    them) or "density" (``knn_grid.density_order``: floor(log2) of the points in the 3 x 3 x 3
+    cells around the query's own first, cell order within)."""
     q = p if query is None else query
     lo = p.min(0)
     G = np.maximum(np.ceil((p.max(0) - lo) / h).astype(np.int64), 1)
     c = np.clip(np.floor((q - lo) / h).astype(np.int64), 0, G - 1)
-    order = np.argsort((c[:, 2] * G[1] + c[:, 1]) * G[0] + c[:, 0], kind="stable")
+    cell = (c[:, 2] * G[1] + c[:, 1]) * G[0] + c[:, 0]
+    if order == "density":
+        total = _block_counts(p, q, lo, h, G)
+        order = np.lexsort((cell, np.where(total > 1, np.floor(np.log2(np.maximum(total, 1))), 0)))
+    else:
+        order = np.argsort(cell, kind="stable")
     R = _rings_needed(q[order], dk[order], lo, h, G)
     n_prog = -(-len(q) // block)
     Rp = np.array([R[i * block:(i + 1) * block].max() for i in range(n_prog)])
+    kc = cell[order]
+    cells_per_program = float(np.mean([len(np.unique(kc[i * block:(i + 1) * block])) for i in range(n_prog)]))
     cum = np.cumsum([_rows(r, G) for r in range(int(Rp.max()) + 1)])
     out = []
     for cap in caps:
@@ -114,7 +140,8 @@ def lockstep(p: np.ndarray, h: float, dk: np.ndarray, caps=(1, 2, 3, 4, 5, 6, 8,
         out.append({"ring_cap": cap, "worst_program_rows": int(rows.max()), "all_rows": int(rows.sum()),
                     "leftover": left, "leftover_share": left / len(q),
                     "level2_steps": -(-left // block) * -(-len(p) // 16),
-                    "worst_program_ms_at_0.29us_per_row": float(rows.max()) * 0.29e-3})
+                    "worst_program_ms_at_0.29us_per_row": float(rows.max()) * 0.29e-3,
+                    "cells_per_program": cells_per_program})
     return out
 
 
@@ -127,6 +154,20 @@ def main_lockstep(sets: dict[str, np.ndarray], cells: dict[str, float]) -> dict:
             print(f"{name:5s} h={cells[name]:.2f} cap {r['ring_cap']:2d}: worst program {r['worst_program_rows']:6d} "
                   f"rows (~{r['worst_program_ms_at_0.29us_per_row']:.3f} ms), all {r['all_rows']:8d}; level 2: "
                   f"{r['leftover']:6d} queries ({100 * r['leftover_share']:4.1f} %), {r['level2_steps']:8d} steps")
+    return out
+
+
+def main_order(sets: dict[str, np.ndarray], cells: dict[str, float], caps=(3, 6, 8)) -> dict:
+    """The lockstep model in both query orders (``knn_grid.ORDERS``), per ring cap."""
+    out = {}
+    for name, p in sets.items():
+        dk = kth_distance(p, K)
+        out[name] = {"h": cells[name]}
+        for order in ("cell", "density"):
+            out[name][order] = lockstep(p, cells[name], dk, caps, order=order)
+            for r in out[name][order]:
+                print(f"{name:5s} h={cells[name]:.2f} {order:7s} cap {r['ring_cap']:2d}: all {r['all_rows']:7d} rows, "
+                      f"worst program {r['worst_program_rows']:4d}, {r['cells_per_program']:.1f} cells per program")
     return out
 
 
@@ -171,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--two-level", action="store_true", help="the lockstep model of the search per ring cap")
     ap.add_argument("--pixels", action="store_true", help="the same for knn_fill's pixel queries (KITTI frame)")
+    ap.add_argument("--order", action="store_true",
+                    help="the lockstep model in both query orders (cell, density) at the cells the H200 chose")
     args = ap.parse_args(argv)
     if args.pixels:
         res = main_pixels()
@@ -181,6 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     raw = np.fromfile(SCAN, dtype=np.float32).reshape(-1, 4)
     full = raw[:, :3].astype(np.float64)
     sets = {"full": full, "front": full[full[:, 0] > np.abs(full[:, 1])]}
+    if args.order:  # the cells the H200 run chose at CELLS_PER_POINT = 4 (bm_knn's notes, run3)
+        res = main_order(sets, {"full": 0.671, "front": 0.540})
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "knn_order_model.json").write_text(json.dumps({"k": K, "block": 32, "sets": res}, indent=1))
+        print(f"wrote {RESULTS / 'knn_order_model.json'}")
+        return 0
     if args.two_level:  # the cell edges the plan picks at the defaults (bm_knn's note on the H200)
         res = main_lockstep(sets, {"full": 0.28, "front": 0.23})
         RESULTS.mkdir(parents=True, exist_ok=True)

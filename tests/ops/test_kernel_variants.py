@@ -62,6 +62,7 @@ def work(n):
     knn_grid(q, pts, 4, [m * i // nbat for i in range(nbat + 1)], [n * i // nbat for i in range(nbat + 1)],
              ring_cap=0)
     knn_grid(q[:, :2], pts[:, :2], 4, [0, m], [0, n])
+    knn_grid(q, pts, 4, [0, m], [0, n], order="density")
     idx = torch.randint(-1, n, (m, 4), generator=g)
     f = torch.randn(n, 8, generator=g)
     out, _ = aggregate_forward_triton(f, idx, None, "mean")
@@ -87,8 +88,9 @@ names = [[name for name, *_ in r] for r in runs]
 assert all(x == names[0] for x in names), names  # the same launches for every size
 kernels = {name for name in names[0]}
 assert {"_knn_grid_kernel", "_knn_chunk_kernel", "_knn_merge_kernel", "_box_kernel", "_ladder_kernel", "_bin_kernel",
-        "_gather_kernel", "_aggregate_fwd_kernel", "_aggregate_bwd_kernel", "_scored_fwd_kernel",
-        "_scored_bwd_kernel", "_splat_sum_kernel", "_splat_key_kernel", "_sample_kernel"} <= kernels, kernels
+        "_gather_kernel", "_density_kernel", "_permute_kernel", "_aggregate_fwd_kernel", "_aggregate_bwd_kernel",
+        "_scored_fwd_kernel", "_scored_bwd_kernel", "_splat_sum_kernel", "_splat_key_kernel",
+        "_sample_kernel"} <= kernels, kernels
 for site, launches in enumerate(zip(*runs)):
     keys = {tuple(key) for _, *key in launches}
     assert len(keys) == 1, (launches[0][0], site, keys)

@@ -65,6 +65,11 @@ def _interp_cases(kitti_points: torch.Tensor | None) -> dict:
                                None, None, dict(layout="lane"))
     blob = torch.cat([torch.rand(60, 3, generator=g) * 0.3, torch.rand(4, 3, generator=g) * 20 - 10])
     cases["level2_outliers"] = (blob, blob, 8, None, None, dict(ring_cap=2, chunk=16))
+    # the density order of the queries (kg.ORDERS): ragged bipartite with empty batches, 2D, the
+    # second level reading the permuted queries, and with the other layout
+    cases["density_ties_ragged"] = (*cases["ties_ragged_empty"], dict(order="density"))
+    cases["density_self_ragged_2d"] = (*cases["self_ragged_2d"], dict(order="density"))
+    cases["density_level2_outliers"] = (blob, blob, 8, None, None, dict(ring_cap=2, chunk=16, order="density"))
     cases["lane_level2_outliers"] = (blob, blob, 8, None, None, dict(ring_cap=2, chunk=16, layout="lane"))
     # knn_fill's shape on a 16 x 40 image: the top row's pixel centres query LiDAR-like points in
     # the bottom 4 rows, 12+ px away. Bounded (knn_fill's radius, 14 px: 9 rings of this cell),
@@ -87,6 +92,7 @@ def _interp_cases(kitti_points: torch.Tensor | None) -> dict:
         crop = pts[(pts[:, 0] > 6) & (pts[:, 0] < 7.5) & (pts[:, 1].abs() < 1.2)][:160].contiguous()
         cases["kitti_crop"] = (crop[::4].contiguous(), crop, 16, None, None)
         cases["lane_kitti_crop"] = (*cases["kitti_crop"], dict(layout="lane"))
+        cases["density_lane_kitti_crop"] = (*cases["kitti_crop"], dict(layout="lane", order="density"))
     return cases
 
 
@@ -255,7 +261,8 @@ def test_auto_without_tree_libraries(monkeypatch):
                                   "all_equal", "k64", "k2", "far_from_origin", "level2_ties_ragged", "level2_k64",
                                   "level2_outliers", "many_batches", "level2_sort_merge_ties",
                                   "level2_sort_merge_k64", "lane_ties_ragged", "lane_2d_k_above_n", "lane_k2",
-                                  "lane_k16_rings", "lane_level2_outliers"])
+                                  "lane_k16_rings", "lane_level2_outliers", "density_ties_ragged",
+                                  "density_self_ragged_2d", "density_level2_outliers"])
 def test_triton_interpreter_vs_reference(interp_results, name):
     (q, p, k, qo, po), out, leftover, kw = interp_results[name]
     ref = knn_reference(q, p, k, query_offsets=qo, points_offsets=po)
@@ -291,12 +298,69 @@ def test_triton_interpreter_pixels_bounded(interp_results):
     assert leftover == 0
 
 
-@pytest.mark.parametrize("name", ["kitti_crop", "lane_kitti_crop"])
+@pytest.mark.parametrize("name", ["kitti_crop", "lane_kitti_crop", "density_lane_kitti_crop"])
 def test_triton_interpreter_kitti_crop(interp_results, kitti_dir, name):
     """A crop of the real scan (dense near the sensor, ground plane, many z layers empty), both
-    layouts of the grid search."""
+    layouts of the grid search, and the density order of the queries."""
     (q, p, k, _, _), out, _, _ = interp_results[name]
     _same(out, knn_reference(q, p, k))
+
+
+_DENSITY_SCRIPT = """
+import sys, torch
+from geodepth.ops._triton import knn_grid as kg
+q, p, qo, po = torch.load(sys.argv[1])
+plan = kg.plan_knn_grid(q, p, 4, qo, po)
+new = kg.density_order(plan)
+shared = all(a is b for a, b in zip(new.args[5:], plan.args[5:]))  # points and cell table
+okey = torch.empty(plan.M, dtype=torch.int64)  # the order keys themselves
+kg._density_kernel[kg._grid1(plan.M)](plan.args[0], plan.args[9], plan.args[10], plan.args[12], okey, plan.M,
+                                      BLOCK=kg._BIN_BLOCK)
+torch.save(([t.clone() for t in plan.args], [t.clone() for t in new.args], shared, okey), sys.argv[2])
+"""
+
+
+def test_triton_interpreter_density_order(tmp_path):
+    """``density_order`` (interpreted) against a numpy twin on the plan it reorders: each sorted
+    query's points in the 3 x 3 x 3 cells around its own, counted from the plan's cell table
+    within its batch's occupied cells, floor(log2) of it (0 below 2) as the major key and the
+    cell order as the minor; the queries' keys, coordinates and rows move together. Ragged
+    bipartite batches with an empty one, a dense cluster and isolated points."""
+    pytest.importorskip("triton")
+    g = torch.Generator().manual_seed(5)
+    # clusters of 2 to 40 points around random centres (densities over several powers of 2)
+    centres = torch.rand(12, 3, generator=g) * 8
+    sizes = torch.tensor([2, 3, 5, 7, 10, 14, 20, 28, 40, 1, 1, 1])
+    p = torch.cat([c + torch.rand(int(n), 3, generator=g) * 0.4 for c, n in zip(centres, sizes)])
+    q = torch.cat([c + torch.rand(5, 3, generator=g) * 0.6 for c in centres])
+    p, q = p[torch.randperm(len(p), generator=g)], q[torch.randperm(len(q), generator=g)]
+    qo, po = [0, 25, 25, 60], [0, 70, 70, len(p)]
+    torch.save((q, p, qo, po), tmp_path / "in.pt")
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-c", _DENSITY_SCRIPT, str(tmp_path / "in.pt"), str(tmp_path / "out.pt")],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    before, after, shared, okey = torch.load(tmp_path / "out.pt")
+    key = before[0].numpy()
+    starts, bbox, geoi = before[9].numpy().astype(np.int64), before[10].numpy(), before[12].numpy()
+    GX, GY, GZ = (int(v) for v in geoi[:3])
+    cx, cy, cz, b = key % GX, key // GX % GY, key // (GX * GY) % GZ, key // (GX * GY * GZ)
+    total = np.zeros(len(key), np.int64)
+    for i in range(len(key)):
+        x0, y0, z0, x1, y1, z1 = bbox[6 * b[i]:6 * b[i] + 6]
+        lo, hi = max(cx[i] - 1, x0), min(cx[i] + 1, x1)
+        for zz in range(cz[i] - 1, cz[i] + 2):
+            for yy in range(cy[i] - 1, cy[i] + 2):
+                if z0 <= zz <= z1 and y0 <= yy <= y1 and lo <= hi:
+                    base = ((b[i] * GZ + zz) * GY + yy) * GX
+                    total[i] += starts[base + hi + 1] - starts[base + lo]
+    bucket = np.where(total > 1, np.floor(np.log2(np.maximum(total, 1))), 0).astype(np.int64)
+    assert np.array_equal(okey.numpy(), (bucket << 32) | np.arange(len(key)))
+    want = np.lexsort((np.arange(len(key)), bucket))
+    assert len(np.unique(bucket)) >= 4 and not np.array_equal(want, np.arange(len(key)))  # a reordering
+    for j in (0, 1, 2, 3, 4):  # key, x, y, z, row
+        assert torch.equal(after[j], before[j][torch.from_numpy(want)]), j
+    assert shared
 
 
 # ------------------------------------------------------------------ Triton host side (plan, no kernel)
@@ -717,6 +781,24 @@ def test_cuda_triton_lane_layout_kitti(kitti_dir, front):
         off_q, off_p = [0, qq.shape[0]], [0, pts.shape[0]]
         d, i = kg.knn_grid(qq.cuda(), pts.cuda(), k, off_q, off_p, layout="lane")
         _same(KNN(d.cpu(), i.cpu()), knn(qq, pts, k))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("front", [False, True])
+def test_cuda_triton_density_order_kitti(kitti_dir, front):
+    """The density order of the queries (kg.ORDERS) on the real scan, self and bipartite, with
+    both layouts and with a ring cap of 2 (the second level reads the reordered queries): the CPU
+    path's lists."""
+    from geodepth.ops._triton import knn_grid as kg
+
+    pts = _velodyne(kitti_dir)
+    if front:
+        pts = pts[pts[:, 0] > pts[:, 1].abs()].contiguous()
+    q = pts[::7].contiguous() + 0.01
+    for qq, kw in ((pts, {}), (q, {}), (pts, dict(layout="lane")), (pts, dict(ring_cap=2))):
+        off_q, off_p = [0, qq.shape[0]], [0, pts.shape[0]]
+        d, i = kg.knn_grid(qq.cuda(), pts.cuda(), 16, off_q, off_p, order="density", **kw)
+        _same(KNN(d.cpu(), i.cpu()), knn(qq, pts, 16))
 
 
 @pytest.mark.cuda

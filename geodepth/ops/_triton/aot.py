@@ -46,6 +46,11 @@ def KNN_HELPERS():  # noqa: N802 - a table, built lazily (imports Triton)
         ("gather", kg._gather_kernel, {**clouds, "key_in": "*i64", "rank_in": "*i32", "starts": "*i32",
                                        "xyz": "*fp32", "skey": "*i64", "srow": "*i64", "pidx": "*i32", "npad": "i32",
                                        "stride": "i32", "ncap": "i32"}, common),
+        ("density", kg._density_kernel, {"qkey": "*i64", "cell_start": "*i32", "bbox": "*i32", "geoi": "*i32",
+                                         "order_key": "*i64", "M": "i32"}, {"BLOCK": kg._BIN_BLOCK}),
+        ("permute", kg._permute_kernel, {"order_key": "*i64", "qkey": "*i64", "qx": "*fp32", "qy": "*fp32",
+                                         "qz": "*fp32", "qrow": "*i64", "nkey": "*i64", "nxyz": "*fp32",
+                                         "nrow": "*i64", "M": "i32", "stride": "i32"}, {"BLOCK": kg._BIN_BLOCK}),
     ]
 
 

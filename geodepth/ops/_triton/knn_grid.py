@@ -75,9 +75,9 @@ from geodepth.ops._triton import SIZES
 from geodepth.ops.knn import COORD_LIMIT, coord_error
 
 __all__ = ["CELLS_PER_POINT", "CHUNK", "LAUNCH", "LAUNCH_LANE", "LAYOUT", "LAYOUTS", "MAXNREG", "MAXNREG_LANE",
-           "MERGE", "MERGE_MODES", "RING_CAP",
-           "TARGET_OCCUPANCY_PER_K", "GridPlan", "knn_grid", "level2_part_blocks", "plan_knn_grid", "ring_cap_for",
-           "rows_through", "run_knn_grid"]
+           "MERGE", "MERGE_MODES", "ORDER", "ORDERS", "RING_CAP", "TARGET_OCCUPANCY_PER_K", "GridPlan",
+           "density_order", "knn_grid", "level2_part_blocks", "plan_knn_grid", "ring_cap_for", "rows_through",
+           "run_knn_grid"]
 
 _BIG = 2**31 - 1
 #: tuning knobs of the cell size (see the module docstring); time them with
@@ -144,6 +144,18 @@ LAYOUT = "tile"
 #: launch shape (BLOCK, num_warps) and register limit of the "lane" grid search: one query per thread
 LAUNCH_LANE = {K: (32, 1) for K in (1, 2, 4, 8, 16)}
 MAXNREG_LANE = {K: 255 for K in LAUNCH_LANE}
+#: the order of the queries in the grid search's programs (``run_knn_grid(order=...)``): "cell"
+#: as the plan sorted them (cell key, x fastest), or "density" (``density_order``): ascending
+#: floor(log2) of the points in the 3 x 3 x 3 cells around each query's own, cell order within. A
+#: program costs what its slowest lane costs (lockstep), and queries of sparse regions need more
+#: rings: grouped by density, fewer programs pay for one far query. Lockstep model on the KITTI
+#: scan (benchmarks/knn_work_model.py --order, k = 16, the cells the H200 chose): at ring cap 6
+#: the programs' cell rows drop from 103,546 to 69,428 (full scan, 1.49x) and 44,036 to 27,315
+#: (front half, 1.61x), at cap 3 1.22x / 1.26x, with as many distinct cells per program (3.0-3.1
+#: / 4.3), so lanes share loads as before. Rows, not candidates: a model, not a time. Costs two
+#: launches and a device sort of M keys. Not yet timed on a GPU: the sweep times both
+ORDERS = ("cell", "density")
+ORDER = "cell"
 #: second level: queries per program and warps (32 x 8: 63 registers at K <= 16, 184 at K = 64, no
 #: spills), least points per chunk, programs aimed at
 LEVEL2_BLOCK, LEVEL2_WARPS, LEVEL2_MIN_CHUNK, LEVEL2_PROGRAMS = 32, 8, 2048, 4096
@@ -869,6 +881,58 @@ def _gather_kernel(pts, qry, key_in, rank_in, starts, xyz, skey, srow, pidx, n, 
     tl.store(srow + pos, offs.to(tl.int64), mask=mask)
 
 
+@triton.jit(do_not_specialize=SIZES)
+def _density_kernel(qkey, cell_start, bbox, geoi, order_key, M, BLOCK: tl.constexpr):
+    """Each sorted query's key for the density order (``density_order``): floor(log2) of the points
+    in the 3 x 3 x 3 cells around its own (within its batch's occupied cells; 0 for none) in the
+    high 32 bits, its position in the cell order in the low 32."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    qm = offs < M
+    GX = tl.load(geoi + 0)
+    GY = tl.load(geoi + 1)
+    GZ = tl.load(geoi + 2)
+    key = tl.load(qkey + offs, mask=qm, other=0)
+    cx = (key % GX).to(tl.int32)
+    key = key // GX
+    cy = (key % GY).to(tl.int32)
+    key = key // GY
+    cz = (key % GZ).to(tl.int32)
+    b = (key // GZ).to(tl.int32)
+    bx0 = tl.load(bbox + b * 6 + 0, mask=qm, other=0)
+    by0 = tl.load(bbox + b * 6 + 1, mask=qm, other=0)
+    bz0 = tl.load(bbox + b * 6 + 2, mask=qm, other=0)
+    bx1 = tl.load(bbox + b * 6 + 3, mask=qm, other=-1)
+    by1 = tl.load(bbox + b * 6 + 4, mask=qm, other=-1)
+    bz1 = tl.load(bbox + b * 6 + 5, mask=qm, other=-1)
+    lo = tl.maximum(cx - 1, bx0)
+    hi = tl.minimum(cx + 1, bx1)
+    total = tl.zeros([BLOCK], dtype=tl.int32)
+    for j in tl.static_range(9):  # the rows (dz, dy) of the block; a row of cells is one range
+        zz = cz + (j // 3 - 1)
+        yy = cy + (j % 3 - 1)
+        ok = qm & (zz >= bz0) & (zz <= bz1) & (yy >= by0) & (yy <= by1) & (lo <= hi)
+        base = ((b * GZ + zz) * GY + yy) * GX
+        total += tl.load(cell_start + base + hi + 1, mask=ok, other=0) - tl.load(cell_start + base + lo, mask=ok,
+                                                                               other=0)
+    bucket = tl.where(total > 1, tl.floor(tl.log2(tl.maximum(total, 1).to(tl.float32))), 0.0).to(tl.int64)
+    tl.store(order_key + offs, (bucket << 32) | offs.to(tl.int64), mask=qm)
+
+
+@triton.jit(do_not_specialize=SIZES)
+def _permute_kernel(order_key, qkey, qx, qy, qz, qrow, nkey, nxyz, nrow, M, stride, BLOCK: tl.constexpr):
+    """Queries to their density-order positions: row i of the new arrays is the sorted query at
+    the low 32 bits of ``order_key[i]`` (key, coordinates into the three rows of ``nxyz``, row
+    stride ``stride``, row)."""
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < M
+    src = (tl.load(order_key + offs, mask=m, other=0) & 0xFFFFFFFF).to(tl.int32)
+    tl.store(nkey + offs, tl.load(qkey + src, mask=m, other=0), mask=m)
+    tl.store(nxyz + offs, tl.load(qx + src, mask=m, other=0.0), mask=m)
+    tl.store(nxyz + stride + offs, tl.load(qy + src, mask=m, other=0.0), mask=m)
+    tl.store(nxyz + 2 * stride + offs, tl.load(qz + src, mask=m, other=0.0), mask=m)
+    tl.store(nrow + offs, tl.load(qrow + src, mask=m, other=0), mask=m)
+
+
 def _f32(x: float) -> float:
     """``x`` rounded to float32 (nearest; beyond float32's range: +-inf)."""
     try:
@@ -1073,10 +1137,30 @@ def plan_knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list
     return GridPlan(args, M, N, k, max(1, triton.next_power_of_2(k)), geo, geoi, box, sums, [0])
 
 
+def density_order(plan: GridPlan) -> GridPlan:
+    """The plan with its queries in density order: ascending floor(log2) of the points in the
+    3 x 3 x 3 cells around each query's own, cell order within (``ORDERS``). Queries of sparse
+    regions need more rings; grouped, a program's lanes need about as many rings as each other.
+    Two Triton launches and one device sort, no sync; the points and the cell table are shared."""
+    qkey, qx, qy, qz, qrow = plan.args[:5]
+    cell_start, bbox, geoi = plan.args[9], plan.args[10], plan.args[12]
+    M, dev = plan.M, qkey.device
+    okey = torch.empty(M, dtype=torch.int64, device=dev)
+    _density_kernel[_grid1(M)](qkey, cell_start, bbox, geoi, okey, M, BLOCK=_BIN_BLOCK)
+    okey = torch.sort(okey).values
+    nkey = torch.empty(M, dtype=torch.int64, device=dev)
+    stride = _pad4(M)  # (rows that start 16-byte aligned, as the plan's: no new compiled variant)
+    nxyz = torch.empty((3, stride), dtype=torch.float32, device=dev)
+    nrow = torch.empty(M, dtype=torch.int64, device=dev)
+    _permute_kernel[_grid1(M)](okey, qkey, qx, qy, qz, qrow, nkey, nxyz, nrow, M, stride, BLOCK=_BIN_BLOCK)
+    return plan._replace(args=(nkey, *nxyz.unbind(0), nrow, *plan.args[5:]))
+
+
 def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | None = None,
                  out: tuple[Tensor, Tensor] | None = None, max_sqdist: float = float("inf"),
                  ring_cap: int | None = None, chunk: int | None = None, merge: str | None = None,
-                 layout: str | None = None, stats: dict | None = None) -> tuple[Tensor, Tensor]:
+                 layout: str | None = None, order: str | None = None,
+                 stats: dict | None = None) -> tuple[Tensor, Tensor]:
     """Launch the kernels of a plan: (sqdist (M, k) float32, idx (M, k) int64), rows in query order.
 
     ``block`` / ``num_warps`` default to ``LAUNCH[plan.K]``. ``max_sqdist`` (rounded to float32,
@@ -1088,9 +1172,15 @@ def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | N
     exhaustive second level, whose size the device derives from their count (chunks of at least
     ``chunk`` points, default ``LEVEL2_MIN_CHUNK``). ``merge`` (a key of ``MERGE_MODES``, default
     ``MERGE``) picks how the second level merges, ``layout`` (a key of ``LAYOUTS``, default
-    ``LAYOUT``) how the grid search holds its lists; every choice gives the same lists. One sync,
+    ``LAYOUT``) how the grid search holds its lists, ``order`` (one of ``ORDERS``, default
+    ``ORDER``) the order of the queries in its programs; every choice gives the same lists. One sync,
     after every launch: the error bits (ValueError for NaN / inf coordinates) and, into ``stats``
     if given, the ring cap, the number of queries the second level took and its chunks."""
+    order = ORDER if order is None else order
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {list(ORDERS)}, got {order!r}")
+    if order == "density":
+        plan = density_order(plan)
     a = plan.args
     merge = MERGE if merge is None else merge
     if merge not in MERGE_MODES:
@@ -1152,8 +1242,8 @@ def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | N
 def knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int], *,
              block: int | None = None, num_warps: int | None = None, target_per_k: float | None = None,
              max_sqdist: float = float("inf"), ring_cap: int | None = None,
-             chunk: int | None = None, merge: str | None = None, layout: str | None = None
-             ) -> tuple[Tensor, Tensor]:
+             chunk: int | None = None, merge: str | None = None, layout: str | None = None,
+             order: str | None = None) -> tuple[Tensor, Tensor]:
     """Exact KNN of float32 tensors (D = 2 or 3) with validated row splits; returns (sqdist, idx).
 
     One device -> host sync, after every launch is queued (the error bits); see ``plan_knn_grid``
@@ -1166,4 +1256,4 @@ def knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int]
         return (torch.full((M, k), float("inf"), dtype=torch.float32, device=dev),
                 torch.full((M, k), -1, dtype=torch.int64, device=dev))
     return run_knn_grid(plan, block=block, num_warps=num_warps, max_sqdist=max_sqdist, ring_cap=ring_cap,
-                        chunk=chunk, merge=merge, layout=layout)
+                        chunk=chunk, merge=merge, layout=layout, order=order)
