@@ -109,13 +109,51 @@ def _block_counts(p: np.ndarray, q: np.ndarray, lo: np.ndarray, h: float, G: np.
     return total
 
 
+def _lockstep_steps(p: np.ndarray, q: np.ndarray, R: np.ndarray, lo: np.ndarray, h: float, G: np.ndarray,
+                    last: int, block: int, W: int = 16) -> np.ndarray:
+    """Candidate steps of the grid search per ring 0..last, summed over programs (``q`` in program
+    order, ``R`` its rings needed): a program scans each row of a ring as the kernel does (a shell
+    face row as one range of cells, an inner row as its two end cells), W candidates a step, as
+    many steps as its longest lane's segment needs (lockstep; lanes already final scan nothing)."""
+    cp = np.clip(np.floor((p - lo) / h).astype(np.int64), 0, G - 1)
+    cq = np.clip(np.floor((q - lo) / h).astype(np.int64), 0, G - 1)
+    counts = np.bincount((cp[:, 2] * G[1] + cp[:, 1]) * G[0] + cp[:, 0], minlength=int(G.prod()))
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    pad = -len(q) % block
+
+    def lockstep_max(n: np.ndarray) -> np.ndarray:
+        return np.concatenate([n, np.zeros(pad, n.dtype)]).reshape(-1, block).max(1)
+
+    out = np.zeros(last + 1, np.int64)
+    for r in range(last + 1):
+        act = R >= r
+        for dz in range(max(-r, 1 - int(G[2])), min(r, int(G[2]) - 1) + 1):
+            for dy in range(max(-r, 1 - int(G[1])), min(r, int(G[1]) - 1) + 1):
+                zz, yy = cq[:, 2] + dz, cq[:, 1] + dy
+                ok = act & (zz >= 0) & (zz < G[2]) & (yy >= 0) & (yy < G[1])
+                base = np.where(ok, (zz * G[1] + yy) * G[0], 0)
+                if abs(dz) == r or abs(dy) == r:  # a face of the shell: the whole row x - r .. x + r
+                    a, b = np.maximum(cq[:, 0] - r, 0), np.minimum(cq[:, 0] + r, G[0] - 1)
+                    segs = [np.where(ok & (a <= b), starts[base + b + 1] - starts[base + a], 0)]
+                else:  # inside the shell: its two end cells
+                    segs = []
+                    for x in (cq[:, 0] - r, cq[:, 0] + r):
+                        inside = ok & (x >= 0) & (x < G[0])
+                        xs = np.where(inside, x, 0)
+                        segs.append(np.where(inside, starts[base + xs + 1] - starts[base + xs], 0))
+                for n in segs:
+                    out[r] += int((-(-lockstep_max(n) // W)).sum())
+    return out
+
+
 def lockstep(p: np.ndarray, h: float, dk: np.ndarray, caps=(1, 2, 3, 4, 5, 6, 8, -1), block: int = 32,
-             query: np.ndarray | None = None, order: str = "cell") -> list[dict]:
+             query: np.ndarray | None = None, order: str = "cell", steps_model: bool = False) -> list[dict]:
     """Per ring cap: rows of the worst program and of all, queries left to level 2 and its steps.
     ``dk``: each query's exact k-th distance (``query`` defaults to the points: self-KNN).
     ``order``: the queries' order in the programs, "cell" (cell key, x fastest, as the plan sorts
     them) or "density" (``knn_grid.density_order``: floor(log2) of the points in the 3 x 3 x 3
-    cells around the query's own first, cell order within)."""
+    cells around the query's own first, cell order within). ``steps_model``: also the candidate
+    steps of all programs per finite cap (``_lockstep_steps``; ``all_steps``)."""
     q = p if query is None else query
     lo = p.min(0)
     G = np.maximum(np.ceil((p.max(0) - lo) / h).astype(np.int64), 1)
@@ -132,6 +170,9 @@ def lockstep(p: np.ndarray, h: float, dk: np.ndarray, caps=(1, 2, 3, 4, 5, 6, 8,
     kc = cell[order]
     cells_per_program = float(np.mean([len(np.unique(kc[i * block:(i + 1) * block])) for i in range(n_prog)]))
     cum = np.cumsum([_rows(r, G) for r in range(int(Rp.max()) + 1)])
+    finite = [cap for cap in caps if cap >= 0]
+    steps = (np.cumsum(_lockstep_steps(p, q[order], R, lo, h, G, max(finite), block)) if finite and steps_model
+             else None)
     out = []
     for cap in caps:
         last = Rp if cap < 0 else np.minimum(Rp, cap)
@@ -141,7 +182,8 @@ def lockstep(p: np.ndarray, h: float, dk: np.ndarray, caps=(1, 2, 3, 4, 5, 6, 8,
                     "leftover": left, "leftover_share": left / len(q),
                     "level2_steps": -(-left // block) * -(-len(p) // 16),
                     "worst_program_ms_at_0.29us_per_row": float(rows.max()) * 0.29e-3,
-                    "cells_per_program": cells_per_program})
+                    "cells_per_program": cells_per_program,
+                    "all_steps": None if steps is None or cap < 0 else int(steps[min(cap, len(steps) - 1)])})
     return out
 
 
@@ -164,10 +206,11 @@ def main_order(sets: dict[str, np.ndarray], cells: dict[str, float], caps=(3, 6,
         dk = kth_distance(p, K)
         out[name] = {"h": cells[name]}
         for order in ("cell", "density"):
-            out[name][order] = lockstep(p, cells[name], dk, caps, order=order)
+            out[name][order] = lockstep(p, cells[name], dk, caps, order=order, steps_model=True)
             for r in out[name][order]:
                 print(f"{name:5s} h={cells[name]:.2f} {order:7s} cap {r['ring_cap']:2d}: all {r['all_rows']:7d} rows, "
-                      f"worst program {r['worst_program_rows']:4d}, {r['cells_per_program']:.1f} cells per program")
+                      f"{r['all_steps']:8d} candidate steps, worst program {r['worst_program_rows']:4d} rows, "
+                      f"{r['cells_per_program']:.1f} cells per program")
     return out
 
 

@@ -152,8 +152,10 @@ MAXNREG_LANE = {K: 255 for K in LAUNCH_LANE}
 #: scan (benchmarks/knn_work_model.py --order, k = 16, the cells the H200 chose): at ring cap 6
 #: the programs' cell rows drop from 103,546 to 69,428 (full scan, 1.49x) and 44,036 to 27,315
 #: (front half, 1.61x), at cap 3 1.22x / 1.26x, with as many distinct cells per program (3.0-3.1
-#: / 4.3), so lanes share loads as before. Rows, not candidates: a model, not a time. Costs two
-#: launches and a device sort of M keys. Not yet timed on a GPU: the sweep times both
+#: / 4.3), so lanes share loads as before. But the candidate steps (the merges) do not drop
+#: (cap 6: 186,909 -> 187,424 full, 36,274 -> 36,060 front): they come from the dense rows of
+#: rings 0-1. So only per-row overhead can be saved, against two launches and a device sort of
+#: M keys. Not yet timed on a GPU: the sweep times both; without a gain there, remove it
 ORDERS = ("cell", "density")
 ORDER = "cell"
 #: second level: queries per program and warps (32 x 8: 63 registers at K <= 16, 184 at K = 64, no
