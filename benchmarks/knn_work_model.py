@@ -153,7 +153,8 @@ def lockstep(p: np.ndarray, h: float, dk: np.ndarray, caps=(1, 2, 3, 4, 5, 6, 8,
     ``order``: the queries' order in the programs, "cell" (cell key, x fastest, as the plan sorts
     them) or "density" (``knn_grid.density_order``: floor(log2) of the points in the 3 x 3 x 3
     cells around the query's own first, cell order within). ``steps_model``: also the candidate
-    steps of all programs per finite cap (``_lockstep_steps``; ``all_steps``)."""
+    steps of all programs per finite cap (``_lockstep_steps``; ``all_steps``) and what lanes on
+    their own would take, per 32 lanes (``lane_steps_per_32``: the lockstep's waste)."""
     q = p if query is None else query
     lo = p.min(0)
     G = np.maximum(np.ceil((p.max(0) - lo) / h).astype(np.int64), 1)
@@ -171,8 +172,10 @@ def lockstep(p: np.ndarray, h: float, dk: np.ndarray, caps=(1, 2, 3, 4, 5, 6, 8,
     cells_per_program = float(np.mean([len(np.unique(kc[i * block:(i + 1) * block])) for i in range(n_prog)]))
     cum = np.cumsum([_rows(r, G) for r in range(int(Rp.max()) + 1)])
     finite = [cap for cap in caps if cap >= 0]
-    steps = (np.cumsum(_lockstep_steps(p, q[order], R, lo, h, G, max(finite), block)) if finite and steps_model
-             else None)
+    steps = ideal = None
+    if finite and steps_model:  # lockstep programs, and lanes on their own (block 1, counted per 32 lanes)
+        steps = np.cumsum(_lockstep_steps(p, q[order], R, lo, h, G, max(finite), block))
+        ideal = np.cumsum(_lockstep_steps(p, q[order], R, lo, h, G, max(finite), 1)) / block
     out = []
     for cap in caps:
         last = Rp if cap < 0 else np.minimum(Rp, cap)
@@ -183,7 +186,8 @@ def lockstep(p: np.ndarray, h: float, dk: np.ndarray, caps=(1, 2, 3, 4, 5, 6, 8,
                     "level2_steps": -(-left // block) * -(-len(p) // 16),
                     "worst_program_ms_at_0.29us_per_row": float(rows.max()) * 0.29e-3,
                     "cells_per_program": cells_per_program,
-                    "all_steps": None if steps is None or cap < 0 else int(steps[min(cap, len(steps) - 1)])})
+                    "all_steps": None if steps is None or cap < 0 else int(steps[min(cap, len(steps) - 1)]),
+                    "lane_steps_per_32": None if ideal is None or cap < 0 else float(ideal[min(cap, len(ideal) - 1)])})
     return out
 
 
@@ -209,7 +213,8 @@ def main_order(sets: dict[str, np.ndarray], cells: dict[str, float], caps=(3, 6,
             out[name][order] = lockstep(p, cells[name], dk, caps, order=order, steps_model=True)
             for r in out[name][order]:
                 print(f"{name:5s} h={cells[name]:.2f} {order:7s} cap {r['ring_cap']:2d}: all {r['all_rows']:7d} rows, "
-                      f"{r['all_steps']:8d} candidate steps, worst program {r['worst_program_rows']:4d} rows, "
+                      f"{r['all_steps']:7d} candidate steps (lanes alone {r['lane_steps_per_32']:7.0f}), worst program "
+                      f"{r['worst_program_rows']:3d} rows, "
                       f"{r['cells_per_program']:.1f} cells per program")
     return out
 
