@@ -79,6 +79,12 @@ def _interp_cases(kitti_points: torch.Tensor | None) -> dict:
     pix = torch.stack([cols.flatten() + 0.5, rows.flatten() + 0.5, torch.zeros(640)], 1)
     lidar = pix[(pix[:, 1] > 12) & (torch.rand(640, generator=g) < 0.5)]
     cases["pixels_bounded"] = (pix[:40], lidar, 4, None, None, dict(max_sqdist=14.0**2))
+    cases["lane_density_bounded"] = (pix[:40], lidar, 4, None, None,
+                                     dict(max_sqdist=14.0**2, layout="lane", order="density"))
+    # k = 16 lists with batches of fewer points than k (padding) and an empty one, lane layout
+    pk = torch.rand(40, 3, generator=g) * 3
+    cases["lane_k16_short_batches"] = (pk, pk, 16, _offsets(12, 3, 0, 25), _offsets(12, 3, 0, 25),
+                                       dict(layout="lane", order="density"))
     # 300 tiny batches (more than a program of the binning kernel writes cell ranges for at once;
     # many empty on one side or both), each far from the others: per-batch boxes and cell ranges
     n_pts = torch.randint(0, 4, (300,), generator=g)
@@ -262,7 +268,7 @@ def test_auto_without_tree_libraries(monkeypatch):
                                   "level2_outliers", "many_batches", "level2_sort_merge_ties",
                                   "level2_sort_merge_k64", "lane_ties_ragged", "lane_2d_k_above_n", "lane_k2",
                                   "lane_k16_rings", "lane_level2_outliers", "density_ties_ragged",
-                                  "density_self_ragged_2d", "density_level2_outliers"])
+                                  "density_self_ragged_2d", "density_level2_outliers", "lane_k16_short_batches"])
 def test_triton_interpreter_vs_reference(interp_results, name):
     (q, p, k, qo, po), out, leftover, kw = interp_results[name]
     ref = knn_reference(q, p, k, query_offsets=qo, points_offsets=po)
@@ -284,13 +290,15 @@ def test_triton_interpreter_lane_layout_refuses_long_lists(interp_results):
     assert isinstance(out, str) and "layout='tile'" in out and "k = 64" in out
 
 
-def test_triton_interpreter_pixels_bounded(interp_results):
+@pytest.mark.parametrize("name", ["pixels_bounded", "lane_density_bounded"])
+def test_triton_interpreter_pixels_bounded(interp_results, name):
     """The bounded pixel-query case (knn_fill's shape) is built and run by the fixture but is not in
     the parametrized list above: check it here. Reference: the naive twin's k nearest, cut at the
     bound (inclusive); and no query needed the second level (the flat grid's ring cap covers the
     14 px bound). Here every 4th neighbour lies within the bound (12-15 px below the top row), so
-    the bounded search must return the full unbounded lists."""
-    (q, p, k, qo, po), out, leftover, kw = interp_results["pixels_bounded"]
+    the bounded search must return the full unbounded lists. Also with the other layout and
+    the density order (kg.LAYOUTS, kg.ORDERS)."""
+    (q, p, k, qo, po), out, leftover, kw = interp_results[name]
     ref = knn_reference(q, p, k, query_offsets=qo, points_offsets=po)
     far = ref.sqdist > kw["max_sqdist"]
     assert (ref.idx >= 0).all() and (ref.sqdist >= 12.0 ** 2).all()
