@@ -1181,9 +1181,6 @@ def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | N
     order = ORDER if order is None else order
     if order not in ORDERS:
         raise ValueError(f"order must be one of {list(ORDERS)}, got {order!r}")
-    if order == "density":
-        plan = density_order(plan)
-    a = plan.args
     merge = MERGE if merge is None else merge
     if merge not in MERGE_MODES:
         raise ValueError(f"merge must be one of {sorted(MERGE_MODES)}, got {merge!r}")
@@ -1194,6 +1191,9 @@ def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | N
     if layout == "lane" and plan.K not in LAUNCH_LANE:
         raise ValueError(f"layout='lane' holds lists of at most {max(LAUNCH_LANE)} neighbours (longer ones spill "
                          f"registers); k = {plan.k} needs layout='tile'")
+    if order == "density":  # (after every check: nothing launched for a refused call)
+        plan = density_order(plan)
+    a = plan.args
     launch = (LAUNCH_LANE if layout == "lane" else LAUNCH)[plan.K]
     block = launch[0] if block is None else block
     num_warps = launch[1] if num_warps is None else num_warps
