@@ -385,6 +385,23 @@ def _row_bounds(j, nrows, ny, z_lo, y_lo, r, cx, cy, cz, b, active, bx0, by0, bz
     return s1, e1 - s1, s2, e2 - s2
 
 
+@triton.jit
+def _query_cell(qkey, bbox, offs, qm, GX, GY, GZ):
+    """A sorted query's cell (cx, cy, cz) and batch b from its key ((b * GZ + cz) * GY + cy) * GX +
+    cx, and its batch's occupied cell range (the binning kernel's table): x0, y0, z0, x1, y1, z1
+    (an empty batch: 0 and -1)."""
+    key = tl.load(qkey + offs, mask=qm, other=0)
+    cx = (key % GX).to(tl.int32)
+    key = key // GX
+    cy = (key % GY).to(tl.int32)
+    key = key // GY
+    cz = (key % GZ).to(tl.int32)
+    b = (key // GZ).to(tl.int32)
+    return (cx, cy, cz, b, tl.load(bbox + b * 6 + 0, mask=qm, other=0), tl.load(bbox + b * 6 + 1, mask=qm, other=0),
+            tl.load(bbox + b * 6 + 2, mask=qm, other=0), tl.load(bbox + b * 6 + 3, mask=qm, other=-1),
+            tl.load(bbox + b * 6 + 4, mask=qm, other=-1), tl.load(bbox + b * 6 + 5, mask=qm, other=-1))
+
+
 @triton.jit(do_not_specialize=SIZES)
 def _knn_grid_kernel(qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start, bbox, geo, geoi, out_d, out_i,
                      left, left_bound, n_left, M, N, k, bound, ring_cap,
@@ -403,22 +420,9 @@ def _knn_grid_kernel(qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start, bbox,
     h = tl.load(geo + 3)
     slack = tl.load(geo + 4)
     x, y, z = _load3(qx, qy, qz, offs, qm)
-    # the query's cell and batch from its sort key ((b * GZ + cz) * GY + cy) * GX + cx
-    key = tl.load(qkey + offs, mask=qm, other=0)
-    cx = (key % GX).to(tl.int32)
-    key = key // GX
-    cy = (key % GY).to(tl.int32)
-    key = key // GY
-    cz = (key % GZ).to(tl.int32)
-    b = (key // GZ).to(tl.int32)
-    # occupied cell range of this query's batch (the binning kernel's table): faces beyond it bound
+    # the query's cell and batch, and its batch's occupied cell range: faces beyond it bound
     # nothing, rows beyond are empty
-    bx0 = tl.load(bbox + b * 6 + 0, mask=qm, other=0)
-    by0 = tl.load(bbox + b * 6 + 1, mask=qm, other=0)
-    bz0 = tl.load(bbox + b * 6 + 2, mask=qm, other=0)
-    bx1 = tl.load(bbox + b * 6 + 3, mask=qm, other=-1)
-    by1 = tl.load(bbox + b * 6 + 4, mask=qm, other=-1)
-    bz1 = tl.load(bbox + b * 6 + 5, mask=qm, other=-1)
+    cx, cy, cz, b, bx0, by0, bz0, bx1, by1, bz1 = _query_cell(qkey, bbox, offs, qm, GX, GY, GZ)
     # the list starts as W placeholders at the bound (inf, or a radius**2)
     best = _placeholders(x * 0.0 + bound, BLOCK, W, BIG)
     kth = _kth(best, k, W)
@@ -893,19 +897,7 @@ def _density_kernel(qkey, cell_start, bbox, geoi, order_key, M, BLOCK: tl.conste
     GX = tl.load(geoi + 0)
     GY = tl.load(geoi + 1)
     GZ = tl.load(geoi + 2)
-    key = tl.load(qkey + offs, mask=qm, other=0)
-    cx = (key % GX).to(tl.int32)
-    key = key // GX
-    cy = (key % GY).to(tl.int32)
-    key = key // GY
-    cz = (key % GZ).to(tl.int32)
-    b = (key // GZ).to(tl.int32)
-    bx0 = tl.load(bbox + b * 6 + 0, mask=qm, other=0)
-    by0 = tl.load(bbox + b * 6 + 1, mask=qm, other=0)
-    bz0 = tl.load(bbox + b * 6 + 2, mask=qm, other=0)
-    bx1 = tl.load(bbox + b * 6 + 3, mask=qm, other=-1)
-    by1 = tl.load(bbox + b * 6 + 4, mask=qm, other=-1)
-    bz1 = tl.load(bbox + b * 6 + 5, mask=qm, other=-1)
+    cx, cy, cz, b, bx0, by0, bz0, bx1, by1, bz1 = _query_cell(qkey, bbox, offs, qm, GX, GY, GZ)
     lo = tl.maximum(cx - 1, bx0)
     hi = tl.minimum(cx + 1, bx1)
     total = tl.zeros([BLOCK], dtype=tl.int32)
