@@ -251,10 +251,10 @@ def sweep_cases(sets: dict[str, torch.Tensor]) -> list[Case]:
     a few settings changed: first what no GPU has timed yet (the sweep has a time limit in
     gpu_check.sh): the density order of the queries (``kg.ORDERS``) at ring caps 6, 3, 8 and 10,
     the grid search's other layout (``kg.LAYOUTS``) at ring caps 6, 3, 10 and none, at wider
-    launch shapes and with the density order, the second level's other merge mode at ring caps 6, 3 and 2 (more
-    queries left to it), the second level's least chunk size; then launch shapes, ring caps (-1:
-    one level) and cell sizes (target occupancy x cell cap). Anchor: the defaults. Every
-    configuration is checked equal to the CPU path before it is timed."""
+    launch shapes and with the density order, the second level's other merge mode at ring caps
+    6, 3 and 2 (more queries left to it), the second level's least chunk size; then launch
+    shapes, ring caps (-1: one level) and cell sizes (target occupancy x cell cap). Anchor: the
+    defaults. Every configuration is checked equal to the CPU path before it is timed."""
     from geodepth.ops._triton import knn_grid as kg
 
     block0, warps0 = kg.LAUNCH[16]
