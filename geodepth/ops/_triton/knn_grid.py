@@ -251,6 +251,13 @@ def _offer(best, kth, x, y, z, cx, cy, cz, ci, m, k, BLOCK: tl.constexpr, W: tl.
     dy = y[:, None] - cy
     dz = z[:, None] - cz
     cand = tl.where(m, _keys((dx * dx + dy * dy) + dz * dz, ci), _MAXKEY)
+    return _offer_keys(best, kth, cand, k, BLOCK, W, MERGE)
+
+
+@triton.jit
+def _offer_keys(best, kth, cand, k, BLOCK: tl.constexpr, W: tl.constexpr, MERGE: tl.constexpr):
+    """Merge a (BLOCK, W) tile of candidate keys into the lanes' lists, unless every candidate
+    ranks at or after every lane's k-th entry (then nothing would change: no merge)."""
     if tl.max((cand < kth[:, None]).to(tl.int32)) > 0:
         best = _merge(best, cand, BLOCK, W, MERGE)
         kth = _kth(best, k, W)
@@ -301,9 +308,7 @@ def _scan_segment_lanes(start, n, x, y, z, px, py, pz, pidx, best, kth, k, BLOCK
     maxn = tl.max(n, axis=0)
     for j in range(0, maxn, W):
         cand = tl.reshape(_lane_keys(x, y, z, px, py, pz, pidx, start + j, n - j, W), (BLOCK, W))
-        if tl.max((cand < kth[:, None]).to(tl.int32)) > 0:
-            best = _merge(best, cand, BLOCK, W, 1)
-            kth = _kth(best, k, W)
+        best, kth = _offer_keys(best, kth, cand, k, BLOCK, W, 1)
     return best, kth
 
 
