@@ -314,18 +314,17 @@ def test_triton_interpreter_kitti_crop(interp_results, kitti_dir, name):
     _same(out, knn_reference(q, p, k))
 
 
-@pytest.mark.parametrize("kw, match", [(dict(order="morton"), "order must be one of"),
-                                       (dict(layout="warp"), "layout must be one of"),
-                                       (dict(merge="heap"), "merge must be one of"),
-                                       (dict(layout="lane", K=64), "k = 40 needs layout='tile'")])
-def test_run_knn_grid_refuses_unknown_choices_before_launching(kw, match):
+@pytest.mark.parametrize("k, kw, match", [(16, dict(order="morton"), "order must be one of"),
+                                          (16, dict(layout="warp"), "layout must be one of"),
+                                          (16, dict(merge="heap"), "merge must be one of"),
+                                          (40, dict(layout="lane"), "k = 40 needs layout='tile'")])
+def test_run_knn_grid_refuses_unknown_choices_before_launching(k, kw, match):
     """Bad tuning choices are refused by name before anything is launched (the plan here has no
     tensors at all: a launch would fail differently)."""
-    pytest.importorskip("triton")
+    triton = pytest.importorskip("triton")
     from geodepth.ops._triton import knn_grid as kg
 
-    K = kw.pop("K", 16)
-    plan = kg.GridPlan((), 10, 10, 40 if K == 64 else 16, K, None, None, None, None, [0])
+    plan = kg.GridPlan((), 10, 10, k, triton.next_power_of_2(k), None, None, None, None, [0])  # (K as the plan's)
     with pytest.raises(ValueError, match=match):
         kg.run_knn_grid(plan, **kw)
 
