@@ -247,38 +247,15 @@ def pixel_cases_cuda(k: int = 8, radius_px: float = 50.0) -> list[Case]:
 
 
 def sweep_cases(sets: dict[str, torch.Tensor]) -> list[Case]:
-    """Tuning grid of the Triton search (on a prepared plan), each configuration the defaults with
-    a few settings changed: first what no GPU has timed yet (the sweep has a time limit in
-    gpu_check.sh): the density order of the queries (``kg.ORDERS``) at ring caps 6, 3, 8 and 10,
-    the grid search's other layout (``kg.LAYOUTS``) at ring caps 6, 3, 10 and none, at wider
-    launch shapes and with the density order, the second level's other merge mode at ring caps
-    6, 3 and 2 (more queries left to it), the second level's least chunk size; then launch
-    shapes, ring caps (-1: one level) and cell sizes (target occupancy x cell cap). Anchor: the
-    defaults. Every configuration is checked equal to the CPU path before it is timed."""
+    """Tuning grid of the Triton search (on a prepared plan): ``knn_tune.candidate_changes``, the
+    list ``geodepth.ops.tune_knn`` times, each configuration the defaults with a few settings
+    changed, first what no GPU has timed yet (the sweep has a time limit in gpu_check.sh). Anchor:
+    the defaults. Every configuration is checked equal to the CPU path before it is timed."""
     from geodepth.ops._triton import knn_grid as kg
+    from geodepth.ops._triton.knn_tune import RUN_SETTINGS, candidate_changes, default_settings
 
-    block0, warps0 = kg.LAUNCH[16]
-    default = dict(block=block0, num_warps=warps0, ring_cap=kg.RING_CAP, merge=kg.MERGE, layout=kg.LAYOUT,
-                   order=kg.ORDER, chunk=kg.LEVEL2_MIN_CHUNK, target_per_k=kg.TARGET_OCCUPANCY_PER_K,
-                   cells_per_point=kg.CELLS_PER_POINT)
-    changes: list[dict] = [{}]
-    other = [o for o in kg.ORDERS if o != kg.ORDER]
-    changes += [dict(order=o, ring_cap=rc) for o in other for rc in (kg.RING_CAP, 3, 8, 10)]
-    for layout in kg.LAYOUTS:
-        if layout != kg.LAYOUT:
-            lb, lw = (kg.LAUNCH_LANE if layout == "lane" else kg.LAUNCH)[16]
-            changes += [dict(layout=layout, block=lb, num_warps=lw, ring_cap=rc) for rc in (kg.RING_CAP, 3, 10, -1)]
-            changes += [dict(layout=layout, block=b, num_warps=w) for b, w in ((64, 2), (128, 4))]
-            changes += [dict(layout=layout, block=lb, num_warps=lw, order=o, ring_cap=rc) for o in other
-                        for rc in (kg.RING_CAP, 10)]
-    changes += [dict(merge=m, ring_cap=rc) for rc in (kg.RING_CAP, 3, 2) for m in kg.MERGE_MODES if m != kg.MERGE]
-    changes += [dict(chunk=c, ring_cap=rc) for rc in (kg.RING_CAP, 3) for c in (256, 512, 1024, 2048, 8192)
-                if (c, rc) != (kg.LEVEL2_MIN_CHUNK, kg.RING_CAP)]
-    changes += [dict(block=b, num_warps=w) for b, w in ((16, 4), (32, 2), (32, 8), (64, 8))
-                if (b, w) != (block0, warps0)]
-    changes += [dict(ring_cap=rc) for rc in (1, 2, 3, 4, 6, 8, 10, -1) if rc != kg.RING_CAP]
-    changes += [dict(target_per_k=t, cells_per_point=c) for t in (0.25, 0.5, 1.0, 2.0, 4.0) for c in (4, 8, 16, 64)
-                if (t, c) != (kg.TARGET_OCCUPANCY_PER_K, kg.CELLS_PER_POINT)]
+    default = default_settings(16)
+    changes = candidate_changes(16)
     cases = []
     for name, p in sets.items():
         pc = p.cuda()
@@ -288,19 +265,20 @@ def sweep_cases(sets: dict[str, torch.Tensor]) -> list[Case]:
             c = {**default, **change}
             plan = kg.plan_knn_grid(pc, pc, K, off, off, target_per_k=c["target_per_k"],
                                     cells_per_point=c["cells_per_point"])
-            run = {key: c[key] for key in ("block", "num_warps", "ring_cap", "merge", "layout", "order", "chunk")}
+            run = {key: c[key] for key in RUN_SETTINGS}
             st: dict = {}
             d, i = kg.run_knn_grid(plan, stats=st, **run)
             extra = "".join(f" {key}={c[key]}" for key in ("merge", "layout", "order", "chunk") if key in change)
-            label = f"B={c['block']} w={c['num_warps']} cap={c['ring_cap']} occ/k={c['target_per_k']} " \
+            cap = "plan" if c["ring_cap"] is None else c["ring_cap"]
+            label = f"B={c['block']} w={c['num_warps']} cap={cap} occ/k={c['target_per_k']} " \
                     f"c/pt={c['cells_per_point']}{extra}"
             if not (torch.equal(i.cpu(), want.idx) and torch.equal(d.cpu(), want.sqdist)):
                 print(f"sweep {name} {label}: WRONG RESULT, not timed", flush=True)
                 continue
             cases.append(Case(f"knn sweep {name}", label, lambda pl=plan, r=run: kg.run_knn_grid(pl, **r),
                               device="cuda", anchor=not change, repeats=20, warmup=2,
-                              note=f"cell {plan.geometry()['h']:.3f} m, level 2: {st.get('leftover', 0)} queries "
-                                   f"in {st.get('chunks', 0)} chunks"))
+                              note=f"cell {plan.geometry()['h']:.3f} m, ring cap {st.get('ring_cap')}, level 2: "
+                                   f"{st.get('leftover', 0)} queries in {st.get('chunks', 0)} chunks"))
     return cases
 
 

@@ -29,10 +29,14 @@ declare -A CMD=(
   [bm_classical]="$PY benchmarks/bm_classical.py --device cuda"
   [bm_sim]="$PY benchmarks/bm_sim.py --device cuda"
   [bm_bilateral]="$PY benchmarks/bm_bilateral.py --device cuda"
+  # geodepth.ops.tune_knn through the CLI on the packaged KITTI scan, full and front half: every
+  # setting's time (--table) and the winners, into $RAW/knn_tuning.json (not the machine's cache)
+  [knn_tune]="$PY -m geodepth.cli tune-knn --repeats 10 --table --out $RAW/knn_tuning.json"
+  [knn_tune_front]="$PY -m geodepth.cli tune-knn --front --repeats 10 --table --out $RAW/knn_tuning.json"
 )
-declare -A LIMIT=([cuda_tests]=150 [bm_knn]=100 [bm_aggregate]=60 [bm_knn_profile]=40 [bm_knn_sweep]=150 [bm_classical]=45 [bm_sim]=45 [bm_bilateral]=60)
+declare -A LIMIT=([cuda_tests]=150 [knn_tune]=150 [knn_tune_front]=60 [bm_knn]=100 [bm_aggregate]=60 [bm_knn_profile]=40 [bm_knn_sweep]=150 [bm_classical]=45 [bm_sim]=45 [bm_bilateral]=60)
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(cuda_tests bm_knn bm_knn_profile bm_aggregate bm_bilateral bm_knn_sweep bm_classical bm_sim)
+[ ${#steps[@]} -eq 0 ] && steps=(cuda_tests bm_knn knn_tune knn_tune_front bm_knn_profile bm_aggregate bm_bilateral bm_knn_sweep bm_classical bm_sim)
 for name in "${steps[@]}"; do
   [ -n "${CMD[$name]:-}" ] || { echo "unknown step $name" >&2; continue; }
   start=$(date +%s)

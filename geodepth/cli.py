@@ -1,4 +1,4 @@
-"""The ``geodepth`` command: demo, complete, eval, sim, view, bench, methods."""
+"""The ``geodepth`` command: demo, complete, eval, sim, view, fuse, bench, tune-knn, methods."""
 from __future__ import annotations
 
 import argparse
@@ -574,10 +574,9 @@ def cmd_fuse(args) -> int:
     from tqdm import tqdm
 
     from . import complete
+    from ._checks import check_number
     from .io import list_kitti_dc_frames, load_kitti_dc_frame, read_poses_txt
     from .recon import TSDFVolume, export_mesh
-
-    from ._checks import check_number
 
     root = Path(args.frames)
     out = Path(args.out)
@@ -668,6 +667,47 @@ def cmd_bench(args) -> int:
         else:
             argv = ["--device", args.device] + (["--repeats", str(args.repeats)] if args.repeats else [])
         mod.main(argv)
+    return 0
+
+
+def cmd_tune_knn(args) -> int:
+    import torch
+
+    from .io import read_point_cloud, read_velodyne_bin
+    from .ops import tune_knn
+    from .ops._triton.knn_tune import default_settings, tuning_path
+
+    if not torch.cuda.is_available():
+        raise CLIError("tune-knn times the GPU search and needs a CUDA GPU (torch.cuda.is_available() is False "
+                       f"with torch {torch.__version__})")
+    path = Path(args.cloud) if args.cloud else _sample_dir() / "velodyne.bin"
+    if not path.is_file():
+        raise CLIError(f"cloud {path} not found")
+    pts = read_velodyne_bin(path)[0] if path.suffix.lower() == ".bin" else read_point_cloud(path)[0]
+    if args.front:
+        pts = pts[pts[:, 0] > pts[:, 1].abs()]
+    if pts.shape[0] == 0:
+        raise CLIError(f"{path} holds no points" + (" in front (x > |y|)" if args.front else ""))
+    out = Path(args.out) if args.out else tuning_path()
+    if not args.no_save and out is None:
+        raise CLIError("GEODEPTH_KNN_TUNING is off: give --out FILE, or --no-save")
+    pts = pts.to(device=args.device, dtype=torch.float32)
+    print(f"tuning the GPU KNN search on {torch.cuda.get_device_name(pts.device)}: {pts.shape[0]} points of "
+          f"{path}{' (front half)' if args.front else ''}, k = {args.k}")
+    t = tune_knn(pts, args.k, repeats=args.repeats, save=not args.no_save, path=out)
+    defaults = default_settings(max(1, 1 << (args.k - 1).bit_length()))
+    changed = {key: v for key, v in t.settings.items() if v != defaults[key]}
+    not_timed = sum(ms is None for _, ms, _ in t.table)
+    print(f"{len(t.table)} settings tried" + (f" ({not_timed} not timed)" if not_timed else "")
+          + f"; defaults {t.default_ms:.3f} ms, fastest {t.ms:.3f} ms ({t.speedup:.2f}x): "
+          + (", ".join(f"{key}={v}" for key, v in changed.items()) or "the defaults"))
+    if args.table:
+        for change, ms, note in sorted(t.table, key=lambda r: float("inf") if r[1] is None else r[1]):
+            what = ", ".join(f"{key}={v}" for key, v in change.items()) or "defaults"
+            print(f"  {'-' if ms is None else f'{ms:.3f}':>9} ms  {what}" + (f"  ({note})" if note else ""))
+    if t.path is not None:
+        note = "" if args.out is None else f" (knn reads it when GEODEPTH_KNN_TUNING={t.path})"
+        print(f"stored as {t.key!r} in {t.path}{note}")
     return 0
 
 
@@ -831,6 +871,22 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=None)
     b.set_defaults(fn=cmd_bench)
 
+    t = sub.add_parser("tune-knn", help="time the GPU KNN search's settings on a cloud and keep the fastest "
+                       "for this GPU (geodepth.ops.tune_knn)")
+    t.add_argument("cloud", nargs="?", default=None,
+                   help="a KITTI .bin scan or a .ply / .pcd cloud like the ones you search (default: the packaged "
+                   "KITTI scan)")
+    t.add_argument("--k", type=int, default=16, help="neighbours per query (default 16)")
+    t.add_argument("--front", action="store_true", help="only the points in front (x > |y|), as the benchmarks' "
+                   "front half")
+    t.add_argument("--repeats", type=int, default=20, help="timed searches per setting (default 20)")
+    t.add_argument("--device", default="cuda", help="CUDA device (default cuda)")
+    t.add_argument("--out", default=None, help="tuning file to update (default: GEODEPTH_KNN_TUNING, else "
+                   "~/.cache/geodepth/knn_tuning.json: the one knn reads)")
+    t.add_argument("--no-save", action="store_true", help="report only, store nothing")
+    t.add_argument("--table", action="store_true", help="print every setting's time, fastest first")
+    t.set_defaults(fn=cmd_tune_knn)
+
     m = sub.add_parser("methods", help="list completion methods")
     m.set_defaults(fn=cmd_methods)
     return p
@@ -849,7 +905,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C in a long run: one line and the shell's status for SIGINT
         print(f"\ngeodepth {args.command}: interrupted", file=sys.stderr)
         return 130
-        return 2
 
 
 if __name__ == "__main__":

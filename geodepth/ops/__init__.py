@@ -4,6 +4,7 @@ convolution, splatting points onto the image grid and sampling image features at
 CUDA tensors run our Triton kernels; CPU tensors the fastest exact CPU path. Every op has a
 naive twin in :mod:`geodepth.ops._reference` that the tests compare against.
 """
+from ._triton.knn_tune import KNNTuning, tune_knn
 from .aggregate import aggregate
 from .contconv import continuous_conv, scored_aggregate
 from .graph import batch_to_offsets, edge_index_to_knn, knn_to_edge_index, offsets_to_batch
@@ -14,6 +15,7 @@ from .splat import Splat, splat
 
 __all__ = [
     "KNN",
+    "KNNTuning",
     "Splat",
     "aggregate",
     "batch_to_offsets",
@@ -26,4 +28,5 @@ __all__ = [
     "sample",
     "scored_aggregate",
     "splat",
+    "tune_knn",
 ]

@@ -72,6 +72,7 @@ import triton.language as tl
 from torch import Tensor
 
 from geodepth.ops._triton import SIZES
+from geodepth.ops._triton.knn_tune import tuned_settings
 from geodepth.ops.knn import COORD_LIMIT, coord_error
 
 __all__ = ["CELLS_PER_POINT", "CHUNK", "LAUNCH", "LAUNCH_LANE", "LAYOUT", "LAYOUTS", "MAXNREG", "MAXNREG_LANE",
@@ -1242,13 +1243,23 @@ def knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int]
              block: int | None = None, num_warps: int | None = None, target_per_k: float | None = None,
              max_sqdist: float = float("inf"), ring_cap: int | None = None,
              chunk: int | None = None, merge: str | None = None, layout: str | None = None,
-             order: str | None = None) -> tuple[Tensor, Tensor]:
+             order: str | None = None, cells_per_point: float | None = None,
+             tuned: bool = True) -> tuple[Tensor, Tensor]:
     """Exact KNN of float32 tensors (D = 2 or 3) with validated row splits; returns (sqdist, idx).
 
     One device -> host sync, after every launch is queued (the error bits); see ``plan_knn_grid``
-    and ``run_knn_grid``.
+    and ``run_knn_grid``. When the call sets none of the search's settings (``knn_tune.SETTINGS``)
+    and ``tuned`` is true, the settings ``tune_knn`` stored for this GPU, D and list width are
+    used (``knn_tune.tuned_settings``; none stored: the module defaults).
     """
-    plan = plan_knn_grid(query, points, k, qo, po, target_per_k=target_per_k)
+    if tuned and block is None and num_warps is None and target_per_k is None and ring_cap is None \
+            and chunk is None and merge is None and layout is None and order is None and cells_per_point is None:
+        s = tuned_settings(query.device, query.shape[1], max(1, triton.next_power_of_2(k)), points.shape[0])
+        if s is not None:
+            block, num_warps, ring_cap, chunk = s["block"], s["num_warps"], s["ring_cap"], s["chunk"]
+            merge, layout, order = s["merge"], s["layout"], s["order"]
+            target_per_k, cells_per_point = s["target_per_k"], s["cells_per_point"]
+    plan = plan_knn_grid(query, points, k, qo, po, target_per_k=target_per_k, cells_per_point=cells_per_point)
     if plan is None:
         dev = query.device
         M = query.shape[0]
