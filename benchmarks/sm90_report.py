@@ -59,7 +59,7 @@ def level2_rows() -> list[dict]:
             c = build(fn, KNN_LEVEL2_TYPES, {"W": W, "BLOCK": kg.LEVEL2_BLOCK, "BIG": kg._BIG,
                                              "PROGRAMS": kg.LEVEL2_PROGRAMS,
                                              "PART_BLOCKS": kg.level2_part_blocks(W),
-                                             "MERGE": kg.MERGE_MODES[kg.MERGE]},
+                                             "MERGE": kg.MERGE_MODES[kg.MERGE], "PREFETCH": kg.LEVEL2_PREFETCH},
                       num_warps=kg.LEVEL2_WARPS, fp_fusion=False, maxnreg=kg.MAXNREG[K])
             ptx = c.asm["ptx"]
             rows.append({"kernel": name, "K": K, "BLOCK": kg.LEVEL2_BLOCK, "num_warps": kg.LEVEL2_WARPS,
@@ -69,8 +69,9 @@ def level2_rows() -> list[dict]:
 
 
 def merge_rows() -> list[dict]:
-    """The second level's kernels in both merge modes (``knn_grid.MERGE_MODES``) per list width:
-    registers, stack and the SASS instruction count (static) of what Triton built."""
+    """The second level's kernels in both merge modes (``knn_grid.MERGE_MODES``) and both prefetch
+    settings (``knn_grid.LEVEL2_PREFETCH``) per list width: registers, stack and the SASS
+    instruction count (static) of what Triton built."""
     from geodepth.ops._triton import knn_grid as kg
     from geodepth.ops._triton.aot import sass_instructions
 
@@ -79,13 +80,16 @@ def merge_rows() -> list[dict]:
         W = max(K, kg.CHUNK)
         for name, fn in (("knn_level2_chunk", kg._knn_chunk_kernel), ("knn_level2_merge", kg._knn_merge_kernel)):
             for mode, code in kg.MERGE_MODES.items():
-                c = build(fn, KNN_LEVEL2_TYPES, {"W": W, "BLOCK": kg.LEVEL2_BLOCK, "BIG": kg._BIG,
-                                                 "PROGRAMS": kg.LEVEL2_PROGRAMS,
-                                                 "PART_BLOCKS": kg.level2_part_blocks(W), "MERGE": code},
-                          num_warps=kg.LEVEL2_WARPS, fp_fusion=False, maxnreg=kg.MAXNREG[K])
-                rows.append({"kernel": name, "K": K, "merge": mode, "default": mode == kg.MERGE,
-                             "sass_instructions": sass_instructions(c), **_cubin(c)})
-                print(rows[-1], flush=True)
+                for prefetch in (False, True):
+                    c = build(fn, KNN_LEVEL2_TYPES, {"W": W, "BLOCK": kg.LEVEL2_BLOCK, "BIG": kg._BIG,
+                                                     "PROGRAMS": kg.LEVEL2_PROGRAMS,
+                                                     "PART_BLOCKS": kg.level2_part_blocks(W), "MERGE": code,
+                                                     "PREFETCH": prefetch},
+                              num_warps=kg.LEVEL2_WARPS, fp_fusion=False, maxnreg=kg.MAXNREG[K])
+                    rows.append({"kernel": name, "K": K, "merge": mode, "prefetch": prefetch,
+                                 "default": mode == kg.MERGE and prefetch == kg.LEVEL2_PREFETCH,
+                                 "sass_instructions": sass_instructions(c), **_cubin(c)})
+                    print(rows[-1], flush=True)
     return rows
 
 
@@ -152,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(RESULTS / "sm90_report.json"))
     ap.add_argument("--quick", action="store_true", help="KNN kernel at its default launch shapes only")
     ap.add_argument("--merge", action="store_true",
-                    help="only the second level's kernels in both merge modes (out: sm90_merge_triton<version>.json)")
+                    help="only the second level's kernels in both merge modes and prefetch settings (out: "
+                    "sm90_merge_triton<version>.json)")
     ap.add_argument("--layout", action="store_true",
                     help="only the grid search in both layouts (out: sm90_layout_triton<version>.json)")
     args = ap.parse_args(argv)

@@ -71,6 +71,12 @@ def _interp_cases(kitti_points: torch.Tensor | None) -> dict:
     cases["density_self_ragged_2d"] = (*cases["self_ragged_2d"], dict(order="density"))
     cases["density_level2_outliers"] = (blob, blob, 8, None, None, dict(ring_cap=2, chunk=16, order="density"))
     cases["lane_level2_outliers"] = (blob, blob, 8, None, None, dict(ring_cap=2, chunk=16, layout="lane"))
+    # the second level issuing its next loads before each merge (kg.LEVEL2_PREFETCH): several chunks
+    # (ragged, ties, both merge modes, k = 64) and one chunk (the rows written by the chunk kernel)
+    cases["level2_prefetch_ties"] = (*cases["ties_ragged_empty"], dict(ring_cap=0, chunk=16, prefetch=True))
+    cases["level2_prefetch_sort_k64"] = (*cases["k64"], dict(ring_cap=0, chunk=32, merge="sort", prefetch=True))
+    cases["level2_prefetch_outliers"] = (blob, blob, 8, None, None, dict(ring_cap=2, chunk=16, prefetch=True))
+    cases["level2_prefetch_one_chunk"] = (blob, blob, 8, None, None, dict(ring_cap=2, prefetch=True))
     # knn_fill's shape on a 16 x 40 image: the top row's pixel centres query LiDAR-like points in
     # the bottom 4 rows, 12+ px away. Bounded (knn_fill's radius, 14 px: 9 rings of this cell),
     # the flat grid's ring cap covers the bound and nothing is left to the second level (under
@@ -268,7 +274,9 @@ def test_auto_without_tree_libraries(monkeypatch):
                                   "level2_outliers", "many_batches", "level2_sort_merge_ties",
                                   "level2_sort_merge_k64", "lane_ties_ragged", "lane_2d_k_above_n", "lane_k2",
                                   "lane_k16_rings", "lane_level2_outliers", "density_ties_ragged",
-                                  "density_self_ragged_2d", "density_level2_outliers", "lane_k16_short_batches"])
+                                  "density_self_ragged_2d", "density_level2_outliers", "lane_k16_short_batches",
+                                  "level2_prefetch_ties", "level2_prefetch_sort_k64", "level2_prefetch_outliers",
+                                  "level2_prefetch_one_chunk"])
 def test_triton_interpreter_vs_reference(interp_results, name):
     (q, p, k, qo, po), out, leftover, kw = interp_results[name]
     ref = knn_reference(q, p, k, query_offsets=qo, points_offsets=po)
@@ -846,25 +854,27 @@ def test_triton_kernel_builds_for_h100_without_fma_or_spills(K):
     from geodepth.ops._triton.aot import KNN_LEVEL2_TYPES, KNN_TYPES, build, cubin_usage, ptxas_report
 
     W = max(K, kg.CHUNK)
-    builds = [(kg._knn_grid_kernel, KNN_TYPES, *kg.LAUNCH[K], kg.MAXNREG[K], 0),
-              (kg._knn_chunk_kernel, KNN_LEVEL2_TYPES, kg.LEVEL2_BLOCK, kg.LEVEL2_WARPS, kg.MAXNREG[K], 0),
-              (kg._knn_merge_kernel, KNN_LEVEL2_TYPES, kg.LEVEL2_BLOCK, kg.LEVEL2_WARPS, kg.MAXNREG[K], 0)]
+    builds = [(kg._knn_grid_kernel, KNN_TYPES, *kg.LAUNCH[K], kg.MAXNREG[K], 0)]
+    # the second level with and without its prefetch (``LEVEL2_PREFETCH``)
+    builds += [(fn, KNN_LEVEL2_TYPES, kg.LEVEL2_BLOCK, kg.LEVEL2_WARPS, kg.MAXNREG[K], prefetch)
+               for fn in (kg._knn_chunk_kernel, kg._knn_merge_kernel) for prefetch in (False, True)]
     if K in kg.LAUNCH_LANE:  # the grid search's other layout, where it is offered
         builds.append((kg._knn_grid_kernel, KNN_TYPES, *kg.LAUNCH_LANE[K], kg.MAXNREG_LANE[K], kg.LAYOUTS["lane"]))
-    for fn, types, block, warps, maxnreg, lanes in builds:
+    for fn, types, block, warps, maxnreg, variant in builds:
+        lanes, prefetch = (variant, False) if fn is kg._knn_grid_kernel else (0, variant)
         try:
             compiled = build(fn, types, {"W": W, "BLOCK": block, "BIG": kg._BIG, "PROGRAMS": kg.LEVEL2_PROGRAMS,
                                          "PART_BLOCKS": kg.level2_part_blocks(W), "LANES": lanes,
-                                         "MERGE": kg.MERGE_MODES[kg.MERGE]}, num_warps=warps,
-                             fp_fusion=False, maxnreg=maxnreg)
+                                         "MERGE": kg.MERGE_MODES[kg.MERGE], "PREFETCH": prefetch},
+                             num_warps=warps, fp_fusion=False, maxnreg=maxnreg)
             usage = cubin_usage(compiled)
         except (RuntimeError, FileNotFoundError, ImportError) as e:  # no ptxas / backend in this Triton build
             pytest.skip(f"cannot build for sm_90 here: {e}")
         ptx = compiled.asm["ptx"]
         report = ptxas_report(ptx)
-        assert "ld.global" in ptx and "fma.rn.f32" not in ptx, (fn, lanes)
-        assert report["spill_stores_bytes"] == 0 and report["spill_loads_bytes"] == 0, (fn, lanes, report)
-        assert usage["stack_bytes"] == 0, (fn, lanes, usage)
+        assert "ld.global" in ptx and "fma.rn.f32" not in ptx, (fn, variant)
+        assert report["spill_stores_bytes"] == 0 and report["spill_loads_bytes"] == 0, (fn, variant, report)
+        assert usage["stack_bytes"] == 0, (fn, variant, usage)
 
 
 def test_triton_plan_kernels_build_for_h100():

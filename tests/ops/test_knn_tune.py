@@ -89,7 +89,8 @@ def test_tune_knn_keeps_the_fastest_exact_setting(tuning, monkeypatch):
     assert "differ from the CPU path" in notes[json.dumps({"order": "density"})][1]
     assert t.path == tuning and t.key == f"{INTERP}|D=3|K=8|n<2^8"
     entry = json.loads(tuning.read_text())["entries"][t.key]
-    assert (entry["device"], entry["D"], entry["K"], entry["k"], entry["size_class"]) == (INTERP, 3, 8, 5, 8)  # 200 < 2^8
+    # (200 points: size class 8, 2^7 <= n < 2^8)
+    assert (entry["device"], entry["D"], entry["K"], entry["k"], entry["size_class"]) == (INTERP, 3, 8, 5, 8)
     assert entry["settings"] == t.settings and (entry["ms"], entry["default_ms"], entry["tried"]) == (1.0, 5.0, 4)
     # knn's lookup now finds it, for any k of the same width and a cloud of about that size
     assert kt.tuned_settings(p.device, 3, 8, 180) == t.settings

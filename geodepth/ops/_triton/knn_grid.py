@@ -75,8 +75,8 @@ from geodepth.ops._triton import SIZES
 from geodepth.ops._triton.knn_tune import tuned_settings
 from geodepth.ops.knn import COORD_LIMIT, coord_error
 
-__all__ = ["CELLS_PER_POINT", "CHUNK", "LAUNCH", "LAUNCH_LANE", "LAYOUT", "LAYOUTS", "MAXNREG", "MAXNREG_LANE",
-           "MERGE", "MERGE_MODES", "ORDER", "ORDERS", "RING_CAP", "TARGET_OCCUPANCY_PER_K", "GridPlan",
+__all__ = ["CELLS_PER_POINT", "CHUNK", "LAUNCH", "LAUNCH_LANE", "LAYOUT", "LAYOUTS", "LEVEL2_PREFETCH", "MAXNREG",
+           "MAXNREG_LANE", "MERGE", "MERGE_MODES", "ORDER", "ORDERS", "RING_CAP", "TARGET_OCCUPANCY_PER_K", "GridPlan",
            "density_order", "knn_grid", "level2_part_blocks", "plan_knn_grid", "ring_cap_for", "rows_through",
            "run_knn_grid"]
 
@@ -119,8 +119,8 @@ RING_CAP = 6
 #: minimum, then log2(W) compare-exchange steps), and the final merge reads the chunks' sorted
 #: lists backwards and needs no sort; "sort" sorts all 2W keys at every merge. Built for sm_90
 #: (Triton 3.6, the GPU machine's; benchmarks/sm90_report.py --merge), k = 16: chunk kernel 1,000
-#: SASS instructions / 86 registers against 1,184 / 95, final merge 336 / 56 against 592 / 56;
-#: k = 64: 3,968 / 254 against 5,528 / 240 and 920 / 128 against 3,752 / 168. Not yet timed on a
+#: SASS instructions / 86 registers against 1,184 / 95, final merge 328 / 56 against 584 / 56;
+#: k = 64: 3,968 / 254 against 5,528 / 240 and 912 / 128 against 3,736 / 168. Not yet timed on a
 #: GPU (``bm_knn.py --device cuda --sweep`` times both). The grid search keeps "sort": built with
 #: "bitonic", Triton lays its per-query values out 4 to a thread instead of 1 (k = 16, no register limit: 197 registers
 #: against 138 with Triton 3.9, 217 against 146 with 3.6; spills at k = 64), a loss of occupancy
@@ -159,6 +159,15 @@ MAXNREG_LANE = {K: 255 for K in LAUNCH_LANE}
 #: M keys. Not yet timed on a GPU: the sweep times both; without a gain there, remove it
 ORDERS = ("cell", "density")
 ORDER = "cell"
+#: whether the second level issues the loads of its next step (the chunk kernel: the next W points;
+#: the merge: the next partial list) before it merges the current one, so that a step costs about
+#: the longer of a load round trip and a merge rather than their sum (``run_knn_grid(prefetch=...)``).
+#: The second level is bound by the latency of its steps: on the KITTI front half the H200 ran it
+#: in ~45 (block, chunk) items of 128 dependent steps each (0.1-0.2 ms for ~100-600 queries). Same
+#: lists either way. Built for sm_90 (Triton 3.6, sm90_report.py --merge), k = 16: chunk kernel 992
+#: SASS instructions / 88 registers against 1,000 / 86, final merge 352 / 64 against 328 / 56, no
+#: spills at any K. Not yet timed on a GPU (``bm_knn.py --device cuda --sweep``, ``tune_knn``)
+LEVEL2_PREFETCH = False
 #: second level: queries per program and warps (32 x 8: 63 registers at K <= 16, 184 at K = 64, no
 #: spills), least points per chunk, programs aimed at
 LEVEL2_BLOCK, LEVEL2_WARPS, LEVEL2_MIN_CHUNK, LEVEL2_PROGRAMS = 32, 8, 2048, 4096
@@ -509,12 +518,14 @@ def _level2_shape(n_left, N, min_chunk, PROGRAMS: tl.constexpr, PART_BLOCKS: tl.
 @triton.jit(do_not_specialize=SIZES)
 def _knn_chunk_kernel(left, left_bound, n_left, qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start, geoi, part,
                       out_d, out_i, N, k, min_chunk, PROGRAMS: tl.constexpr, PART_BLOCKS: tl.constexpr,
-                      W: tl.constexpr, BLOCK: tl.constexpr, BIG: tl.constexpr, MERGE: tl.constexpr):
+                      W: tl.constexpr, BLOCK: tl.constexpr, BIG: tl.constexpr, MERGE: tl.constexpr,
+                      PREFETCH: tl.constexpr):
     """Second level, exhaustive, over (block, chunk) items i * nch + c, PROGRAMS programs striding
     over them: item (i, c) scans chunk c (ch sorted points) for leftovers i * BLOCK ..., restricted
     to each lane's batch, and stores its W best keys in ``part`` (one chunk: writes the rows). The
     W points of a step are the same for every lane (one load each, broadcast). Its size comes from
-    the device (``_level2_shape``): no host round trip."""
+    the device (``_level2_shape``): no host round trip. PREFETCH: each step issues the next
+    step's loads before it merges (``LEVEL2_PREFETCH``)."""
     pid = tl.program_id(0)
     nl, nblk, nch, ch = _level2_shape(n_left, N, min_chunk, PROGRAMS, PART_BLOCKS, W, BLOCK)
     if pid == 0:
@@ -537,15 +548,29 @@ def _knn_chunk_kernel(left, left_bound, n_left, qkey, qx, qy, qz, qrow, px, py, 
         hi = tl.where(lm, hi, lo)
         best = _placeholders(tl.load(left_bound + offs, mask=lm, other=0.0), BLOCK, W, BIG)
         kth = _kth(best, k, W)
-        for j in range(c0, c1, W):
-            pos = j + col
-            pm = pos < c1
-            cx = tl.load(px + pos, mask=pm, other=0.0)[None, :]
-            cy = tl.load(py + pos, mask=pm, other=0.0)[None, :]
-            cz = tl.load(pz + pos, mask=pm, other=0.0)[None, :]
-            ci = tl.load(pidx + pos, mask=pm, other=0)[None, :]
-            m = (pos[None, :] >= lo[:, None]) & (pos[None, :] < hi[:, None])
-            best, kth = _offer(best, kth, x, y, z, cx, cy, cz, ci, m, k, BLOCK, W, MERGE)
+        if PREFETCH:
+            pos = c0 + col
+            cx, cy, cz = _load3(px, py, pz, pos, pos < c1)
+            ci = tl.load(pidx + pos, mask=pos < c1, other=0)
+            for j in range(c0, c1, W):
+                # the next step's loads are in flight while this step merges (positions >= c1 masked)
+                npos = pos + W
+                nx, ny, nz = _load3(px, py, pz, npos, npos < c1)
+                ni = tl.load(pidx + npos, mask=npos < c1, other=0)
+                m = (pos[None, :] >= lo[:, None]) & (pos[None, :] < hi[:, None])
+                best, kth = _offer(best, kth, x, y, z, cx[None, :], cy[None, :], cz[None, :], ci[None, :], m, k,
+                                   BLOCK, W, MERGE)
+                pos, cx, cy, cz, ci = npos, nx, ny, nz, ni
+        else:
+            for j in range(c0, c1, W):
+                pos = j + col
+                pm = pos < c1
+                cx = tl.load(px + pos, mask=pm, other=0.0)[None, :]
+                cy = tl.load(py + pos, mask=pm, other=0.0)[None, :]
+                cz = tl.load(pz + pos, mask=pm, other=0.0)[None, :]
+                ci = tl.load(pidx + pos, mask=pm, other=0)[None, :]
+                m = (pos[None, :] >= lo[:, None]) & (pos[None, :] < hi[:, None])
+                best, kth = _offer(best, kth, x, y, z, cx, cy, cz, ci, m, k, BLOCK, W, MERGE)
         if nch == 1:
             row = tl.load(qrow + s, mask=lm, other=0)
             _write_rows(best, row, lm, out_d, out_i, N, k, W)
@@ -555,10 +580,12 @@ def _knn_chunk_kernel(left, left_bound, n_left, qkey, qx, qy, qz, qrow, px, py, 
 
 @triton.jit(do_not_specialize=SIZES)
 def _knn_merge_kernel(left, left_bound, n_left, qrow, geoi, part, out_d, out_i, N, k,
-                      W: tl.constexpr, BLOCK: tl.constexpr, BIG: tl.constexpr, MERGE: tl.constexpr):
+                      W: tl.constexpr, BLOCK: tl.constexpr, BIG: tl.constexpr, MERGE: tl.constexpr,
+                      PREFETCH: tl.constexpr):
     """Second level, final (when there was more than one chunk): merge the nch partial lists of each
     leftover and write its row; the programs stride over the blocks. The partial lists are sorted:
-    with MERGE 1 each is read backwards (descending) and merged without a sort (``_merge_sorted``)."""
+    with MERGE 1 each is read backwards (descending) and merged without a sort (``_merge_sorted``).
+    PREFETCH: the next list's loads are issued before this one merges."""
     pid = tl.program_id(0)
     nl = tl.load(n_left)
     nblk = (nl + BLOCK - 1) // BLOCK
@@ -569,13 +596,26 @@ def _knn_merge_kernel(left, left_bound, n_left, qrow, geoi, part, out_d, out_i, 
             offs = i * BLOCK + tl.arange(0, BLOCK)
             lm = offs < nl
             best = _placeholders(tl.load(left_bound + offs, mask=lm, other=0.0), BLOCK, W, BIG)
-            for c in range(nch):
-                base = part + (offs.to(tl.int64)[:, None] * nch + c) * W
-                if MERGE == 1:
-                    desc = tl.load(base + (W - 1 - col), mask=lm[:, None], other=_MAXKEY)
-                    best = _merge_sorted(best, desc, BLOCK, W)
-                else:
-                    best = _merge(best, tl.load(base + col, mask=lm[:, None], other=_MAXKEY), BLOCK, W, MERGE)
+            rows = part + offs.to(tl.int64)[:, None] * nch * W
+            # list c of each lane, descending for MERGE 1 (read backwards), as stored otherwise
+            cols = (W - 1 - col) if MERGE == 1 else col
+            if PREFETCH:
+                nxt = tl.load(rows + cols, mask=lm[:, None], other=_MAXKEY)
+                for c in range(nch):
+                    cur = nxt
+                    more = (col * 0 + (nch - 1 - c)) > 0  # (a per-lane boolean: portable to the interpreter)
+                    nxt = tl.load(rows + (c + 1) * W + cols, mask=lm[:, None] & more, other=_MAXKEY)
+                    if MERGE == 1:
+                        best = _merge_sorted(best, cur, BLOCK, W)
+                    else:
+                        best = _merge(best, cur, BLOCK, W, MERGE)
+            else:
+                for c in range(nch):
+                    lst = tl.load(rows + c * W + cols, mask=lm[:, None], other=_MAXKEY)
+                    if MERGE == 1:
+                        best = _merge_sorted(best, lst, BLOCK, W)
+                    else:
+                        best = _merge(best, lst, BLOCK, W, MERGE)
             s = tl.load(left + offs, mask=lm, other=0)
             row = tl.load(qrow + s, mask=lm, other=0)
             _write_rows(best, row, lm, out_d, out_i, N, k, W)
@@ -1159,7 +1199,7 @@ def density_order(plan: GridPlan) -> GridPlan:
 def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | None = None,
                  out: tuple[Tensor, Tensor] | None = None, max_sqdist: float = float("inf"),
                  ring_cap: int | None = None, chunk: int | None = None, merge: str | None = None,
-                 layout: str | None = None, order: str | None = None,
+                 layout: str | None = None, order: str | None = None, prefetch: bool | None = None,
                  stats: dict | None = None) -> tuple[Tensor, Tensor]:
     """Launch the kernels of a plan: (sqdist (M, k) float32, idx (M, k) int64), rows in query order.
 
@@ -1173,7 +1213,9 @@ def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | N
     ``chunk`` points, default ``LEVEL2_MIN_CHUNK``). ``merge`` (a key of ``MERGE_MODES``, default
     ``MERGE``) picks how the second level merges, ``layout`` (a key of ``LAYOUTS``, default
     ``LAYOUT``) how the grid search holds its lists, ``order`` (one of ``ORDERS``, default
-    ``ORDER``) the order of the queries in its programs; every choice gives the same lists. One sync,
+    ``ORDER``) the order of the queries in its programs, ``prefetch`` (default ``LEVEL2_PREFETCH``)
+    whether the second level issues its next loads before each merge; every choice gives the same
+    lists. One sync,
     after every launch: the error bits (ValueError for NaN / inf coordinates) and, into ``stats``
     if given, the ring cap, the number of queries the second level took and its chunks."""
     order = ORDER if order is None else order
@@ -1189,6 +1231,9 @@ def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | N
     if layout == "lane" and plan.K not in LAUNCH_LANE:
         raise ValueError(f"layout='lane' holds lists of at most {max(LAUNCH_LANE)} neighbours (longer ones spill "
                          f"registers); k = {plan.k} needs layout='tile'")
+    prefetch = LEVEL2_PREFETCH if prefetch is None else prefetch
+    if not isinstance(prefetch, bool):
+        raise ValueError(f"prefetch must be True or False, got {prefetch!r}")
     if order == "density":  # (after every check: nothing launched for a refused call)
         plan = density_order(plan)
     a = plan.args
@@ -1222,13 +1267,13 @@ def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | N
         part = torch.empty(items * LEVEL2_BLOCK * W, dtype=torch.int64, device=dev)  # (nblk * nch <= items)
         qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start = a[:10]
         shape = dict(PROGRAMS=LEVEL2_PROGRAMS, PART_BLOCKS=part_blocks, W=W, BLOCK=LEVEL2_BLOCK, BIG=_BIG,
-                     MERGE=mode, num_warps=LEVEL2_WARPS, maxnreg=MAXNREG[plan.K])
+                     MERGE=mode, PREFETCH=prefetch, num_warps=LEVEL2_WARPS, maxnreg=MAXNREG[plan.K])
         _knn_chunk_kernel[(min(LEVEL2_PROGRAMS, items),)](
             left, left_bound, n_left, qkey, qx, qy, qz, qrow, px, py, pz, pidx, cell_start, geoi, part, out[0], out[1],
             plan.N, plan.k, min_chunk, **shape, enable_fp_fusion=False)
         _knn_merge_kernel[(min(LEVEL2_MERGE_PROGRAMS, nblk_max),)](
             left, left_bound, n_left, qrow, geoi, part, out[0], out[1], plan.N, plan.k, W=W, BLOCK=LEVEL2_BLOCK,
-            BIG=_BIG, MERGE=mode, num_warps=LEVEL2_WARPS, maxnreg=MAXNREG[plan.K])
+            BIG=_BIG, MERGE=mode, PREFETCH=prefetch, num_warps=LEVEL2_WARPS, maxnreg=MAXNREG[plan.K])
     cap, err, nl, nch = geoi[3:7].tolist()  # the one sync, after every launch
     if err & _ERR_POINTS:
         raise coord_error("points", torch.float32)
@@ -1243,7 +1288,7 @@ def knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int]
              block: int | None = None, num_warps: int | None = None, target_per_k: float | None = None,
              max_sqdist: float = float("inf"), ring_cap: int | None = None,
              chunk: int | None = None, merge: str | None = None, layout: str | None = None,
-             order: str | None = None, cells_per_point: float | None = None,
+             order: str | None = None, cells_per_point: float | None = None, prefetch: bool | None = None,
              tuned: bool = True) -> tuple[Tensor, Tensor]:
     """Exact KNN of float32 tensors (D = 2 or 3) with validated row splits; returns (sqdist, idx).
 
@@ -1253,11 +1298,12 @@ def knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int]
     used (``knn_tune.tuned_settings``; none stored: the module defaults).
     """
     if tuned and block is None and num_warps is None and target_per_k is None and ring_cap is None \
-            and chunk is None and merge is None and layout is None and order is None and cells_per_point is None:
+            and chunk is None and merge is None and layout is None and order is None and cells_per_point is None \
+            and prefetch is None:
         s = tuned_settings(query.device, query.shape[1], max(1, triton.next_power_of_2(k)), points.shape[0])
         if s is not None:
             block, num_warps, ring_cap, chunk = s["block"], s["num_warps"], s["ring_cap"], s["chunk"]
-            merge, layout, order = s["merge"], s["layout"], s["order"]
+            merge, layout, order, prefetch = s["merge"], s["layout"], s["order"], s["prefetch"]
             target_per_k, cells_per_point = s["target_per_k"], s["cells_per_point"]
     plan = plan_knn_grid(query, points, k, qo, po, target_per_k=target_per_k, cells_per_point=cells_per_point)
     if plan is None:
@@ -1266,4 +1312,4 @@ def knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int]
         return (torch.full((M, k), float("inf"), dtype=torch.float32, device=dev),
                 torch.full((M, k), -1, dtype=torch.int64, device=dev))
     return run_knn_grid(plan, block=block, num_warps=num_warps, max_sqdist=max_sqdist, ring_cap=ring_cap,
-                        chunk=chunk, merge=merge, layout=layout, order=order)
+                        chunk=chunk, merge=merge, layout=layout, order=order, prefetch=prefetch)

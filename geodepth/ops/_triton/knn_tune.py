@@ -34,7 +34,7 @@ __all__ = ["KNNTuning", "SETTINGS", "candidate_changes", "default_settings", "tu
 
 #: the search's settings a tuning stores: the run's (``run_knn_grid``) and the plan's cell size
 #: (``plan_knn_grid``)
-RUN_SETTINGS = ("block", "num_warps", "ring_cap", "merge", "layout", "order", "chunk")
+RUN_SETTINGS = ("block", "num_warps", "ring_cap", "merge", "layout", "order", "chunk", "prefetch")
 PLAN_SETTINGS = ("target_per_k", "cells_per_point")
 SETTINGS = RUN_SETTINGS + PLAN_SETTINGS
 _FORMAT = 1
@@ -59,13 +59,15 @@ def default_settings(K: int) -> dict:
 
     block, warps = kg.LAUNCH[K]
     return dict(block=block, num_warps=warps, ring_cap=None, merge=kg.MERGE, layout=kg.LAYOUT,
-                order=kg.ORDER, chunk=kg.LEVEL2_MIN_CHUNK, target_per_k=kg.TARGET_OCCUPANCY_PER_K,
+                order=kg.ORDER, chunk=kg.LEVEL2_MIN_CHUNK, prefetch=kg.LEVEL2_PREFETCH,
+                target_per_k=kg.TARGET_OCCUPANCY_PER_K,
                 cells_per_point=kg.CELLS_PER_POINT)
 
 
 def candidate_changes(K: int) -> list[dict]:
     """Settings to time, each as its changes to the defaults (the first, ``{}``, is the defaults):
-    first the choices no GPU has timed yet, the query order (at ring caps 6, 3, 8, 10), the
+    first the choices no GPU has timed yet, the second level's prefetch (at ring caps 6, 3 and 2,
+    and chunks of 512, 1024 and 8192 points), the query order (at ring caps 6, 3, 8, 10), the
     "lane" layout (K <= 16: at ring caps 6, 3, 10 and none, wider launch shapes, with the density
     order), the second level's other merge (ring caps 6, 3, 2) and least chunk size; then launch
     shapes, ring caps (-1: one level) and cell sizes (target occupancy x cell cap)."""
@@ -74,6 +76,9 @@ def candidate_changes(K: int) -> list[dict]:
     d = default_settings(K)
     block0, warps0, cap0 = d["block"], d["num_warps"], kg.RING_CAP  # (cap0: the deep grid's, the usual)
     changes: list[dict] = [{}]
+    pf = not d["prefetch"]
+    changes += [dict(prefetch=pf, ring_cap=rc) for rc in (None, 3, 2)]
+    changes += [dict(prefetch=pf, chunk=c) for c in (512, 1024, 8192)]
     other = [o for o in kg.ORDERS if o != kg.ORDER]
     changes += [dict(order=o, ring_cap=rc) for o in other for rc in (None, 3, 8, 10)]
     for layout in kg.LAYOUTS:
@@ -127,6 +132,8 @@ def check_settings(settings: dict, K: int) -> dict:
         raise ValueError(f"ring_cap must be >= 0, -1 (no cap) or None (the plan's), got {s['ring_cap']}")
     if s["chunk"] < 1:
         raise ValueError(f"chunk must be >= 1, got {s['chunk']}")
+    if not isinstance(s["prefetch"], bool):
+        raise ValueError(f"prefetch must be True or False, got {s['prefetch']!r}")
     for name, known in (("merge", sorted(kg.MERGE_MODES)), ("layout", sorted(kg.LAYOUTS)), ("order", list(kg.ORDERS))):
         if s[name] not in known:
             raise ValueError(f"{name} must be one of {known}, got {s[name]!r}")
