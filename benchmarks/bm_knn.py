@@ -268,7 +268,7 @@ def sweep_cases(sets: dict[str, torch.Tensor]) -> list[Case]:
             run = {key: c[key] for key in RUN_SETTINGS}
             st: dict = {}
             d, i = kg.run_knn_grid(plan, stats=st, **run)
-            extra = "".join(f" {key}={c[key]}" for key in ("merge", "layout", "order", "chunk", "prefetch")
+            extra = "".join(f" {key}={c[key]}" for key in ("merge", "layout", "order", "chunk", "prefetch", "step")
                             if key in change)
             cap = "plan" if c["ring_cap"] is None else c["ring_cap"]
             label = f"B={c['block']} w={c['num_warps']} cap={cap} occ/k={c['target_per_k']} " \

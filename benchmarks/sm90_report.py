@@ -95,24 +95,27 @@ def merge_rows() -> list[dict]:
 
 def layout_rows() -> list[dict]:
     """The grid search in both layouts (``knn_grid.LAYOUTS``) at their launch shapes and register
-    limits, per list width: registers, spill bytes, stack, static SASS instructions and warp
-    shuffles in the PTX. "lane" at lists of 32 and 64 too, to show why it takes k <= 16."""
+    limits, per list width (and, for K = 8, per step: lists of 8 or 16): registers, spill bytes,
+    stack, static SASS instructions and warp shuffles in the PTX. "lane" at lists of 32 and 64
+    too, to show why it takes k <= 16."""
     from geodepth.ops._triton import knn_grid as kg
     from geodepth.ops._triton.aot import sass_instructions
 
     rows = []
-    for K in (16, 32, 64):
-        for layout, code in kg.LAYOUTS.items():
-            block, warps = (kg.LAUNCH_LANE if layout == "lane" else kg.LAUNCH).get(K, (32, 1))
-            maxnreg = (kg.MAXNREG_LANE if layout == "lane" else kg.MAXNREG).get(K, 255)
-            consts = {"W": max(K, kg.CHUNK), "BLOCK": block, "BIG": kg._BIG, "LANES": code}
-            c = build(kg._knn_grid_kernel, KNN_TYPES, consts, num_warps=warps, fp_fusion=False, maxnreg=maxnreg)
-            ptx = c.asm["ptx"]
-            rows.append({"kernel": "knn_grid", "K": K, "layout": layout, "BLOCK": block, "num_warps": warps,
-                         "maxnreg": maxnreg, "supported": K in (kg.LAUNCH_LANE if layout == "lane" else kg.LAUNCH),
-                         "sass_instructions": sass_instructions(c), "shfl_in_ptx": ptx.count("shfl.sync"),
-                         **ptxas_report(ptx), **_cubin(c)})
-            print(rows[-1], flush=True)
+    # lists of W = max(K, step) (knn_grid.STEPS): K = 8 at steps of 8 and 16
+    builds = [(K, layout, code, W) for K in (8, 16, 32, 64) for layout, code in kg.LAYOUTS.items()
+              for W in sorted({max(K, st) for st in kg.STEPS})]
+    for K, layout, code, W in builds:
+        block, warps = (kg.LAUNCH_LANE if layout == "lane" else kg.LAUNCH).get(K, (32, 1))
+        maxnreg = (kg.MAXNREG_LANE if layout == "lane" else kg.MAXNREG).get(K, 255)
+        consts = {"W": W, "BLOCK": block, "BIG": kg._BIG, "LANES": code}
+        c = build(kg._knn_grid_kernel, KNN_TYPES, consts, num_warps=warps, fp_fusion=False, maxnreg=maxnreg)
+        ptx = c.asm["ptx"]
+        rows.append({"kernel": "knn_grid", "K": K, "W": W, "layout": layout, "BLOCK": block, "num_warps": warps,
+                     "maxnreg": maxnreg, "supported": K in (kg.LAUNCH_LANE if layout == "lane" else kg.LAUNCH),
+                     "sass_instructions": sass_instructions(c), "shfl_in_ptx": ptx.count("shfl.sync"),
+                     **ptxas_report(ptx), **_cubin(c)})
+        print(rows[-1], flush=True)
     return rows
 
 

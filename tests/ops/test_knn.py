@@ -77,6 +77,12 @@ def _interp_cases(kitti_points: torch.Tensor | None) -> dict:
     cases["level2_prefetch_sort_k64"] = (*cases["k64"], dict(ring_cap=0, chunk=32, merge="sort", prefetch=True))
     cases["level2_prefetch_outliers"] = (blob, blob, 8, None, None, dict(ring_cap=2, chunk=16, prefetch=True))
     cases["level2_prefetch_one_chunk"] = (blob, blob, 8, None, None, dict(ring_cap=2, prefetch=True))
+    # fewer candidates per step (kg.STEPS): lists of W = max(K, step) < 16, both layouts, level 2
+    cases["step8_ties_ragged"] = (*cases["ties_ragged_empty"], dict(step=8))
+    cases["step4_k2"] = (*cases["k2"], dict(step=4))
+    cases["step4_lane_k2"] = (*cases["k2"], dict(step=4, layout="lane"))
+    cases["level2_step8_lane_outliers"] = (blob, blob, 8, None, None, dict(ring_cap=2, chunk=16, step=8,
+                                                                          layout="lane"))
     # knn_fill's shape on a 16 x 40 image: the top row's pixel centres query LiDAR-like points in
     # the bottom 4 rows, 12+ px away. Bounded (knn_fill's radius, 14 px: 9 rings of this cell),
     # the flat grid's ring cap covers the bound and nothing is left to the second level (under
@@ -276,7 +282,8 @@ def test_auto_without_tree_libraries(monkeypatch):
                                   "lane_k16_rings", "lane_level2_outliers", "density_ties_ragged",
                                   "density_self_ragged_2d", "density_level2_outliers", "lane_k16_short_batches",
                                   "level2_prefetch_ties", "level2_prefetch_sort_k64", "level2_prefetch_outliers",
-                                  "level2_prefetch_one_chunk"])
+                                  "level2_prefetch_one_chunk", "step8_ties_ragged", "step4_k2", "step4_lane_k2",
+                                  "level2_step8_lane_outliers"])
 def test_triton_interpreter_vs_reference(interp_results, name):
     (q, p, k, qo, po), out, leftover, kw = interp_results[name]
     ref = knn_reference(q, p, k, query_offsets=qo, points_offsets=po)
@@ -325,7 +332,10 @@ def test_triton_interpreter_kitti_crop(interp_results, kitti_dir, name):
 @pytest.mark.parametrize("k, kw, match", [(16, dict(order="morton"), "order must be one of"),
                                           (16, dict(layout="warp"), "layout must be one of"),
                                           (16, dict(merge="heap"), "merge must be one of"),
-                                          (40, dict(layout="lane"), "k = 40 needs layout='tile'")])
+                                          (40, dict(layout="lane"), "k = 40 needs layout='tile'"),
+                                          (16, dict(prefetch=1), "prefetch must be True or False"),
+                                          (8, dict(step=32), "step must be one of"),
+                                          (8, dict(step=True), "step must be one of")])
 def test_run_knn_grid_refuses_unknown_choices_before_launching(k, kw, match):
     """Bad tuning choices are refused by name before anything is launched (the plan here has no
     tensors at all: a launch would fail differently)."""
@@ -854,13 +864,17 @@ def test_triton_kernel_builds_for_h100_without_fma_or_spills(K):
     from geodepth.ops._triton.aot import KNN_LEVEL2_TYPES, KNN_TYPES, build, cubin_usage, ptxas_report
 
     W = max(K, kg.CHUNK)
-    builds = [(kg._knn_grid_kernel, KNN_TYPES, *kg.LAUNCH[K], kg.MAXNREG[K], 0)]
+    builds = [(kg._knn_grid_kernel, KNN_TYPES, *kg.LAUNCH[K], kg.MAXNREG[K], 0, W)]
     # the second level with and without its prefetch (``LEVEL2_PREFETCH``)
-    builds += [(fn, KNN_LEVEL2_TYPES, kg.LEVEL2_BLOCK, kg.LEVEL2_WARPS, kg.MAXNREG[K], prefetch)
+    builds += [(fn, KNN_LEVEL2_TYPES, kg.LEVEL2_BLOCK, kg.LEVEL2_WARPS, kg.MAXNREG[K], prefetch, W)
                for fn in (kg._knn_chunk_kernel, kg._knn_merge_kernel) for prefetch in (False, True)]
     if K in kg.LAUNCH_LANE:  # the grid search's other layout, where it is offered
-        builds.append((kg._knn_grid_kernel, KNN_TYPES, *kg.LAUNCH_LANE[K], kg.MAXNREG_LANE[K], kg.LAYOUTS["lane"]))
-    for fn, types, block, warps, maxnreg, variant in builds:
+        builds.append((kg._knn_grid_kernel, KNN_TYPES, *kg.LAUNCH_LANE[K], kg.MAXNREG_LANE[K], kg.LAYOUTS["lane"], W))
+    # shorter lists from smaller steps (``STEPS``: W = max(K, step)), both layouts
+    for w in sorted({max(K, st) for st in kg.STEPS} - {W}):
+        builds += [(kg._knn_grid_kernel, KNN_TYPES, *kg.LAUNCH[K], kg.MAXNREG[K], 0, w),
+                   (kg._knn_grid_kernel, KNN_TYPES, *kg.LAUNCH_LANE[K], kg.MAXNREG_LANE[K], kg.LAYOUTS["lane"], w)]
+    for fn, types, block, warps, maxnreg, variant, W in builds:
         lanes, prefetch = (variant, False) if fn is kg._knn_grid_kernel else (0, variant)
         try:
             compiled = build(fn, types, {"W": W, "BLOCK": block, "BIG": kg._BIG, "PROGRAMS": kg.LEVEL2_PROGRAMS,

@@ -76,7 +76,8 @@ from geodepth.ops._triton.knn_tune import tuned_settings
 from geodepth.ops.knn import COORD_LIMIT, coord_error
 
 __all__ = ["CELLS_PER_POINT", "CHUNK", "LAUNCH", "LAUNCH_LANE", "LAYOUT", "LAYOUTS", "LEVEL2_PREFETCH", "MAXNREG",
-           "MAXNREG_LANE", "MERGE", "MERGE_MODES", "ORDER", "ORDERS", "RING_CAP", "TARGET_OCCUPANCY_PER_K", "GridPlan",
+           "MAXNREG_LANE", "MERGE", "MERGE_MODES", "ORDER", "ORDERS", "RING_CAP", "STEPS", "TARGET_OCCUPANCY_PER_K",
+           "GridPlan",
            "density_order", "knn_grid", "level2_part_blocks", "plan_knn_grid", "ring_cap_for", "rows_through",
            "run_knn_grid"]
 
@@ -92,8 +93,15 @@ _BIG = 2**31 - 1
 #: shrinks with the cap: 16 bytes per point (32 bipartite)
 CELLS_PER_POINT = 4
 TARGET_OCCUPANCY_PER_K = 0.5
-#: candidates per step of a scan (and the least list width: W = max(K, CHUNK) entries per lane)
+#: candidates per step of a scan (and the least list width: W = max(K, CHUNK) entries per lane).
+#: ``run_knn_grid(step=...)`` takes a smaller one (``STEPS``): lists of k <= 8 then hold W = max(K,
+#: step) entries, not 16, and each merge sorts fewer keys (lane layout, K = 8: a step of 8 costs
+#: 44 compare-exchanges for 8 candidates against 128 for 16) for more steps over a ring. Built for
+#: sm_90 (Triton 3.6, sm90_report.py --layout), K = 8, step 8: "tile" 1,576 SASS instructions / 115
+#: registers against 3,144 / 126, "lane" 2,120 / 107 against 4,312 / 145, no spills. Not yet
+#: timed on a GPU (``bm_knn.py --device cuda --sweep``, ``tune_knn``)
 CHUNK = 16
+STEPS = (4, 8, 16)
 #: launch shape (BLOCK queries per program, num_warps) of the grid search per list width K: the
 #: shapes that build for sm_90 without register spills and with the fewest registers per entry
 #: (benchmarks/sm90_report.py, Triton 3.6: K <= 16 at 32 x 4 takes 122 registers, K = 32 at 32 x 8
@@ -1200,7 +1208,7 @@ def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | N
                  out: tuple[Tensor, Tensor] | None = None, max_sqdist: float = float("inf"),
                  ring_cap: int | None = None, chunk: int | None = None, merge: str | None = None,
                  layout: str | None = None, order: str | None = None, prefetch: bool | None = None,
-                 stats: dict | None = None) -> tuple[Tensor, Tensor]:
+                 step: int | None = None, stats: dict | None = None) -> tuple[Tensor, Tensor]:
     """Launch the kernels of a plan: (sqdist (M, k) float32, idx (M, k) int64), rows in query order.
 
     ``block`` / ``num_warps`` default to ``LAUNCH[plan.K]``. ``max_sqdist`` (rounded to float32,
@@ -1214,8 +1222,9 @@ def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | N
     ``MERGE``) picks how the second level merges, ``layout`` (a key of ``LAYOUTS``, default
     ``LAYOUT``) how the grid search holds its lists, ``order`` (one of ``ORDERS``, default
     ``ORDER``) the order of the queries in its programs, ``prefetch`` (default ``LEVEL2_PREFETCH``)
-    whether the second level issues its next loads before each merge; every choice gives the same
-    lists. One sync,
+    whether the second level issues its next loads before each merge, ``step`` (one of ``STEPS``,
+    default ``CHUNK``) the candidates per step (lists of W = max(K, step)); every choice gives the
+    same lists. One sync,
     after every launch: the error bits (ValueError for NaN / inf coordinates) and, into ``stats``
     if given, the ring cap, the number of queries the second level took and its chunks."""
     order = ORDER if order is None else order
@@ -1234,13 +1243,16 @@ def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | N
     prefetch = LEVEL2_PREFETCH if prefetch is None else prefetch
     if not isinstance(prefetch, bool):
         raise ValueError(f"prefetch must be True or False, got {prefetch!r}")
+    step = CHUNK if step is None else step
+    if isinstance(step, bool) or step not in STEPS:
+        raise ValueError(f"step must be one of {list(STEPS)} (candidates per step), got {step!r}")
     if order == "density":  # (after every check: nothing launched for a refused call)
         plan = density_order(plan)
     a = plan.args
     launch = (LAUNCH_LANE if layout == "lane" else LAUNCH)[plan.K]
     block = launch[0] if block is None else block
     num_warps = launch[1] if num_warps is None else num_warps
-    W = max(plan.K, CHUNK)
+    W = max(plan.K, step)
     dev = a[0].device
     if out is None:
         out = (torch.empty((plan.M, plan.k), dtype=torch.float32, device=dev),
@@ -1289,7 +1301,7 @@ def knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int]
              max_sqdist: float = float("inf"), ring_cap: int | None = None,
              chunk: int | None = None, merge: str | None = None, layout: str | None = None,
              order: str | None = None, cells_per_point: float | None = None, prefetch: bool | None = None,
-             tuned: bool = True) -> tuple[Tensor, Tensor]:
+             step: int | None = None, tuned: bool = True) -> tuple[Tensor, Tensor]:
     """Exact KNN of float32 tensors (D = 2 or 3) with validated row splits; returns (sqdist, idx).
 
     One device -> host sync, after every launch is queued (the error bits); see ``plan_knn_grid``
@@ -1299,11 +1311,11 @@ def knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int]
     """
     if tuned and block is None and num_warps is None and target_per_k is None and ring_cap is None \
             and chunk is None and merge is None and layout is None and order is None and cells_per_point is None \
-            and prefetch is None:
+            and prefetch is None and step is None:
         s = tuned_settings(query.device, query.shape[1], max(1, triton.next_power_of_2(k)), points.shape[0])
         if s is not None:
             block, num_warps, ring_cap, chunk = s["block"], s["num_warps"], s["ring_cap"], s["chunk"]
-            merge, layout, order, prefetch = s["merge"], s["layout"], s["order"], s["prefetch"]
+            merge, layout, order, prefetch, step = s["merge"], s["layout"], s["order"], s["prefetch"], s["step"]
             target_per_k, cells_per_point = s["target_per_k"], s["cells_per_point"]
     plan = plan_knn_grid(query, points, k, qo, po, target_per_k=target_per_k, cells_per_point=cells_per_point)
     if plan is None:
@@ -1312,4 +1324,4 @@ def knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int]
         return (torch.full((M, k), float("inf"), dtype=torch.float32, device=dev),
                 torch.full((M, k), -1, dtype=torch.int64, device=dev))
     return run_knn_grid(plan, block=block, num_warps=num_warps, max_sqdist=max_sqdist, ring_cap=ring_cap,
-                        chunk=chunk, merge=merge, layout=layout, order=order, prefetch=prefetch)
+                        chunk=chunk, merge=merge, layout=layout, order=order, prefetch=prefetch, step=step)

@@ -34,7 +34,7 @@ __all__ = ["KNNTuning", "SETTINGS", "candidate_changes", "default_settings", "tu
 
 #: the search's settings a tuning stores: the run's (``run_knn_grid``) and the plan's cell size
 #: (``plan_knn_grid``)
-RUN_SETTINGS = ("block", "num_warps", "ring_cap", "merge", "layout", "order", "chunk", "prefetch")
+RUN_SETTINGS = ("block", "num_warps", "ring_cap", "merge", "layout", "order", "chunk", "prefetch", "step")
 PLAN_SETTINGS = ("target_per_k", "cells_per_point")
 SETTINGS = RUN_SETTINGS + PLAN_SETTINGS
 _FORMAT = 1
@@ -59,7 +59,7 @@ def default_settings(K: int) -> dict:
 
     block, warps = kg.LAUNCH[K]
     return dict(block=block, num_warps=warps, ring_cap=None, merge=kg.MERGE, layout=kg.LAYOUT,
-                order=kg.ORDER, chunk=kg.LEVEL2_MIN_CHUNK, prefetch=kg.LEVEL2_PREFETCH,
+                order=kg.ORDER, chunk=kg.LEVEL2_MIN_CHUNK, prefetch=kg.LEVEL2_PREFETCH, step=kg.CHUNK,
                 target_per_k=kg.TARGET_OCCUPANCY_PER_K,
                 cells_per_point=kg.CELLS_PER_POINT)
 
@@ -67,7 +67,8 @@ def default_settings(K: int) -> dict:
 def candidate_changes(K: int) -> list[dict]:
     """Settings to time, each as its changes to the defaults (the first, ``{}``, is the defaults):
     first the choices no GPU has timed yet, the second level's prefetch (at ring caps 6, 3 and 2,
-    and chunks of 512, 1024 and 8192 points), the query order (at ring caps 6, 3, 8, 10), the
+    and chunks of 512, 1024 and 8192 points), smaller steps (k <= 8: shorter lists, both
+    layouts), the query order (at ring caps 6, 3, 8, 10), the
     "lane" layout (K <= 16: at ring caps 6, 3, 10 and none, wider launch shapes, with the density
     order), the second level's other merge (ring caps 6, 3, 2) and least chunk size; then launch
     shapes, ring caps (-1: one level) and cell sizes (target occupancy x cell cap)."""
@@ -80,6 +81,10 @@ def candidate_changes(K: int) -> list[dict]:
     changes += [dict(prefetch=pf, ring_cap=rc) for rc in (None, 3, 2)]
     changes += [dict(prefetch=pf, chunk=c) for c in (512, 1024, 8192)]
     other = [o for o in kg.ORDERS if o != kg.ORDER]
+    for st in kg.STEPS:  # smaller steps: shorter lists where k allows (W = max(K, step))
+        if st < d["step"] and K <= st:
+            lb, lw = kg.LAUNCH_LANE[K]  # (K <= 8: "lane" takes it)
+            changes += [dict(step=st), dict(step=st, layout="lane", block=lb, num_warps=lw)]
     changes += [dict(order=o, ring_cap=rc) for o in other for rc in (None, 3, 8, 10)]
     for layout in kg.LAYOUTS:
         launches = kg.LAUNCH_LANE if layout == "lane" else kg.LAUNCH
@@ -119,7 +124,7 @@ def check_settings(settings: dict, K: int) -> dict:
     if unknown:
         raise ValueError(f"unknown KNN search settings {unknown}; known: {list(SETTINGS)}")
     s = {**default_settings(K), **settings}
-    for name in ("block", "num_warps", "ring_cap", "chunk"):
+    for name in ("block", "num_warps", "ring_cap", "chunk", "step"):
         v = s[name]
         if name == "ring_cap" and v is None:
             continue
@@ -132,6 +137,8 @@ def check_settings(settings: dict, K: int) -> dict:
         raise ValueError(f"ring_cap must be >= 0, -1 (no cap) or None (the plan's), got {s['ring_cap']}")
     if s["chunk"] < 1:
         raise ValueError(f"chunk must be >= 1, got {s['chunk']}")
+    if s["step"] not in kg.STEPS:
+        raise ValueError(f"step must be one of {list(kg.STEPS)}, got {s['step']}")
     if not isinstance(s["prefetch"], bool):
         raise ValueError(f"prefetch must be True or False, got {s['prefetch']!r}")
     for name, known in (("merge", sorted(kg.MERGE_MODES)), ("layout", sorted(kg.LAYOUTS)), ("order", list(kg.ORDERS))):
@@ -277,7 +284,7 @@ def tune_knn(points: Tensor, k: int = 16, *, query: Tensor | None = None, query_
              save: bool = True, path: str | os.PathLike | None = None, progress: bool = True) -> KNNTuning:
     """Time the GPU KNN search's settings on a cloud and keep the fastest for this GPU.
 
-    Each setting (the defaults with ``changes``; default :func:`candidate_changes`: about 55) runs
+    Each setting (the defaults with ``changes``; default :func:`candidate_changes`: about 60) runs
     once (compiling its kernels where needed: seconds the first time, then cached by Triton), its
     lists are compared with the CPU path's (bitwise: distances and indices), and only then is it
     timed: the median of ``repeats`` whole ``knn`` searches (plan and run, synchronised). The
