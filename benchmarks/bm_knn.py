@@ -234,7 +234,10 @@ def pixel_cases_cuda(k: int = 8, radius_px: float = 50.0) -> list[Case]:
     geo = plan.geometry()
     bound = radius_px * radius_px
     runs = {"default cap": {}, f"bounded {radius_px:g} px (knn_fill)": dict(max_sqdist=bound),
-            "6-ring cap (before)": dict(ring_cap=6)}
+            "6-ring cap (before)": dict(ring_cap=6),
+            # the untimed options for short lists (knn_grid.STEPS, LAYOUTS): lists of 8, not 16
+            f"bounded {radius_px:g} px, step=8": dict(max_sqdist=bound, step=8),
+            f"bounded {radius_px:g} px, step=8, layout='lane'": dict(max_sqdist=bound, step=8, layout="lane")}
     cases = [Case(g, "geodepth.knn (triton)", lambda: knn(q, pts, k), device="cuda", repeats=20, warmup=3,
                   note=f"{q.shape[0]} queries, {pts.shape[0]} points, cell {geo['h']:.2f} px, grid {geo['grid']}")]
     for label, kw in runs.items():
