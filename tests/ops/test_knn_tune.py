@@ -87,7 +87,7 @@ def test_tune_knn_keeps_the_fastest_exact_setting(tuning, monkeypatch):
     notes = {json.dumps(c, sort_keys=True): (ms, note) for c, ms, note in t.table}
     assert notes[json.dumps({"order": "density"})][0] is None
     assert "differ from the CPU path" in notes[json.dumps({"order": "density"})][1]
-    assert t.path == tuning and t.key == f"{INTERP}|D=3|K=8|n<2^8"
+    assert t.path == tuning and t.key == f"{INTERP}|D=3|K=8|self|n<2^8"
     entry = json.loads(tuning.read_text())["entries"][t.key]
     # (200 points: size class 8, 2^7 <= n < 2^8)
     assert (entry["device"], entry["D"], entry["K"], entry["k"], entry["size_class"]) == (INTERP, 3, 8, 5, 8)
@@ -95,6 +95,7 @@ def test_tune_knn_keeps_the_fastest_exact_setting(tuning, monkeypatch):
     # knn's lookup now finds it, for any k of the same width and a cloud of about that size
     assert kt.tuned_settings(p.device, 3, 8, 180) == t.settings
     assert kt.tuned_settings(p.device, 3, 16, 180) is None and kt.tuned_settings(p.device, 2, 8, 180) is None
+    assert kt.tuned_settings(p.device, 3, 8, 180, same=False) is None  # (a bipartite search: not tuned)
 
     # another size class adds an entry; the nearest size is looked up
     _stub_search(monkeypatch, times={("ring_cap", 2): 1.0})
@@ -154,7 +155,7 @@ def test_tuned_settings_bad_files_warn_and_fall_back(tuning):
         assert kt.tuned_settings(dev, 3, 16, 1000) is None
     kt._MEMO.clear()
     kt._LOADED[0] = None
-    entry = {"device": INTERP, "D": 3, "K": 16, "size_class": 10, "settings": {"layout": "diagonal"}}
+    entry = {"device": INTERP, "D": 3, "K": 16, "self": True, "size_class": 10, "settings": {"layout": "diagonal"}}
     tuning.write_text(json.dumps({"format": 1, "entries": {"x": entry}}))
     with pytest.warns(UserWarning, match="layout must be one of"):
         assert kt.tuned_settings(dev, 3, 16, 1000) is None
@@ -200,9 +201,17 @@ ref = knn_reference(p, p, 4)
 out = knn(p, p, 4, backend="triton")
 assert torch.equal(out.idx, ref.idx) and torch.equal(out.sqdist, ref.sqdist)
 assert [s["layout"] for s in seen] == ["lane"], seen
-# a call that sets an option runs as asked (the tuning applies to calls that set none)
+# a call that sets an option runs as asked (the tuning applies to calls that set none), and so do a
+# bounded search and a bipartite one (not what was tuned)
 kg.knn_grid(p, p, 4, [0, 64], [0, 64], ring_cap=2)
 assert seen[-1]["layout"] is None and seen[-1]["ring_cap"] == 2, seen[-1]
+kg.knn_grid(p, p, 4, [0, 64], [0, 64], max_sqdist=0.5)
+assert seen[-1]["layout"] is None, seen[-1]
+q = p[:20] + 0.01
+out = knn(q, p, 4, backend="triton")
+assert seen[-1]["layout"] is None, seen[-1]
+ref = knn_reference(q, p, 4)
+assert torch.equal(out.idx, ref.idx) and torch.equal(out.sqdist, ref.sqdist)
 print("OK")
 """
 

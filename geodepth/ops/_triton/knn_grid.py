@@ -1305,14 +1305,17 @@ def knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int]
     """Exact KNN of float32 tensors (D = 2 or 3) with validated row splits; returns (sqdist, idx).
 
     One device -> host sync, after every launch is queued (the error bits); see ``plan_knn_grid``
-    and ``run_knn_grid``. When the call sets none of the search's settings (``knn_tune.SETTINGS``)
-    and ``tuned`` is true, the settings ``tune_knn`` stored for this GPU, D and list width are
+    and ``run_knn_grid``. When the call sets none of the search's settings (``knn_tune.SETTINGS``),
+    searches without a bound (``max_sqdist`` inf: what ``tune_knn`` times) and ``tuned`` is true,
+    the settings ``tune_knn`` stored for this GPU, D, list width and kind (self or bipartite) are
     used (``knn_tune.tuned_settings``; none stored: the module defaults).
     """
-    if tuned and block is None and num_warps is None and target_per_k is None and ring_cap is None \
+    if tuned and max_sqdist == float("inf") and block is None and num_warps is None and target_per_k is None \
+            and ring_cap is None \
             and chunk is None and merge is None and layout is None and order is None and cells_per_point is None \
             and prefetch is None and step is None:
-        s = tuned_settings(query.device, query.shape[1], max(1, triton.next_power_of_2(k)), points.shape[0])
+        same = (query is points or _same_tensor(query, points)) and qo == po
+        s = tuned_settings(query.device, query.shape[1], max(1, triton.next_power_of_2(k)), points.shape[0], same)
         if s is not None:
             block, num_warps, ring_cap, chunk = s["block"], s["num_warps"], s["ring_cap"], s["chunk"]
             merge, layout, order, prefetch, step = s["merge"], s["layout"], s["order"], s["prefetch"], s["step"]

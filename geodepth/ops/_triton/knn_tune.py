@@ -6,10 +6,11 @@ computes the same exact lists; only the time differs, and which one is fastest d
 (SMs, registers, memory) and on the clouds. :func:`tune_knn` times a list of settings (the
 defaults with a few of them changed, :func:`candidate_changes`), checks each one's lists against
 the CPU path's before timing it, and stores the fastest in a JSON file, per GPU name, dimension,
-list width ``K`` (``k`` rounded up to a power of two) and cloud size (:func:`tuning_path`).
-``knn`` / ``radius`` on CUDA then use the stored settings whenever the call sets none of the
-search's options (:func:`tuned_settings`: the entry of the same GPU, D and K whose cloud size is
-nearest). ``GEODEPTH_KNN_TUNING`` names another file, or ``off`` to ignore tuning.
+list width ``K`` (``k`` rounded up to a power of two) and cloud size (:func:`tuning_path`), and kind (a self search, or
+queries apart from the points). ``knn`` on CUDA then uses the stored settings for unbounded
+searches whose call sets none of the search's options (:func:`tuned_settings`: the entry of the
+same GPU, D, K and kind whose cloud size is nearest); bounded searches (``radius``, ``knn_fill``)
+keep the defaults. ``GEODEPTH_KNN_TUNING`` names another file, or ``off`` to ignore tuning.
 
 Nothing here imports Triton at module level: the public ``geodepth.ops.tune_knn`` is importable
 (and gives a clear error) on machines without it.
@@ -159,8 +160,8 @@ def _device_name(device: torch.device) -> str:
     return f"{device.type} (Triton interpreter)"
 
 
-def _key(device_name: str, D: int, K: int, n: int) -> str:
-    return f"{device_name}|D={D}|K={K}|n<2^{n.bit_length()}"
+def _key(device_name: str, D: int, K: int, n: int, same: bool) -> str:
+    return f"{device_name}|D={D}|K={K}|{'self' if same else 'bipartite'}|n<2^{n.bit_length()}"
 
 
 # the tuning file as last read: (path, its entries); None: not read yet. Read once per process and
@@ -197,31 +198,32 @@ def _entries(path: Path) -> dict:
     return _LOADED[0][1]
 
 
-def tuned_settings(device: torch.device, D: int, K: int, n: int) -> dict | None:
-    """The stored settings for a search on ``device`` (D dims, lists of width K, ``n`` points),
-    or None (no tuning file, tuning off, no entry for this GPU, D and K). Of the entries of this
-    GPU, D and K, the one tuned on the cloud size nearest ``n`` (size class: ``n.bit_length()``,
+def tuned_settings(device: torch.device, D: int, K: int, n: int, same: bool = True) -> dict | None:
+    """The stored settings for a search on ``device`` (D dims, lists of width K, ``n`` points, a
+    self search or not), or None (no tuning file, tuning off, no entry for this GPU, D, K and
+    kind). Of those entries, the one tuned on the cloud size nearest ``n`` (size class: ``n.bit_length()``,
     i.e. within a factor of 2). An entry that does not check is ignored with a warning. Memoised
     per process and value of ``GEODEPTH_KNN_TUNING`` (the search asks on every call; do not
     modify the dict it returns): a file changed by another process is read at the next start."""
     # (the key costs the host ~0.5 us: one environment read; XDG_CACHE_HOME is read once)
-    memo = (os.environ.get("GEODEPTH_KNN_TUNING"), device, D, K, n.bit_length())
+    memo = (os.environ.get("GEODEPTH_KNN_TUNING"), device, D, K, n.bit_length(), same)
     try:
         return _MEMO[memo]
     except KeyError:
         pass
-    _MEMO[memo] = out = _lookup(device, D, K, n)
+    _MEMO[memo] = out = _lookup(device, D, K, n, same)
     return out
 
 
-def _lookup(device: torch.device, D: int, K: int, n: int) -> dict | None:
+def _lookup(device: torch.device, D: int, K: int, n: int, same: bool) -> dict | None:
     path = tuning_path()
     if path is None:
         return None
     name = _device_name(device)
     best, best_gap = None, None
     for key, e in _entries(path).items():
-        if not isinstance(e, dict) or e.get("device") != name or e.get("D") != D or e.get("K") != K:
+        if not isinstance(e, dict) or e.get("device") != name or e.get("D") != D or e.get("K") != K \
+                or e.get("self") != same:
             continue
         size = e.get("size_class")
         gap = abs(n.bit_length() - size) if isinstance(size, int) else 99
@@ -338,6 +340,7 @@ def tune_knn(points: Tensor, k: int = 16, *, query: Tensor | None = None, query_
     changes = candidate_changes(K) if changes is None else [{}] + [c for c in changes if c]
     settings = [check_settings(c, K) for c in changes]  # (every one checked before anything runs)
     query, points = query.contiguous(), points.contiguous()
+    same = (query is points or kg._same_tensor(query, points)) and qo == po  # (as knn_grid decides)
     if points.is_cuda:
         def sync():
             torch.cuda.synchronize(points.device)
@@ -380,14 +383,14 @@ def tune_knn(points: Tensor, k: int = 16, *, query: Tensor | None = None, query_
         raise ValueError(f"the default search settings failed on this cloud: {table[0][2]}")
     best = min(range(len(table)), key=lambda j: math.inf if table[j][1] is None else table[j][1])
     n = points.shape[0]
-    key = _key(_device_name(points.device), D, K, n)
+    key = _key(_device_name(points.device), D, K, n, same)
     out = Path(path).expanduser() if path is not None else tuning_path()
     if save and out is not None:
         import triton
 
         from geodepth._version import __version__
 
-        _write(out, key, {"device": _device_name(points.device), "D": D, "K": K, "size_class": n.bit_length(),
+        _write(out, key, {"device": _device_name(points.device), "D": D, "K": K, "self": same, "size_class": n.bit_length(),
                           "points": n, "queries": query.shape[0], "k": k, "settings": settings[best],
                           "ms": round(table[best][1], 4), "default_ms": round(default_ms, 4),
                           "tried": len(table), "tuned_at": datetime.datetime.now().isoformat(timespec="seconds"),
