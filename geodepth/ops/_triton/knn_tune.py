@@ -390,8 +390,9 @@ def tune_knn(points: Tensor, k: int = 16, *, query: Tensor | None = None, query_
 
         from geodepth._version import __version__
 
-        _write(out, key, {"device": _device_name(points.device), "D": D, "K": K, "self": same, "size_class": n.bit_length(),
-                          "points": n, "queries": query.shape[0], "k": k, "settings": settings[best],
+        _write(out, key, {"device": _device_name(points.device), "D": D, "K": K, "self": same,
+                          "size_class": n.bit_length(), "points": n, "queries": query.shape[0], "k": k,
+                          "settings": settings[best],
                           "ms": round(table[best][1], 4), "default_ms": round(default_ms, 4),
                           "tried": len(table), "tuned_at": datetime.datetime.now().isoformat(timespec="seconds"),
                           "geodepth": __version__, "torch": torch.__version__, "triton": triton.__version__})
