@@ -1,6 +1,7 @@
 """Depth maps as 16-bit PNG: KITTI (uint16 = round(depth_m * 256)) and NYU (millimetres)."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +92,10 @@ def write_depth_png(path, depth: Tensor, scale: float = KITTI_DEPTH_SCALE, *, ov
     IP-Basic's tools write their PNGs. Depths beyond ``65535 / scale`` (255.996 m for KITTI's
     256) do not fit: by default a ``ValueError`` (naming how many and how far, before anything
     is written); ``far="zero"`` writes them as 0, the format's "no value". They were clipped to
-    65535, which stored a 300 m return as 256 m, a wrong depth that reads as a real one.
+    65535, which stored a 300 m return as 256 m, a wrong depth that reads as a real one. Depths
+    above 0 but below half a step (``0.5 / scale``: 1.95 mm for KITTI) round to 0, the format's
+    "no value": they are written so, with a ``UserWarning`` naming how many (they were lost
+    without a word).
 
     Args:
         path: output ``.png`` file; parent folders are created.
@@ -126,6 +130,11 @@ def write_depth_png(path, depth: Tensor, scale: float = KITTI_DEPTH_SCALE, *, ov
                              f"{d[too_far].max():.6g} m), more than a 16-bit PNG at scale {scale:g} holds; pass "
                              f"far='zero' to write them as 0 (no value), or a smaller scale; cannot write {path}")
         stored[too_far] = 0
+    lost = (stored == 0) & (d > 0) & ~too_far
+    if lost.any():
+        warnings.warn(f"depth has {int(lost.sum())} pixel(s) in (0, {d[lost].max():.3g}] m, below half a step of "
+                      f"the PNG's scale ({0.5 / scale:.3g} m at scale {scale:g}): written as 0 (no value) in {path}",
+                      stacklevel=2)
     arr = stored.astype(np.uint16)
     from PIL import Image
 

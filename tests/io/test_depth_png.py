@@ -29,7 +29,8 @@ def test_read_nyu_png_is_millimetres(nyu_dir):
 
 def test_write_follows_definition_and_round_trips(tmp_path):
     d = torch.tensor([[0.0, 1.0, 1.5 / 256, 2.5 / 256, 0.001, 65535 / 256, 12.3456]], dtype=torch.float64)
-    p = write_depth_png(tmp_path / "sub" / "d.png", d[None])
+    with pytest.warns(UserWarning, match=r"1 pixel\(s\)"):  # 0.001 m rounds to 0 (see below)
+        p = write_depth_png(tmp_path / "sub" / "d.png", d[None])
     raw = cv2.imread(str(p), cv2.IMREAD_ANYDEPTH)
     assert raw.dtype == np.uint16
     # round half to even (numpy); 255.996 m is the farthest that fits
@@ -66,6 +67,24 @@ def test_depths_beyond_uint16_are_refused_or_zero(tmp_path):
     for bad in ("clip", None, 0):
         with pytest.raises(ValueError, match="far must be one of"):
             write_depth_png(tmp_path / "x.png", d, far=bad)
+
+
+def test_depths_that_round_to_zero_warn(tmp_path):
+    """A positive depth below half a step of the scale rounds to 0, the format's "no value": written
+    so (numpy's rounding, half to even: 0.5 / 256 m -> 0, 0.51 / 256 m -> 1), with a warning that
+    counts them; depths that keep a value warn nothing."""
+    import warnings
+
+    d = torch.tensor([[0.0, 0.001, 0.5 / 256, 0.51 / 256, 0.002, 5.0]], dtype=torch.float64)
+    with pytest.warns(UserWarning, match=r"2 pixel\(s\) in \(0, 0.00195\] m.*0.00195 m at scale 256.*no value"):
+        path = write_depth_png(tmp_path / "near.png", d)
+    raw = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH)
+    assert raw.tolist() == np.round(d.numpy() * 256).tolist() == [[0, 0, 0, 1, 1, 1280]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_depth_png(tmp_path / "ok.png", d[:, 3:])
+    with pytest.warns(UserWarning, match=r"1 pixel\(s\).*0.0005 m at scale 1000"):
+        write_depth_png(tmp_path / "nyu.png", torch.tensor([[0.0004, 1.0]]), scale=1000)
 
 
 def test_bad_inputs(tmp_path):
