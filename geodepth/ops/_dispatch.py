@@ -11,7 +11,7 @@ import functools
 import torch
 from torch import Tensor
 
-__all__ = ["eager_without_grad", "plain_eager", "triton_available", "use_triton"]
+__all__ = ["eager_without_grad", "no_double_backward", "plain_eager", "triton_available", "use_triton"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -57,3 +57,17 @@ def eager_without_grad(*tensors: Tensor | None) -> bool:
     if torch.is_grad_enabled() and any(t.requires_grad for t in ts):
         return False
     return plain_eager(*ts)
+
+
+def no_double_backward(backward_op, op_name: str) -> None:
+    """Register an autograd formula for a backward op that refuses with our message: the fused
+    backward kernels have no derivative of their own, and without this a second-order gradient
+    (``create_graph=True``, a gradient penalty) failed with torch's "no autograd formula was
+    registered ... use register_autograd", which reads as if the user should write one."""
+
+    def refuse(ctx, *grads):
+        raise RuntimeError(f"geodepth.ops.{op_name} has no second derivative: its backward pass is a fused "
+                           "kernel that is not itself differentiable (double backward, create_graph=True, "
+                           "gradient penalties or Hessian products through it are not supported)")
+
+    backward_op.register_autograd(refuse)

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from geodepth._checks import check_not_meta
 
-from ._dispatch import eager_without_grad, use_triton
+from ._dispatch import eager_without_grad, no_double_backward, use_triton
 
 __all__ = ["aggregate"]
 
@@ -63,6 +63,9 @@ def _(grad, features, idx, weights, argmax, reduce, need_features, need_weights)
     df = features.new_empty(features.shape if need_features else (0,))
     dw = features.new_empty(weights.shape if (need_weights and weights is not None) else (0,))
     return df, dw
+
+
+no_double_backward(_aggregate_backward_op, "aggregate")
 
 
 def _setup_context(ctx, inputs, output):

@@ -23,7 +23,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from ._dispatch import eager_without_grad, plain_eager, use_triton
+from ._dispatch import eager_without_grad, no_double_backward, plain_eager, use_triton
 from .aggregate import _check_features, _check_idx, _check_idx_values
 
 __all__ = ["continuous_conv", "scored_aggregate"]
@@ -103,6 +103,9 @@ def _scored_backward_op(grad: Tensor, features: Tensor, idx: Tensor, scores: Ten
 def _(grad, features, idx, scores, need_features, need_scores):
     return (features.new_empty(features.shape if need_features else (0,)),
             scores.new_empty(scores.shape if need_scores else (0,)))
+
+
+no_double_backward(_scored_backward_op, "scored_aggregate")
 
 
 def _setup_context(ctx, inputs, output):

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from geodepth._checks import OFFSETS_DTYPES, check_not_meta
 
-from ._dispatch import eager_without_grad, use_triton
+from ._dispatch import eager_without_grad, no_double_backward, use_triton
 
 __all__ = ["sample"]
 
@@ -81,6 +81,9 @@ def _sample_backward_op(grad: Tensor, fmap: Tensor, uv: Tensor, bidx: Tensor, mo
 @_sample_backward_op.register_fake
 def _(grad, fmap, uv, bidx, mode, padding, need_fmap, need_uv):
     return fmap.new_empty(fmap.shape if need_fmap else (0,)), uv.new_empty(uv.shape if need_uv else (0,))
+
+
+no_double_backward(_sample_backward_op, "sample")
 
 
 def _setup_context(ctx, inputs, output):

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from geodepth._checks import check_not_meta, check_size
 
-from ._dispatch import eager_without_grad, use_triton
+from ._dispatch import eager_without_grad, no_double_backward, use_triton
 
 __all__ = ["Splat", "splat"]
 
@@ -106,6 +106,9 @@ def _splat_backward_op(grad: Tensor, uv: Tensor, count: Tensor, winner: Tensor, 
 @_splat_backward_op.register_fake
 def _(grad, uv, count, winner, N, reduce):
     return grad.new_empty((N, grad.shape[0]))
+
+
+no_double_backward(_splat_backward_op, "splat")
 
 
 def _setup_context(ctx, inputs, output):

@@ -125,3 +125,29 @@ def test_inference_route_under_no_grad_with_grad_inputs(reduce):
         out = aggregate(feats, idx, w, reduce)
     assert out.grad_fn is None and not out.requires_grad
     torch.testing.assert_close(out, aggregate_reference(feats.detach(), idx, w, reduce), rtol=1e-12, atol=1e-12)
+
+
+def _double_backward_cases():
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, 12, (6, 3), generator=g)
+    uv = torch.rand(12, 2, generator=g) * torch.tensor([8.0, 5.0])
+    scores = torch.rand(6, 3, 2, generator=g, dtype=torch.float64)
+    return {
+        "aggregate": (lambda f: aggregate(f, idx, reduce="mean"), (12, 4)),
+        "scored_aggregate": (lambda f: scored_aggregate(f, idx, scores), (12, 4)),
+        "splat": (lambda v: splat(uv.double(), v, (5, 8), "sum").image, (12, 3)),
+        "sample": (lambda m: sample(m, uv.double()), (3, 5, 8)),
+    }
+
+
+@pytest.mark.parametrize("name", ["aggregate", "scored_aggregate", "splat", "sample"])
+def test_double_backward_is_refused_by_name(name):
+    """First-order gradients (also with ``create_graph=True``) work; differentiating them again
+    raises our error naming the op (it was torch's "no autograd formula was registered ... use
+    register_autograd"). The first-order gradient is checked against finite differences too."""
+    fn, shape = _double_backward_cases()[name]
+    x = torch.rand(*shape, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(fn, (x,))
+    (gx,) = torch.autograd.grad((fn(x) ** 2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match=rf"geodepth.ops.{name} has no second derivative"):
+        gx.sum().backward()
