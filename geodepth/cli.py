@@ -680,6 +680,12 @@ def cmd_tune_knn(args) -> int:
     if not torch.cuda.is_available():
         raise CLIError("tune-knn times the GPU search and needs a CUDA GPU (torch.cuda.is_available() is False "
                        f"with torch {torch.__version__})")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as e:
+        raise CLIError(f"--device {args.device!r}: {e}") from None
+    if device.type != "cuda":
+        raise CLIError(f"--device must be a CUDA device (cuda, cuda:1, ...), got {args.device!r}")
     path = Path(args.cloud) if args.cloud else _sample_dir() / "velodyne.bin"
     if not path.is_file():
         raise CLIError(f"cloud {path} not found")
@@ -691,7 +697,7 @@ def cmd_tune_knn(args) -> int:
     out = Path(args.out) if args.out else tuning_path()
     if not args.no_save and out is None:
         raise CLIError("GEODEPTH_KNN_TUNING is off: give --out FILE, or --no-save")
-    pts = pts.to(device=args.device, dtype=torch.float32)
+    pts = pts.to(device=device, dtype=torch.float32)
     print(f"tuning the GPU KNN search on {torch.cuda.get_device_name(pts.device)}: {pts.shape[0]} points of "
           f"{path}{' (front half)' if args.front else ''}, k = {args.k}")
     t = tune_knn(pts, args.k, repeats=args.repeats, save=not args.no_save, path=out)

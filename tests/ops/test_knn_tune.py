@@ -228,12 +228,18 @@ def test_tune_knn_interpreted_kernels(tuning):
     assert entry["settings"]["layout"] == "lane" and entry["K"] == 4
 
 
-def test_cli_tune_knn_needs_a_gpu(capsys, monkeypatch):
+def test_cli_tune_knn_refuses_bad_options(capsys, monkeypatch):
     from geodepth.cli import main
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert main(["tune-knn"]) == 2
     assert "needs a CUDA GPU" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # (a GPU machine: the options are checked)
+    for device, msg in (("cpu", "must be a CUDA device"), ("gpu:0", "--device 'gpu:0'")):
+        assert main(["tune-knn", "--device", device]) == 2
+        assert msg in capsys.readouterr().err
+    assert main(["tune-knn", "no_such_scan.bin"]) == 2
+    assert "no_such_scan.bin not found" in capsys.readouterr().err
 
 
 @pytest.mark.cuda
