@@ -103,11 +103,14 @@ def _block_counts(p: np.ndarray, q: np.ndarray, lo: np.ndarray, h: float, G: np.
 
 
 def _lockstep_steps(p: np.ndarray, q: np.ndarray, R: np.ndarray, lo: np.ndarray, h: float, G: np.ndarray,
-                    last: int, block: int, W: int = 16) -> np.ndarray:
+                    last: int, block: int, W: int = 16, stream: bool = False) -> np.ndarray:
     """Candidate steps of the grid search per ring 0..last, summed over programs (``q`` in program
     order, ``R`` its rings needed): a program scans each row of a ring as the kernel does (a shell
     face row as one range of cells, an inner row as its two end cells), W candidates a step, as
-    many steps as its longest lane's segment needs (lockstep; lanes already final scan nothing)."""
+    many steps as its longest lane's segment needs (lockstep; lanes already final scan nothing).
+    ``stream``: a kernel that is not built yet, whose lanes each read their ring's segments as one
+    stream, W candidates a step across segment ends: a program then takes as many steps per ring
+    as its longest lane's whole ring needs."""
     cp = np.clip(np.floor((p - lo) / h).astype(np.int64), 0, G - 1)
     cq = np.clip(np.floor((q - lo) / h).astype(np.int64), 0, G - 1)
     counts = np.bincount((cp[:, 2] * G[1] + cp[:, 1]) * G[0] + cp[:, 0], minlength=int(G.prod()))
@@ -120,6 +123,7 @@ def _lockstep_steps(p: np.ndarray, q: np.ndarray, R: np.ndarray, lo: np.ndarray,
     out = np.zeros(last + 1, np.int64)
     for r in range(last + 1):
         act = R >= r
+        ring_total = np.zeros(len(q), np.int64)
         for dz in range(max(-r, 1 - int(G[2])), min(r, int(G[2]) - 1) + 1):
             for dy in range(max(-r, 1 - int(G[1])), min(r, int(G[1]) - 1) + 1):
                 zz, yy = cq[:, 2] + dz, cq[:, 1] + dy
@@ -135,7 +139,12 @@ def _lockstep_steps(p: np.ndarray, q: np.ndarray, R: np.ndarray, lo: np.ndarray,
                         xs = np.where(inside, x, 0)
                         segs.append(np.where(inside, starts[base + xs + 1] - starts[base + xs], 0))
                 for n in segs:
-                    out[r] += int((-(-lockstep_max(n) // W)).sum())
+                    if stream:
+                        ring_total += n
+                    else:
+                        out[r] += int((-(-lockstep_max(n) // W)).sum())
+        if stream:
+            out[r] = int((-(-lockstep_max(ring_total) // W)).sum())
     return out
 
 
@@ -193,6 +202,35 @@ def main_lockstep(sets: dict[str, np.ndarray], cells: dict[str, float]) -> dict:
             print(f"{name:5s} h={cells[name]:.2f} cap {r['ring_cap']:2d}: worst program {r['worst_program_rows']:6d} "
                   f"rows (~{r['worst_program_ms_at_0.29us_per_row']:.3f} ms), all {r['all_rows']:8d}; level 2: "
                   f"{r['leftover']:6d} queries ({100 * r['leftover_share']:4.1f} %), {r['level2_steps']:8d} steps")
+    return out
+
+
+def main_stream(sets: dict[str, np.ndarray], cells: dict[str, float], caps=(3, 6)) -> dict:
+    """Candidate steps of the grid search as built (one row segment after another) against lanes
+    that stream their ring's segments (``_lockstep_steps(stream=True)``), in lockstep programs of 32
+    and for lanes on their own (per 32), per ring cap: what a streaming "lane" kernel could save."""
+    out = {}
+    for name, p in sets.items():
+        q = p
+        dk = kth_distance(p, K)
+        h = cells[name]
+        lo = p.min(0)
+        G = np.maximum(np.ceil((p.max(0) - lo) / h).astype(np.int64), 1)
+        c = np.clip(np.floor((q - lo) / h).astype(np.int64), 0, G - 1)
+        order = np.argsort((c[:, 2] * G[1] + c[:, 1]) * G[0] + c[:, 0], kind="stable")
+        R = _rings_needed(q[order], dk[order], lo, h, G)
+        last = max(caps)
+        res = {}
+        for label, block, stream in (("rows", 32, False), ("stream", 32, True), ("rows_alone", 1, False),
+                                     ("stream_alone", 1, True)):
+            steps = np.cumsum(_lockstep_steps(p, q[order], R, lo, h, G, last, block, stream=stream)) / (32 // block)
+            res[label] = {cap: float(steps[cap]) for cap in caps}
+        out[name] = {"h": h, "steps": res}
+        for cap in caps:
+            r = {label: res[label][cap] for label in res}
+            print(f"{name:5s} h={h:.2f} cap {cap}: candidate steps as built {r['rows']:8.0f}, streamed "
+                  f"{r['stream']:8.0f} ({r['rows'] / r['stream']:.2f}x fewer); lanes alone {r['rows_alone']:8.0f} / "
+                  f"streamed {r['stream_alone']:8.0f} (per 32)")
     return out
 
 
@@ -255,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pixels", action="store_true", help="the same for knn_fill's pixel queries (KITTI frame)")
     ap.add_argument("--order", action="store_true",
                     help="the lockstep model in both query orders (cell, density) at the cells the H200 chose")
+    ap.add_argument("--stream", action="store_true",
+                    help="candidate steps as built against lanes streaming their ring's segments (H200 cells)")
     args = ap.parse_args(argv)
     if args.pixels:
         res = main_pixels()
@@ -265,6 +305,13 @@ def main(argv: list[str] | None = None) -> int:
     raw = np.fromfile(SCAN, dtype=np.float32).reshape(-1, 4)
     full = raw[:, :3].astype(np.float64)
     sets = {"full": full, "front": full[full[:, 0] > np.abs(full[:, 1])]}
+    if args.stream:  # the cells the H200 run chose at CELLS_PER_POINT = 4 (bm_knn's notes, run3)
+        res = main_stream(sets, {"full": 0.671, "front": 0.540})
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "knn_stream_model.json").write_text(json.dumps({"k": K, "block": 32, "W": 16, "sets": res},
+                                                                  indent=1))
+        print(f"wrote {RESULTS / 'knn_stream_model.json'}")
+        return 0
     if args.order:  # the cells the H200 run chose at CELLS_PER_POINT = 4 (bm_knn's notes, run3)
         res = main_order(sets, {"full": 0.671, "front": 0.540})
         RESULTS.mkdir(parents=True, exist_ok=True)
