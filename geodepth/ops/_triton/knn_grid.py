@@ -77,9 +77,8 @@ from geodepth.ops.knn import COORD_LIMIT, coord_error
 
 __all__ = ["CELLS_PER_POINT", "CHUNK", "LAUNCH", "LAUNCH_LANE", "LAYOUT", "LAYOUTS", "LEVEL2_PREFETCH", "MAXNREG",
            "MAXNREG_LANE", "MERGE", "MERGE_MODES", "ORDER", "ORDERS", "RING_CAP", "STEPS", "TARGET_OCCUPANCY_PER_K",
-           "GridPlan",
-           "density_order", "knn_grid", "level2_part_blocks", "plan_knn_grid", "ring_cap_for", "rows_through",
-           "run_knn_grid"]
+           "GridPlan", "density_order", "knn_grid", "level2_part_blocks", "plan_knn_grid", "ring_cap_for",
+           "rows_through", "run_knn_grid"]
 
 _BIG = 2**31 - 1
 #: tuning knobs of the cell size (see the module docstring); time them with
@@ -1310,10 +1309,8 @@ def knn_grid(query: Tensor, points: Tensor, k: int, qo: list[int], po: list[int]
     the settings ``tune_knn`` stored for this GPU, D, list width and kind (self or bipartite) are
     used (``knn_tune.tuned_settings``; none stored: the module defaults).
     """
-    if tuned and max_sqdist == float("inf") and block is None and num_warps is None and target_per_k is None \
-            and ring_cap is None \
-            and chunk is None and merge is None and layout is None and order is None and cells_per_point is None \
-            and prefetch is None and step is None:
+    opts = (block, num_warps, target_per_k, ring_cap, chunk, merge, layout, order, cells_per_point, prefetch, step)
+    if tuned and max_sqdist == float("inf") and opts.count(None) == len(opts):
         same = (query is points or _same_tensor(query, points)) and qo == po
         s = tuned_settings(query.device, query.shape[1], max(1, triton.next_power_of_2(k)), points.shape[0], same)
         if s is not None:

@@ -5,12 +5,12 @@ the lists, the order of the queries, the second level's merge and chunk size, th
 computes the same exact lists; only the time differs, and which one is fastest depends on the GPU
 (SMs, registers, memory) and on the clouds. :func:`tune_knn` times a list of settings (the
 defaults with a few of them changed, :func:`candidate_changes`), checks each one's lists against
-the CPU path's before timing it, and stores the fastest in a JSON file, per GPU name, dimension,
-list width ``K`` (``k`` rounded up to a power of two) and cloud size (:func:`tuning_path`), and kind (a self search, or
-queries apart from the points). ``knn`` on CUDA then uses the stored settings for unbounded
-searches whose call sets none of the search's options (:func:`tuned_settings`: the entry of the
-same GPU, D, K and kind whose cloud size is nearest); bounded searches (``radius``, ``knn_fill``)
-keep the defaults. ``GEODEPTH_KNN_TUNING`` names another file, or ``off`` to ignore tuning.
+the CPU path's before timing it, and stores the fastest in a JSON file (:func:`tuning_path`), per
+GPU name, dimension, list width ``K`` (``k`` rounded up to a power of two), kind (a self search,
+or queries apart from the points) and cloud size. ``knn`` on CUDA then uses the stored settings
+for unbounded searches whose call sets none of the search's options (:func:`tuned_settings`: the
+entry of the same GPU, D, K and kind whose cloud size is nearest); bounded searches (``radius``,
+``knn_fill``) keep the defaults. ``GEODEPTH_KNN_TUNING`` names another file, or ``off`` to ignore tuning.
 
 Nothing here imports Triton at module level: the public ``geodepth.ops.tune_knn`` is importable
 (and gives a clear error) on machines without it.
@@ -290,9 +290,10 @@ def tune_knn(points: Tensor, k: int = 16, *, query: Tensor | None = None, query_
     once (compiling its kernels where needed: seconds the first time, then cached by Triton), its
     lists are compared with the CPU path's (bitwise: distances and indices), and only then is it
     timed: the median of ``repeats`` whole ``knn`` searches (plan and run, synchronised). The
-    fastest is stored in the tuning file under this GPU's name, D, K and the cloud's size class
-    (other entries are kept; the same key is replaced), and ``knn`` / ``radius`` use it for
-    every later search in this process and others whose call sets no search option (CUDA).
+    fastest is stored in the tuning file under this GPU's name, D, K, the kind of search and the
+    cloud's size class (other entries are kept; the same key is replaced), and ``knn`` uses it for
+    every later unbounded search of that kind whose call sets no search option (CUDA; in this
+    process and later ones).
     Tune on clouds like the ones you search (a LiDAR frame of your sensor, the same k).
 
     Args:
@@ -314,7 +315,8 @@ def tune_knn(points: Tensor, k: int = 16, *, query: Tensor | None = None, query_
 
     Raises:
         ValueError: CPU tensors (outside Triton's interpreter), not float32, an empty cloud, a
-        bad setting in ``changes`` (before anything runs), or the defaults failing.
+        bad setting in ``changes`` (before anything runs), or the defaults failing. A setting
+        whose lists differ from the CPU path's is not timed (its note in ``table`` says so).
     """
     from geodepth.ops._dispatch import triton_available
     from geodepth.ops.knn import _validate, knn
