@@ -23,7 +23,14 @@ from torch import Tensor, nn
 
 from .._checks import check_not_meta, check_number, shape_or_type
 from ..ops._dispatch import plain_eager
-from ..ops.aggregate import _check_features, _check_idx, _check_idx_values, aggregate
+from ..ops.aggregate import (
+    _check_features,
+    _check_idx,
+    _check_idx_values,
+    aggregate,
+    known_idx_range,
+    remember_idx_range,
+)
 
 __all__ = ["GraphPropagation", "edge_attention", "propagate"]
 
@@ -33,10 +40,12 @@ def _check_graph_values(points: Tensor, idx: Tensor) -> None:
     if torch.compiler.is_compiling():
         return
     bad = (~torch.isfinite(points)).sum() if points.numel() else points.new_zeros((), dtype=torch.int64)
-    if idx.numel():
+    known = known_idx_range(idx) if idx.numel() else (-1, -1)  # (an index tensor read before: not again)
+    if known is None:
         bad, lo, hi = torch.stack([bad, *torch.aminmax(idx)]).tolist()
+        remember_idx_range(idx, lo, hi)  # (the layer's aggregations then read it no more)
     else:
-        bad, lo, hi = int(bad), -1, -1
+        bad, (lo, hi) = int(bad), known
     if bad:
         raise ValueError(f"points contains NaN or inf ({bad} values; positions must be finite, they enter the "
                          "attention scores)")

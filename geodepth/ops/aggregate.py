@@ -8,6 +8,7 @@ fake and autograd), so it works under ``torch.compile``.
 """
 from __future__ import annotations
 
+import weakref
 from typing import Optional
 
 import torch
@@ -100,13 +101,47 @@ def _check_idx(idx: Tensor, n: int, m: int | None = None, name: str = "idx", val
         _check_idx_values(idx, n, name)
 
 
+# The value ranges of the last few index tensors read, so that the layers of a network that all
+# take one neighbour graph read it once (on CUDA each read waits for the device): (a weak reference
+# to the tensor, its version counter when read, min, max). An in-place change bumps the counter and
+# the next check reads again; inference tensors keep no counter and are read every time.
+_IDX_RANGES: list = []
+_IDX_RANGES_KEPT = 8
+
+
+def known_idx_range(idx: Tensor) -> tuple[int, int] | None:
+    """``(min, max)`` of ``idx`` as last read, if it has not changed since; else None."""
+    for ref, version, lo, hi in _IDX_RANGES:
+        if ref() is idx:
+            try:
+                return (lo, hi) if idx._version == version else None
+            except RuntimeError:  # (an inference tensor: no version counter)
+                return None
+    return None
+
+
+def remember_idx_range(idx: Tensor, lo: int, hi: int) -> None:
+    """Record ``(min, max)`` just read from ``idx`` (see ``known_idx_range``)."""
+    try:
+        entry = (weakref.ref(idx), idx._version, lo, hi)
+    except (RuntimeError, TypeError):  # inference tensors (no version counter), objects without weakrefs
+        return
+    kept = [e for e in _IDX_RANGES if e[0]() is not None and e[0]() is not idx]
+    _IDX_RANGES[:] = kept[-(_IDX_RANGES_KEPT - 1):] + [entry]
+
+
 def _check_idx_values(idx: Tensor, n: int, name: str = "idx") -> None:
     """ValueError unless every entry of ``idx`` is in [-1, n). The ops call it from their
     implementation, which runs in eager mode and, under ``torch.compile``, when the compiled graph
     runs (a check in the traced Python code would break the graph; skipping it let bad indices
-    through as silent padding or an indexing error from inside torch)."""
+    through as silent padding or an indexing error from inside torch). A tensor read before and not
+    changed since is not read again (``known_idx_range``)."""
     if idx.numel() and not torch.compiler.is_compiling():
-        lo, hi = torch.stack(torch.aminmax(idx)).tolist()  # one device sync on CUDA
+        known = known_idx_range(idx)
+        if known is None:
+            known = tuple(torch.stack(torch.aminmax(idx)).tolist())  # one device sync on CUDA
+            remember_idx_range(idx, *known)
+        lo, hi = known
         if lo < -1 or hi >= n:
             raise ValueError(f"{name} values must be in [-1, {n}) (-1 = no neighbour), got range [{lo}, {hi}]")
 

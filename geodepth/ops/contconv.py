@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ._dispatch import eager_without_grad, no_double_backward, plain_eager, use_triton
-from .aggregate import _check_features, _check_idx, _check_idx_values
+from .aggregate import _check_features, _check_idx, _check_idx_values, known_idx_range, remember_idx_range
 
 __all__ = ["continuous_conv", "scored_aggregate"]
 
@@ -48,14 +48,19 @@ def check_ranges_and_idx(idx: Tensor, n: int, coord_range: Tensor, names: tuple[
     """ValueError for a non-finite ``[min, max]`` pair in ``coord_range`` (4,) (two tensors' ranges,
     :func:`_coord_range`; the message names ``names[i]`` and says ``why``) or an ``idx`` value
     outside [-1, n): one read of the device for both (numpy for CPU tensors)."""
+    known = known_idx_range(idx) if idx.numel() else None  # (an index tensor read before: not again)
     if idx.device.type == "cpu":  # numpy, as _coord_range
         a = idx.numpy()
-        vals = coord_range.tolist() + ([int(a.min()), int(a.max())] if a.size else [])
+        vals = coord_range.tolist() + ([int(a.min()), int(a.max())] if a.size and known is None else [])
     else:
         vals = coord_range.detach().to(torch.float64)
-        if idx.numel():
+        if idx.numel() and known is None:
             vals = torch.cat([vals, torch.stack(torch.aminmax(idx)).to(torch.float64)])
         vals = vals.tolist()  # one device sync on CUDA
+    if known is not None:
+        vals = vals[:4] + list(known)
+    elif idx.numel():
+        remember_idx_range(idx, int(vals[4]), int(vals[5]))
     for name, (lo, hi) in zip(names, (vals[0:2], vals[2:4])):
         if not (math.isfinite(lo) and math.isfinite(hi)):
             raise ValueError(f"{name} contains NaN or inf ({why})")

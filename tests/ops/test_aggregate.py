@@ -224,3 +224,76 @@ def test_max_with_nan_and_inf_vs_reference(wmode):
     assert not out[0].isnan().any()
     if w is None:
         assert (out[1] == float("-inf")).all()
+
+
+@pytest.fixture
+def count_index_reads(monkeypatch):
+    """The number of ``torch.aminmax`` calls (how the ops read an index tensor's range), from a
+    fresh record of known ranges."""
+    import sys
+
+    ag = sys.modules["geodepth.ops.aggregate"]  # (the package's ``aggregate`` is the function)
+    monkeypatch.setattr(ag, "_IDX_RANGES", [])
+    calls = [0]
+    orig = torch.aminmax
+
+    def counting(*a, **k):
+        calls[0] += 1
+        return orig(*a, **k)
+
+    monkeypatch.setattr(torch, "aminmax", counting)
+    return calls
+
+
+def test_an_index_tensor_is_read_once_until_it_changes(count_index_reads):
+    """The layers of a network that share one neighbour graph read its values once (on CUDA a read
+    waits for the device): aggregate three times and its backward read idx once; an in-place change
+    reads again and catches a bad value; a smaller cloud is checked against the known range without
+    a read; an equal copy is a new tensor (read); an inference tensor is read every time. The
+    results stay the reference's."""
+    g = torch.Generator().manual_seed(4)
+    f = torch.randn(30, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    idx = torch.randint(-1, 30, (20, 4), generator=g)
+    for reduce in ("sum", "mean", "max"):
+        torch.testing.assert_close(aggregate(f, idx, reduce=reduce), aggregate_reference(f, idx, reduce=reduce))
+    aggregate(f, idx, reduce="mean").sum().backward()
+    assert count_index_reads[0] == 1
+    with pytest.raises(ValueError, match=r"in \[-1, 10\).*got range \[-1, 2[0-9]\]"):
+        aggregate(f[:10], idx)  # (the known range says it: no read)
+    assert count_index_reads[0] == 1
+    idx[3, 2] = 31  # in place: the version counter moves
+    with pytest.raises(ValueError, match=r"got range \[-1, 31\]"):
+        aggregate(f, idx)
+    assert count_index_reads[0] == 2
+    idx[3, 2] = 0
+    aggregate(f, idx.clone())  # equal values, another tensor
+    assert count_index_reads[0] == 3
+    with torch.inference_mode():
+        inf_idx = idx.clone()
+        inf_f = f.detach().clone()
+        for _ in range(2):
+            torch.testing.assert_close(aggregate(inf_f, inf_idx), aggregate_reference(inf_f, inf_idx))
+    assert count_index_reads[0] == 5
+
+
+def test_graph_propagation_reads_its_graph_once(count_index_reads):
+    """GraphPropagation's check (finite points, idx range) reads idx; its two aggregations do not
+    read it again (they read it twice more before), and a second forward on the same graph reads it
+    no more."""
+    from geodepth.nn import GraphPropagation
+
+    g = torch.Generator().manual_seed(5)
+    N = 40
+    pts, idx = torch.randn(N, 3, generator=g), torch.randint(0, N, (N, 6), generator=g)
+    layer = GraphPropagation(4, 6, 8)
+    d, im = torch.randn(N, 4, generator=g), torch.randn(N, 6, generator=g)
+    out1 = layer(d, im, pts, idx)
+    assert count_index_reads[0] == 1
+    out2 = layer(d, im, pts, idx)
+    assert count_index_reads[0] == 1
+    for a, b in zip(out1, out2):
+        assert torch.equal(a, b)
+    bad = idx.clone()
+    bad[0, 0] = N
+    with pytest.raises(ValueError, match=rf"idx values must be in \[-1, {N}\)"):
+        layer(d, im, pts, bad)
