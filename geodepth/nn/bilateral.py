@@ -232,8 +232,8 @@ def bilateral_conv(features: Tensor, points: Tensor, guidance: Tensor, idx: Tens
     Note:
         In eager mode NaN / inf in ``points`` or ``guidance`` and ``idx`` values outside [-1, N)
         are a ``ValueError`` (one read of the device). Under ``torch.compile`` the fused op checks
-        ``points`` when the graph runs; an out-of-range ``idx`` fails earlier, in the gather of
-        the edge differences (an ``IndexError``), and ``guidance`` is not checked. Under
+        ``points`` and ``guidance`` when the graph runs; an out-of-range ``idx`` fails earlier, in
+        the gather of the edge differences (an ``IndexError``). Under
         ``torch.autocast`` the Gaussian kernels are computed in the input precision (bf16 would
         round logits near 200 to steps of 1); the attention and the GEMMs follow autocast.
 
@@ -270,7 +270,7 @@ def bilateral_conv(features: Tensor, points: Tensor, guidance: Tensor, idx: Tens
         if t.device != features.device:
             raise ValueError(f"{name} is on {t.device} but features are on {features.device}")
     # values (finite points / guidance, idx range): one read in plain eager mode, before the
-    # gathers below; while tracing, the fused op checks idx and points when the graph runs
+    # gathers below; while tracing, the fused op checks idx, points and guidance when the graph runs
     eager = plain_eager(features, points, guidance, idx, weight)
     if eager:
         _check_eager_values(points, guidance, idx)
@@ -278,7 +278,7 @@ def bilateral_conv(features: Tensor, points: Tensor, guidance: Tensor, idx: Tens
     if eager and eager_without_grad(features, idx, w):
         z = _scored_forward(features, idx, w)  # (N, H, C_in)
     else:
-        z = _scored_op(features, idx, w, None if eager else _coord_range(points, points))
+        z = _scored_op(features, idx, w, None if eager else _coord_range(points, guidance), "guidance")
     if H == 1:
         out = z[:, 0] @ weight
     else:  # head h: its own neighbour sum times its slice of W's columns

@@ -29,19 +29,24 @@ from .aggregate import _check_features, _check_idx, _check_idx_values, known_idx
 __all__ = ["continuous_conv", "scored_aggregate"]
 
 
-def _check_values(idx: Tensor, n: int, coord_range: Optional[Tensor]) -> None:
+#: what the second range of ``coord_range`` is, and why it must be finite (the message's words)
+_SECOND_RANGE = {"query": "positions must be finite; they give the relative positions the scores are computed from",
+                 "guidance": "the edge weights are computed from its differences"}
+
+
+def _check_values(idx: Tensor, n: int, coord_range: Optional[Tensor], second: str = "query") -> None:
     """The checks that read values, made where the op runs (eager, and when a compiled graph runs;
     in the traced Python code they would break the graph): ``idx`` in [-1, n), and, for
-    :func:`continuous_conv`, finite positions. ``coord_range`` is (4,) ``[min, max]`` of ``points``
-    then of ``query`` (:func:`_coord_range`, one reduction each; NaN propagates into both, inf into
-    one). One read of the device for both checks."""
+    :func:`continuous_conv` and ``BilateralConv``, finite inputs. ``coord_range`` is (4,) ``[min,
+    max]`` of ``points`` then of ``second`` ("query", or the bilateral layer's "guidance";
+    :func:`_coord_range`, one reduction each; NaN propagates into both, inf into one). One read of
+    the device for both checks."""
     if torch.compiler.is_compiling():
         return
     if coord_range is None:
         _check_idx_values(idx, n)
         return
-    check_ranges_and_idx(idx, n, coord_range, ("points", "query"),
-                         "positions must be finite; they give the relative positions the scores are computed from")
+    check_ranges_and_idx(idx, n, coord_range, ("points", second), _SECOND_RANGE[second])
 
 
 def check_ranges_and_idx(idx: Tensor, n: int, coord_range: Tensor, names: tuple[str, str], why: str) -> None:
@@ -69,8 +74,10 @@ def check_ranges_and_idx(idx: Tensor, n: int, coord_range: Tensor, names: tuple[
                          f"{int(vals[5])}]")
 
 
-def _scored_impl(features: Tensor, idx: Tensor, scores: Tensor, coord_range: Optional[Tensor] = None) -> Tensor:
-    _check_values(idx, features.shape[0], coord_range)  # here, not in the wrappers: runs under torch.compile too
+def _scored_impl(features: Tensor, idx: Tensor, scores: Tensor, coord_range: Optional[Tensor] = None,
+                 second: str = "query") -> Tensor:
+    # here, not in the wrappers: runs under torch.compile too
+    _check_values(idx, features.shape[0], coord_range, second)
     return _scored_forward(features, idx, scores)
 
 
@@ -88,7 +95,7 @@ _scored_op = torch.library.custom_op("geodepth::scored_aggregate", _scored_impl,
 
 
 @_scored_op.register_fake
-def _(features, idx, scores, coord_range=None):
+def _(features, idx, scores, coord_range=None, second="query"):
     return features.new_empty((idx.shape[0], scores.shape[2], features.shape[1]))
 
 
@@ -122,9 +129,9 @@ def _backward(ctx, grad):
     features, idx, scores = ctx.saved_tensors
     need_f, need_s = ctx.needs_input_grad[0], ctx.needs_input_grad[2]
     if not (need_f or need_s):
-        return None, None, None, None
+        return None, None, None, None, None
     df, ds = _scored_backward_op(grad.contiguous(), features, idx, scores, need_f, need_s)
-    return (df if need_f else None), None, (ds if need_s else None), None
+    return (df if need_f else None), None, (ds if need_s else None), None, None
 
 
 _scored_op.register_autograd(_backward, setup_context=_setup_context)

@@ -264,6 +264,25 @@ def test_compiled_matches_eager():
     torch.testing.assert_close(xr.grad, xe.grad)
 
 
+def test_compiled_checks_points_and_guidance():
+    """Under torch.compile the fused op checks the values when the graph runs: NaN / inf in
+    ``guidance`` (it was not checked there: NaN rows came out) or ``points`` is the eager mode's
+    ValueError naming the argument; the clean inputs still give the eager output."""
+    x, p, guid, idx = cloud(N=20, k=5, seed=23)
+    torch.manual_seed(0)
+    conv = randomise(BilateralConv(5, 4, 3, heads=2).double())
+    compiled = torch.compile(conv, backend="aot_eager", fullgraph=False)
+    gn = guid.clone()
+    gn[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="guidance contains NaN or inf"):
+        compiled(x.clone().requires_grad_(), p, gn, idx)
+    pn = p.clone()
+    pn[7, 0] = float("inf")
+    with pytest.raises(ValueError, match="points contains NaN or inf"):
+        compiled(x.clone().requires_grad_(), pn, guid, idx)
+    torch.testing.assert_close(compiled(x.clone().requires_grad_(), p, guid, idx), conv(x, p, guid, idx))
+
+
 def test_large_scores_are_stable():
     """Attention scores of +-1e5 and a narrow range kernel (logits ~1e6): the float32 layer
     equals the float64 loops (a softmax written without the max subtraction overflows)."""
