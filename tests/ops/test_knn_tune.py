@@ -168,6 +168,23 @@ def test_tuned_settings_bad_files_warn_and_fall_back(tuning):
     assert kt.tuning_path() is None and kt.tuned_settings(dev, 3, 16, 1000) is None
 
 
+def test_tuning_path_defaults(monkeypatch, tmp_path):
+    """The default file is under XDG_CACHE_HOME, else ~/.cache; without a home directory there is
+    none (and the search runs on the defaults) rather than an error from every knn call."""
+    monkeypatch.delenv("GEODEPTH_KNN_TUNING", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert kt.tuning_path() == tmp_path / "geodepth" / "knn_tuning.json"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert kt.tuning_path() == tmp_path / "home" / ".cache" / "geodepth" / "knn_tuning.json"
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(kt.Path, "home", staticmethod(no_home))
+    assert kt.tuning_path() is None
+
+
 def test_candidate_changes_are_valid_and_distinct():
     """Every candidate checks for its K, none repeats another, the defaults come first, and "lane"
     is offered only where it builds without spills (K <= 16)."""

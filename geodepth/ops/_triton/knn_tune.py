@@ -44,11 +44,17 @@ _OFF = ("off", "0", "none", "false", "no")
 
 def tuning_path() -> Path | None:
     """The tuning file: ``$GEODEPTH_KNN_TUNING`` if set (None when it is ``off``), else
-    ``$XDG_CACHE_HOME/geodepth/knn_tuning.json`` (``~/.cache/...`` without XDG_CACHE_HOME)."""
+    ``$XDG_CACHE_HOME/geodepth/knn_tuning.json`` (``~/.cache/...`` without XDG_CACHE_HOME; None
+    without a home directory either)."""
     env = os.environ.get("GEODEPTH_KNN_TUNING")
     if env is not None and env.strip():
         return None if env.strip().lower() in _OFF else Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = Path.home() / ".cache"
+        except RuntimeError:  # (no home directory, e.g. a service without HOME: no tuning file)
+            return None
     return Path(base) / "geodepth" / "knn_tuning.json"
 
 
