@@ -77,8 +77,8 @@ from geodepth.ops.knn import COORD_LIMIT, coord_error
 
 __all__ = ["CELLS_PER_POINT", "CHUNK", "LAUNCH", "LAUNCH_LANE", "LAYOUT", "LAYOUTS", "LEVEL2_PREFETCH", "MAXNREG",
            "MAXNREG_LANE", "MERGE", "MERGE_MODES", "ORDER", "ORDERS", "RING_CAP", "STEPS", "TARGET_OCCUPANCY_PER_K",
-           "GridPlan", "density_order", "knn_grid", "level2_part_blocks", "plan_knn_grid", "ring_cap_for",
-           "rows_through", "run_knn_grid"]
+           "GridPlan", "check_choices", "density_order", "knn_grid", "level2_part_blocks", "plan_knn_grid",
+           "ring_cap_for", "rows_through", "run_knn_grid"]
 
 _BIG = 2**31 - 1
 #: tuning knobs of the cell size (see the module docstring); time them with
@@ -1203,6 +1203,31 @@ def density_order(plan: GridPlan) -> GridPlan:
     return plan._replace(args=(nkey, *nxyz.unbind(0), nrow, *plan.args[5:]))
 
 
+def check_choices(K: int, k: int, *, order=None, merge=None, layout=None, prefetch=None, step=None) -> tuple:
+    """The search's named choices for lists of width K (``k`` neighbours), None meaning the module
+    default: ``(order, merge, layout, prefetch, step)``, or a ValueError naming the bad value
+    (``run_knn_grid`` before it launches anything, ``knn_tune.check_settings`` for stored settings)."""
+    order = ORDER if order is None else order
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {list(ORDERS)}, got {order!r}")
+    merge = MERGE if merge is None else merge
+    if merge not in MERGE_MODES:
+        raise ValueError(f"merge must be one of {sorted(MERGE_MODES)}, got {merge!r}")
+    layout = LAYOUT if layout is None else layout
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {sorted(LAYOUTS)}, got {layout!r}")
+    if layout == "lane" and K not in LAUNCH_LANE:
+        raise ValueError(f"layout='lane' holds lists of at most {max(LAUNCH_LANE)} neighbours (longer ones spill "
+                         f"registers); k = {k} needs layout='tile'")
+    prefetch = LEVEL2_PREFETCH if prefetch is None else prefetch
+    if not isinstance(prefetch, bool):
+        raise ValueError(f"prefetch must be True or False, got {prefetch!r}")
+    step = CHUNK if step is None else step
+    if isinstance(step, bool) or step not in STEPS:
+        raise ValueError(f"step must be one of {list(STEPS)} (candidates per step), got {step!r}")
+    return order, merge, layout, prefetch, step
+
+
 def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | None = None,
                  out: tuple[Tensor, Tensor] | None = None, max_sqdist: float = float("inf"),
                  ring_cap: int | None = None, chunk: int | None = None, merge: str | None = None,
@@ -1226,25 +1251,9 @@ def run_knn_grid(plan: GridPlan, *, block: int | None = None, num_warps: int | N
     same lists. One sync,
     after every launch: the error bits (ValueError for NaN / inf coordinates) and, into ``stats``
     if given, the ring cap, the number of queries the second level took and its chunks."""
-    order = ORDER if order is None else order
-    if order not in ORDERS:
-        raise ValueError(f"order must be one of {list(ORDERS)}, got {order!r}")
-    merge = MERGE if merge is None else merge
-    if merge not in MERGE_MODES:
-        raise ValueError(f"merge must be one of {sorted(MERGE_MODES)}, got {merge!r}")
+    order, merge, layout, prefetch, step = check_choices(plan.K, plan.k, order=order, merge=merge, layout=layout,
+                                                         prefetch=prefetch, step=step)
     mode = MERGE_MODES[merge]
-    layout = LAYOUT if layout is None else layout
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {sorted(LAYOUTS)}, got {layout!r}")
-    if layout == "lane" and plan.K not in LAUNCH_LANE:
-        raise ValueError(f"layout='lane' holds lists of at most {max(LAUNCH_LANE)} neighbours (longer ones spill "
-                         f"registers); k = {plan.k} needs layout='tile'")
-    prefetch = LEVEL2_PREFETCH if prefetch is None else prefetch
-    if not isinstance(prefetch, bool):
-        raise ValueError(f"prefetch must be True or False, got {prefetch!r}")
-    step = CHUNK if step is None else step
-    if isinstance(step, bool) or step not in STEPS:
-        raise ValueError(f"step must be one of {list(STEPS)} (candidates per step), got {step!r}")
     if order == "density":  # (after every check: nothing launched for a refused call)
         plan = density_order(plan)
     a = plan.args

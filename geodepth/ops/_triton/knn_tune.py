@@ -131,7 +131,9 @@ def check_settings(settings: dict, K: int) -> dict:
     if unknown:
         raise ValueError(f"unknown KNN search settings {unknown}; known: {list(SETTINGS)}")
     s = {**default_settings(K), **settings}
-    for name in ("block", "num_warps", "ring_cap", "chunk", "step"):
+    kg.check_choices(K, K, order=s["order"], merge=s["merge"], layout=s["layout"], prefetch=s["prefetch"],
+                     step=s["step"])
+    for name in ("block", "num_warps", "ring_cap", "chunk"):
         v = s[name]
         if name == "ring_cap" and v is None:
             continue
@@ -144,15 +146,6 @@ def check_settings(settings: dict, K: int) -> dict:
         raise ValueError(f"ring_cap must be >= 0, -1 (no cap) or None (the plan's), got {s['ring_cap']}")
     if s["chunk"] < 1:
         raise ValueError(f"chunk must be >= 1, got {s['chunk']}")
-    if s["step"] not in kg.STEPS:
-        raise ValueError(f"step must be one of {list(kg.STEPS)}, got {s['step']}")
-    if not isinstance(s["prefetch"], bool):
-        raise ValueError(f"prefetch must be True or False, got {s['prefetch']!r}")
-    for name, known in (("merge", sorted(kg.MERGE_MODES)), ("layout", sorted(kg.LAYOUTS)), ("order", list(kg.ORDERS))):
-        if s[name] not in known:
-            raise ValueError(f"{name} must be one of {known}, got {s[name]!r}")
-    if s["layout"] == "lane" and K not in kg.LAUNCH_LANE:
-        raise ValueError(f"layout='lane' takes lists of at most {max(kg.LAUNCH_LANE)} neighbours, not K = {K}")
     for name in PLAN_SETTINGS:
         v = s[name]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
