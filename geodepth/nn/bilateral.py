@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from .._checks import shape_or_type
 from ..ops._dispatch import eager_without_grad, plain_eager
 from ..ops.aggregate import _check_features, _check_idx
-from ..ops.contconv import _coord_range, _scored_forward, _scored_op, check_ranges_and_idx
+from ..ops.contconv import _check_values, _coord_range, _scored_forward, _scored_op
 
 __all__ = ["BilateralConv", "bilateral_conv", "bilateral_weights"]
 
@@ -49,8 +49,7 @@ MAX_GUIDANCE_DIM = 16
 
 def _check_eager_values(points: Tensor, guidance: Tensor, idx: Tensor) -> None:
     """Finite ``points`` and ``guidance``, ``idx`` in [-1, N): one read of the device (eager mode)."""
-    check_ranges_and_idx(idx, points.shape[0], _coord_range(points, guidance, eager=True), ("points", "guidance"),
-                         "the edge weights are computed from its differences")
+    _check_values(idx, points.shape[0], _coord_range(points, guidance, eager=True), "guidance")
 
 
 def _check_geometry(points: Tensor, guidance: Tensor, idx: Tensor, sigma_s: Tensor, sigma_r: Tensor) -> int:
