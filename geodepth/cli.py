@@ -675,7 +675,7 @@ def cmd_tune_knn(args) -> int:
 
     from .io import read_point_cloud, read_velodyne_bin
     from .ops import tune_knn
-    from .ops._triton.knn_tune import default_settings, tuning_path
+    from .ops._triton.knn_tune import tuning_path
 
     if not torch.cuda.is_available():
         raise CLIError("tune-knn times the GPU search and needs a CUDA GPU (torch.cuda.is_available() is False "
@@ -701,12 +701,10 @@ def cmd_tune_knn(args) -> int:
     print(f"tuning the GPU KNN search on {torch.cuda.get_device_name(pts.device)}: {pts.shape[0]} points of "
           f"{path}{' (front half)' if args.front else ''}, k = {args.k}")
     t = tune_knn(pts, args.k, repeats=args.repeats, save=not args.no_save, path=out)
-    defaults = default_settings(max(1, 1 << (args.k - 1).bit_length()))
-    changed = {key: v for key, v in t.settings.items() if v != defaults[key]}
     not_timed = sum(ms is None for _, ms, _ in t.table)
     print(f"{len(t.table)} settings tried" + (f" ({not_timed} not timed)" if not_timed else "")
           + f"; defaults {t.default_ms:.3f} ms, fastest {t.ms:.3f} ms ({t.speedup:.2f}x): "
-          + (", ".join(f"{key}={v}" for key, v in changed.items()) or "the defaults"))
+          + (", ".join(f"{key}={v}" for key, v in t.changes.items()) or "the defaults"))
     if args.table:
         for change, ms, note in sorted(t.table, key=lambda r: float("inf") if r[1] is None else r[1]):
             what = ", ".join(f"{key}={v}" for key, v in change.items()) or "defaults"

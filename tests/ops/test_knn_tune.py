@@ -83,6 +83,7 @@ def test_tune_knn_keeps_the_fastest_exact_setting(tuning, monkeypatch):
     t = kt.tune_knn(p, 5, changes=changes, repeats=3, progress=False)
     assert len(ran) == 4 and ran[0] == kt.default_settings(8)  # the defaults first, each setting once
     assert t.settings == {**kt.default_settings(8), "layout": "lane", "block": 32, "num_warps": 1}
+    assert t.changes == changes[2]
     assert (t.ms, t.default_ms, t.speedup) == (1.0, 5.0, 5.0)
     notes = {json.dumps(c, sort_keys=True): (ms, note) for c, ms, note in t.table}
     assert notes[json.dumps({"order": "density"})][0] is None
@@ -124,6 +125,12 @@ def test_tune_knn_save_false_and_no_file_without_asking(tuning, monkeypatch):
     with pytest.raises(ValueError, match="ring_cap"):
         kt.tune_knn(_cloud(), 4, changes=[{"ring_cap": -3}], progress=False)
     assert len(ran) == 2  # the first call's two settings; the refused calls ran nothing
+    # a file at the tuning path that is not a tuning file is not replaced: refused before any timing
+    tuning.parent.mkdir(parents=True, exist_ok=True)
+    tuning.write_text('{"mine": 1}')
+    with pytest.raises(ValueError, match=r"refusing to replace .*knn_tuning.json: not a format-1 geodepth"):
+        kt.tune_knn(_cloud(), 4, changes=[{"ring_cap": 1}], repeats=1, progress=False)
+    assert tuning.read_text() == '{"mine": 1}' and len(ran) == 2
 
 
 def test_tune_knn_refuses_bad_input(tuning, monkeypatch):

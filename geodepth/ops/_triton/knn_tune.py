@@ -176,17 +176,20 @@ def _warn_once(msg: str) -> None:
         warnings.warn(msg, stacklevel=3)
 
 
-def _read(path: Path) -> dict:
-    """The entries of a tuning file; {} (with a warning) for a file that is not one."""
+def _read(path: Path, strict: bool = False) -> dict:
+    """The entries of a tuning file ({} when there is none); for a file that is not one, {} with a
+    warning (the search's lookup), or with ``strict`` a ValueError (before ``tune_knn`` writes:
+    it would replace someone else's file)."""
     try:
         data = json.loads(path.read_text())
+        if not isinstance(data, dict) or data.get("format") != _FORMAT or not isinstance(data.get("entries"), dict):
+            raise ValueError(f"not a format-{_FORMAT} geodepth tuning file")
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as e:
+        if strict:
+            raise ValueError(f"refusing to replace {path}: {e}; move it away or pass another path") from None
         _warn_once(f"ignoring the KNN tuning file {path}: {e}")
-        return {}
-    if not isinstance(data, dict) or data.get("format") != _FORMAT or not isinstance(data.get("entries"), dict):
-        _warn_once(f"ignoring the KNN tuning file {path}: not a format-{_FORMAT} geodepth tuning file")
         return {}
     return data["entries"]
 
@@ -204,7 +207,8 @@ def tuned_settings(device: torch.device, D: int, K: int, n: int, same: bool = Tr
     i.e. within a factor of 2). An entry that does not check is ignored with a warning. Memoised
     per process and value of ``GEODEPTH_KNN_TUNING`` (the search asks on every call; do not
     modify the dict it returns): a file changed by another process is read at the next start."""
-    # (the key costs the host ~0.5 us: one environment read; XDG_CACHE_HOME is read once)
+    # (the key costs the host ~0.5 us: one environment read; XDG_CACHE_HOME is not in it, so a
+    # change of it within a process is not seen)
     memo = (os.environ.get("GEODEPTH_KNN_TUNING"), device, D, K, n.bit_length(), same)
     try:
         return _MEMO[memo]
@@ -240,12 +244,14 @@ def _lookup(device: torch.device, D: int, K: int, n: int, same: bool) -> dict | 
 
 class KNNTuning(NamedTuple):
     """What :func:`tune_knn` found. ``settings``: the fastest (every one of ``SETTINGS``);
+    ``changes``: the same as its changes to the defaults, as tried (``{}``: the defaults won);
     ``ms`` / ``default_ms``: their median times and the defaults' (ms per ``knn`` search, plan
     included); ``table``: ``(changes, median ms or None, note)`` per setting tried, in order
     (None: refused, or lists that differ from the CPU path's, which the note says); ``path``:
     the file written (None with ``save=False``); ``key``: its entry."""
 
     settings: dict
+    changes: dict
     ms: float
     default_ms: float
     table: list
@@ -272,7 +278,7 @@ def _median_ms(fn, repeats: int, sync) -> float:
 def _write(path: Path, key: str, entry: dict) -> None:
     """Add or replace one entry of the tuning file, keeping the others (written to a temporary
     file, then renamed: a crash never leaves half a file)."""
-    entries = dict(_read(path)) if path.exists() else {}
+    entries = dict(_read(path, strict=True))
     entries[key] = entry
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
@@ -340,6 +346,9 @@ def tune_knn(points: Tensor, k: int = 16, *, query: Tensor | None = None, query_
     D = points.shape[1]
     changes = candidate_changes(K) if changes is None else [{}] + [c for c in changes if c]
     settings = [check_settings(c, K) for c in changes]  # (every one checked before anything runs)
+    out = Path(path).expanduser() if path is not None else tuning_path()
+    if save and out is not None:
+        _read(out, strict=True)  # (a file there that is not a tuning file: refused before the timing)
     query, points = query.contiguous(), points.contiguous()
     same = (query is points or kg._same_tensor(query, points)) and qo == po  # (as knn_grid decides)
     if points.is_cuda:
@@ -384,14 +393,14 @@ def tune_knn(points: Tensor, k: int = 16, *, query: Tensor | None = None, query_
         raise ValueError(f"the default search settings failed on this cloud: {table[0][2]}")
     best = min(range(len(table)), key=lambda j: math.inf if table[j][1] is None else table[j][1])
     n = points.shape[0]
-    key = _key(_device_name(points.device), D, K, n, same)
-    out = Path(path).expanduser() if path is not None else tuning_path()
+    name = _device_name(points.device)
+    key = _key(name, D, K, n, same)
     if save and out is not None:
         import triton
 
         from geodepth._version import __version__
 
-        _write(out, key, {"device": _device_name(points.device), "D": D, "K": K, "self": same,
+        _write(out, key, {"device": name, "D": D, "K": K, "self": same,
                           "size_class": n.bit_length(), "points": n, "queries": query.shape[0], "k": k,
                           "settings": settings[best],
                           "ms": round(table[best][1], 4), "default_ms": round(default_ms, 4),
@@ -399,4 +408,4 @@ def tune_knn(points: Tensor, k: int = 16, *, query: Tensor | None = None, query_
                           "geodepth": __version__, "torch": torch.__version__, "triton": triton.__version__})
         _LOADED[0] = None  # re-read on the next search
         _MEMO.clear()
-    return KNNTuning(settings[best], table[best][1], default_ms, table, out if save else None, key)
+    return KNNTuning(settings[best], changes[best], table[best][1], default_ms, table, out if save else None, key)
